@@ -1,0 +1,59 @@
+# xcheck: every target installs what is missing first.
+#   make demo   run the shipped scenarios against the default QEMU profile
+#   make test   run the test suite (unit + real-QEMU integration)
+#   make bench  print performance figures as "name: value" lines
+#   make lint   ruff + mypy --strict
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN     = $(VENV)/bin
+APT_PKGS = qemu-system-arm gdb-multiarch
+PYTEST_ARGS ?=
+
+.PHONY: all demo test unit bench lint sysdeps venv clean
+
+all: test
+
+sysdeps:
+	@missing=""; \
+	command -v qemu-system-aarch64 >/dev/null 2>&1 || missing="$$missing qemu-system-arm"; \
+	command -v gdb-multiarch >/dev/null 2>&1 || missing="$$missing gdb-multiarch"; \
+	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	  else \
+	    echo "xcheck needs Debian packages:$$missing"; \
+	    echo "run: sudo apt-get install --no-install-recommends$$missing"; \
+	    exit 1; \
+	  fi; \
+	fi
+
+$(BIN)/xcheck: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: sysdeps $(BIN)/xcheck
+
+demo: venv
+	$(BIN)/xcheck doctor
+	$(BIN)/python -m xcheck.demo
+
+test: venv
+	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
+
+unit: venv
+	$(BIN)/pytest -q -m "not qemu" $(PYTEST_ARGS)
+
+bench: venv
+	$(BIN)/python -m bench
+
+lint: venv
+	$(BIN)/ruff check xcheck tests bench
+	$(BIN)/mypy --strict xcheck
+
+clean:
+	rm -rf $(VENV) build *.egg-info

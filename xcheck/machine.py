@@ -1,0 +1,155 @@
+"""What the model and the target share: AT operations, probes, a machine setup.
+
+This module is the only contract between the two sides of a cross-check
+(see the data flow in the README). The scenario builder produces a
+:class:`MachineSetup`; the target loads it into an emulator and executes the
+probes; the model reads the same setup and walks the same memory image.
+Nothing here decodes a register or a descriptor.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+# --- The guest's physical memory map (QEMU "virt") ---------------------------
+
+RAM_BASE = 0x4000_0000
+"""First byte of RAM on the virt machine."""
+
+RESERVED_LOW = 0x0020_0000
+"""Bytes at the bottom of RAM left alone: QEMU puts the device tree there."""
+
+HARNESS_PA = RAM_BASE + RESERVED_LOW
+"""xcheck's own code, vectors, stack and result buffer (the harness)."""
+
+HARNESS_SIZE = 0x0020_0000
+"""2 MiB, so that one 2M block (4K granule) or one page each can map it."""
+
+ARENA_PA = HARNESS_PA + HARNESS_SIZE
+"""Start of the region where the scenario builder places translation tables."""
+
+ARENA_SIZE = 0x0100_0000
+"""16 MiB of table arena. The target clears what a previous setup wrote here."""
+
+TRANSLATION_SYSREGS: tuple[str, ...] = (
+    "SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1",
+    "SCTLR_EL2", "TCR_EL2", "TTBR0_EL2", "TTBR1_EL2", "MAIR_EL2",
+    "HCR_EL2", "VTCR_EL2", "VTTBR_EL2",
+)
+"""Registers every setup gives a value for, so that no state leaks from an
+earlier setup into a later one. Both sides read exactly these values."""
+
+
+class AtOp(enum.Enum):
+    """The AT (address translate) operations, by their assembler names.
+
+    Arm ARM DDI 0487, C5.5 "A64 system instructions for address translation".
+    """
+
+    S1E0R = "S1E0R"
+    S1E0W = "S1E0W"
+    S1E1R = "S1E1R"
+    S1E1W = "S1E1W"
+    S1E1RP = "S1E1RP"
+    S1E1WP = "S1E1WP"
+    S1E2R = "S1E2R"
+    S1E2W = "S1E2W"
+    S12E0R = "S12E0R"
+    S12E0W = "S12E0W"
+    S12E1R = "S12E1R"
+    S12E1W = "S12E1W"
+
+    @property
+    def is_write(self) -> bool:
+        return self.value.endswith("W") or self.value.endswith("WP")
+
+    @property
+    def min_el(self) -> int:
+        """The lowest EL at which the instruction is not UNDEFINED."""
+        return 2 if self.value.startswith(("S1E2", "S12")) else 1
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One AT instruction to execute: op on va, at exception level ``el``
+    with PSTATE.PAN = ``pan``. ``label`` names it in reports."""
+
+    op: AtOp
+    va: int
+    el: int = 1
+    pan: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class MachineSetup:
+    """Everything loaded into the machine before probes run.
+
+    ``sysregs`` holds a value for every name in TRANSLATION_SYSREGS (and may
+    hold more). ``memory`` maps a physical address to the bytes stored from
+    there; RAM that no block covers reads as zero (the target clears what it
+    wrote before). ``code_va`` gives, per regime name ("EL10", "EL2",
+    "EL20"), the virtual address at which the harness is mapped when that
+    regime's stage 1 is enabled; absent means identity (VA = HARNESS_PA).
+    """
+
+    sysregs: Mapping[str, int]
+    memory: Mapping[int, bytes]
+    probes: tuple[Probe, ...]
+    code_va: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TargetException:
+    """An exception the harness did not expect, taken while running a probe."""
+
+    esr: int
+    elr: int
+    far: int
+    el: int
+    """The EL the exception was taken to."""
+
+    def describe(self) -> str:
+        ec = (self.esr >> 26) & 0x3F
+        return (f"unexpected exception to EL{self.el}: ESR=0x{self.esr:x} "
+                f"(EC=0x{ec:02x}) ELR=0x{self.elr:x} FAR=0x{self.far:x}")
+
+
+ProbeResult = int | TargetException
+"""What a target reports for one probe: the PAR_EL1 value, or an exception."""
+
+
+def sysreg_defaults() -> dict[str, int]:
+    """Reset-like values: every stage of translation off, EL1 in AArch64.
+
+    HCR_EL2.RW (bit 31) = 1 so that EL1 is AArch64; SCTLR RES1 bits set.
+    """
+    return {
+        "SCTLR_EL1": 0x30D0_0800,
+        "TCR_EL1": 0,
+        "TTBR0_EL1": 0,
+        "TTBR1_EL1": 0,
+        "MAIR_EL1": 0,
+        "SCTLR_EL2": 0x30C5_0830,
+        "TCR_EL2": 0x8080_0000,
+        "TTBR0_EL2": 0,
+        "TTBR1_EL2": 0,
+        "MAIR_EL2": 0,
+        "HCR_EL2": 1 << 31,
+        "VTCR_EL2": 1 << 31,
+        "VTTBR_EL2": 0,
+    }
+
+
+def chunks(memory: Mapping[int, bytes]) -> list[tuple[int, bytes]]:
+    """The memory image as sorted (address, bytes) blocks, adjacent ones merged."""
+    out: list[tuple[int, bytes]] = []
+    for addr in sorted(memory):
+        data = memory[addr]
+        if out and out[-1][0] + len(out[-1][1]) == addr:
+            out[-1] = (out[-1][0], out[-1][1] + data)
+        else:
+            out.append((addr, bytes(data)))
+    return out

@@ -1,0 +1,1 @@
+"""Reporters: terminal, JSON lines, JUnit XML."""

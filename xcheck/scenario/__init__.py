@@ -1,0 +1,1 @@
+"""Scenario YAML: schema, loader with file:line errors, page-table builder."""

@@ -1,0 +1,1 @@
+"""The emulator side: QEMU driven over its GDB stub."""
