@@ -25,7 +25,13 @@ HARNESS_PA = RAM_BASE + RESERVED_LOW
 """xcheck's own code, vectors, stack and result buffer (the harness)."""
 
 HARNESS_SIZE = 0x0020_0000
-"""2 MiB, so that one 2M block (4K granule) or one page each can map it."""
+"""2 MiB: the first half is code and vectors, the second half data."""
+
+HARNESS_CODE_SIZE = 0x0010_0000
+"""Code and vector tables: mapped read-only and executable at EL1/EL2."""
+
+HARNESS_DATA_PA = HARNESS_PA + HARNESS_CODE_SIZE
+"""Result buffer and stacks: mapped read/write and execute-never at EL1/EL2."""
 
 ARENA_PA = HARNESS_PA + HARNESS_SIZE
 """Start of the region where the scenario builder places translation tables."""
