@@ -1,0 +1,142 @@
+"""The AT operations: translate(op, va, state, mem) -> AtResult.
+
+Arm ARM DDI 0487, J1.1.3.10 AArch64.AT and J1.1.3.11 AArch64.EncodePAR:
+route the operation to a regime (regime.py), translate stage 1 and, for
+AT S12E*, stage 2 (walk.py), then encode PAR_EL1 (par.py) with the mask
+of the bits the architecture determines.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Literal
+
+from xcheck.arch import attrs, perms
+from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.features import Features
+from xcheck.arch.memory import PhysMem
+from xcheck.arch.par import (
+    FAULT_MASK,
+    FAULT_NOTES,
+    SUCCESS_MASK,
+    SUCCESS_NOTES,
+    describe_par,
+    encode_fault,
+    encode_success,
+)
+from xcheck.arch.regime import AtRoute, HcrState, NotExecuted, Regime, route
+from xcheck.arch.trace import TraceStep, render_trace
+from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
+from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
+from xcheck.machine import AtOp
+
+AtKind = Literal["par", "undefined", "trap", "abort"]
+
+
+@dataclass(frozen=True)
+class ArchState:
+    """The translation registers decoded once (every regime, stage 2), and
+    the PSTATE the AT runs with. ``with_pstate`` reuses the decode."""
+
+    features: Features
+    hcr: HcrState
+    el10: S1RegimeParams
+    el2: S1RegimeParams
+    el20: S1RegimeParams
+    s2: S2TTWParams
+    el: int = 1
+    pan: bool = False
+    _routes: dict[AtOp, AtRoute | NotExecuted] = field(default_factory=dict, compare=False,
+                                                       repr=False)
+
+    @classmethod
+    def from_sysregs(cls, sysregs: Mapping[str, int], features: Features, el: int, pan: bool,
+                     impdef: ImpDef | None = None) -> ArchState:
+        choices = impdef or ImpDef()
+        hcr = HcrState.decode(sysregs.get("HCR_EL2", 0), features)
+        return cls(
+            features=features, hcr=hcr,
+            el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
+            el2=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices),
+            el20=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices),
+            s2=s2_params(sysregs, hcr, features, choices), el=el, pan=pan,
+        )
+
+    def with_pstate(self, el: int, pan: bool) -> ArchState:
+        return replace(self, el=el, pan=pan, _routes={})
+
+    def regime(self, regime: Regime) -> S1RegimeParams:
+        return {Regime.EL10: self.el10, Regime.EL2: self.el2, Regime.EL20: self.el20}[regime]
+
+    def route(self, op: AtOp) -> AtRoute | NotExecuted:
+        r = self._routes.get(op)
+        if r is None:
+            r = self._routes[op] = route(op, self.el, self.hcr, self.features)
+        return r
+
+
+@dataclass(frozen=True)
+class AtResult:
+    """What the architecture requires of one AT: a PAR_EL1 value (``par``,
+    compare only ``mask``), or an exception: "undefined", "trap" (to EL2), or
+    "abort" (a Data Abort instead of a PAR: a stage 2 fault on the stage 1
+    walk of an AT executed at EL1, or an External abort on a walk)."""
+
+    kind: AtKind
+    par: int
+    mask: int
+    mask_notes: tuple[tuple[int, str], ...]
+    fault: FaultRecord | None
+    trace: tuple[TraceStep, ...]
+    detail: str = ""
+
+    def render(self) -> str:
+        if self.kind == "par":
+            head = f"PAR_EL1 = 0x{self.par:016x}: {describe_par(self.par)}"
+        else:
+            head = f"{self.kind}: {self.detail}"
+        lines = [head, render_trace(self.trace)]
+        lines += [f"mask 0x{bits:016x}: {why}" for bits, why in self.mask_notes]
+        return "\n".join(line for line in lines if line)
+
+
+def _not_executed(kind: AtKind, why: str, trace: list[TraceStep],
+                  fault: FaultRecord | None = None) -> AtResult:
+    trace.append(TraceStep(0, kind, why))
+    return AtResult(kind, 0, 0, (), fault, tuple(trace), why)
+
+
+def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
+    """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan."""
+    trace: list[TraceStep] = []
+    r = state.route(op)
+    if isinstance(r, NotExecuted):
+        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace)
+    trace.append(TraceStep(0, "regime", r.why))
+    rp = state.regime(r.regime)
+    acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op), r.write,
+                 state.pan, state.features.pan)
+    s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
+    out = s1_translate(rp, va, acc, s2_walks, mem, trace)
+    if isinstance(out, Translated) and r.stage12:
+        out = s2_translate(state.s2, out.address, out.attrs, r.write, False, mem, trace)
+    notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
+    if s2_walks or r.stage12:
+        notes += [(0, n) for n in state.s2.notes]
+    if isinstance(out, FaultRecord):
+        if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
+            return _not_executed("abort", "Synchronous External abort on a translation table "
+                                 "walk is taken as a Data Abort, not reported in PAR_EL1 "
+                                 "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace, out)
+        if out.s2fs1walk and state.el == 1:
+            return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
+                                 "executed at EL1 is taken as a Data Abort to EL2 "
+                                 "(AArch64.AT)", trace, out)
+        return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
+                        tuple(trace))
+    reported = attrs.par_attrs(out.attrs)
+    par = encode_success(out.address, reported.attr, reported.sh)
+    trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
+                           f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR"))
+    return AtResult("par", par, SUCCESS_MASK, SUCCESS_NOTES + tuple(notes), None, tuple(trace))

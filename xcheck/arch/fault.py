@@ -1,0 +1,68 @@
+"""FaultRecord and the fault status codes reported in PAR_EL1.FST.
+
+Arm ARM DDI 0487: J1.1.3.12 AArch64.PARFaultStatus, EncodeLDFSC (J1.3),
+D24.2 PAR_EL1.FST. A fault is a value, never an exception.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+
+class Fault(enum.Enum):
+    """The FaultRecord.statuscode values the model produces."""
+
+    ADDRESS_SIZE = "address size"
+    TRANSLATION = "translation"
+    ACCESS_FLAG = "access flag"
+    PERMISSION = "permission"
+    EXTERNAL_ABORT_ON_WALK = "external abort on walk"
+
+
+_BASE = {
+    Fault.ADDRESS_SIZE: 0b000000,
+    Fault.TRANSLATION: 0b000100,
+    Fault.ACCESS_FLAG: 0b001000,
+    Fault.PERMISSION: 0b001100,
+    Fault.EXTERNAL_ABORT_ON_WALK: 0b010100,
+}
+_LEVEL_MINUS_1 = {
+    Fault.ADDRESS_SIZE: 0b101001,
+    Fault.TRANSLATION: 0b101011,
+    Fault.EXTERNAL_ABORT_ON_WALK: 0b010011,
+}
+
+
+def encode_fst(status: Fault, level: int) -> int:
+    """EncodeLDFSC: the 6-bit fault status code for ``status`` at ``level``.
+
+    Levels 0..3 use 0bSSSSLL; level -1 (FEAT_LPA2) has its own encodings."""
+    if level == -1:
+        return _LEVEL_MINUS_1[status]
+    return _BASE[status] | (level & 3)
+
+
+@dataclass(frozen=True, slots=True)
+class FaultRecord:
+    """A translation fault as the ASL FaultRecord: status, level, stage,
+    s2fs1walk (PAR.PTW), write; ``rule`` cites what decided it."""
+
+    statuscode: Fault
+    level: int
+    stage: int = 1
+    s2fs1walk: bool = False
+    write: bool = False
+    rule: str = ""
+
+    @property
+    def secondstage(self) -> bool:
+        return self.stage == 2
+
+    @property
+    def fst(self) -> int:
+        return encode_fst(self.statuscode, self.level)
+
+    def describe(self) -> str:
+        where = f"stage {self.stage}" + (" (during the stage 1 walk)" if self.s2fs1walk else "")
+        return f"{self.statuscode.value} fault, level {self.level}, {where}"

@@ -1,0 +1,101 @@
+"""CPU features the model needs, decoded from the ID registers.
+
+Field positions: Arm ARM DDI 0487, D24.2 (ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
+ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52, 7: 56}
+"""ID_AA64MMFR0_EL1.PARange (and TCR.{I}PS, VTCR.PS) encodings, in bits."""
+
+
+def _f(value: int, lsb: int) -> int:
+    return (value >> lsb) & 0xF
+
+
+@dataclass(frozen=True)
+class Features:
+    """What the PE implements, as far as address translation cares.
+
+    ``pa_range_bits`` is AArch64.PAMax() (ID_AA64MMFR0_EL1.PARange).
+    Stage 2 granule support (``tgran*_2``) is resolved: TGranX_2 == 0 means
+    "as stage 1" (FEAT_GTG absent).
+    """
+
+    pa_range_bits: int = 48
+    tgran4: bool = True
+    tgran16: bool = True
+    tgran64: bool = True
+    tgran4_2: bool = True
+    tgran16_2: bool = True
+    tgran64_2: bool = True
+    lpa: bool = False
+    """FEAT_LPA: 52-bit PA with the 64KB granule (PARange == 0b0110)."""
+    lpa2: bool = False
+    """FEAT_LPA2: 52-bit OA with 4KB/16KB granules when TCR.DS == 1."""
+    lva: bool = False
+    """FEAT_LVA: 52-bit VA (ID_AA64MMFR2_EL1.VARange == 1)."""
+    vh: bool = True
+    """FEAT_VHE: HCR_EL2.E2H is implemented."""
+    pan: int = 0
+    """0 none, 1 FEAT_PAN, 2 FEAT_PAN2 (AT S1E1RP/WP), 3 FEAT_PAN3 (EPAN)."""
+    hafdbs: int = 0
+    """0 none, 1 hardware Access flag, 2 Access flag and dirty state."""
+    hpds: int = 0
+    """0 none, 1 FEAT_HPDS (TCR.HPD), 2 FEAT_HPDS2."""
+    xnx: bool = False
+    ttst: bool = False
+    """FEAT_TTST: small translation tables (ID_AA64MMFR2_EL1.ST)."""
+    nv: int = 0
+    """0 none, 1 FEAT_NV, 2 FEAT_NV2."""
+    e0pd: bool = False
+    s2fwb: bool = False
+    el2: bool = True
+    el3: bool = False
+
+    @property
+    def fwb(self) -> bool:
+        return self.s2fwb
+
+    @classmethod
+    def from_id_regs(cls, id_regs: Mapping[str, int]) -> Features:
+        """Decode ``ID_AA64MMFR0_EL1``, ``ID_AA64MMFR1_EL1``, ``ID_AA64MMFR2_EL1``
+        and ``ID_AA64PFR0_EL1`` (absent registers read as zero)."""
+        mmfr0 = id_regs.get("ID_AA64MMFR0_EL1", 0)
+        mmfr1 = id_regs.get("ID_AA64MMFR1_EL1", 0)
+        mmfr2 = id_regs.get("ID_AA64MMFR2_EL1", 0)
+        pfr0 = id_regs.get("ID_AA64PFR0_EL1", 0)
+        parange = PARANGE_BITS.get(_f(mmfr0, 0), 48)
+        tgran16, tgran64, tgran4 = _f(mmfr0, 20), _f(mmfr0, 24), _f(mmfr0, 28)
+        has4, has16, has64 = tgran4 != 0xF, tgran16 != 0, tgran64 != 0xF
+
+        def stage2(field: int, stage1: bool) -> bool:
+            return stage1 if field == 0 else field >= 2
+
+        return cls(
+            pa_range_bits=parange,
+            tgran4=has4,
+            tgran16=has16,
+            tgran64=has64,
+            tgran4_2=stage2(_f(mmfr0, 40), has4),
+            tgran16_2=stage2(_f(mmfr0, 32), has16),
+            tgran64_2=stage2(_f(mmfr0, 36), has64),
+            lpa=parange >= 52,
+            lpa2=tgran4 == 1 or tgran16 == 2,
+            lva=_f(mmfr2, 16) >= 1,
+            vh=_f(mmfr1, 8) >= 1,
+            pan=min(_f(mmfr1, 20), 3),
+            hafdbs=min(_f(mmfr1, 0), 2),
+            hpds=min(_f(mmfr1, 12), 2),
+            xnx=_f(mmfr1, 28) >= 1,
+            ttst=_f(mmfr2, 28) >= 1,
+            nv=min(_f(mmfr2, 24), 2),
+            e0pd=_f(mmfr2, 60) >= 1,
+            s2fwb=_f(mmfr2, 40) >= 1,
+            el2=_f(pfr0, 8) != 0,
+            el3=_f(pfr0, 12) != 0,
+        )

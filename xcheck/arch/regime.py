@@ -1,0 +1,123 @@
+"""Which translation regime an AT instruction translates, and at which EL.
+
+Arm ARM DDI 0487, C5.4 (A64 system instructions for address translation,
+"Executing AT ..." pseudocode) and J1.1.3.10 AArch64.AT. This machine has
+no EL3 (SCR_EL3 is effectively NS=1, RW=1), so EL2 is always enabled.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+from xcheck.arch.features import Features
+from xcheck.arch.regs import HCR, bit
+from xcheck.machine import AtOp
+
+
+class Regime(enum.Enum):
+    EL10 = "EL1&0"
+    EL2 = "EL2"
+    EL20 = "EL2&0"
+
+    @property
+    def two_ranges(self) -> bool:
+        """HasUnprivileged(regime): two VA ranges, EL0 and a privileged EL."""
+        return self is not Regime.EL2
+
+
+@dataclass(frozen=True)
+class HcrState:
+    """Effective HCR_EL2 controls (D24.2 HCR_EL2): VM and DC are 0 when
+    {E2H, TGE} == {1, 1}; E2H is RES0 without FEAT_VHE; NV and AT are RES0
+    without FEAT_NV; PTW is ignored when TGE == 1; FWB needs FEAT_S2FWB."""
+
+    e2h: bool
+    tge: bool
+    vm: bool
+    dc: bool
+    ptw: bool
+    nv: bool
+    at: bool
+    fwb: bool
+
+    @classmethod
+    def decode(cls, hcr: int, features: Features) -> HcrState:
+        e2h = features.vh and bit(hcr, HCR.E2H)
+        tge = bit(hcr, HCR.TGE)
+        host = e2h and tge
+        return cls(
+            e2h=e2h,
+            tge=tge,
+            vm=bit(hcr, HCR.VM) and not host,
+            dc=bit(hcr, HCR.DC) and not host,
+            ptw=bit(hcr, HCR.PTW) and not tge,
+            nv=features.nv >= 1 and bit(hcr, HCR.NV),
+            at=features.nv >= 1 and bit(hcr, HCR.AT),
+            fwb=features.s2fwb and bit(hcr, HCR.FWB),
+        )
+
+    @property
+    def el0_in_host(self) -> bool:
+        """ELIsInHost(EL0): HCR_EL2.{E2H, TGE} == {1, 1}."""
+        return self.e2h and self.tge
+
+
+@dataclass(frozen=True)
+class AtRoute:
+    """An AT that executes: the regime it translates, the EL the access is
+    made as (``acc_el``), whether stage 2 applies to its output (AT S12E*),
+    whether it checks write permission, and whether it is PAN-aware."""
+
+    regime: Regime
+    acc_el: int
+    stage12: bool
+    write: bool
+    pan_op: bool
+    why: str
+
+
+@dataclass(frozen=True)
+class NotExecuted:
+    """An AT that is UNDEFINED, or trapped to EL2 (``kind`` = "trap")."""
+
+    kind: str
+    why: str
+
+
+def route(op: AtOp, el: int, hcr: HcrState, features: Features) -> AtRoute | NotExecuted:
+    """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``."""
+    name = op.value
+    pan_op = name.endswith("P")
+    write = op.is_write
+    if el not in (1, 2):
+        return NotExecuted("undefined", f"AT is UNDEFINED at EL{el} here (C5.4)")
+    if pan_op and features.pan < 2:
+        return NotExecuted("undefined", f"AT {name} needs FEAT_PAN2 (C5.4.9)")
+    if name.startswith(("S1E2", "S12")):
+        if el == 1:
+            if hcr.nv:
+                return NotExecuted("trap", f"AT {name} at EL1 with HCR_EL2.NV == 1 traps "
+                                           "to EL2, EC 0x18 (C5.4)")
+            return NotExecuted("undefined", f"AT {name} is UNDEFINED at EL1 (C5.4)")
+        if name.startswith("S1E2"):
+            regime = Regime.EL20 if hcr.e2h else Regime.EL2
+            return AtRoute(regime, 2, False, write, False,
+                           f"AT {name}: the {regime.value} regime (C5.4, TranslationRegime(EL2))")
+    elif el == 1 and hcr.at:
+        return NotExecuted("trap", f"AT {name} at EL1 with HCR_EL2.AT == 1 traps to EL2, "
+                                   "EC 0x18 (C5.4)")
+    acc_el = 0 if name.startswith(("S1E0", "S12E0")) else 1
+    if hcr.el0_in_host:
+        # AArch64.AT: with {E2H, TGE} == {1, 1} a stage 1 EL1 request uses EL2&0 from EL2;
+        # AT S12E* then perform stage 1 only (C5.4.1-4).
+        acc_el = 2 if acc_el == 1 else 0
+        return AtRoute(Regime.EL20, acc_el, False, write, pan_op,
+                       f"AT {name}: HCR_EL2.{{E2H,TGE}} == {{1,1}}: EL2&0 regime, "
+                       f"accessed from EL{acc_el} (C5.4, AArch64.AT)")
+    stage12 = name.startswith("S12") and (hcr.vm or hcr.dc)
+    why = f"AT {name}: EL1&0 regime, accessed from EL{acc_el}"
+    if name.startswith("S12"):
+        why += (", stages 1 and 2" if stage12 else
+                "; HCR_EL2.{DC,VM} == {0,0}: stage 1 only (C5.4.1-4)")
+    return AtRoute(Regime.EL10, acc_el, stage12, write, pan_op, why)

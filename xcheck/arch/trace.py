@@ -1,0 +1,43 @@
+"""The walk trace: every step the model took, renderable as text.
+
+A step is one of: a decision about the regime or configuration (``what`` =
+"regime", "config", "output"...), or one descriptor fetch (``what`` = the
+decoded descriptor type: "table", "block", "page", "invalid"), with the
+table base, index, descriptor address and value. ``rule`` cites the Arm ARM
+rule or ASL function that decided.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class TraceStep:
+    stage: int
+    what: str
+    text: str = ""
+    level: int | None = None
+    table: int | None = None
+    index: int | None = None
+    addr: int | None = None
+    desc: int | None = None
+    rule: str = ""
+
+    def render(self) -> str:
+        head = f"S{self.stage}" if self.stage else "AT"
+        if self.addr is None:
+            line = f"{head} {self.what}: {self.text}"
+        else:
+            desc = "no memory" if self.desc is None else f"0x{self.desc:016x}"
+            line = (f"{head} L{self.level} table 0x{self.table or 0:x}[{self.index}] "
+                    f"@0x{self.addr:x} = {desc} -> {self.what}")
+            if self.text:
+                line += f" ({self.text})"
+        if self.rule:
+            line += f"  [{self.rule}]"
+        return line
+
+
+def render_trace(steps: tuple[TraceStep, ...]) -> str:
+    return "\n".join(s.render() for s in steps)

@@ -1,0 +1,302 @@
+"""Stage 1 and stage 2 translation: table walks, their checks, the output.
+
+Arm ARM DDI 0487, chapter D8 and the ASL of J1.1.4: AArch64.S1Translate,
+AArch64.S1Walk, AArch64.S1DisabledOutput, AArch64.S2Translate,
+AArch64.S2Walk, AArch64.DecodeDescriptorType, AArch64.BlockDescSupported,
+AArch64.NextTableBase, AArch64.S1LeafBase / S2LeafBase,
+AArch64.S1ApplyTablePerms, AArch64.S1ApplyOutputPerms,
+AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xcheck.arch import attrs, perms
+from xcheck.arch.attrs import MemAttrs
+from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.memory import PhysMem
+from xcheck.arch.trace import TraceStep
+from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
+
+ADDR48 = (1 << 48) - 1
+ADDR56 = (1 << 56) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Access:
+    """The access an AT makes (AccessDescriptor for AccessType_AT)."""
+
+    s1: perms.S1Access
+    write: bool
+    pstate_pan: bool
+    pan_feature: int
+
+
+@dataclass(frozen=True, slots=True)
+class Translated:
+    """The output of a stage: address (IPA or PA), attributes, final level."""
+
+    address: int
+    attrs: MemAttrs
+    level: int
+
+
+def block_supported(granule_bits: int, ds: bool, pa52_64k: bool, level: int) -> bool:
+    """AArch64.BlockDescSupported (D8.3): 4KB blocks at levels 1, 2 (0 with
+    DS); 16KB at level 2 (1 with DS); 64KB at level 2 (1 with 52-bit PAs)."""
+    if granule_bits == 12:
+        return level in (1, 2) or (level == 0 and ds)
+    if granule_bits == 14:
+        return level == 2 or (level == 1 and ds)
+    return level == 2 or (level == 1 and pa52_64k)
+
+
+def output_address(desc: int, align_bits: int, ds: bool, pa52_64k: bool) -> int:
+    """AArch64.NextTableBase / S1LeafBase / S2LeafBase: descriptor bits
+    [47:align] plus OA[51:48] from bits [15:12] (64KB, PAMax >= 52) or from
+    bits [9:8,49:48] (DS == 1)."""
+    oa = desc & ADDR48 & ~((1 << align_bits) - 1)
+    if pa52_64k:
+        oa |= ((desc >> 12) & 0xF) << 48
+    elif ds:
+        oa |= (((desc >> 8) & 3) << 50) | (((desc >> 48) & 3) << 48)
+    return oa
+
+
+def _bswap(desc: int) -> int:
+    return int.from_bytes(desc.to_bytes(8, "little"), "big")
+
+
+def _kind(desc: int, level: int, granule_bits: int, ds: bool, pa52_64k: bool) -> str:
+    """AArch64.DecodeDescriptorType."""
+    if not desc & 1:
+        return "invalid"
+    if desc & 2:
+        return "page" if level == 3 else "table"
+    return "block" if block_supported(granule_bits, ds, pa52_64k, level) else "invalid block"
+
+
+def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
+              trace: list[TraceStep]) -> FaultRecord:
+    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule))
+    return FaultRecord(status, level, 1, False, acc.write, rule)
+
+
+def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
+                 trace: list[TraceStep]) -> FaultRecord | Translated:
+    """AArch64.S1DisabledOutput: VA = output address, checked against PAMax
+    (Address size fault, level 0); data accesses are Device-nGnRnE, or Normal
+    Write-Back Non-shareable with HCR_EL2.DC == 1 (D8.2.10, "Behavior when
+    stage 1 address translation is disabled")."""
+    p = rp.params(va)
+    trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
+                           "disabled: output address = VA", rule="AArch64.S1Enabled"))
+    top, pamax = p.addrtop, rp.pamax
+    if (va >> pamax) & ((1 << (top + 1 - pamax)) - 1):
+        return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"VA[{top}:{pamax}] != 0 with stage 1 "
+                         "disabled (AArch64.S1DisabledOutput)", trace)
+    return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0)
+
+
+def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
+                 mem: PhysMem, trace: list[TraceStep]) -> FaultRecord | Translated:
+    """AArch64.S1Translate for an AT access. ``s2`` is given when stage 2
+    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set)."""
+    if not rp.enabled:
+        return _s1_disabled(rp, va, acc, trace)
+    p = rp.params(va)
+    two = rp.regime.two_ranges
+    for note in p.notes:
+        trace.append(TraceStep(1, "config", note))
+    if p.txsz_fault:
+        return _s1_fault(Fault.TRANSLATION, 0, acc, "AArch64.S1TxSZFaults", trace)
+    top, iasize = p.addrtop, p.iasize
+    high = (va >> iasize) & ((1 << (top + 1 - iasize)) - 1)
+    upper = p.varange == "upper"
+    if high != (((1 << (top + 1 - iasize)) - 1) if upper else 0):
+        return _s1_fault(Fault.TRANSLATION, 0, acc, f"VA[{top}:{iasize}] not all "
+                         f"{'ones' if upper else 'zeros'}: outside the "
+                         f"{'TTBR1' if upper else 'TTBR0'} range (AArch64.VAIsOutOfRange)", trace)
+    if acc.s1.el == 0 and p.e0pd:
+        return _s1_fault(Fault.TRANSLATION, 0, acc, f"TCR.E0PD{int(upper)} == 1 for an EL0 "
+                         "access (AArch64.S1Translate, FEAT_E0PD)", trace)
+    if two and p.epd:
+        return _s1_fault(Fault.TRANSLATION, 0, acc, f"TCR.EPD{int(upper)} == 1: walks "
+                         "disabled (AArch64.S1Walk)", trace)
+    g, ds, pa52 = p.granule_bits, p.ds, p.pa52_64k
+    stride = g - 3
+    level = p.start_level
+    lsb = (3 - level) * stride + g
+    table = p.base
+    index = (va >> lsb) & ((1 << (iasize - lsb)) - 1)
+    trace.append(TraceStep(1, "start", f"{p.varange} range, {1 << (g - 10)}KB granule, "
+                           f"TxSZ={p.txsz}, start level {level}, OA size {p.oasize} bits",
+                           rule="AArch64.S1StartLevel"))
+    if (table | (index << 3)) >> p.oasize:
+        return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"table base 0x{table:x} above the "
+                         f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
+                         trace)
+    ap_table = xn_u = xn_p = 0
+    while True:
+        descaddr = table | (index << 3)
+        pa = descaddr
+        if s2 is not None:
+            out = s2_translate(s2, descaddr, None, False, True, mem, trace)
+            if isinstance(out, FaultRecord):
+                return out
+            pa = out.address
+        desc = mem.read64(pa)
+        if desc is None:
+            trace.append(TraceStep(1, "no memory", level=level, table=table, index=index,
+                                   addr=pa, desc=None))
+            return _s1_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, acc, f"no memory at "
+                             f"0x{pa:x} (FetchDescriptor, PhysMemRead)", trace)
+        if p.ee:
+            desc = _bswap(desc)
+        kind = _kind(desc, level, g, ds, pa52)
+        trace.append(TraceStep(1, kind, level=level, table=table, index=index, addr=pa,
+                               desc=desc))
+        if kind != "table":
+            break
+        table = output_address(desc, g, ds, pa52)
+        if not p.hpd:
+            if two:
+                ap_table |= (desc >> 61) & 3
+                xn_u |= (desc >> 60) & 1
+                xn_p |= (desc >> 59) & 1
+            else:
+                ap_table |= ((desc >> 62) & 1) << 1
+                xn_p |= (desc >> 60) & 1
+        level += 1
+        lsb -= stride
+        index = (va >> lsb) & ((1 << stride) - 1)
+        if table >> p.oasize:
+            return _s1_fault(Fault.ADDRESS_SIZE, level - 1, acc, f"next-level table 0x{table:x}"
+                             f" above the {p.oasize}-bit OA size (AArch64.S1Walk)", trace)
+    if kind.startswith("invalid"):
+        rule = ("block descriptor not allowed at this level (AArch64.BlockDescSupported)"
+                if kind == "invalid block" else "descriptor bit[0] == 0")
+        return _s1_fault(Fault.TRANSLATION, level, acc, rule, trace)
+    oa = output_address(desc, lsb, ds, pa52) | (va & ((1 << lsb) - 1))
+    if oa >> p.oasize:
+        return _s1_fault(Fault.ADDRESS_SIZE, level, acc, f"output address 0x{oa:x} above the "
+                         f"{p.oasize}-bit OA size (AArch64.S1Walk)", trace)
+    if not (desc >> 10) & 1 and not p.ha:
+        return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
+                         "(AArch64.S1Walk; D8.5)", trace)
+    if two:
+        ap = (desc >> 6) & 3
+        leaf = perms.S1LeafPerms(ap=ap, uxn=bool((desc >> 54) & 1), pxn=bool((desc >> 53) & 1))
+    else:
+        ap = (((desc >> 7) & 1) << 1) | 1
+        leaf = perms.S1LeafPerms(ap=ap, uxn=False, pxn=bool((desc >> 54) & 1))
+    if p.hd and (desc >> 51) & 1 and ap & 2:
+        # R_RKMHW: an AT write to a writable-clean descriptor with hardware
+        # dirty state management is permitted (and never updates it, R_ZYGHJ).
+        leaf = perms.S1LeafPerms(ap=ap & 1, uxn=leaf.uxn, pxn=leaf.pxn)
+        trace.append(TraceStep(1, "dirty", "DBM == 1 with TCR.HD == 1: writable-clean, "
+                               "AP[2] treated as 0", rule="D8.5 R_RKMHW"))
+    denied = perms.s1_permission_fault(
+        two, leaf, perms.TablePerms(ap_table=ap_table, uxn_table=bool(xn_u),
+                                    pxn_table=bool(xn_p)),
+        acc.s1, acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
+    if denied is not None:
+        return _s1_fault(Fault.PERMISSION, level, acc, denied, trace)
+    sh = p.sh if ds else (desc >> 8) & 3
+    mem_attrs = attrs.s1_attrs(p.mair, (desc >> 2) & 7, sh)
+    if not rp.sctlr_c and mem_attrs.attr >> 4:
+        # AArch64.S1TreatAsNormalNC: SCTLR_ELx.C == 0 makes stage 1 Normal memory
+        # Normal Non-cacheable for data accesses.
+        mem_attrs = MemAttrs(attr=0x44, sh=0b10)
+        trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
+                               "Non-cacheable", rule="AArch64.S1TreatAsNormalNC"))
+    return Translated(oa, mem_attrs, level)
+
+
+def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
+              trace: list[TraceStep]) -> FaultRecord:
+    trace.append(TraceStep(2, "fault", f"{status.value} fault, level {level}"
+                           + (" (stage 1 table walk)" if ttw else ""), rule=rule))
+    return FaultRecord(status, level, 2, ttw, write, rule)
+
+
+def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: bool, ttw: bool,
+                 mem: PhysMem, trace: list[TraceStep]) -> FaultRecord | Translated:
+    """AArch64.S2Translate of ``ipa``: a stage 1 table access (``ttw``, a
+    read, fault reported with PAR.PTW == 1) or the stage 1 output (attributes
+    combined with ``s1_attrs``)."""
+    if not p.enabled:
+        return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0)
+    what = "stage 1 table address" if ttw else "IPA"
+    if p.config_fault:
+        return _s2_fault(Fault.TRANSLATION, 0, ttw, write, p.config_fault, trace)
+    if ipa >> p.iasize:
+        return _s2_fault(Fault.TRANSLATION, 0, ttw, write, f"{what} 0x{ipa:x} above the "
+                         f"{p.iasize}-bit IPA space (AArch64.IPAIsOutOfRange)", trace)
+    g, ds, pa52 = p.granule_bits, p.ds, p.pa52_64k
+    stride = g - 3
+    level = p.start_level
+    lsb = (3 - level) * stride + g
+    table = p.base
+    index = (ipa >> lsb) & ((1 << (p.iasize - lsb)) - 1)
+    trace.append(TraceStep(2, "start", f"{what} 0x{ipa:x}: {1 << (g - 10)}KB granule, "
+                           f"T0SZ={p.txsz}, start level {level}"
+                           + (f", {index >> stride} concatenated tables" if index >> stride
+                              else ""), rule="AArch64.S2StartLevel"))
+    if (table | (index << 3)) >> p.oasize:
+        return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"VTTBR_EL2 base 0x{table:x} above "
+                         f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace)
+    while True:
+        descaddr = table | (index << 3)
+        desc = mem.read64(descaddr)
+        if desc is None:
+            trace.append(TraceStep(2, "no memory", level=level, table=table, index=index,
+                                   addr=descaddr, desc=None))
+            return _s2_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, ttw, write,
+                             f"no memory at 0x{descaddr:x} (FetchDescriptor)", trace)
+        if p.ee:
+            desc = _bswap(desc)
+        kind = _kind(desc, level, g, ds, pa52)
+        trace.append(TraceStep(2, kind, level=level, table=table, index=index, addr=descaddr,
+                               desc=desc))
+        if kind != "table":
+            break
+        table = output_address(desc, g, ds, pa52)
+        level += 1
+        lsb -= stride
+        index = (ipa >> lsb) & ((1 << stride) - 1)
+        if table >> p.oasize:
+            return _s2_fault(Fault.ADDRESS_SIZE, level - 1, ttw, write, f"next-level table "
+                             f"0x{table:x} above the {p.oasize}-bit OA size (AArch64.S2Walk)",
+                             trace)
+    if kind.startswith("invalid"):
+        rule = ("block descriptor not allowed at this level (AArch64.BlockDescSupported)"
+                if kind == "invalid block" else "descriptor bit[0] == 0")
+        return _s2_fault(Fault.TRANSLATION, level, ttw, write, rule, trace)
+    oa = output_address(desc, lsb, ds, pa52) | (ipa & ((1 << lsb) - 1))
+    if oa >> p.oasize:
+        return _s2_fault(Fault.ADDRESS_SIZE, level, ttw, write, f"output address 0x{oa:x} "
+                         f"above the {p.oasize}-bit OA size (AArch64.S2Walk)", trace)
+    if not (desc >> 10) & 1 and not p.ha:
+        return _s2_fault(Fault.ACCESS_FLAG, level, ttw, write, "AF == 0 and VTCR_EL2.HA == 0 "
+                         "(AArch64.S2Walk)", trace)
+    s2ap = (desc >> 6) & 3
+    if p.hd and (desc >> 51) & 1:
+        s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
+    memattr = (desc >> 2) & 0xF
+    if ttw:
+        device = not memattr & 4 if p.fwb else not memattr & 0xC
+        if p.ptw and device:
+            return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
+                             "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
+                             trace)
+        denied = perms.s2_permission_fault(s2ap, False)
+    else:
+        denied = perms.s2_permission_fault(s2ap, write)
+    if denied is not None:
+        return _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied, trace)
+    if s1_attrs is None:
+        return Translated(oa, MemAttrs(0, 0), level)
+    sh = p.sh if ds else (desc >> 8) & 3
+    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level)

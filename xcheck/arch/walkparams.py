@@ -1,0 +1,321 @@
+"""Translation table walk parameters, decoded once from the system registers.
+
+Arm ARM DDI 0487, J1.1.4: AArch64.S1TTWParamsEL10 / EL2 / EL20,
+AArch64.NSS2TTWParams, AArch64.S1MinTxSZ, AArch64.S2MinTxSZ,
+AArch64.MaxTxSZ, AArch64.S1TxSZFaults / S2TxSZFaults, AArch64.S1StartLevel,
+AArch64.S2StartLevel, AArch64.S2InvalidSL, AArch64.S2InconsistentSL,
+AArch64.S1TTBaseAddress / S2TTBaseAddress, AArch64.PhysicalAddressSize.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from xcheck.arch.features import PARANGE_BITS, Features
+from xcheck.arch.regime import HcrState, Regime
+from xcheck.arch.regs import SCTLR, TCR, TCR_EL2, VTCR, bit, field, ttbr_base
+
+FINAL_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class ImpDef:
+    """IMPLEMENTATION DEFINED choices the ASL leaves open (each defaults to
+    the non-faulting choice; a scenario can set what its CPU does)."""
+
+    fault_txsz_below_min: bool = False
+    """"Fault on TxSZ value below minimum" (used when FEAT_LVA / FEAT_LPA is absent)."""
+    fault_txsz_above_max: bool = False
+    """"Fault on TxSZ value above maximum"."""
+
+
+def _granule_bits(tg: int, encoding: dict[int, int], supported: dict[int, bool]) -> tuple[int, str]:
+    """AArch64.S1DecodeTG0/TG1, S2DecodeTG0: a reserved or unimplemented
+    granule is an IMPLEMENTATION DEFINED choice of an implemented one."""
+    g = encoding.get(tg)
+    if g is not None and supported[g]:
+        return g, ""
+    for choice in (12, 14, 16):
+        if supported[choice]:
+            return choice, (f"TG encoding 0b{tg:02b} is reserved or not implemented: the "
+                            f"granule is IMPLEMENTATION DEFINED; the model uses "
+                            f"{1 << (choice - 10)}KB (AArch64.S1DecodeTG0)")
+    return 12, "no granule implemented"
+
+
+TG0_BITS = {0b00: 12, 0b01: 16, 0b10: 14}
+TG1_BITS = {0b10: 12, 0b11: 16, 0b01: 14}
+
+
+def max_txsz(granule_bits: int, features: Features) -> int:
+    """AArch64.MaxTxSZ: 39, or with FEAT_TTST 48 (4KB, 16KB) / 47 (64KB)."""
+    if features.ttst:
+        return 47 if granule_bits == 16 else 48
+    return 39
+
+
+def start_level(iasize: int, granule_bits: int) -> int:
+    """AArch64.S1StartLevel: FINAL_LEVEL - ((iasize - 1 - granulebits) DIV stride)."""
+    return FINAL_LEVEL - ((iasize - 1 - granule_bits) // (granule_bits - 3))
+
+
+def oa_size(ps: int, granule_bits: int, ds: bool, features: Features) -> int:
+    """AArch64.PhysicalAddressSize: min(PS, 48, PAMax), or min(PS, 52, PAMax)
+    with FEAT_LPA and (64KB granule or DS == 1)."""
+    cap = 52 if features.lpa and (granule_bits == 16 or ds) else 48
+    return min(PARANGE_BITS[ps], cap, features.pa_range_bits)
+
+
+def table_base(ttbr: int, iasize: int, level: int, granule_bits: int, ps: int, ds: bool,
+               features: Features) -> int:
+    """AArch64.S1TTBaseAddress / S2TTBaseAddress: the TTBR base aligned to
+    the size of the initial table (at least 64 bytes with 52-bit BADDR)."""
+    stride = granule_bits - 3
+    levels = FINAL_LEVEL - level
+    tsize = iasize - (levels * stride + granule_bits) + 3
+    lpa_format = ds or (granule_bits == 16 and ps == 0b110 and features.lpa)
+    if lpa_format:
+        tsize = max(tsize, 6)
+    return ttbr_base(ttbr, lpa_format) & ~((1 << tsize) - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class S1TTWParams:
+    """Stage 1 walk parameters for one VA range of one regime (S1TTWParams)."""
+
+    regime: Regime
+    varange: str
+    """"lower" (TTBR0) or "upper" (TTBR1); "lower" for the one-range EL2 regime."""
+    granule_bits: int
+    txsz: int
+    """Effective TxSZ after the AArch64.S1TxSZFaults clamp."""
+    txsz_fault: bool
+    iasize: int
+    start_level: int
+    ttbr: int
+    base: int
+    ps: int
+    oasize: int
+    addrtop: int
+    e0pd: bool
+    epd: bool
+    hpd: bool
+    ha: bool
+    hd: bool
+    ds: bool
+    sh: int
+    mair: int
+    ee: bool
+    pa52_64k: bool
+    """Descriptor bits [15:12] are OA[51:48] (64KB granule, PAMax >= 52)."""
+    notes: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class S1RegimeParams:
+    """A regime's stage 1 controls: enable, cacheability, permissions
+    controls, and the walk parameters of each VA range."""
+
+    regime: Regime
+    enabled: bool
+    """AArch64.S1Enabled: SCTLR_ELx.M, and for EL1&0 HCR_EL2.{DC,TGE} == {0,0}."""
+    sctlr_c: bool
+    dc: bool
+    wxn: bool
+    epan: bool
+    pamax: int
+    lower: S1TTWParams
+    upper: S1TTWParams | None
+
+    def params(self, va: int) -> S1TTWParams:
+        """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
+        if self.upper is not None and (va >> 55) & 1:
+            return self.upper
+        return self.lower
+
+
+def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sctlr: int,
+               features: Features, impdef: ImpDef) -> S1TTWParams:
+    notes: list[str] = []
+    supported = {12: features.tgran4, 14: features.tgran16, 16: features.tgran64}
+    upper = varange == "upper"
+    if regime is Regime.EL2:
+        tg, txsz = field(tcr, TCR_EL2.TG0), field(tcr, TCR_EL2.T0SZ)
+        ps, sh, tbi = field(tcr, TCR_EL2.PS), field(tcr, TCR_EL2.SH0), bit(tcr, TCR_EL2.TBI[0])
+        hpd, ha = bit(tcr, TCR_EL2.HPD[0]), bit(tcr, TCR_EL2.HA[0])
+        hd, ds_bit = bit(tcr, TCR_EL2.HD[0]), bit(tcr, TCR_EL2.DS[0])
+        e0pd = epd = False
+        g, note = _granule_bits(tg, TG0_BITS, supported)
+    else:
+        tg = field(tcr, TCR.TG1 if upper else TCR.TG0)
+        txsz = field(tcr, TCR.T1SZ if upper else TCR.T0SZ)
+        ps, sh = field(tcr, TCR.IPS), field(tcr, TCR.SH1 if upper else TCR.SH0)
+        tbi = bit(tcr, (TCR.TBI1 if upper else TCR.TBI0)[0])
+        hpd = bit(tcr, (TCR.HPD1 if upper else TCR.HPD0)[0])
+        ha, hd, ds_bit = bit(tcr, TCR.HA[0]), bit(tcr, TCR.HD[0]), bit(tcr, TCR.DS[0])
+        e0pd = features.e0pd and bit(tcr, (TCR.E0PD1 if upper else TCR.E0PD0)[0])
+        epd = bit(tcr, (TCR.EPD1 if upper else TCR.EPD0)[0])
+        g, note = _granule_bits(tg, TG1_BITS if upper else TG0_BITS, supported)
+    if note:
+        notes.append(note)
+    ha = features.hafdbs >= 1 and ha
+    hd = ha and features.hafdbs >= 2 and hd
+    hpd = features.hpds >= 1 and hpd
+    ds = features.lpa2 and g in (12, 14) and ds_bit
+    mintxsz = 12 if features.lva and (g == 16 or ds) else 16
+    maxtxsz = max_txsz(g, features)
+    txsz_fault = False
+    if txsz < mintxsz:
+        txsz_fault = features.lva or impdef.fault_txsz_below_min
+        notes.append(f"TxSZ={txsz} is below the minimum {mintxsz}: "
+                     + ("Translation fault, level 0" if txsz_fault else f"treated as {mintxsz}")
+                     + " (AArch64.S1TxSZFaults, AArch64.S1MinTxSZ)")
+        txsz = mintxsz
+    elif txsz > maxtxsz:
+        txsz_fault = impdef.fault_txsz_above_max
+        notes.append(f"TxSZ={txsz} is above the maximum {maxtxsz}: IMPLEMENTATION DEFINED "
+                     + ("Translation fault, level 0" if txsz_fault else f"treated as {maxtxsz}")
+                     + " (AArch64.S1TxSZFaults, AArch64.MaxTxSZ)")
+        txsz = maxtxsz
+    iasize = 64 - txsz
+    level = start_level(iasize, g)
+    return S1TTWParams(
+        regime=regime, varange=varange, granule_bits=g, txsz=txsz, txsz_fault=txsz_fault,
+        iasize=iasize, start_level=level, ttbr=ttbr,
+        base=table_base(ttbr, iasize, level, g, ps, ds, features),
+        ps=ps, oasize=oa_size(ps, g, ds, features), addrtop=55 if tbi else 63,
+        e0pd=e0pd, epd=epd, hpd=hpd, ha=ha, hd=hd, ds=ds, sh=sh, mair=mair,
+        ee=bit(sctlr, SCTLR.EE), pa52_64k=g == 16 and features.pa_range_bits >= 52,
+        notes=tuple(notes),
+    )
+
+
+def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
+                     features: Features, impdef: ImpDef) -> S1RegimeParams:
+    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges."""
+    sfx = "EL1" if regime is Regime.EL10 else "EL2"
+    tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
+    mair = sysregs.get(f"MAIR_{sfx}", 0)
+    lower = _s1_params(regime, "lower", tcr, sysregs.get(f"TTBR0_{sfx}", 0), mair, sctlr,
+                       features, impdef)
+    upper = None
+    if regime.two_ranges:
+        upper = _s1_params(regime, "upper", tcr, sysregs.get(f"TTBR1_{sfx}", 0), mair, sctlr,
+                           features, impdef)
+    enabled = bit(sctlr, SCTLR.M)
+    if regime is Regime.EL10:
+        enabled = enabled and not hcr.dc and not hcr.tge
+    return S1RegimeParams(
+        regime=regime, enabled=enabled, sctlr_c=bit(sctlr, SCTLR.C),
+        dc=regime is Regime.EL10 and hcr.dc, wxn=bit(sctlr, SCTLR.WXN),
+        epan=features.pan >= 3 and bit(sctlr, SCTLR.EPAN), pamax=features.pa_range_bits,
+        lower=lower, upper=upper,
+    )
+
+
+_S2_SL0_4K = {0b000: 2, 0b001: 1, 0b010: 0, 0b011: 3, 0b100: -1}
+_S2_SL0_16K_64K = {0b00: 3, 0b01: 2, 0b10: 1, 0b11: 0}
+
+
+@dataclass(frozen=True, slots=True)
+class S2TTWParams:
+    """Stage 2 walk parameters (AArch64.NSS2TTWParams) with the checks that
+    depend only on the registers resolved (``config_fault``)."""
+
+    enabled: bool
+    """HCR_EL2.VM OR HCR_EL2.DC (effective values)."""
+    granule_bits: int
+    txsz: int
+    iasize: int
+    start_level: int
+    config_fault: str
+    """Non-empty: every stage 2 translation faults (Translation, level 0)."""
+    base: int
+    ps: int
+    oasize: int
+    ha: bool
+    hd: bool
+    ds: bool
+    sh: int
+    fwb: bool
+    ptw: bool
+    ee: bool
+    pa52_64k: bool
+    notes: tuple[str, ...]
+
+
+def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
+              impdef: ImpDef) -> S2TTWParams:
+    """AArch64.NSS2TTWParams plus the register-only checks of AArch64.S2Translate."""
+    vtcr, vttbr = sysregs.get("VTCR_EL2", 0), sysregs.get("VTTBR_EL2", 0)
+    notes: list[str] = []
+    supported = {12: features.tgran4_2, 14: features.tgran16_2, 16: features.tgran64_2}
+    g, note = _granule_bits(field(vtcr, VTCR.TG0), TG0_BITS, supported)
+    if note:
+        notes.append(note)
+    ds = features.lpa2 and g in (12, 14) and bit(vtcr, VTCR.DS[0])
+    sl2 = int(g == 12 and features.lpa2 and ds and bit(vtcr, VTCR.SL2[0]))
+    sl0 = field(vtcr, VTCR.SL0)
+    ps = field(vtcr, VTCR.PS)
+    pamax = features.pa_range_bits
+    ips = (52 if g == 16 or ds else 48) if pamax >= 52 else pamax
+    mintxsz, maxtxsz = 64 - ips, max_txsz(g, features)
+    txsz = field(vtcr, VTCR.T0SZ)
+    fault = ""
+    if txsz < mintxsz:
+        if features.lpa or impdef.fault_txsz_below_min:
+            fault = f"VTCR_EL2.T0SZ={txsz} is below the minimum {mintxsz} (AArch64.S2TxSZFaults)"
+        else:
+            notes.append(f"VTCR_EL2.T0SZ={txsz} is below the minimum {mintxsz}: treated as "
+                         f"{mintxsz} (AArch64.S2TxSZFaults, IMPLEMENTATION DEFINED)")
+        txsz = mintxsz
+    elif txsz > maxtxsz:
+        if impdef.fault_txsz_above_max:
+            fault = f"VTCR_EL2.T0SZ={txsz} is above the maximum {maxtxsz} (AArch64.S2TxSZFaults)"
+        else:
+            notes.append(f"VTCR_EL2.T0SZ={txsz} is above the maximum {maxtxsz}: treated as "
+                         f"{maxtxsz} (AArch64.S2TxSZFaults, IMPLEMENTATION DEFINED)")
+        txsz = maxtxsz
+    iasize = 64 - txsz
+    level = (_S2_SL0_4K.get((sl2 << 2) | sl0, 99) if g == 12 else _S2_SL0_16K_64K[sl0])
+    if not fault:
+        fault = _s2_invalid_sl(g, sl2, sl0, ds, level, iasize, features)
+    if fault:
+        level = 0
+    return S2TTWParams(
+        enabled=hcr.vm or hcr.dc, granule_bits=g, txsz=txsz, iasize=iasize, start_level=level,
+        config_fault=fault,
+        base=0 if fault else table_base(vttbr, iasize, level, g, ps, ds, features),
+        ps=ps, oasize=oa_size(ps, g, ds, features),
+        ha=features.hafdbs >= 1 and bit(vtcr, VTCR.HA[0]),
+        hd=features.hafdbs >= 2 and bit(vtcr, VTCR.HA[0]) and bit(vtcr, VTCR.HD[0]),
+        ds=ds, sh=field(vtcr, VTCR.SH0), fwb=hcr.fwb, ptw=hcr.ptw,
+        ee=bit(sysregs.get("SCTLR_EL2", 0), SCTLR.EE),
+        pa52_64k=g == 16 and features.pa_range_bits >= 52, notes=tuple(notes),
+    )
+
+
+def _s2_invalid_sl(g: int, sl2: int, sl0: int, ds: bool, level: int, iasize: int,
+                   features: Features) -> str:
+    """AArch64.S2InvalidSL and AArch64.S2InconsistentSL ("" when consistent)."""
+    pamax = features.pa_range_bits
+    sl = f"VTCR_EL2.SL0=0b{sl0:02b}" + (f" SL2={sl2}" if sl2 else "")
+    if g == 12:
+        code = (sl2 << 2) | sl0
+        invalid = (code & 0b101 == 0b101 or code & 0b110 == 0b110
+                   or (code == 0b100 and pamax < 52) or (code == 0b010 and pamax < 44)
+                   or (code == 0b011 and not features.ttst))
+    elif g == 14:
+        invalid = (sl0 == 0b11 and (not ds or pamax < 52)) or (sl0 == 0b10 and pamax < 42)
+    else:
+        invalid = sl0 == 0b11 or (sl0 == 0b10 and pamax < 44)
+    if invalid:
+        return f"{sl} is invalid for a {1 << (g - 10)}KB granule (AArch64.S2InvalidSL)"
+    stride = g - 3
+    sl_min = (FINAL_LEVEL - level) * stride + g + 1
+    sl_max = sl_min + (stride - 1) + 4
+    if not sl_min <= iasize <= sl_max:
+        return (f"{sl} (start level {level}) is inconsistent with a {iasize}-bit IPA space: "
+                f"needs {sl_min}..{sl_max} bits (AArch64.S2InconsistentSL)")
+    return ""
