@@ -69,7 +69,7 @@ def test_features_from_id_regs() -> None:
     assert f.lpa2 is False and f.lpa is False
     assert f.pan == 3 and f.hafdbs == 2 and f.vh and f.hpds == 1
     assert f.e0pd and f.ttst and f.nv == 0 and f.lva
-    assert Features.from_id_regs({"ID_AA64MMFR0_EL1": 0xF0_0006}).tgran4 is False
+    assert Features.from_id_regs({"ID_AA64MMFR0_EL1": 0xF000_0006}).tgran4 is False
     assert Features.from_id_regs({"ID_AA64MMFR0_EL1": 0x1000_0006}).lpa2
     assert Features.from_id_regs({"ID_AA64MMFR0_EL1": 6}).lpa
 
