@@ -47,8 +47,8 @@ class ArchState:
     s2: S2TTWParams
     el: int = 1
     pan: bool = False
-    _routes: dict[AtOp, AtRoute | NotExecuted] = field(default_factory=dict, compare=False,
-                                                       repr=False)
+    _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_sysregs(cls, sysregs: Mapping[str, int], features: Features, el: int, pan: bool,
@@ -67,13 +67,21 @@ class ArchState:
         return replace(self, el=el, pan=pan, _routes={})
 
     def regime(self, regime: Regime) -> S1RegimeParams:
-        return {Regime.EL10: self.el10, Regime.EL2: self.el2, Regime.EL20: self.el20}[regime]
+        if regime is Regime.EL10:
+            return self.el10
+        return self.el2 if regime is Regime.EL2 else self.el20
 
-    def route(self, op: AtOp) -> AtRoute | NotExecuted:
-        r = self._routes.get(op)
-        if r is None:
-            r = self._routes[op] = route(op, self.el, self.hcr, self.features)
-        return r
+    def route(self, op: AtOp) -> tuple[AtRoute | NotExecuted, Access | None]:
+        """The op's routing at this EL, and the access it makes (memoized)."""
+        cached = self._routes.get(op)
+        if cached is None:
+            r = route(op, self.el, self.hcr, self.features)
+            acc = None
+            if isinstance(r, AtRoute):
+                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op),
+                             r.write, self.pan, self.features.pan)
+            cached = self._routes[op] = (r, acc)
+        return cached
 
 
 @dataclass(frozen=True)
@@ -110,13 +118,12 @@ def _not_executed(kind: AtKind, why: str, trace: list[TraceStep],
 def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan."""
     trace: list[TraceStep] = []
-    r = state.route(op)
-    if isinstance(r, NotExecuted):
-        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace)
+    r, acc = state.route(op)
+    if isinstance(r, NotExecuted) or acc is None:
+        kind: AtKind = "trap" if r.kind == "trap" else "undefined"
+        return _not_executed(kind, r.why, trace)
     trace.append(TraceStep(0, "regime", r.why))
     rp = state.regime(r.regime)
-    acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op), r.write,
-                 state.pan, state.features.pan)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
     out = s1_translate(rp, va, acc, s2_walks, mem, trace)
     if isinstance(out, Translated) and r.stage12:

@@ -9,14 +9,22 @@ rule or ASL function that decided.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple, Protocol
 
 
-@dataclass(frozen=True, slots=True)
-class TraceStep:
+class Summarized(Protocol):
+    """A record that describes itself; rendered only when the trace is shown."""
+
+    @property
+    def summary(self) -> str: ...
+
+
+class TraceStep(NamedTuple):
+    """One step (an immutable record; a NamedTuple because walks make many)."""
+
     stage: int
     what: str
-    text: str = ""
+    text: str | Summarized = ""
     level: int | None = None
     table: int | None = None
     index: int | None = None
@@ -25,15 +33,16 @@ class TraceStep:
     rule: str = ""
 
     def render(self) -> str:
+        text = self.text if isinstance(self.text, str) else self.text.summary
         head = f"S{self.stage}" if self.stage else "AT"
         if self.addr is None:
-            line = f"{head} {self.what}: {self.text}"
+            line = f"{head} {self.what}: {text}"
         else:
             desc = "no memory" if self.desc is None else f"0x{self.desc:016x}"
             line = (f"{head} L{self.level} table 0x{self.table or 0:x}[{self.index}] "
                     f"@0x{self.addr:x} = {desc} -> {self.what}")
-            if self.text:
-                line += f" ({self.text})"
+            if text:
+                line += f" ({text})"
         if self.rule:
             line += f"  [{self.rule}]"
         return line

@@ -11,6 +11,7 @@ AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from xcheck.arch import attrs, perms
 from xcheck.arch.attrs import MemAttrs
@@ -40,6 +41,20 @@ class Translated:
     address: int
     attrs: MemAttrs
     level: int
+
+
+@lru_cache(maxsize=8192)
+def _s1_permission(two: bool, ap: int, uxn: bool, pxn: bool, ap_table: int, xn_u: bool,
+                   xn_p: bool, acc: perms.S1Access, pstate_pan: bool, epan: bool, wxn: bool,
+                   pan_feature: int) -> str | None:
+    """perms.s1_permission_fault, memoized on its (few) distinct inputs."""
+    return perms.s1_permission_fault(
+        two, perms.S1LeafPerms(ap=ap, uxn=uxn, pxn=pxn),
+        perms.TablePerms(ap_table=ap_table, uxn_table=xn_u, pxn_table=xn_p),
+        acc, pstate_pan, epan, wxn, pan_feature)
+
+
+_s1_attrs = lru_cache(maxsize=8192)(attrs.s1_attrs)
 
 
 def block_supported(granule_bits: int, ds: bool, pa52_64k: bool, level: int) -> bool:
@@ -130,9 +145,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     lsb = (3 - level) * stride + g
     table = p.base
     index = (va >> lsb) & ((1 << (iasize - lsb)) - 1)
-    trace.append(TraceStep(1, "start", f"{p.varange} range, {1 << (g - 10)}KB granule, "
-                           f"TxSZ={p.txsz}, start level {level}, OA size {p.oasize} bits",
-                           rule="AArch64.S1StartLevel"))
+    trace.append(TraceStep(1, "start", p, rule="AArch64.S1StartLevel"))
     if (table | (index << 3)) >> p.oasize:
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"table base 0x{table:x} above the "
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
@@ -148,15 +161,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
             pa = out.address
         desc = mem.read64(pa)
         if desc is None:
-            trace.append(TraceStep(1, "no memory", level=level, table=table, index=index,
-                                   addr=pa, desc=None))
+            trace.append(TraceStep(1, "no memory", "", level, table, index, pa, None))
             return _s1_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, acc, f"no memory at "
                              f"0x{pa:x} (FetchDescriptor, PhysMemRead)", trace)
         if p.ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(1, kind, level=level, table=table, index=index, addr=pa,
-                               desc=desc))
+        trace.append(TraceStep(1, kind, "", level, table, index, pa, desc))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -186,25 +197,21 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
                          "(AArch64.S1Walk; D8.5)", trace)
     if two:
-        ap = (desc >> 6) & 3
-        leaf = perms.S1LeafPerms(ap=ap, uxn=bool((desc >> 54) & 1), pxn=bool((desc >> 53) & 1))
+        ap, uxn, pxn = (desc >> 6) & 3, bool((desc >> 54) & 1), bool((desc >> 53) & 1)
     else:
-        ap = (((desc >> 7) & 1) << 1) | 1
-        leaf = perms.S1LeafPerms(ap=ap, uxn=False, pxn=bool((desc >> 54) & 1))
+        ap, uxn, pxn = (((desc >> 7) & 1) << 1) | 1, False, bool((desc >> 54) & 1)
     if p.hd and (desc >> 51) & 1 and ap & 2:
         # R_RKMHW: an AT write to a writable-clean descriptor with hardware
         # dirty state management is permitted (and never updates it, R_ZYGHJ).
-        leaf = perms.S1LeafPerms(ap=ap & 1, uxn=leaf.uxn, pxn=leaf.pxn)
+        ap &= 1
         trace.append(TraceStep(1, "dirty", "DBM == 1 with TCR.HD == 1: writable-clean, "
                                "AP[2] treated as 0", rule="D8.5 R_RKMHW"))
-    denied = perms.s1_permission_fault(
-        two, leaf, perms.TablePerms(ap_table=ap_table, uxn_table=bool(xn_u),
-                                    pxn_table=bool(xn_p)),
-        acc.s1, acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
+    denied = _s1_permission(two, ap, uxn, pxn, ap_table, bool(xn_u), bool(xn_p), acc.s1,
+                            acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
     if denied is not None:
         return _s1_fault(Fault.PERMISSION, level, acc, denied, trace)
     sh = p.sh if ds else (desc >> 8) & 3
-    mem_attrs = attrs.s1_attrs(p.mair, (desc >> 2) & 7, sh)
+    mem_attrs = _s1_attrs(p.mair, (desc >> 2) & 7, sh)
     if not rp.sctlr_c and mem_attrs.attr >> 4:
         # AArch64.S1TreatAsNormalNC: SCTLR_ELx.C == 0 makes stage 1 Normal memory
         # Normal Non-cacheable for data accesses.
@@ -251,15 +258,13 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         descaddr = table | (index << 3)
         desc = mem.read64(descaddr)
         if desc is None:
-            trace.append(TraceStep(2, "no memory", level=level, table=table, index=index,
-                                   addr=descaddr, desc=None))
+            trace.append(TraceStep(2, "no memory", "", level, table, index, descaddr, None))
             return _s2_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, ttw, write,
                              f"no memory at 0x{descaddr:x} (FetchDescriptor)", trace)
         if p.ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(2, kind, level=level, table=table, index=index, addr=descaddr,
-                               desc=desc))
+        trace.append(TraceStep(2, kind, "", level, table, index, descaddr, desc))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)

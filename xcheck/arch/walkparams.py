@@ -111,6 +111,11 @@ class S1TTWParams:
     """Descriptor bits [15:12] are OA[51:48] (64KB granule, PAMax >= 52)."""
     notes: tuple[str, ...]
 
+    @property
+    def summary(self) -> str:
+        return (f"{self.varange} range, {1 << (self.granule_bits - 10)}KB granule, "
+                f"TxSZ={self.txsz}, start level {self.start_level}, OA size {self.oasize} bits")
+
 
 @dataclass(frozen=True, slots=True)
 class S1RegimeParams:
