@@ -17,7 +17,8 @@ from archtables import (
     regs,
 )
 
-from xcheck.arch.at import ArchState
+from xcheck.arch.at import ArchState, translate
+from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
 from xcheck.arch.walkparams import ImpDef
 from xcheck.machine import RAM_BASE, AtOp
@@ -75,15 +76,13 @@ def test_start_level_from_txsz(g: int, tg0: int, txsz: int, level: int) -> None:
     (45, MAX, ImpDef(fault_txsz_above_max=True), "fault"),
 ], ids=["below-clamp", "below-lva-fault", "below-impdef-fault", "above-clamp",
         "above-impdef-fault"])
-def test_txsz_out_of_range(txsz: int, features: object, impdef: ImpDef, expect: str) -> None:
+def test_txsz_out_of_range(txsz: int, features: Features, impdef: ImpDef, expect: str) -> None:
     """AArch64.S1TxSZFaults / S1MinTxSZ / MaxTxSZ: fault (Translation, level 0) or clamp."""
-    assert isinstance(features, type(MAX))
     iasize = 48 if expect == "clamp16" else 25
     t = Tables(iasize=iasize, start_level=0 if iasize == 48 else 2)
     va = 0x1000
     t.map(va, PA)
     state = ArchState.from_sysregs(el1(t, tcr=txsz | (0b101 << 32)), features, 1, False, impdef)
-    from xcheck.arch.at import translate
     r = translate(AtOp.S1E1R, va, state, t.image())
     if expect == "fault":
         assert fst(r.par) == (0b000100, 0, 0)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from archtables import AF, MAIR, MAX, SCTLR_ON, TCR_4K_48, Tables, at, regs
 
@@ -150,7 +152,6 @@ def test_hcr_ptw_device_walk(ptw: int, faults: bool) -> None:
 ])
 def test_invalid_or_inconsistent_sl0(vtcr: int, fst: int) -> None:
     """AArch64.S2InvalidSL / S2InconsistentSL: stage 2 Translation fault, level 0."""
-    import dataclasses
     s2 = s2_tables()
     feats = dataclasses.replace(MAX, pa_range_bits=40)
     r = at(AtOp.S12E1R, IPA, setup(s2, VTCR_EL2=vtcr), s2.image(), el=2, features=feats)

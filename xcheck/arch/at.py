@@ -119,9 +119,9 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan."""
     trace: list[TraceStep] = []
     r, acc = state.route(op)
-    if isinstance(r, NotExecuted) or acc is None:
-        kind: AtKind = "trap" if r.kind == "trap" else "undefined"
-        return _not_executed(kind, r.why, trace)
+    if isinstance(r, NotExecuted):
+        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace)
+    assert acc is not None
     trace.append(TraceStep(0, "regime", r.why))
     rp = state.regime(r.regime)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None

@@ -27,7 +27,7 @@ class TraceStep(NamedTuple):
     text: str | Summarized = ""
     level: int | None = None
     table: int | None = None
-    index: int | None = None
+    idx: int | None = None
     addr: int | None = None
     desc: int | None = None
     rule: str = ""
@@ -39,7 +39,7 @@ class TraceStep(NamedTuple):
             line = f"{head} {self.what}: {text}"
         else:
             desc = "no memory" if self.desc is None else f"0x{self.desc:016x}"
-            line = (f"{head} L{self.level} table 0x{self.table or 0:x}[{self.index}] "
+            line = (f"{head} L{self.level} table 0x{self.table or 0:x}[{self.idx}] "
                     f"@0x{self.addr:x} = {desc} -> {self.what}")
             if text:
                 line += f" ({text})"
