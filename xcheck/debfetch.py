@@ -36,6 +36,11 @@ MARKER = ".xcheck-complete"
 QEMU_PACKAGES = ("qemu-system-arm", "qemu-system-common", "qemu-system-data")
 QEMU_BINARY = "usr/bin/qemu-system-aarch64"
 STDERR_TAIL_LINES = 12
+KERNEL_EXCLUDE = (  # modules and device trees: -kernel on the virt machine needs neither
+    "./lib/modules/*/kernel",
+    "./usr/lib/modules/*/kernel",
+    "./usr/lib/linux-image-*",
+)
 
 
 class DebFetchError(Exception):
@@ -262,16 +267,24 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def is_complete(entry: Path) -> bool:
-    """A cache entry is usable once its marker (written last) exists."""
-    return (entry / MARKER).is_file()
+def cached_versions(entry: Path) -> dict[str, str] | None:
+    """Package versions of a complete cache entry (its marker is written last), else None."""
+    try:
+        info = json.loads((entry / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    packages = info.get("packages") if isinstance(info, dict) else None
+    return {str(k): str(v) for k, v in packages.items()} if isinstance(packages, dict) else None
 
 
-def _apt_for(suite: str, arch: str) -> AptState:
-    line = system_mirror().sources_line(suite)
-    apt = AptState(cache_root() / "apt" / f"{suite}-{arch}", line, arch)
-    apt.update()
-    return apt
+@contextmanager
+def _apt_for(suite: str, arch: str) -> Iterator[AptState]:
+    """The cache's apt state for `suite` on the system mirror, updated, held exclusively."""
+    name = f"{suite}-{arch}"
+    with _locked(cache_root() / f".lock-apt-{name}"):
+        apt = AptState(cache_root() / "apt" / name, system_mirror().sources_line(suite), arch)
+        apt.update()
+        yield apt
 
 
 def _fill_entry(
@@ -302,12 +315,11 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
     The tree goes to cache/qemu-<X.Y.Z>; cache/qemu-<X.Y> links to the newest such tree,
     so a profile can name ``@cache/qemu-10.0/usr/bin/qemu-system-aarch64``.
     """
-    apt = _apt_for(suite, arch)
-    versions = {p: apt.candidate(p)[0] for p in QEMU_PACKAGES}
-    upstream = upstream_version(versions["qemu-system-arm"])
-    entry = cache_root() / f"qemu-{upstream}"
-    with _locked(cache_root() / f".lock-{entry.name}"):
-        if not is_complete(entry):
+    with _apt_for(suite, arch) as apt:
+        versions = {p: apt.candidate(p)[0] for p in QEMU_PACKAGES}
+        upstream = upstream_version(versions["qemu-system-arm"])
+        entry = cache_root() / f"qemu-{upstream}"
+        if cached_versions(entry) != versions:
             _fill_entry(entry, apt, versions)
         binary = entry / QEMU_BINARY
         _run([str(binary), "--version"], what=f"running {binary}")
@@ -315,36 +327,31 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
     return binary
 
 
-def kernel_package(suite: str, flavour: str = "arm64") -> str:
+def kernel_package(suite: str, flavour: str = "arm64", arch: str = "arm64") -> str:
     """The package holding the current `flavour` kernel image of `suite`.
 
     Follows the meta package linux-image-<flavour> to linux-image-<abi>-<flavour>, and
     on to linux-binary-<abi>-<flavour> where the image is split out (Debian 13 on).
     """
-    apt = _apt_for(suite, flavour.split("-")[0])
     name = f"linux-image-{flavour}"
-    for _ in range(3):
-        _, deps = apt.candidate(name)
-        nxt = [d for d in deps if re.match(rf"linux-(image|binary)-\d.*-{re.escape(flavour)}$", d)]
-        if not nxt:
-            return name
-        name = nxt[0]
+    with _apt_for(suite, arch) as apt:
+        for _ in range(3):
+            _, deps = apt.candidate(name)
+            pattern = rf"linux-(image|binary)-\d.*-{re.escape(flavour)}$"
+            nxt = [d for d in deps if re.match(pattern, d)]
+            if not nxt:
+                break
+            name = nxt[0]
     return name
 
 
 def fetch_kernel(package: str, suite: str = "bookworm", arch: str = "arm64") -> Path:
     """Fetch a Debian kernel package and return its unpacked vmlinuz (modules left out)."""
-    apt = _apt_for(suite, arch)
-    version, _ = apt.candidate(package)
-    entry = cache_root() / f"{package}-{version}"
-    with _locked(cache_root() / f".lock-{entry.name}"):
-        if not is_complete(entry):
-            _fill_entry(
-                entry,
-                apt,
-                {package: version},
-                exclude=["./lib/modules/*/kernel", "./usr/lib/modules/*/kernel"],
-            )
+    with _apt_for(suite, arch) as apt:
+        version, _ = apt.candidate(package)
+        entry = cache_root() / f"{package}-{version}"
+        if cached_versions(entry) != {package: version}:
+            _fill_entry(entry, apt, {package: version}, exclude=KERNEL_EXCLUDE)
     images = sorted(entry.glob("boot/vmlinuz-*")) + sorted(entry.glob("usr/lib/modules/*/vmlinuz"))
     if not images:
         raise DebFetchError(f"{package} {version} holds no vmlinuz (a meta package?)")

@@ -1,0 +1,306 @@
+"""Fetching Debian packages with a private apt state; QEMU and kernels in the user cache.
+
+Tests marked `network` reach the Debian mirror named in the system's apt sources and skip
+when it cannot be reached. Downloads land in the per-user cache, so reruns are quick.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from xcheck import debfetch
+from xcheck.debfetch import AptState, DebFetchError, Mirror
+
+SYSTEM_APT = (Path("/etc/apt"), Path("/var/lib/apt"), Path("/var/cache/apt"))
+
+
+@pytest.fixture(scope="module")
+def mirror() -> Mirror:
+    m = debfetch.system_mirror()
+    why = debfetch.mirror_reachable(m)
+    if why:
+        pytest.skip(why)
+    return m
+
+
+def _snapshot(roots: tuple[Path, ...]) -> dict[str, tuple[int, int]]:
+    snap: dict[str, tuple[int, int]] = {}
+    for root in roots:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for name in [*dirnames, *filenames]:
+                p = os.path.join(dirpath, name)
+                st = os.lstat(p)
+                snap[p] = (st.st_mtime_ns, st.st_size)
+            snap[dirpath] = (os.lstat(dirpath).st_mtime_ns, 0)
+    return snap
+
+
+# -- no network -----------------------------------------------------------------------
+
+
+def test_resolve_binary_expands_cache_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", "/srv/c")
+    assert (
+        debfetch.resolve_binary("@cache/qemu-10.0/usr/bin/q") == "/srv/c/xcheck/qemu-10.0/usr/bin/q"
+    )
+    assert debfetch.resolve_binary("/usr/bin/qemu-system-aarch64") == "/usr/bin/qemu-system-aarch64"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert debfetch.cache_root() == Path.home() / ".cache" / "xcheck"
+
+
+@pytest.mark.parametrize(
+    ("debian", "upstream"),
+    [
+        ("1:10.0.2+ds-2+deb13u1~bpo12+1", "10.0.2"),
+        ("1:7.2+dfsg-7+deb12u18+b3", "7.2"),
+        ("6.1.176-1", "6.1.176"),
+        ("7.3.4-1~bpo13+1", "7.3.4"),
+        ("2.6.1", "2.6.1"),
+    ],
+)
+def test_upstream_version(debian: str, upstream: str) -> None:
+    assert debfetch.upstream_version(debian) == upstream
+
+
+def test_system_mirror_reads_deb822_and_skips_security(tmp_path: Path) -> None:
+    (tmp_path / "sources.list.d").mkdir()
+    (tmp_path / "sources.list.d" / "debian.sources").write_text(
+        "Types: deb\nURIs: http://security.example/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n\n"
+        "# a comment\nTypes: deb\nURIs: http://mirror.example/debian/\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+        "Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg\n"
+    )
+    m = debfetch.system_mirror(tmp_path)
+    assert m == Mirror(
+        "http://mirror.example/debian", "/usr/share/keyrings/debian-archive-keyring.gpg"
+    )
+    assert m.sources_line("trixie-backports") == (
+        "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+        "http://mirror.example/debian trixie-backports main"
+    )
+
+
+def test_system_mirror_reads_one_line_sources(tmp_path: Path) -> None:
+    (tmp_path / "sources.list").write_text(
+        "deb http://security.example/debian-security bookworm-security main\n"
+        "deb http://ftp.example/debian bookworm main contrib\n"
+    )
+    assert debfetch.system_mirror(tmp_path) == Mirror("http://ftp.example/debian")
+
+
+def test_system_mirror_falls_back_to_the_default(tmp_path: Path) -> None:
+    assert debfetch.system_mirror(tmp_path).uri == debfetch.DEFAULT_MIRROR
+
+
+def test_a_failing_mirror_is_a_typed_error_with_apts_stderr(tmp_path: Path) -> None:
+    gone = tmp_path / "no-mirror"
+    apt = AptState(tmp_path / "state", f"deb file:{gone} bookworm main", "arm64")
+    with pytest.raises(DebFetchError) as err:
+        apt.update()
+    assert "apt-get update failed" in str(err.value)
+    assert str(gone) in err.value.stderr_tail
+    assert list((tmp_path / "state" / "lists").glob("*Packages*")) == []
+
+
+def _tiny_deb(tmp_path: Path) -> Path:
+    root = tmp_path / "pkg"
+    (root / "DEBIAN").mkdir(parents=True)
+    (root / "DEBIAN" / "control").write_text(
+        "Package: xcheck-tiny\nVersion: 1.0\nArchitecture: all\n"
+        "Maintainer: x <x@example.org>\nDescription: test\n"
+    )
+    for rel in ("usr/bin/tool", "usr/lib/modules/1.0/kernel/big.ko"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(rel)
+    deb = tmp_path / "xcheck-tiny_1.0_all.deb"
+    subprocess.run(
+        ["dpkg-deb", "--build", "--root-owner-group", str(root), str(deb)],
+        check=True,
+        capture_output=True,
+    )
+    return deb
+
+
+def test_unpack_whole_and_with_exclusions(tmp_path: Path) -> None:
+    deb = _tiny_deb(tmp_path)
+    debfetch.unpack([deb], tmp_path / "all")
+    assert (tmp_path / "all/usr/bin/tool").read_text() == "usr/bin/tool"
+    assert (tmp_path / "all/usr/lib/modules/1.0/kernel/big.ko").is_file()
+    debfetch.unpack([deb], tmp_path / "some", exclude=["./usr/lib/modules/*/kernel"])
+    assert (tmp_path / "some/usr/bin/tool").is_file()
+    assert not (tmp_path / "some/usr/lib/modules/1.0/kernel").exists()
+
+
+def test_unpack_of_a_broken_deb_is_a_typed_error(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.deb"
+    bad.write_bytes(b"not an ar archive")
+    with pytest.raises(DebFetchError, match=r"unpacking bad\.deb failed"):
+        debfetch.unpack([bad], tmp_path / "out")
+
+
+# -- network ---------------------------------------------------------------------------
+
+
+@pytest.mark.network
+def test_fetch_debs_leaves_the_system_apt_state_alone(mirror: Mirror, tmp_path: Path) -> None:
+    before = _snapshot(SYSTEM_APT)
+    debs = debfetch.fetch_debs(
+        ["qemu-system-data"],
+        suite_line=mirror.sources_line("bookworm-backports"),
+        arch="arm64",
+        dest=tmp_path,
+    )
+    assert _snapshot(SYSTEM_APT) == before
+    assert [d.parent for d in debs] == [tmp_path]
+    assert debs[0].name.startswith("qemu-system-data_") and debs[0].name.endswith("_all.deb")
+    fields = subprocess.run(
+        ["dpkg-deb", "-f", str(debs[0]), "Package", "Version"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    assert "Package: qemu-system-data" in fields and "~bpo12" in fields
+    assert list((tmp_path / ".apt" / "lists").glob("*bookworm-backports*arm64_Packages*"))
+
+
+@pytest.mark.network
+def test_a_package_that_does_not_exist_is_a_typed_error(mirror: Mirror, tmp_path: Path) -> None:
+    with pytest.raises(DebFetchError) as err:
+        debfetch.fetch_debs(
+            ["xcheck-no-such-package"],
+            suite_line=mirror.sources_line("bookworm-backports"),
+            arch="amd64",
+            dest=tmp_path,
+        )
+    assert "Unable to locate package xcheck-no-such-package" in str(err.value)
+    assert list(tmp_path.glob("*.deb")) == []
+
+
+@pytest.fixture(scope="module")
+def qemu10(mirror: Mirror) -> Path:
+    return debfetch.install_qemu()
+
+
+@pytest.mark.network
+def test_install_qemu_is_cached_and_reused(qemu10: Path) -> None:
+    entry = qemu10.parents[2]
+    marker = entry / debfetch.MARKER
+    stamps = (marker.stat().st_mtime_ns, qemu10.stat().st_mtime_ns, qemu10.stat().st_ino)
+    again = debfetch.install_qemu()
+    assert again == qemu10
+    assert (marker.stat().st_mtime_ns, again.stat().st_mtime_ns, again.stat().st_ino) == stamps
+    assert not entry.with_name(entry.name + ".partial").exists()
+    spec = "@cache/qemu-10.0/usr/bin/qemu-system-aarch64"
+    assert Path(debfetch.resolve_binary(spec)).samefile(qemu10)
+    out = subprocess.run([str(qemu10), "--version"], check=True, capture_output=True, text=True)
+    assert out.stdout.startswith("QEMU emulator version 10.0.")
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    d = Path(tempfile.mkdtemp(prefix="xq"))  # short: unix socket paths are limited
+    yield d
+    shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.mark.network
+@pytest.mark.qemu
+def test_qemu10_from_the_cache_has_feat_nv(qemu10: Path, sock_dir: Path) -> None:
+    sock = sock_dir / "g"
+    cmd = [
+        str(qemu10),
+        "-nodefaults",
+        "-machine",
+        "virt,virtualization=on",
+        "-cpu",
+        "max",
+        "-m",
+        "128M",
+        "-display",
+        "none",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+        "-S",
+        "-chardev",
+        f"socket,path={sock},server=on,wait=off,id=g0",
+        "-gdb",
+        "chardev:g0",
+    ]
+    vm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        for _ in range(100):
+            if sock.exists() or vm.poll() is not None:
+                break
+            time.sleep(0.05)
+        gdb = subprocess.run(
+            [
+                "gdb-multiarch",
+                "-q",
+                "-nx",
+                "-batch",
+                "-ex",
+                "set architecture aarch64",
+                "-ex",
+                f"target remote {sock}",
+                "-ex",
+                "p/x $ID_AA64MMFR2_EL1",
+                "-ex",
+                "p/x $cpsr",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        vm.kill()
+        vm.wait()
+    values = [int(line.split("=")[1], 16) for line in gdb.stdout.splitlines() if "= 0x" in line]
+    assert len(values) == 2, gdb.stdout + gdb.stderr
+    mmfr2, cpsr = values
+    assert (mmfr2 >> 24) & 0xF >= 1  # ID_AA64MMFR2_EL1.NV: FEAT_NV arrived in QEMU 9.0
+    assert cpsr & 0xF == 0x9  # EL2h at reset with virtualization=on
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_fetch_kernel_gives_an_arm64_image(mirror: Mirror) -> None:
+    package = debfetch.kernel_package("bookworm")
+    assert package.startswith("linux-image-6.1.0-") and package.endswith("-arm64")
+    vmlinuz = debfetch.fetch_kernel(package, "bookworm")
+    with vmlinuz.open("rb") as f:
+        header = f.read(64)
+    assert header[0x38:0x3C] == b"ARM\x64"  # arm64 Image header magic
+    assert debfetch.fetch_kernel(package, "bookworm") == vmlinuz
+    assert not list(vmlinuz.parents[1].glob("lib/modules/*/kernel"))
+
+
+@pytest.mark.network
+def test_command_line_reports_errors_without_a_traceback(
+    mirror: Mirror, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert debfetch.main(["kernel", "xcheck-no-such-kernel", "--suite", "bookworm-backports"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "xcheck-no-such-kernel" in err
+    assert "Traceback" not in err
+
+
+def test_an_entry_counts_only_once_its_marker_is_written(tmp_path: Path) -> None:
+    entry = tmp_path / "qemu-10.0.2"
+    (entry / "usr/bin").mkdir(parents=True)
+    assert debfetch.cached_versions(entry) is None
+    (entry / debfetch.MARKER).write_text("{not json")
+    assert debfetch.cached_versions(entry) is None
+    (entry / debfetch.MARKER).write_text('{"packages": {"qemu-system-arm": "1:10.0.2"}}')
+    assert debfetch.cached_versions(entry) == {"qemu-system-arm": "1:10.0.2"}
