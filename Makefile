@@ -57,3 +57,9 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# QEMU 10.0 from Debian's bookworm-backports, beside the system QEMU (per-user cache,
+# the system's apt configuration untouched); qemu_configs/qemu10.yaml names it.
+.PHONY: qemu10
+qemu10: venv
+	$(BIN)/python -m xcheck.debfetch qemu
