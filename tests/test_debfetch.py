@@ -304,3 +304,12 @@ def test_an_entry_counts_only_once_its_marker_is_written(tmp_path: Path) -> None
     assert debfetch.cached_versions(entry) is None
     (entry / debfetch.MARKER).write_text('{"packages": {"qemu-system-arm": "1:10.0.2"}}')
     assert debfetch.cached_versions(entry) == {"qemu-system-arm": "1:10.0.2"}
+
+
+def test_a_binary_that_does_not_run_is_a_typed_error(tmp_path: Path) -> None:
+    fake = tmp_path / "qemu-system-aarch64"
+    fake.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
+    fake.chmod(0o755)
+    with pytest.raises(DebFetchError, match=r"failed \(exit 3\)") as err:
+        debfetch._check_runs(fake)
+    assert "cannot run here" in err.value.stderr_tail

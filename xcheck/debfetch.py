@@ -322,9 +322,24 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
         if cached_versions(entry) != versions:
             _fill_entry(entry, apt, versions)
         binary = entry / QEMU_BINARY
-        _run([str(binary), "--version"], what=f"running {binary}")
+        _check_runs(binary)
         _link(cache_root() / f"qemu-{'.'.join(upstream.split('.')[:2])}", entry.name)
     return binary
+
+
+def _check_runs(binary: Path) -> None:
+    """`binary --version` must succeed; name the shared libraries the system lacks."""
+    try:
+        _run([str(binary), "--version"], what=f"running {binary}")
+    except DebFetchError as err:
+        ldd = subprocess.run(["ldd", str(binary)], capture_output=True, text=True, check=False)
+        lacking = [ln.split()[0] for ln in ldd.stdout.splitlines() if "not found" in ln]
+        if not lacking:
+            raise
+        raise DebFetchError(
+            f"{binary} needs libraries this system lacks: {', '.join(lacking)} "
+            "(install the Debian packages that provide them)"
+        ) from err
 
 
 def kernel_package(suite: str, flavour: str = "arm64", arch: str = "arm64") -> str:
