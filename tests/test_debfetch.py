@@ -311,5 +311,5 @@ def test_a_binary_that_does_not_run_is_a_typed_error(tmp_path: Path) -> None:
     fake.write_text("#!/bin/sh\necho 'cannot run here' >&2\nexit 3\n")
     fake.chmod(0o755)
     with pytest.raises(DebFetchError, match=r"failed \(exit 3\)") as err:
-        debfetch._check_runs(fake)
+        debfetch.check_binary_runs(fake)
     assert "cannot run here" in err.value.stderr_tail

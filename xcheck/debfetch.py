@@ -322,12 +322,12 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
         if cached_versions(entry) != versions:
             _fill_entry(entry, apt, versions)
         binary = entry / QEMU_BINARY
-        _check_runs(binary)
+        check_binary_runs(binary)
         _link(cache_root() / f"qemu-{'.'.join(upstream.split('.')[:2])}", entry.name)
     return binary
 
 
-def _check_runs(binary: Path) -> None:
+def check_binary_runs(binary: Path) -> None:
     """`binary --version` must succeed; name the shared libraries the system lacks."""
     try:
         _run([str(binary), "--version"], what=f"running {binary}")
