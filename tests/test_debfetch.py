@@ -15,10 +15,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from xcheck import debfetch
 from xcheck.debfetch import AptState, DebFetchError, Mirror
 
+REPO = Path(__file__).resolve().parents[1]
 SYSTEM_APT = (Path("/etc/apt"), Path("/var/lib/apt"), Path("/var/cache/apt"))
 
 
@@ -199,8 +201,8 @@ def test_install_qemu_is_cached_and_reused(qemu10: Path) -> None:
     assert again == qemu10
     assert (marker.stat().st_mtime_ns, again.stat().st_mtime_ns, again.stat().st_ino) == stamps
     assert not entry.with_name(entry.name + ".partial").exists()
-    spec = "@cache/qemu-10.0/usr/bin/qemu-system-aarch64"
-    assert Path(debfetch.resolve_binary(spec)).samefile(qemu10)
+    profile = yaml.safe_load((REPO / "qemu_configs" / "qemu10.yaml").read_text())
+    assert Path(debfetch.resolve_binary(profile["binary"])).samefile(qemu10)
     out = subprocess.run([str(qemu10), "--version"], check=True, capture_output=True, text=True)
     assert out.stdout.startswith("QEMU emulator version 10.0.")
 
