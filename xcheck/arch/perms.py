@@ -1,0 +1,184 @@
+"""Stage 1 and stage 2 data access permissions for AT instructions.
+
+Arm ARM DDI 0487 (M.a), D8.4 "Memory access control" and the ASL of
+J1.1.4: AArch64.S1DirectBasePermissions, AArch64.S1ComputePermissions,
+AArch64.S2DirectBasePermissions, with CreateAccDescAT (J1.3) deciding which
+AT operations are subject to PSTATE.PAN.
+
+An AT checks data access permissions only: execute-never fields never deny
+an AT read or write (D8.4.4 R_WRCYB, "Except for the purposes of PSTATE.PAN,
+the descriptor execute-never fields do not prevent data accesses"), and WXN
+only removes execute permission (D8.4.1.4 R_SYMMB, R_QXXPC; in the ASL
+``s1perms.x = x AND NOT(wxn)``), so it never denies a read or a write.
+Stage 1 Indirect and Overlay permissions (FEAT_S1PIE, FEAT_S1POE) are not
+modelled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class S1Access:
+    """The access an AT makes at stage 1 (CreateAccDescAT).
+
+    ``el``: 0 for AT S1E0*, 1 for S1E1*, 2 for S1E2* (the EL of the access,
+    accdesc.el); ``write``: a W operation; ``pan_op``: AT S1E1RP/S1E1WP
+    (ATAccess_ReadPAN/WritePAN, accdesc.pan == TRUE)."""
+
+    el: int
+    write: bool
+    pan_op: bool
+
+
+@dataclass(frozen=True)
+class S1LeafPerms:
+    """The leaf descriptor's permission fields: AP[2:1] as a 2-bit value,
+    UXN and PXN. For the single-privilege EL2 regime pass XN as ``pxn``
+    and ``uxn=False``; AP[1] is then ignored (RES1, D8.4.1.2.1 R_MGGZM)."""
+
+    ap: int
+    uxn: bool
+    pxn: bool
+
+
+@dataclass(frozen=True)
+class TablePerms:
+    """Hierarchical fields ORed over the Table descriptors of the walk:
+    APTable[1:0], UXNTable (XNTable in the single-privilege regime goes in
+    ``pxn_table``) and PXNTable. Zero when TCR_ELx.HPD disables them."""
+
+    ap_table: int
+    uxn_table: bool
+    pxn_table: bool
+
+
+@dataclass(frozen=True)
+class S1Permissions:
+    """The stage 1 Direct permissions after hierarchical control, before
+    PSTATE.PAN (AArch64.S1DirectBasePermissions): privileged and
+    unprivileged read, write and execute."""
+
+    pr: bool
+    pw: bool
+    px: bool
+    ur: bool
+    uw: bool
+    ux: bool
+
+
+# Table D8-63 (R_RNGJG): AP[2:1] -> (PrivRead, PrivWrite, UnprivRead, UnprivWrite).
+_AP_TWO_PRIV = {
+    0b00: (True, True, False, False),
+    0b01: (True, True, True, True),
+    0b10: (True, False, False, False),
+    0b11: (True, False, True, False),
+}
+
+
+def s1_direct_permissions(regime_two_priv: bool, leaf: S1LeafPerms,
+                          table: TablePerms) -> S1Permissions:
+    """Stage 1 Direct permissions with hierarchical control applied.
+
+    Two privilege levels (EL1&0, EL2&0): AP[2:1] per Table D8-63 (R_RNGJG);
+    APTable[0] removes UnprivRead/UnprivWrite, APTable[1] removes
+    PrivWrite/UnprivWrite (Table D8-64, R_YTXKB); UnprivWrite removes
+    PrivExecute (R_VWLLR). One privilege level (EL2): AP[2] only, Table D8-62
+    (R_CBNKR), AP[1] RES1 (R_MGGZM), APTable[0] RES0 (I_PCLHM). No
+    unprivileged permission exists in a single-privilege regime.
+    """
+    if regime_two_priv:
+        pr, pw, ur, uw = _AP_TWO_PRIV[leaf.ap & 3]
+        if table.ap_table & 1:
+            ur = uw = False
+        if table.ap_table & 2:
+            pw = uw = False
+        px = not (leaf.pxn or table.pxn_table or uw)
+        ux = not (leaf.uxn or table.uxn_table)
+        return S1Permissions(pr, pw, px, ur, uw, ux)
+    pw = not (leaf.ap & 2) and not (table.ap_table & 2)
+    px = not (leaf.pxn or table.pxn_table)
+    return S1Permissions(True, pw, px, False, False, False)
+
+
+def pan_applies(regime_two_priv: bool, perms: S1Permissions, acc: S1Access,
+                pstate_pan: bool, epan: bool, pan_feature: int, nv1: bool = False) -> bool:
+    """Whether PSTATE.PAN removes PrivRead and PrivWrite for this AT.
+
+    AArch64.S1DirectBasePermissions: with FEAT_PAN, for an access with
+    accdesc.pan (only AT S1E1RP/S1E1WP among the AT operations, CreateAccDescAT;
+    D8.4.5 R_PMTWB), in a two-privilege regime (R_TBYDZ) other than EL1&0 with
+    HCR_EL2.{NV,NV1} == {1,1} (I_YMLJD):
+    ``pan = PSTATE.PAN AND (ur OR uw OR (epan AND ux))``, where ur/uw/ux are
+    the unprivileged permissions after APTable/UXNTable (R_XTSQH: "accessible
+    to data accesses at EL0", of any kind), and epan is SCTLR_ELx.EPAN with
+    FEAT_PAN3 (R_ZGCNT/I_HKGQP). WXN does not enter: ux is taken before the
+    WXN step, which only concerns the accessing EL's own execute permission.
+    """
+    if pan_feature < 1 or not acc.pan_op or acc.el == 0 or not pstate_pan:
+        return False
+    if not regime_two_priv or nv1:
+        return False
+    epan_effective = pan_feature >= 3 and epan
+    return perms.ur or perms.uw or (epan_effective and perms.ux)
+
+
+def s1_permission_fault(regime_two_priv: bool, leaf: S1LeafPerms, table: TablePerms,
+                        acc: S1Access, pstate_pan: bool, epan: bool, wxn: bool,
+                        pan_feature: int, *, nv1: bool = False) -> str | None:
+    """None if the stage 1 Direct permissions allow the AT's data access,
+    else the rule that denied it (a stage 1 Permission fault).
+
+    ``wxn`` is accepted for the record: it removes execute permission only
+    and so never decides an AT result (R_SYMMB, R_QXXPC). ``nv1``
+    (HCR_EL2.{NV,NV1} == {1,1}, EL1&0 regime): AP[1] is treated as 0
+    (I_ZRMQJ) and PSTATE.PAN is treated as 0 (I_YMLJD).
+    """
+    del wxn  # execute-only effect: see the docstring
+    if nv1 and regime_two_priv:
+        leaf = S1LeafPerms(ap=leaf.ap & 2, uxn=leaf.uxn, pxn=leaf.pxn)
+    p = s1_direct_permissions(regime_two_priv, leaf, table)
+    if acc.el == 0:
+        if not regime_two_priv:
+            return "D8.4.1.2.1 R_CBNKR: no unprivileged access in a single-privilege regime"
+        allowed = p.uw if acc.write else p.ur
+        if not allowed:
+            return _why_unpriv(leaf, table, acc.write)
+        return None
+    if pan_applies(regime_two_priv, p, acc, pstate_pan, epan, pan_feature, nv1):
+        if p.ur or p.uw:
+            return ("D8.4.5 R_XTSQH: PSTATE.PAN == 1 and the page is accessible to data "
+                    "accesses at EL0 (AArch64.S1DirectBasePermissions, AT S1E1RP/WP)")
+        return ("D8.4.5 R_ZGCNT: PSTATE.PAN == 1, SCTLR_ELx.EPAN == 1 and the page is "
+                "executable at EL0 (FEAT_PAN3, AT S1E1RP/WP)")
+    if acc.write and not p.pw:
+        if leaf.ap & 2:
+            return (f"D8.4.1.2.1 AP[2:1]=0b{leaf.ap & 3:02b}: read-only at EL{acc.el}"
+                    if regime_two_priv else "D8.4.1.2.1 R_CBNKR AP[2]=1: read-only")
+        return f"D8.4.1.2 R_YTXKB APTable=0b{table.ap_table & 3:02b}: removes PrivWrite"
+    return None
+
+
+def _why_unpriv(leaf: S1LeafPerms, table: TablePerms, write: bool) -> str:
+    what = "UnprivWrite" if write else "UnprivRead"
+    ap_ur, ap_uw = _AP_TWO_PRIV[leaf.ap & 3][2:]
+    if not (ap_uw if write else ap_ur):
+        return f"D8.4.1.2.1 R_RNGJG AP[2:1]=0b{leaf.ap & 3:02b}: no {what} (EL0)"
+    return f"D8.4.1.2 R_YTXKB APTable=0b{table.ap_table & 3:02b}: removes {what}"
+
+
+# Table D8-76 (R_HBFHL): S2AP[1:0] -> (read, write).
+_S2AP = {0b00: (False, False), 0b01: (True, False), 0b10: (False, True), 0b11: (True, True)}
+
+
+def s2_permission_fault(s2ap: int, write: bool) -> str | None:
+    """None if S2AP permits the access, else the rule (a stage 2 Permission
+    fault, D8.4.2.1.1 R_FQNDX). S2AP: 0b00 none, 0b01 RO, 0b10 WO, 0b11 RW
+    (Table D8-76, R_HBFHL); the same for EL1 and EL0 accesses (I_HXWLL).
+    A stage 1 walk access is a read (R_TVZYF: MMURead needs Read)."""
+    r, w = _S2AP[s2ap & 3]
+    if (w if write else r):
+        return None
+    return (f"D8.4.2.1.1 R_FQNDX S2AP=0b{s2ap & 3:02b}: no stage 2 "
+            f"{'write' if write else 'read'} permission")
