@@ -86,7 +86,7 @@ class MemAttrs:
 def _ldf(nibble: int) -> Cacheability:
     """DecodeLDFAttr: 0b0100 NC, 0bx0xx WT, 0bx1xx WB; bits [1:0] are the
     read/write allocation hints; Transient when bit [3] is 0 and some
-    allocation hint is given (Table D24-? MAIR_ELx Attr<n>)."""
+    allocation hint is given (D24.2 MAIR_ELx.Attr<n>)."""
     if nibble == 0b0100:
         return _NC
     ra, wa = bool(nibble & 2), bool(nibble & 1)
@@ -277,7 +277,7 @@ def _s2_candidates(memattr: int, fwb: bool) -> tuple[tuple[int, ...], str | None
         return (memattr,), None
     if _s2_decode(memattr) is None:
         allocated = tuple(m for m in range(16) if _s2_decode(m) is not None)
-        return ((memattr, *allocated), f"stage 2 MemAttr=0b{memattr:04b} is reserved "
+        return (allocated, f"stage 2 MemAttr=0b{memattr:04b} is reserved "
                 "(Table D8-96, S2ResMemAttr): CONSTRAINED UNPREDICTABLE")
     return (memattr,), None
 
@@ -356,21 +356,23 @@ PAR_SH_SHIFT = 7
 
 
 def _transient_bits(attr: int) -> int:
-    """Transient/Non-transient bits (bit [3] of a nibble) of the cacheable
-    halves of a Normal ``attr`` that carry an allocation hint."""
+    """The Transient bit (bit [3] of a nibble) of the halves of a Normal
+    ``attr`` that are Transient: an implementation without Transient support
+    reports them Non-transient; a Non-transient half is fixed either way."""
     d = decode_attr(attr, feat_xs=True, feat_mte2=True)
     if d is None or d.device is not None or d.tagged or attr in (0x40, 0xA0):
         return 0
     bits = 0
     for shift, c in ((4, d.outer), (0, d.inner)):
-        if c.kind != NC and (c.ra or c.wa):
+        if c.transient:
             bits |= 8 << shift
     return bits
 
 
 TRANSIENT_NOTE = ("It is IMPLEMENTATION DEFINED whether the cache allocation hints can have "
                   "a Transient attribute (B2.10), and PAR_EL1.ATTR can report the attribute "
-                  "actually implemented (D24.2 PAR_EL1.ATTR): the Transient bit is masked")
+                  "actually implemented (D24.2 PAR_EL1.ATTR): a Transient hint may read as "
+                  "Non-transient")
 
 
 def par_attr_mask(a: MemAttrs, *, transient: bool = True) -> tuple[int, tuple[str, ...]]:
@@ -378,7 +380,8 @@ def par_attr_mask(a: MemAttrs, *, transient: bool = True) -> tuple[int, tuple[st
     for the reported attributes ``a`` (from :func:`par_attrs`): ATTR [63:56]
     and SH [8:7] bits that differ between permitted results are cleared, all
     other bits are set; and the reasons. ``transient`` also clears the
-    Transient bit of cacheable Normal halves with allocation hints."""
+    Transient bit of Transient cacheable halves (B2.10: Transient support
+    is IMPLEMENTATION DEFINED)."""
     cands = a.candidates()
     attr_vary = sh_vary = 0
     for attr, sh in cands:
