@@ -40,7 +40,7 @@ venv: sysdeps $(BIN)/xcheck
 
 demo: venv
 	$(BIN)/xcheck doctor
-	$(BIN)/python -m xcheck.demo
+	$(BIN)/xcheck run --jobs 2 scenarios
 
 test: venv
 	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)

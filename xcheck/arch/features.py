@@ -62,6 +62,15 @@ class Features:
         return self.s2fwb
 
     @classmethod
+    def everything(cls) -> Features:
+        """A CPU with every feature the model knows and a 48-bit PA, for
+        explaining a scenario without an emulator to ask."""
+        return cls(
+            lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
+            s2fwb=True,
+        )
+
+    @classmethod
     def from_id_regs(cls, id_regs: Mapping[str, int]) -> Features:
         """Decode ``ID_AA64MMFR0_EL1``, ``ID_AA64MMFR1_EL1``, ``ID_AA64MMFR2_EL1``
         and ``ID_AA64PFR0_EL1`` (absent registers read as zero)."""

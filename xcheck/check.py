@@ -1,0 +1,253 @@
+"""Run scenarios on a target and on the model, compare, yield Outcomes.
+
+The two sides meet only here: the target returns a PAR_EL1 (or an exception)
+per probe, the model returns the PAR the Arm ARM requires with a mask of the
+bits it determines, and :func:`compare` turns the pair into one Outcome.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+
+from xcheck.arch.at import ArchState, AtResult, translate
+from xcheck.arch.features import Features
+from xcheck.arch.memory import MemoryImage
+from xcheck.arch.par import describe_par, diff_par
+from xcheck.machine import RAM_BASE, MachineSetup, Probe, ProbeResult, TargetException
+from xcheck.outcome import FieldDelta, Kind, Outcome
+from xcheck.requires import missing_features
+from xcheck.scenario.loader import Scenario, ScenarioError, discover, load_scenario
+from xcheck.target.errors import TargetError
+
+DEFAULT_RAM_SIZE = 128 << 20
+"""RAM of the default profile, for the model when no target says otherwise."""
+
+EC_UNKNOWN = 0x00
+"""ESR_ELx.EC for an UNDEFINED instruction (Arm ARM D24.2.39, "Unknown reason")."""
+EC_SYS_TRAP = 0x18
+"""ESR_ELx.EC for a trapped MSR, MRS or System instruction."""
+
+
+def run_model(
+    setup: MachineSetup, features: Features, ram_size: int
+) -> list[AtResult]:
+    """Translate every probe of ``setup`` in the model; the registers are
+    decoded once, then re-used with each probe's PSTATE (EL, PAN)."""
+    mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
+    decoded: ArchState | None = None
+    states: dict[tuple[int, bool], ArchState] = {}
+    results: list[AtResult] = []
+    for probe in setup.probes:
+        key = (probe.el, probe.pan)
+        state = states.get(key)
+        if state is None:
+            if decoded is None:
+                decoded = ArchState.from_sysregs(setup.sysregs, features, probe.el, probe.pan)
+                state = decoded
+            else:
+                state = decoded.with_pstate(probe.el, probe.pan)
+            states[key] = state
+        results.append(translate(probe.op, probe.va, state, mem))
+    return results
+
+
+def _base(scenario: Scenario, probe: Probe, target: str, version: str) -> Outcome:
+    return Outcome(
+        scenario=scenario.name,
+        path=str(scenario.path),
+        kind=Kind.MATCH,
+        op=probe.op.value,
+        va=probe.va,
+        el=probe.el,
+        pan=probe.pan,
+        label=probe.label,
+        line=scenario.probe_line(probe),
+        target=target,
+        target_version=version,
+    )
+
+
+EC_DABT_LOWER = 0x24
+EC_DABT_SAME = 0x25
+"""ESR_ELx.EC for a Data Abort from a lower / the same Exception level."""
+
+
+def _exception_agrees(model: AtResult, exc: TargetException) -> bool:
+    """Does the exception the target took agree with the model's non-PAR
+    answer? UNDEFINED: EC=0 (Unknown reason). Trapped: EC=0x18 at EL2.
+    Aborted (AArch64.AT: an external abort on the walk, or a stage 2 fault
+    on a stage 1 walk of an AT at EL1): a Data Abort whose ISS.DFSC is the
+    model's fault status code and whose ISS.S1PTW (bit 7) its PTW flag."""
+    ec = (exc.esr >> 26) & 0x3F
+    if model.kind == "undefined":
+        return ec == EC_UNKNOWN
+    if model.kind == "trap":
+        return ec == EC_SYS_TRAP and exc.el == 2
+    if model.kind == "abort" and model.fault is not None:
+        dfsc = exc.esr & 0x3F
+        s1ptw = bool(exc.esr >> 7 & 1)
+        return (
+            ec in (EC_DABT_LOWER, EC_DABT_SAME)
+            and dfsc == model.fault.fst
+            and s1ptw == model.fault.s2fs1walk
+        )
+    return False
+
+
+def compare(
+    scenario: Scenario,
+    probe: Probe,
+    got: ProbeResult,
+    model: AtResult,
+    *,
+    target: str,
+    version: str,
+) -> Outcome:
+    """One probe's outcome from the target's result and the model's."""
+    out = _base(scenario, probe, target, version)
+    failed = _failed_expectation(scenario, probe, model)
+    if isinstance(got, TargetException):
+        if model.kind != "par" and _exception_agrees(model, got):
+            out = replace(out, detail=f"both: {model.kind} ({got.describe()})")
+        else:
+            want = describe_par(model.par) if model.kind == "par" else model.kind
+            out = replace(
+                out,
+                kind=Kind.MISMATCH,
+                par_model=model.par if model.kind == "par" else None,
+                detail=f"target: {got.describe()}; model: {want}",
+                trace=model.render(),
+            )
+    elif model.kind != "par":
+        out = replace(
+            out,
+            kind=Kind.MISMATCH,
+            par_target=got,
+            detail=f"model: the AT is {model.kind} at EL{probe.el}; "
+            f"target returned PAR {describe_par(got)}",
+            trace=model.render(),
+        )
+    else:
+        deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, model.par, model.mask))
+        out = replace(out, par_target=got, par_model=model.par, mask=model.mask, fields=deltas)
+        if deltas:
+            known = [k for k in scenario.known if k.applies(probe, version)]
+            if known:
+                out = replace(out, kind=Kind.KNOWN, detail=known[0].why)
+            else:
+                out = replace(out, kind=Kind.MISMATCH, trace=model.render())
+    if failed and out.kind in (Kind.MATCH, Kind.KNOWN):
+        out = replace(out, kind=Kind.EXPECT_FAILED, detail=failed, trace=model.render())
+    elif failed:
+        out = replace(out, detail=f"{out.detail}; also {failed}")
+    return out
+
+
+def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> str:
+    """The first pinned expectation the model's answer breaks, described."""
+    for exp in scenario.expect:
+        if exp.matches(probe):
+            problem = exp.check(model)
+            if problem:
+                return f"expectation (line {exp.line}): {problem}"
+    return ""
+
+
+class TargetLike:
+    """What check_scenario needs of a target (QemuTarget provides it)."""
+
+    version: str
+    id_regs: dict[str, int]
+    ram_size: int
+
+    def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
+        raise NotImplementedError
+
+
+def check_scenario(
+    target: TargetLike,
+    scenario: Scenario,
+    *,
+    mode: str = "batch",
+    target_name: str = "qemu",
+    traces: bool = False,
+) -> list[Outcome]:
+    """Cross-check every probe of one scenario (with ``traces``, attach the
+    model's trace to every outcome, not only to failures). A target failure
+    (a crash, a hang) propagates as TargetError: the caller records it with
+    :func:`target_failed` and restarts the target."""
+    features = Features.from_id_regs(target.id_regs)
+    lacking = missing_features(scenario.requires, features)
+    if lacking:
+        why = "the CPU lacks " + ", ".join(lacking)
+        return [
+            replace(_base(scenario, p, target_name, target.version), kind=Kind.SKIPPED, detail=why)
+            for p in scenario.probes
+        ]
+    try:
+        setup = scenario.build()
+    except ScenarioError as err:
+        return [invalid(scenario.path, err)]
+    model = run_model(setup, features, target.ram_size)
+    got = target.run(setup, mode)
+    outcomes = [
+        compare(scenario, p, g, m, target=target_name, version=target.version)
+        for p, g, m in zip(setup.probes, got, model, strict=True)
+    ]
+    if traces:
+        outcomes = [
+            o if o.trace else replace(o, trace=m.render())
+            for o, m in zip(outcomes, model, strict=True)
+        ]
+    return outcomes
+
+
+def target_failed(
+    scenario: Scenario, err: TargetError, *, target: str, version: str
+) -> list[Outcome]:
+    """Every probe of a scenario whose run the target could not finish."""
+    detail = str(err)
+    return [
+        replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
+        for p in scenario.probes
+    ]
+
+
+def invalid(path: Path, err: ScenarioError | str) -> Outcome:
+    """A scenario that does not load or build."""
+    return Outcome(scenario=Path(path).stem, path=str(path), kind=Kind.INVALID, detail=str(err))
+
+
+def load_all(
+    paths: Sequence[Path], *, shard: tuple[int, int] | None = None
+) -> tuple[list[Scenario], list[Outcome]]:
+    """Discover and load scenario files; a bad file is an INVALID outcome.
+
+    ``shard=(k, n)`` keeps the k-th of n deterministic slices (1-based) of
+    the sorted file list, so that n CI jobs cover the suite exactly once.
+    """
+    files = discover(paths)
+    if shard is not None:
+        k, n = shard
+        files = [f for i, f in enumerate(files) if i % n == k - 1]
+    scenarios: list[Scenario] = []
+    bad: list[Outcome] = []
+    for f in files:
+        try:
+            scenarios.append(load_scenario(f))
+        except ScenarioError as err:
+            bad.append(invalid(f, err))
+    return scenarios, bad
+
+
+def select(scenarios: Sequence[Scenario], keep: Callable[[str], bool]) -> list[Scenario]:
+    """Keep the probes whose id (path, scenario name, probe label) ``keep``
+    accepts; drop scenarios left with none."""
+    out = []
+    for s in scenarios:
+        probes = tuple(p for p in s.probes if keep(f"{s.path}::{s.name}::{p.label}"))
+        if probes:
+            out.append(s if len(probes) == len(s.probes) else s.with_probes(probes))
+    return out

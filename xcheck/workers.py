@@ -1,0 +1,132 @@
+"""Run scenarios on one QEMU per worker, in-process or in worker processes.
+
+A worker keeps its QEMU across scenarios (the target resets the machine
+between setups) and starts a fresh one after a crash or a hang, or when a
+scenario overrides the profile. Outcomes stream back as each scenario ends,
+so an interrupted run loses nothing that finished.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import queue
+import signal
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from xcheck.check import check_scenario, target_failed
+from xcheck.outcome import Outcome
+from xcheck.scenario.loader import Scenario
+from xcheck.target.errors import QemuLaunchError, TargetError
+from xcheck.target.guest import QemuTarget
+from xcheck.target.profile import Profile, with_overrides
+
+
+@dataclass(frozen=True)
+class CannotTest:
+    """The target could not be started: nothing can be tested (exit 125)."""
+
+    reason: str
+
+
+Event = list[Outcome] | CannotTest
+
+
+def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> Iterator[Event]:
+    """Check scenarios in order on one QEMU at a time; yield per scenario."""
+    target: QemuTarget | None = None
+    current: Profile | None = None
+    try:
+        for s in scenarios:
+            wanted = with_overrides(profile, s.profile_overrides)
+            if target is not None and wanted != current:
+                target.close()
+                target = None
+            if target is None:
+                try:
+                    target = QemuTarget(wanted)
+                    target.start()
+                except QemuLaunchError as err:
+                    if target is not None:
+                        target.close()
+                    yield CannotTest(str(err))
+                    return
+                current = wanted
+            try:
+                yield check_scenario(target, s, mode=mode)
+            except TargetError as err:
+                yield target_failed(s, err, target="qemu", version=target.version)
+                target.close()
+                target = None
+    finally:
+        if target is not None:
+            target.close()
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def _worker_main(
+    scenarios: Sequence[Scenario], profile: Profile, mode: str, out: Any
+) -> None:
+    """Entry point of a worker process: SIGTERM unwinds (so QEMU is stopped)."""
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        for event in run_worker(scenarios, profile, mode):
+            out.put(event)
+    finally:
+        out.put(None)
+
+
+def split(scenarios: Sequence[Scenario], jobs: int) -> list[list[Scenario]]:
+    """Deal scenarios to ``jobs`` workers, largest first, to balance probes."""
+    bins: list[list[Scenario]] = [[] for _ in range(jobs)]
+    load = [0] * jobs
+    for s in sorted(scenarios, key=lambda s: -len(s.probes)):
+        i = load.index(min(load))
+        bins[i].append(s)
+        load[i] += len(s.probes) + 20  # a scenario's fixed cost, in probes
+    return [b for b in bins if b]
+
+
+def run_parallel(
+    scenarios: Sequence[Scenario], profile: Profile, mode: str, jobs: int
+) -> Iterator[Event]:
+    """Events from ``jobs`` worker processes as they arrive. Interrupting the
+    iteration (Ctrl-C) terminates the workers, which stop their QEMUs."""
+    if jobs <= 1 or len(scenarios) <= 1:
+        yield from run_worker(scenarios, profile, mode)
+        return
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    procs = [
+        ctx.Process(target=_worker_main, args=(part, profile, mode, out), daemon=True)
+        for part in split(scenarios, jobs)
+    ]
+    for p in procs:
+        p.start()
+    running = len(procs)
+    try:
+        while running:
+            try:
+                event = out.get(timeout=1.0)
+            except queue.Empty:
+                if not any(p.is_alive() for p in procs):
+                    break
+                continue
+            if event is None:
+                running -= 1
+            else:
+                yield event
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+        for p in procs:
+            p.join(timeout=10)
+            if p.is_alive():
+                p.kill()
