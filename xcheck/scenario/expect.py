@@ -1,0 +1,161 @@
+"""Pinned expectations (``expect:``) and recorded divergences (``known:``).
+
+Both select probes by op / va / el / pan (any subset; a list means any of
+its values). An expectation states what the Arm ARM requires of the
+selected probes; the model must meet it. A known divergence names the QEMU
+versions that answer differently, and why.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from xcheck.arch.at import AtResult
+from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.par import decode_par, describe_par
+from xcheck.machine import AtOp, Probe
+from xcheck.scenario.versions import VersionRange
+
+FAULT_NAMES: dict[str, Fault] = {
+    "translation": Fault.TRANSLATION,
+    "address-size": Fault.ADDRESS_SIZE,
+    "access-flag": Fault.ACCESS_FLAG,
+    "permission": Fault.PERMISSION,
+}
+"""``fault:`` values in an expectation, as PAR_EL1.FST reports them."""
+
+RESULTS = ("undefined", "trap", "abort")
+"""``result:`` values: the AT does not write PAR_EL1 (see AtResult.kind)."""
+
+
+@dataclass(frozen=True)
+class Selector:
+    """Which probes an entry applies to; an empty tuple selects any value."""
+
+    ops: tuple[AtOp, ...] = ()
+    vas: tuple[int, ...] = ()
+    els: tuple[int, ...] = ()
+    pans: tuple[bool, ...] = ()
+
+    def matches(self, probe: Probe) -> bool:
+        return ((not self.ops or probe.op in self.ops)
+                and (not self.vas or probe.va in self.vas)
+                and (not self.els or probe.el in self.els)
+                and (not self.pans or probe.pan in self.pans))
+
+    def describe(self) -> str:
+        parts = []
+        if self.ops:
+            parts.append("op " + "|".join(o.value for o in self.ops))
+        if self.vas:
+            parts.append("va " + "|".join(f"{v:#_x}" for v in self.vas))
+        if self.els:
+            parts.append("el " + "|".join(str(e) for e in self.els))
+        if self.pans:
+            parts.append("pan " + "|".join(str(int(p)) for p in self.pans))
+        return ", ".join(parts) or "every probe"
+
+
+def _model_answer(model: AtResult) -> str:
+    if model.kind != "par":
+        return f"{model.kind}" + (f" ({model.detail})" if model.detail else "")
+    if model.fault is not None:
+        return model.fault.describe()
+    return describe_par(model.par)
+
+
+def _fault_problem(fault: FaultRecord, status: Fault | None, level: int | None,
+                   stage: int | None, ptw: bool | None) -> list[str]:
+    problems = []
+    if status is not None and fault.statuscode is not status:
+        problems.append(f"a {status.value} fault")
+    if level is not None and fault.level != level:
+        problems.append(f"level {level}")
+    if stage is not None and fault.stage != stage:
+        problems.append(f"stage {stage}")
+    if ptw is not None and fault.s2fs1walk != ptw:
+        problems.append("PTW=1 (a stage 2 fault on the stage 1 walk)" if ptw else "PTW=0")
+    return problems
+
+
+@dataclass(frozen=True)
+class Expectation:
+    """What the selected probes must produce in the model.
+
+    Exactly one form: a fault (``fault`` with optional ``level``, ``stage``,
+    ``ptw``), a successful translation (``pa`` with optional ``attr`` and
+    ``sh``), or a ``result`` that is not a PAR (undefined, trap, abort; an
+    abort may also state its fault)."""
+
+    line: int
+    select: Selector
+    fault: Fault | None = None
+    level: int | None = None
+    stage: int | None = None
+    ptw: bool | None = None
+    pa: int | None = None
+    attr: int | None = None
+    sh: int | None = None
+    result: str | None = None
+
+    def matches(self, probe: Probe) -> bool:
+        return self.select.matches(probe)
+
+    def check(self, model: AtResult) -> str:
+        """"" when the model's answer meets the expectation, else what differed."""
+        got = _model_answer(model)
+        if self.result is not None:
+            if model.kind != self.result:
+                return f"expected {self.result}, model: {got}"
+            if self.result == "abort" and model.fault is not None:
+                wrong = _fault_problem(model.fault, self.fault, self.level, self.stage,
+                                       self.ptw)
+                if wrong:
+                    return f"expected an abort with {', '.join(wrong)}, model: {got}"
+            return ""
+        if self.pa is not None:
+            if model.kind != "par" or model.fault is not None:
+                return f"expected PA {self.pa:#_x}, model: {got}"
+            fields = decode_par(model.par)
+            wrong = []
+            if fields["PA"] != (self.pa >> 12) & ((1 << 44) - 1):
+                wrong.append(f"PA {self.pa & ~0xFFF:#_x}")
+            if self.attr is not None and fields["ATTR"] != self.attr:
+                wrong.append(f"ATTR {self.attr:#04x}")
+            if self.sh is not None and fields["SH"] != self.sh:
+                wrong.append(f"SH 0b{self.sh:02b}")
+            return f"expected {', '.join(wrong)}, model: {got}" if wrong else ""
+        if model.kind != "par" or model.fault is None:
+            return f"expected {self.describe()}, model: {got}"
+        wrong = _fault_problem(model.fault, self.fault, self.level, self.stage, self.ptw)
+        return f"expected {', '.join(wrong)}, model: {got}" if wrong else ""
+
+    def describe(self) -> str:
+        if self.result is not None:
+            return self.result
+        if self.pa is not None:
+            return f"PA {self.pa:#_x}"
+        out = f"a {self.fault.value if self.fault else 'any'} fault"
+        if self.level is not None:
+            out += f", level {self.level}"
+        if self.stage is not None:
+            out += f", stage {self.stage}"
+        if self.ptw is not None:
+            out += f", PTW={int(self.ptw)}"
+        return out
+
+
+@dataclass(frozen=True)
+class KnownDivergence:
+    """A recorded disagreement of QEMU with the Arm ARM: the probes it
+    covers, the QEMU versions (``qemu``), why, and a link to the upstream
+    fix or report."""
+
+    line: int
+    select: Selector
+    qemu: VersionRange
+    why: str
+    link: str = ""
+
+    def applies(self, probe: Probe, version: str) -> bool:
+        return self.select.matches(probe) and self.qemu.contains(version)

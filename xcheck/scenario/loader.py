@@ -1,0 +1,612 @@
+"""Load a scenario file: parse the YAML, validate every field, expand probes.
+
+Errors are ScenarioError with the file, the line and the field path, and say
+what was expected (docs/scenario-format.md describes the format). Loading
+also builds the scenario once, so that a layout the builder cannot place is
+reported when the file is loaded, not when it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from xcheck.machine import TRANSLATION_SYSREGS, AtOp, Probe, sysreg_defaults
+from xcheck.requires import FEATURE_NAMES
+from xcheck.scenario.errors import Located, ScenarioError
+from xcheck.scenario.expect import (
+    FAULT_NAMES,
+    RESULTS,
+    Expectation,
+    KnownDivergence,
+    Selector,
+)
+from xcheck.scenario.regfields import (
+    NAMED,
+    SH_VALUES,
+    field_names,
+    layout,
+    named_value,
+    set_field,
+)
+from xcheck.scenario.scenario import Scenario
+from xcheck.scenario.spec import (
+    BASE_REGS,
+    DEFAULT_RAM_SIZE,
+    Layout,
+    MapEntry,
+    Override,
+    RawBlock,
+    TableAttrs,
+)
+from xcheck.scenario.values import (
+    as_bool,
+    as_choice,
+    as_int,
+    as_list,
+    as_map,
+    as_size,
+    as_str,
+    hex_,
+    one_or_many,
+    show,
+)
+from xcheck.scenario.versions import parse_range
+from xcheck.scenario.yamlsrc import YList, YMap, load_yaml
+
+__all__ = [
+    "Expectation",
+    "KnownDivergence",
+    "Scenario",
+    "ScenarioError",
+    "discover",
+    "load_scenario",
+    "parse_scenario",
+]
+
+TOP_KEYS = ("name", "about", "requires", "profile", "regs", "pstate", "tables", "memory",
+            "descriptors", "probes", "expect", "known")
+PROFILE_KEYS = ("machine", "cpu", "memory", "extra_args")
+PSTATE_KEYS = ("EL", "PAN")
+SELECT_KEYS = ("op", "va", "el", "pan")
+PROBE_KEYS = (*SELECT_KEYS, "label")
+EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
+KNOWN_KEYS = (*SELECT_KEYS, "qemu", "why", "link")
+S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
+           "contiguous", "pxn", "uxn", "xn", "dbm", "table")
+S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
+           "contiguous", "dbm")
+TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
+MEMORY_KEYS = ("addr", "words")
+OVERRIDE_KEYS = ("table", "level", "index", "va", "value")
+
+AP_TWO_RANGES = {"RW_EL1": 0b00, "RW_ANY": 0b01, "RO_EL1": 0b10, "RO_ANY": 0b11,
+                 "RW": 0b00, "RO": 0b10}
+"""AP[2:1] for a regime with EL0 (EL1&0, EL2&0): the privileged level and EL0
+(Arm ARM D8.4.1.2, Table D8-42). RW/RO: privileged only."""
+AP_ONE_RANGE = {"RW": 0b01, "RO": 0b11}
+"""AP[2:1] for the EL2 regime: only AP[2] matters, AP[1] is RES1 (D8.4.1.2)."""
+S2AP = {"NONE": 0b00, "RO": 0b01, "WO": 0b10, "RW": 0b11}
+"""S2AP[1:0] (D8.4.3, Table D8-51)."""
+EL0_PROBES = ("probes at EL0 are not supported: the AT S1E0R/S1E0W operations, run "
+              "at EL1, check EL0 permissions")
+
+
+def discover(paths: Iterable[Path | str]) -> list[Path]:
+    """Scenario files under ``paths`` (files, or folders searched recursively
+    for *.yaml and *.yml), sorted and without duplicates."""
+    found: set[Path] = set()
+    for p in map(Path, paths):
+        if p.is_dir():
+            found.update(f for f in p.rglob("*") if f.suffix in (".yaml", ".yml") and f.is_file())
+        elif p.is_file():
+            found.add(p)
+        else:
+            raise ScenarioError(p, 1, "path", "no such file or folder")
+    return sorted(found, key=lambda f: str(f))
+
+
+def load_scenario(path: Path | str) -> Scenario:
+    """Read, validate and build-check one scenario file."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ScenarioError(p, 1, "file", f"cannot read it: {err}") from None
+    return parse_scenario(text, p)
+
+
+def parse_scenario(text: str, path: Path) -> Scenario:
+    """The Scenario described by ``text`` (``path`` names it in errors)."""
+    try:
+        doc = load_yaml(text)
+        scenario = _Parser(path).scenario(doc)
+    except Located as err:
+        raise err.at(path) from None
+    scenario.build()
+    return scenario
+
+
+def _sel_values(entry: YMap, key: str, field: str, parse: Any) -> list[Any]:
+    line = entry.at(key)
+    values = one_or_many(entry[key])
+    if not values:
+        raise Located(line, f"{field}.{key}", "an empty list selects nothing")
+    return [parse(v, f"{field}.{key}", line) for v in values]
+
+
+def parse_op(value: Any, field: str, line: int) -> AtOp:
+    names = {op.value: op for op in AtOp}
+    if isinstance(value, str):
+        op = names.get(value.strip().upper().removeprefix("AT "))
+        if op is not None:
+            return op
+    raise Located(line, field, f"{show(value)} is not an AT operation: expected one of "
+                  + ", ".join(names))
+
+
+def parse_va(value: Any, field: str, line: int) -> int:
+    return as_int(value, field, line, what="a 64-bit address")
+
+
+def parse_el(value: Any, field: str, line: int) -> int:
+    el = as_int(value, field, line, 0, 3, what="an exception level")
+    if el == 0:
+        raise Located(line, field, EL0_PROBES)
+    if el == 3:
+        raise Located(line, field, "EL3 is not implemented by the machine: expected 1 or 2")
+    return el
+
+
+def parse_pan(value: Any, field: str, line: int) -> bool:
+    return as_bool(value, field, line)
+
+
+class _Parser:
+    """One file's parse; ``self.e2h`` selects TCR_EL2's layout and the AP
+    names of TTBR0_EL2's tables."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.e2h = False
+
+    def scenario(self, doc: Any) -> Scenario:
+        if doc is None:
+            raise Located(1, "probes", "the file is empty: a scenario needs at least probes")
+        top = as_map(doc, "", 1, TOP_KEYS)
+        if "probes" not in top:
+            raise Located(top.line, "probes", "missing: a scenario needs at least one probe")
+        name = self.path.stem
+        if "name" in top:
+            name = as_str(top["name"], "name", top.at("name")).strip()
+            if not name:
+                raise Located(top.at("name"), "name", "empty: expected a short name")
+        about = as_str(top["about"], "about", top.at("about")) if "about" in top else ""
+        requires = self.requires(top)
+        overrides = self.profile(top)
+        sysregs, reg_lines = self.regs(top)
+        el, pan = self.pstate(top)
+        mappings, table_lines = self.tables(top)
+        memory = self.memory(top)
+        overrides_ = self.descriptors(top)
+        probes, probe_lines = self.probes(top, el, pan)
+        expect = tuple(self.expectation(e, i, top["expect"].at(i), probes)
+                       for i, e in enumerate(self.entries(top, "expect")))
+        known = tuple(self.known(e, i, top["known"].at(i), probes)
+                      for i, e in enumerate(self.entries(top, "known")))
+        ram = DEFAULT_RAM_SIZE
+        mem = dict(overrides).get("memory")
+        if mem is not None:
+            ram = _ram_size(str(mem), top["profile"].at("memory"))
+        lay = Layout(
+            path=self.path, sysregs=tuple(sysregs.items()), reg_lines=tuple(reg_lines.items()),
+            table_lines=tuple(table_lines.items()), mappings=tuple(mappings),
+            memory=tuple(memory), overrides=tuple(overrides_), ram_size=ram,
+            requires=requires, regs_line=top.at("regs") if "regs" in top else top.line,
+        )
+        return Scenario(
+            name=name, about=about.strip(), path=self.path, requires=requires,
+            probes=tuple(probes), expect=expect, known=known, profile_overrides=overrides,
+            layout=lay, probe_lines=tuple(probe_lines.items()),
+        )
+
+    # --- simple top-level keys --------------------------------------------
+
+    def entries(self, top: YMap, key: str) -> YList:
+        if key not in top or top[key] is None:
+            empty = YList()
+            empty.line, empty.lines = top.at(key), []
+            return empty
+        return as_list(top[key], key, top.at(key))
+
+    def requires(self, top: YMap) -> tuple[str, ...]:
+        if "requires" not in top:
+            return ()
+        line = top.at("requires")
+        raw = top["requires"]
+        items = raw if isinstance(raw, list) else [raw]
+        out = []
+        for i, item in enumerate(items):
+            at = raw.at(i) if isinstance(raw, YList) else line
+            feat = as_str(item, f"requires[{i}]", at).strip()
+            if feat not in FEATURE_NAMES:
+                raise Located(at, f"requires[{i}]", f"unknown feature {feat!r}; expected one "
+                              f"of {', '.join(FEATURE_NAMES)}")
+            out.append(feat)
+        return tuple(out)
+
+    def profile(self, top: YMap) -> tuple[tuple[str, Any], ...]:
+        if "profile" not in top:
+            return ()
+        prof = as_map(top["profile"], "profile", top.at("profile"), PROFILE_KEYS)
+        out: list[tuple[str, Any]] = []
+        for key in sorted(prof):
+            value, line = prof[key], prof.at(key)
+            if key == "extra_args":
+                args = value if isinstance(value, list) else [value]
+                for a in args:
+                    if not isinstance(a, str | int):
+                        raise Located(line, "profile.extra_args", f"{show(a)} is not an "
+                                      "argument: expected a list of strings")
+                out.append((key, tuple(str(a) for a in args)))
+            else:
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    raise Located(line, f"profile.{key}", f"{show(value)} is not a string")
+                out.append((key, str(value)))
+        return tuple(out)
+
+    def pstate(self, top: YMap) -> tuple[int, bool]:
+        if "pstate" not in top:
+            return 1, False
+        ps = as_map(top["pstate"], "pstate", top.at("pstate"), PSTATE_KEYS)
+        el = parse_el(ps["EL"], "pstate.EL", ps.at("EL")) if "EL" in ps else 1
+        pan = parse_pan(ps["PAN"], "pstate.PAN", ps.at("PAN")) if "PAN" in ps else False
+        return el, pan
+
+    # --- registers ---------------------------------------------------------
+
+    def regs(self, top: YMap) -> tuple[dict[str, int], dict[str, int]]:
+        values = sysreg_defaults()
+        lines: dict[str, int] = {}
+        if "regs" not in top:
+            return values, lines
+        regs = as_map(top["regs"], "regs", top.at("regs"), TRANSLATION_SYSREGS, "register")
+        # HCR_EL2 first: its E2H decides the layout of TCR_EL2.
+        order = sorted(regs, key=lambda r: r != "HCR_EL2")
+        for reg in order:
+            lines[reg] = regs.at(reg)
+            values[reg] = self.reg_value(reg, regs[reg], values[reg], regs.at(reg))
+            if reg == "HCR_EL2":
+                self.e2h = bool(values[reg] >> 34 & 1)
+        return values, lines
+
+    def reg_value(self, reg: str, spec: Any, default: int, line: int) -> int:
+        field = f"regs.{reg}"
+        if not isinstance(spec, dict):
+            return as_int(spec, field, line, what="a 64-bit register value or a mapping of "
+                          "field names")
+        fields = layout(reg, self.e2h)
+        value = default
+        spec = as_map(spec, field, line)
+        for name, fv in spec.items():
+            fline = spec.at(name)
+            if name not in fields:
+                extra = (" (with HCR_EL2.E2H == 0; set E2H: 1 for the TCR_EL1 layout)"
+                         if reg == "TCR_EL2" and not self.e2h else "")
+                raise Located(fline, f"{field}.{name}", f"unknown field of {reg}{extra}; "
+                              f"expected one of {field_names(fields)}")
+            lsb, width = fields[name]
+            n = named_value(name, fv) if isinstance(fv, str) else None
+            if n is None:
+                if isinstance(fv, str) and name in NAMED:
+                    raise Located(fline, f"{field}.{name}", f"{fv!r} is not one of "
+                                  f"{', '.join(NAMED[name])} (or an integer encoding)")
+                n = as_int(fv, f"{field}.{name}", fline, 0, (1 << width) - 1,
+                           what=f"a {width}-bit value")
+            value = set_field(value, (lsb, width), n)
+        return value
+
+    # --- tables ------------------------------------------------------------
+
+    def tables(self, top: YMap) -> tuple[list[MapEntry], dict[str, int]]:
+        out: list[MapEntry] = []
+        lines: dict[str, int] = {}
+        if "tables" not in top:
+            return out, lines
+        tables = as_map(top["tables"], "tables", top.at("tables"), BASE_REGS,
+                        "table base register")
+        for base, entries in tables.items():
+            lines[base] = tables.at(base)
+            if entries is None:
+                continue
+            lst = as_list(entries, f"tables.{base}", tables.at(base))
+            for i, entry in enumerate(lst):
+                out.append(self.mapping(base, i, entry, lst.at(i)))
+        return out, lines
+
+    def mapping(self, base: str, n: int, value: Any, line: int) -> MapEntry:
+        s2 = base == "VTTBR_EL2"
+        field = f"tables.{base}[{n}]"
+        allowed = S2_KEYS if s2 else S1_KEYS
+        if isinstance(value, YMap) and s2 and "va" in value:
+            raise Located(value.at("va"), f"{field}.va", "stage 2 tables map IPAs: write "
+                          "ipa instead of va")
+        if isinstance(value, YMap) and not s2 and "ipa" in value:
+            raise Located(value.at("ipa"), f"{field}.ipa", "stage 1 tables map VAs: write "
+                          "va instead of ipa")
+        m = as_map(value, field, line, allowed)
+        line = m.line
+
+        def get(key: str, parse: Any, *args: Any) -> Any:
+            return parse(m[key], f"{field}.{key}", m.at(key), *args) if key in m else None
+
+        addr_key = "ipa" if s2 else "va"
+        if addr_key not in m:
+            raise Located(line, f"{field}.{addr_key}", f"missing: every mapping needs "
+                          f"{addr_key} (and pa and size, or raw)")
+        va = get(addr_key, as_int, 0, (1 << 64) - 1)
+        pa = get("pa", as_int, 0, (1 << 52) - 1, "a physical address below 2^52")
+        raw = get("raw", as_int)
+        size = get("size", as_size)
+        level = get("level", as_int, -1, 3, "a level from -1 to 3")
+        if raw is None and pa is None:
+            raise Located(line, f"{field}.pa", "missing: a mapping needs pa (or raw, a "
+                          "descriptor word written as it is)")
+        if raw is not None and pa is not None:
+            raise Located(m.at("raw"), f"{field}.raw", "raw replaces the whole descriptor: "
+                          "give pa or raw, not both")
+        if size is None and level is None:
+            raise Located(line, f"{field}.size", "missing: expected a size (4K, 2M, 1G, ...) "
+                          "or a level")
+        if size is not None:
+            if size & (size - 1):
+                raise Located(m.at("size"), f"{field}.size", f"{show(size)} is not a power "
+                              "of two: expected a page or block size such as 4K, 2M, 1G")
+            if va % size:
+                raise Located(m.at(addr_key), f"{field}.{addr_key}", f"{hex_(va)} is not "
+                              f"aligned to the mapping size {hex_(size)}")
+            if pa is not None and pa % size:
+                raise Located(m.at("pa"), f"{field}.pa", f"{hex_(pa)} is not aligned to "
+                              f"the mapping size {hex_(size)}")
+        force = bool(get("force", as_bool))
+        sh = get("sh", _parse_sh)
+        af = get("af", as_bool)
+        bits = (1 << 10) if af is None or af else 0
+        if get("contiguous", as_bool):
+            bits |= 1 << 52
+        if get("dbm", as_bool):
+            bits |= 1 << 51
+        table = None
+        if s2:
+            bits |= (get("attr", as_int, 0, 15, "a 4-bit MemAttr") if "attr" in m else 0xF) << 2
+            s2ap = get("s2ap", _parse_choice_or_int, S2AP, 3)
+            bits |= (S2AP["RW"] if s2ap is None else s2ap) << 6
+            xn = m.get("xn")
+            if xn is not None:
+                bits |= (0b10 if xn is True else as_int(xn, f"{field}.xn", m.at("xn"), 0, 3,
+                         "XN[1:0] (0..3) or true")) << 53
+        else:
+            one_range = base == "TTBR0_EL2" and not self.e2h
+            bits |= (get("attr", as_int, 0, 7, "a MAIR index (0..7)") or 0) << 2
+            if one_range and isinstance(m.get("ap"), str) and m["ap"] in AP_TWO_RANGES \
+                    and m["ap"] not in AP_ONE_RANGE:
+                raise Located(m.at("ap"), f"{field}.ap", f"{m['ap']!r}: the EL2 regime "
+                              "(HCR_EL2.E2H == 0) has no EL0; expected RW or RO")
+            ap = get("ap", _parse_choice_or_int, AP_ONE_RANGE if one_range else AP_TWO_RANGES,
+                     3)
+            bits |= ((0b01 if one_range else 0) if ap is None else ap) << 6
+            if get("ng", as_bool):
+                bits |= 1 << 11
+            if get("pxn", as_bool):
+                bits |= 1 << 53
+            if get("uxn", as_bool) or get("xn", as_bool):
+                bits |= 1 << 54
+            if "table" in m:
+                table = self.table_attrs(m["table"], f"{field}.table", m.at("table"))
+        if raw is not None and len(set(m) - {addr_key, "raw", "size", "level", "force"}):
+            extra = sorted(set(m) - {addr_key, "raw", "size", "level", "force"})
+            raise Located(m.at(extra[0]), f"{field}.{extra[0]}", "raw is written as it is: "
+                          "it cannot be combined with descriptor fields")
+        return MapEntry(
+            base=base, n=n, line=line, va=va, pa=pa, size=size, level=level, raw=raw,
+            force=force, bits=bits, sh=sh, table=table, key_lines=tuple(m.lines.items()),
+        )
+
+    def table_attrs(self, value: Any, field: str, line: int) -> TableAttrs:
+        t = as_map(value, field, line, TABLE_ATTR_KEYS)
+
+        def flag(key: str) -> int:
+            return int(as_bool(t[key], f"{field}.{key}", t.at(key))) if key in t else 0
+
+        level = (as_int(t["level"], f"{field}.level", t.at("level"), -1, 2,
+                        "the level of a table descriptor (-1..2)") if "level" in t else None)
+        ap = (as_int(t["aptable"], f"{field}.aptable", t.at("aptable"), 0, 3,
+                     "APTable (0..3)") if "aptable" in t else 0)
+        bits = (flag("nstable") << 63) | (ap << 61) | ((flag("uxntable") | flag("xntable")) << 60) \
+            | (flag("pxntable") << 59)
+        return TableAttrs(line=t.line, level=level, bits=bits)
+
+    # --- memory and descriptor overrides -------------------------------------
+
+    def memory(self, top: YMap) -> list[RawBlock]:
+        out = []
+        for i, entry in enumerate(self.entries(top, "memory")):
+            field = f"memory[{i}]"
+            m = as_map(entry, field, top["memory"].at(i), MEMORY_KEYS)
+            for key in MEMORY_KEYS:
+                if key not in m:
+                    raise Located(m.line, f"{field}.{key}", "missing: expected "
+                                  "{addr: ADDRESS, words: [WORD, ...]}")
+            addr = as_int(m["addr"], f"{field}.addr", m.at("addr"), what="a physical address")
+            if addr % 8:
+                raise Located(m.at("addr"), f"{field}.addr", f"{hex_(addr)} is not 8-byte "
+                              "aligned: words are 64-bit")
+            words = as_list(m["words"], f"{field}.words", m.at("words"))
+            if not words:
+                raise Located(m.at("words"), f"{field}.words", "empty: expected at least "
+                              "one 64-bit word")
+            vals = tuple(as_int(w, f"{field}.words[{j}]", words.at(j),
+                                what="a 64-bit word") for j, w in enumerate(words))
+            out.append(RawBlock(n=i, line=m.line, addr=addr, words=vals))
+        return out
+
+    def descriptors(self, top: YMap) -> list[Override]:
+        out = []
+        for i, entry in enumerate(self.entries(top, "descriptors")):
+            field = f"descriptors[{i}]"
+            m = as_map(entry, field, top["descriptors"].at(i), OVERRIDE_KEYS)
+            for key in ("table", "level", "value"):
+                if key not in m:
+                    raise Located(m.line, f"{field}.{key}", "missing: expected {table: "
+                                  "TTBR0_EL1, level: N, index: I (or va: VA), value: WORD}")
+            base = as_choice(m["table"], {b: b for b in BASE_REGS}, f"{field}.table",
+                             m.at("table"))
+            if ("index" in m) == ("va" in m):
+                raise Located(m.line, f"{field}.index", "expected exactly one of index "
+                              "(the entry in the only table at that level) or va (the "
+                              "table that VA's walk reads)")
+            out.append(Override(
+                n=i, line=m.line, base=base,
+                level=as_int(m["level"], f"{field}.level", m.at("level"), -1, 3,
+                             "a level from -1 to 3"),
+                index=as_int(m["index"], f"{field}.index", m.at("index"), 0, 1 << 20)
+                if "index" in m else None,
+                va=parse_va(m["va"], f"{field}.va", m.at("va")) if "va" in m else None,
+                value=as_int(m["value"], f"{field}.value", m.at("value"), what="a 64-bit word"),
+            ))
+        return out
+
+    # --- probes, expectations, known divergences -------------------------
+
+    def probes(self, top: YMap, el: int, pan: bool) -> tuple[list[Probe], dict[Probe, int]]:
+        entries = self.entries(top, "probes")
+        if not entries:
+            raise Located(top.at("probes"), "probes", "empty: expected at least one probe "
+                          "{op: OP, va: VA}")
+        probes: list[Probe] = []
+        lines: dict[Probe, int] = {}
+        seen: dict[str, int] = {}
+        for i, entry in enumerate(entries):
+            field = f"probes[{i}]"
+            m = as_map(entry, field, entries.at(i), PROBE_KEYS)
+            for key in ("op", "va"):
+                if key not in m:
+                    raise Located(m.line, f"{field}.{key}", "missing: a probe needs op and va")
+            ops = _sel_values(m, "op", field, parse_op)
+            vas = _sel_values(m, "va", field, parse_va)
+            els = _sel_values(m, "el", field, parse_el) if "el" in m else [el]
+            pans = _sel_values(m, "pan", field, parse_pan) if "pan" in m else [pan]
+            label = as_str(m["label"], f"{field}.label", m.at("label")).strip() \
+                if "label" in m else ""
+            for op, va, e, p in itertools.product(ops, vas, els, pans):
+                auto = f"{op.value} va={hex_(va)} el={e} pan={int(p)}"
+                full = f"{label}: {auto}" if label else auto
+                if full in seen:
+                    raise Located(m.line, field, f"probe {full!r} is listed twice (also at "
+                                  f"line {seen[full]}); give one a label to keep both")
+                seen[full] = m.line
+                probe = Probe(op=op, va=va, el=e, pan=p, label=full)
+                probes.append(probe)
+                lines[probe] = m.line
+        return probes, lines
+
+    def selector(self, m: YMap, field: str, probes: Sequence[Probe], what: str) -> Selector:
+        sel = Selector(
+            ops=tuple(_sel_values(m, "op", field, parse_op)) if "op" in m else (),
+            vas=tuple(_sel_values(m, "va", field, parse_va)) if "va" in m else (),
+            els=tuple(_sel_values(m, "el", field, parse_el)) if "el" in m else (),
+            pans=tuple(_sel_values(m, "pan", field, parse_pan)) if "pan" in m else (),
+        )
+        if not any(sel.matches(p) for p in probes):
+            raise Located(m.line, field, f"this {what} selects no probe ({sel.describe()}); "
+                          "expected op/va/el/pan values that some probe has")
+        return sel
+
+    def expectation(self, value: Any, i: int, line: int, probes: Sequence[Probe]) -> Expectation:
+        field = f"expect[{i}]"
+        m = as_map(value, field, line, EXPECT_KEYS)
+        forms = [k for k in ("fault", "pa", "result") if k in m]
+        if len(forms) != 1 and forms != ["fault", "result"]:
+            raise Located(m.line, field, "expected exactly one of fault: (a PAR fault), pa: "
+                          "(a successful translation) or result: (undefined, trap, abort)"
+                          + (f"; got {', '.join(forms)}" if forms else ""))
+        sel = self.selector(m, field, probes, "expectation")
+
+        def get(key: str, parse: Any, *args: Any) -> Any:
+            return parse(m[key], f"{field}.{key}", m.at(key), *args) if key in m else None
+
+        success = "pa" in m
+        for key in ("attr", "sh") if not success else ("level", "stage", "ptw"):
+            if key in m:
+                raise Located(m.at(key), f"{field}.{key}", "does not apply: "
+                              + ("attr and sh go with pa:" if not success
+                                 else "level, stage and ptw go with fault:"))
+        result = (as_choice(m["result"], {r: r for r in RESULTS}, f"{field}.result",
+                             m.at("result")) if "result" in m else None)
+        if result in ("undefined", "trap"):
+            for key in ("fault", "level", "stage", "ptw"):
+                if key in m:
+                    raise Located(m.at(key), f"{field}.{key}", f"an AT that is {result} "
+                                  "reports no fault")
+        return Expectation(
+            line=m.line, select=sel, fault=get("fault", _parse_fault),
+            level=get("level", as_int, -1, 3, "a level from -1 to 3"),
+            stage=get("stage", as_int, 1, 2, "stage 1 or 2"), ptw=get("ptw", as_bool),
+            pa=get("pa", as_int, 0, (1 << 56) - 1, "a physical address"),
+            attr=get("attr", as_int, 0, 255, "a MAIR-format attribute byte"),
+            sh=get("sh", _parse_sh), result=result,
+        )
+
+    def known(self, value: Any, i: int, line: int, probes: Sequence[Probe]) -> KnownDivergence:
+        field = f"known[{i}]"
+        m = as_map(value, field, line, KNOWN_KEYS)
+        if "why" not in m:
+            raise Located(m.line, f"{field}.why", "missing: say why QEMU differs (and give "
+                          "link: to the fix or report)")
+        sel = self.selector(m, field, probes, "known divergence")
+        qemu = "*"
+        if "qemu" in m:
+            qemu = as_str(m["qemu"], f"{field}.qemu", m.at("qemu"))
+        try:
+            rng = parse_range(qemu)
+        except ValueError as err:
+            raise Located(m.at("qemu"), f"{field}.qemu", str(err)) from None
+        why = as_str(m["why"], f"{field}.why", m.at("why")).strip()
+        link = as_str(m["link"], f"{field}.link", m.at("link")).strip() if "link" in m else ""
+        return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link)
+
+
+def _parse_fault(value: Any, field: str, line: int) -> Any:
+    if isinstance(value, str):
+        key = value.strip().lower().replace("_", "-").replace(" ", "-")
+        if key in FAULT_NAMES:
+            return FAULT_NAMES[key]
+    raise Located(line, field, f"{show(value)} is not one of {', '.join(FAULT_NAMES)}")
+
+
+def _parse_sh(value: Any, field: str, line: int) -> int:
+    if isinstance(value, str) and not value.strip()[:1].isdigit():
+        return as_choice(value, SH_VALUES, field, line)
+    return as_int(value, field, line, 0, 3, "SH[1:0] (0..3) or NSH, OSH, ISH")
+
+
+def _parse_choice_or_int(value: Any, field: str, line: int, choices: dict[str, int],
+                         hi: int) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return as_int(value, field, line, 0, hi, "a field value")
+    return as_choice(value, choices, field, line)
+
+
+def _ram_size(text: str, line: int) -> int:
+    """QEMU's -m syntax: a number with an optional K/M/G suffix (default M)."""
+    t = text.strip().upper().removesuffix("B")
+    units = {"K": 10, "M": 20, "G": 30}
+    try:
+        if t and t[-1] in units:
+            return int(float(t[:-1]) * (1 << units[t[-1]]))
+        return int(t) << 20
+    except ValueError:
+        raise Located(line, "profile.memory", f"{text!r} is not a memory size: expected "
+                      "e.g. 128M or 1G") from None

@@ -1,0 +1,62 @@
+"""Scenario: a loaded scenario file, its expanded probes, and how to build it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from xcheck.machine import MachineSetup, Probe
+from xcheck.scenario.expect import Expectation, KnownDivergence
+from xcheck.scenario.spec import Layout
+
+
+@lru_cache(maxsize=32)
+def _build(layout: Layout, probes: tuple[Probe, ...]) -> MachineSetup:
+    from xcheck.scenario.builder import build_setup
+
+    return build_setup(layout, probes)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One scenario file, validated.
+
+    ``probes`` are expanded (lists multiplied out) and each has a unique
+    label such as ``S1E1RP va=0x8000_0000 el=1 pan=1``. ``profile_overrides``
+    are (key, value) pairs for the QEMU profile (machine, cpu, memory,
+    extra_args). :meth:`build` places the tables and returns the
+    MachineSetup that both the target and the model read.
+    """
+
+    name: str
+    about: str
+    path: Path
+    requires: tuple[str, ...]
+    probes: tuple[Probe, ...]
+    expect: tuple[Expectation, ...]
+    known: tuple[KnownDivergence, ...]
+    profile_overrides: tuple[tuple[str, Any], ...]
+    layout: Layout = field(repr=False, compare=False)
+    probe_lines: tuple[tuple[Probe, int], ...] = field(default=(), repr=False, compare=False)
+
+    def build(self) -> MachineSetup:
+        """The machine setup for this scenario's probes (ScenarioError if
+        the tables cannot be placed)."""
+        return _build(self.layout, self.probes)
+
+    def probe_line(self, probe: Probe) -> int | None:
+        """The line of the ``probes:`` entry ``probe`` was expanded from."""
+        for p, line in self.probe_lines:
+            if p == probe:
+                return line
+        for p, line in self.probe_lines:
+            if (p.op, p.va, p.el, p.pan) == (probe.op, probe.va, probe.el, probe.pan):
+                return line
+        return None
+
+    def with_probes(self, probes: Iterable[Probe]) -> Scenario:
+        """The same scenario with only ``probes`` (a selection of its own)."""
+        return replace(self, probes=tuple(probes))
