@@ -35,7 +35,7 @@ def test_msr_mrs(name: str) -> None:
     got_msr = dis(isa.msr(name, 3))
     got_mrs = dis(isa.mrs(5, name))
     low = name.lower()
-    # capstone names some registers generically (s3_<op1>_c<n>_c<m>_<op2>) when it does not know them
+    # capstone names registers it does not know generically: s3_<op1>_c<n>_c<m>_<op2>
     op0, op1, crn, crm, op2 = isa.SYSREGS[name]
     generic = f"s{op0}_{op1}_c{crn}_c{crm}_{op2}"
     assert got_msr in (f"msr {low}, x3", f"msr {generic}, x3")
@@ -52,13 +52,24 @@ def test_tlbi(op: str) -> None:
     assert dis(isa.tlbi(op)) == f"tlbi {op.lower()}"
 
 
-@pytest.mark.parametrize("value", [0, 1, 0xFFFF, 0x10000, 0x4020_0000, 0xFFFF_0000_0000_0000,
-                                   0x0000_8000_0000_1234, 0xFFFF_FFFF_FFFF_FFFF])
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        1,
+        0xFFFF,
+        0x10000,
+        0x4020_0000,
+        0xFFFF_0000_0000_0000,
+        0x0000_8000_0000_1234,
+        0xFFFF_FFFF_FFFF_FFFF,
+    ],
+)
 def test_mov_imm_loads_the_value(value: int) -> None:
     # Execute the MOVZ/MOVK sequence as capstone decodes it.
     reg = 0
     for word in isa.mov_imm(9, value):
-        insn = list(CS.disasm(word.to_bytes(4, "little"), 0))[0]
+        insn = next(iter(CS.disasm(word.to_bytes(4, "little"), 0)))
         assert insn.op_str.startswith("x9, #")
         imm_text = insn.op_str.split("#", 1)[1]
         imm = int(imm_text.split(",")[0], 0)

@@ -66,24 +66,47 @@ SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
 
 # AT: SYS #op1, C7, CRm, #op2, Xt (C5.5, "A64 system instructions for address translation")
 AT_OPS: dict[AtOp, tuple[int, int, int]] = {
-    AtOp.S1E1R: (0, 8, 0), AtOp.S1E1W: (0, 8, 1),
-    AtOp.S1E0R: (0, 8, 2), AtOp.S1E0W: (0, 8, 3),
-    AtOp.S1E1RP: (0, 9, 0), AtOp.S1E1WP: (0, 9, 1),
-    AtOp.S1E2R: (4, 8, 0), AtOp.S1E2W: (4, 8, 1),
-    AtOp.S12E1R: (4, 8, 4), AtOp.S12E1W: (4, 8, 5),
-    AtOp.S12E0R: (4, 8, 6), AtOp.S12E0W: (4, 8, 7),
+    AtOp.S1E1R: (0, 8, 0),
+    AtOp.S1E1W: (0, 8, 1),
+    AtOp.S1E0R: (0, 8, 2),
+    AtOp.S1E0W: (0, 8, 3),
+    AtOp.S1E1RP: (0, 9, 0),
+    AtOp.S1E1WP: (0, 9, 1),
+    AtOp.S1E2R: (4, 8, 0),
+    AtOp.S1E2W: (4, 8, 1),
+    AtOp.S12E1R: (4, 8, 4),
+    AtOp.S12E1W: (4, 8, 5),
+    AtOp.S12E0R: (4, 8, 6),
+    AtOp.S12E0W: (4, 8, 7),
 }
 
 # TLBI: SYS #op1, C8, CRm, #op2 (C5.5 "TLB maintenance instructions")
 TLBI_OPS: dict[str, tuple[int, int, int]] = {
-    "VMALLE1": (0, 7, 0), "VMALLE1IS": (0, 3, 0),
-    "ALLE2": (4, 7, 0), "ALLE2IS": (4, 3, 0),
-    "ALLE1": (4, 7, 4), "ALLE1IS": (4, 3, 4),
-    "VMALLS12E1": (4, 7, 6), "VMALLS12E1IS": (4, 3, 6),
+    "VMALLE1": (0, 7, 0),
+    "VMALLE1IS": (0, 3, 0),
+    "ALLE2": (4, 7, 0),
+    "ALLE2IS": (4, 3, 0),
+    "ALLE1": (4, 7, 4),
+    "ALLE1IS": (4, 3, 4),
+    "VMALLS12E1": (4, 7, 6),
+    "VMALLS12E1IS": (4, 3, 6),
 }
 
-CONDITIONS = {"EQ": 0, "NE": 1, "HS": 2, "LO": 3, "MI": 4, "PL": 5, "HI": 8, "LS": 9,
-              "GE": 10, "LT": 11, "GT": 12, "LE": 13, "AL": 14}
+CONDITIONS = {
+    "EQ": 0,
+    "NE": 1,
+    "HS": 2,
+    "LO": 3,
+    "MI": 4,
+    "PL": 5,
+    "HI": 8,
+    "LS": 9,
+    "GE": 10,
+    "LT": 11,
+    "GT": 12,
+    "LE": 13,
+    "AL": 14,
+}
 
 NOP = 0xD503201F
 ISB = 0xD5033FDF

@@ -1,0 +1,95 @@
+"""The generated in-guest program, read back with capstone (no QEMU)."""
+
+from __future__ import annotations
+
+import capstone
+
+from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, TargetException, sysreg_defaults
+from xcheck.target import harness
+
+CS = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
+
+
+def listing(program: harness.Program, start: int, end: int, base: int = HARNESS_PA) -> list[str]:
+    code = program.code[start:end]
+    return [f"{i.mnemonic} {i.op_str}".strip() for i in CS.disasm(code, base + start)]
+
+
+PROBES = (
+    Probe(AtOp.S1E1R, 0x1000, 2),
+    Probe(AtOp.S1E1RP, 0x2000, 1, True),
+    Probe(AtOp.S12E1W, 0x3000, 2),
+    Probe(AtOp.S1E0W, 0x4000, 1, True),
+)
+
+
+def test_groups_keep_first_appearance_order() -> None:
+    gs = harness.groups_of(PROBES)
+    assert [(g.el, g.pan, g.indices) for g in gs] == [(2, False, (0, 2)), (1, True, (1, 3))]
+
+
+def test_batch_program_runs_each_probe_once_in_group_order() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    body = listing(p, p.resume, p.end + 4)
+    ats = [line for line in body if line.startswith("at ")]
+    assert ats == ["at s1e1r, x0", "at s12e1w, x0", "at s1e1rp, x0", "at s1e0w, x0"]
+    assert "msr pan, #0" in body
+    assert body.count("eret") == 1 and body.count("hvc #0") == 1
+    assert body[-1].startswith("b #")  # the end is a self-loop the driver stops at
+
+
+def test_setup_clears_hcr_before_el1_registers_and_writes_sctlr_el2_last() -> None:
+    regs = sysreg_defaults() | {"HCR_EL2": (1 << 31) | (1 << 34), "SCTLR_EL1": 0x30D0_0801}
+    p = harness.assemble(MachineSetup(regs, {}, PROBES[:1]))
+    seg_a = listing(p, p.entry, p.mmu_stop)
+    msrs = [line.split()[1].rstrip(",") for line in seg_a if line.startswith("msr")]
+    assert msrs.index("hcr_el2") < msrs.index("sctlr_el1")
+    assert msrs.count("hcr_el2") == 2 and msrs.index("sctlr_el1") < len(msrs) - 1 - msrs[
+        ::-1
+    ].index("hcr_el2")
+    assert msrs[-1] == "sctlr_el2"
+    assert "tlbi alle2" in seg_a and "tlbi alle1" in seg_a
+
+
+def test_vectors_are_aligned_and_branch_to_the_handlers() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    for base in (harness.VEC_EL2, harness.VEC_EL1):
+        for slot in range(16):
+            first = listing(p, base + slot * 0x80, base + slot * 0x80 + 8)
+            assert (
+                first[0] == f"mov x27, #{slot:#x}" if slot > 9 else first[0] == f"mov x27, #{slot}"
+            )
+            assert first[1].startswith("b #")
+
+
+def test_relocated_el2_regime_uses_code_va() -> None:
+    setup = MachineSetup(
+        sysreg_defaults(), {}, PROBES, code_va={"EL2": 0x20_0000, "EL10": 0x7FE0_0000}
+    )
+    p = harness.assemble(setup)
+    assert (p.el2_base, p.el1_base) == (0x20_0000, 0x7FE0_0000)
+
+
+def test_step_program_has_landings_and_one_stub_per_op() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES), step=True)
+    assert set(p.stubs) == set(AtOp)
+    for op, off in p.stubs.items():
+        assert listing(p, off, off + 4) == [f"at {op.value.lower()}, x0"]
+    body = listing(p, p.resume, p.end)
+    assert not [line for line in body if line.startswith("at ")]
+    assert all(g.landing for g in p.groups)
+
+
+def test_decode_results() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    data = bytearray(p.initial_data())
+    data[0:8] = (0x4000_1A00).to_bytes(8, "little")
+    rec = p.records_offset + harness.RECORD * 1
+    data[rec : rec + 32] = b"".join(
+        v.to_bytes(8, "little") for v in (1 | 1 << 8, 0x0200_0000, 0x4020_3000, 0)
+    )
+    out, setup_exc = harness.decode_results(p, bytes(data))
+    assert out[0] == 0x4000_1A00
+    assert out[1] == TargetException(esr=0x0200_0000, elr=0x4020_3000, far=0, el=1)
+    assert out[2] == harness.SENTINEL
+    assert setup_exc is None

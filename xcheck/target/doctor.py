@@ -1,0 +1,92 @@
+"""`xcheck doctor`: can this QEMU be used, and what does its CPU implement?"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import fields
+
+from rich.console import Console
+from rich.table import Table
+
+from xcheck.arch.features import Features
+from xcheck.machine import AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.outcome import ExitCode
+from xcheck.target.errors import QemuLaunchError, TargetError
+from xcheck.target.guest import QemuTarget
+from xcheck.target.profile import Profile
+
+FEATURE_LABELS = {
+    "pa_range_bits": "PA size (PARange), bits",
+    "tgran4": "4KB granule, stage 1",
+    "tgran16": "16KB granule, stage 1",
+    "tgran64": "64KB granule, stage 1",
+    "tgran4_2": "4KB granule, stage 2",
+    "tgran16_2": "16KB granule, stage 2",
+    "tgran64_2": "64KB granule, stage 2",
+    "lpa": "FEAT_LPA (52-bit PA, 64KB)",
+    "lpa2": "FEAT_LPA2 (52-bit OA, 4KB/16KB)",
+    "lva": "FEAT_LVA (52-bit VA)",
+    "vh": "FEAT_VHE (E2H)",
+    "pan": "PAN level (1 PAN, 2 AT S1E1xP, 3 EPAN)",
+    "hafdbs": "HAFDBS (1 AF, 2 AF+dirty)",
+    "hpds": "HPDS (hierarchical permission disables)",
+    "xnx": "FEAT_XNX",
+    "ttst": "FEAT_TTST",
+    "nv": "NV level (1 NV, 2 NV2)",
+    "e0pd": "FEAT_E0PD",
+    "s2fwb": "FEAT_S2FWB",
+    "el2": "EL2",
+    "el3": "EL3",
+}
+
+
+def doctor(profile: Profile, console: Console) -> int:
+    """Print versions, stub capabilities and CPU features; 0 when usable,
+    125 when QEMU cannot be started or driven."""
+    info = Table(title=f"xcheck doctor: profile {profile.name}", show_header=False)
+    info.add_column("what", style="bold")
+    info.add_column("value")
+    info.add_row("profile file", profile.path or "(built in)")
+    info.add_row(
+        "QEMU binary", f"{profile.executable} ({shutil.which(profile.executable) or 'not on PATH'})"
+    )
+    info.add_row("machine / cpu / memory", f"{profile.machine} / {profile.cpu} / {profile.memory}")
+    info.add_row("gdb", f"{profile.gdb} ({shutil.which(profile.gdb) or 'not found'})")
+    try:
+        started = time.monotonic()
+        with QemuTarget(profile) as target:
+            boot = time.monotonic() - started
+            info.add_row("QEMU version", target.version)
+            info.add_row("gdb version", target.gdb_version)
+            info.add_row("start + attach", f"{boot * 1000:.0f} ms")
+            info.add_row(
+                "physical-memory mode (Qqemu.PhyMemMode)", "yes" if target.phys_mode else "no"
+            )
+            for name, value in target.id_regs.items():
+                info.add_row(name, f"0x{value:016x}")
+            probe = target.run(
+                MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0x4000_1000, 2),))
+            )
+            info.add_row(
+                "AT S1E1R at EL2, MMU off",
+                f"PAR_EL1 = {probe[0]!r}"
+                if not isinstance(probe[0], int)
+                else f"PAR_EL1 = 0x{probe[0]:016x}",
+            )
+            feats = Features.from_id_regs(target.id_regs)
+    except (QemuLaunchError, TargetError) as err:
+        console.print(info)
+        console.print(f"[red]QEMU cannot be used:[/] {err}")
+        return int(ExitCode.CANNOT_TEST)
+    console.print(info)
+    table = Table(title="translation features (from the ID registers)")
+    table.add_column("feature")
+    table.add_column("value", justify="right")
+    for f in fields(feats):
+        value = getattr(feats, f.name)
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        table.add_row(FEATURE_LABELS.get(f.name, f.name), shown)
+    console.print(table)
+    console.print("[green]usable[/]")
+    return int(ExitCode.OK)

@@ -1,0 +1,34 @@
+"""Errors of the target side, each with a message a user can act on."""
+
+from __future__ import annotations
+
+
+class TargetError(Exception):
+    """QEMU or gdb failed while a setup ran: a crash, a hang, a lost stub.
+
+    ``stderr`` holds what QEMU printed, for the report."""
+
+    def __init__(self, message: str, stderr: str = "") -> None:
+        super().__init__(message)
+        self.stderr = stderr
+
+    def __str__(self) -> str:
+        msg = super().__str__()
+        tail = self.stderr.strip()
+        if tail:
+            lines = tail.splitlines()[-8:]
+            msg += "\nQEMU stderr:\n  " + "\n  ".join(lines)
+        return msg
+
+
+class QemuLaunchError(TargetError):
+    """QEMU (or gdb) could not be started or refused the configuration:
+    nothing can be tested (exit code 125)."""
+
+
+class GdbTimeout(TargetError):
+    """A GDB/MI command got no result in time."""
+
+
+class ProfileError(Exception):
+    """A QEMU profile is missing or malformed."""

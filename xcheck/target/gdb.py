@@ -1,0 +1,236 @@
+"""A GDB/MI session with gdb-multiarch, connected to QEMU's stub.
+
+Every command carries an MI token and is read until its own result record:
+no fixed sleeps, a timeout on every command. ``-exec-*`` commands answer
+``^running`` and end with a ``*stopped`` record, which :meth:`Gdb.resume`
+waits for. Lines are parsed with pygdbmi's MI parser.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import selectors
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+from pygdbmi import gdbmiparser
+
+from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
+from xcheck.target.process import spawn, stop
+
+Record = dict[str, Any]
+
+MAX_WRITE = 1 << 16
+"""Bytes per -data-write-memory-bytes (gdb splits further into stub packets)."""
+
+
+class GdbError(TargetError):
+    """gdb answered ^error."""
+
+
+class Gdb:
+    """One gdb-multiarch process driving one QEMU's stub over MI3."""
+
+    def __init__(self, binary: str, timeout: float) -> None:
+        self.binary = binary
+        self.timeout = timeout
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._buf = b""
+        self._token = 0
+        self._sel = selectors.DefaultSelector()
+        self.console: list[str] = []
+        self.stopped: list[Record] = []
+        self.version = ""
+
+    # --- process -------------------------------------------------------
+    def start(self) -> None:
+        try:
+            self._proc = spawn(
+                [self.binary, "--nx", "--quiet", "--interpreter=mi3"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+            )
+        except FileNotFoundError:
+            raise QemuLaunchError(
+                f"{self.binary} not found (install gdb-multiarch: apt-get install gdb-multiarch)"
+            ) from None
+        assert self._proc.stdout is not None
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        self._sel.register(self._proc.stdout, selectors.EVENT_READ)
+        self._wait_prompt()
+        for setting in (
+            "mi-async on",
+            "pagination off",
+            "confirm off",
+            "architecture aarch64",
+            "code-cache off",
+            "stack-cache off",
+            "remotetimeout 10",
+            "max-value-size unlimited",
+            "print elements 0",
+        ):
+            self.command(f"-gdb-set {setting}")
+        out = self.console_command("show version")
+        self.version = out.splitlines()[0].rsplit(" ", 1)[-1] if out else ""
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.poll() is None and self._proc.stdin:
+            try:
+                self._proc.stdin.write(b"-gdb-exit\n")
+                self._proc.stdin.flush()
+                self._proc.wait(timeout=1.0)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        stop(self._proc, grace=0.5)
+        self._proc = None
+        with contextlib.suppress(OSError, ValueError):
+            self._sel.close()
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    # --- I/O -------------------------------------------------------------
+    def _lines(self, deadline: float) -> list[bytes]:
+        """At least one complete output line, or GdbTimeout at ``deadline``."""
+        assert self._proc is not None and self._proc.stdout is not None
+        while b"\n" not in self._buf:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise GdbTimeout("gdb gave no answer in time")
+            if not self._sel.select(min(left, 1.0)):
+                if self._proc.poll() is not None:
+                    raise TargetError(f"gdb exited with status {self._proc.returncode}")
+                continue
+            chunk = self._proc.stdout.read(1 << 16)
+            if not chunk:
+                if self._proc.poll() is not None or chunk == b"":
+                    raise TargetError("gdb closed its output (it exited)")
+            else:
+                self._buf += chunk
+        *lines, self._buf = self._buf.split(b"\n")
+        return lines
+
+    def _wait_prompt(self) -> None:
+        deadline = time.monotonic() + self.timeout
+        while True:
+            for line in self._lines(deadline):
+                if line.startswith(b"(gdb)"):
+                    return
+
+    def _send(self, text: str) -> int:
+        assert self._proc is not None and self._proc.stdin is not None
+        self._token += 1
+        try:
+            self._proc.stdin.write(f"{self._token}{text}\n".encode())
+            self._proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise TargetError("gdb is gone (broken pipe)") from None
+        return self._token
+
+    def _read_until(self, token: int, deadline: float, want_stop: bool) -> Record:
+        """Read records until the result for ``token`` and, when ``want_stop``
+        (an -exec-* command answered ``^running``), a ``*stopped`` record."""
+        result: Record | None = None
+        while True:
+            for raw in self._lines(deadline):
+                line = raw.decode(errors="replace").rstrip("\r")
+                if not line or line.startswith("(gdb)"):
+                    continue
+                rec = gdbmiparser.parse_response(line)
+                kind = rec.get("type")
+                if kind == "console":
+                    self.console.append(str(rec.get("payload") or ""))
+                elif kind == "notify" and rec.get("message") == "stopped":
+                    self.stopped.append(rec)
+                elif kind == "result" and rec.get("token") == token:
+                    if rec.get("message") == "error":
+                        msg = (rec.get("payload") or {}).get("msg", "")
+                        raise GdbError(f"gdb: {msg}")
+                    result = rec
+            if result is None:
+                continue
+            if not want_stop or self.stopped or result.get("message") not in ("running", "done"):
+                return result
+
+    # --- commands ----------------------------------------------------------
+    def command(self, cmd: str, timeout: float | None = None) -> Record:
+        """Run an MI command; return its result record (payload in ``payload``)."""
+        token = self._send(cmd)
+        return self._read_until(
+            token, time.monotonic() + (timeout or self.timeout), want_stop=False
+        )
+
+    def console_command(self, cmd: str, timeout: float | None = None) -> str:
+        """Run a CLI command through MI; return what it printed."""
+        self.console.clear()
+        escaped = cmd.replace("\\", "\\\\").replace('"', '\\"')
+        self.command(f'-interpreter-exec console "{escaped}"', timeout)
+        return "".join(self.console)
+
+    def connect(self, socket: Path) -> None:
+        self.command(f"-target-select remote {socket}")
+
+    def resume(self, cmd: str, timeout: float) -> Record:
+        """Run an -exec-* command and wait for the target to stop; on
+        timeout interrupt it and raise GdbTimeout."""
+        self.stopped.clear()
+        token = self._send(cmd)
+        deadline = time.monotonic() + timeout
+        try:
+            self._read_until(token, deadline, want_stop=True)
+        except GdbTimeout:
+            self.interrupt()
+            raise GdbTimeout(f"the guest did not stop within {timeout:g}s") from None
+        return self.stopped[-1]
+
+    def interrupt(self) -> None:
+        """Stop a running guest (after a timeout)."""
+        self.stopped.clear()
+        token = self._send("-exec-interrupt")
+        try:
+            self._read_until(token, time.monotonic() + self.timeout, want_stop=True)
+        except GdbTimeout:
+            raise GdbTimeout("the guest did not stop when interrupted") from None
+
+    # --- registers and memory -------------------------------------------------
+    def read_reg(self, name: str) -> int:
+        rec = self.command(f"-data-evaluate-expression ${name}")
+        value = str(rec["payload"]["value"])
+        try:
+            return int(value, 0) & ((1 << 64) - 1)
+        except ValueError:
+            raise GdbError(f"gdb has no register ${name} (it reads {value!r})") from None
+
+    def write_reg(self, name: str, value: int) -> None:
+        self.command(f"-gdb-set var ${name}=0x{value & ((1 << 64) - 1):x}")
+
+    def write_memory(self, addr: int, data: bytes) -> None:
+        """Write ``data`` at ``addr``, one MI request per 64 KiB block."""
+        for off in range(0, len(data), MAX_WRITE):
+            part = data[off : off + MAX_WRITE]
+            self.command(f"-data-write-memory-bytes 0x{addr + off:x} {part.hex()}")
+
+    def read_memory(self, addr: int, size: int) -> bytes:
+        rec = self.command(f"-data-read-memory-bytes 0x{addr:x} {size}")
+        blocks = rec["payload"]["memory"]
+        out = bytearray(size)
+        got = 0
+        for b in blocks:
+            start = int(b["begin"], 16) - addr + int(b.get("offset", "0x0"), 16)
+            data = bytes.fromhex(b["contents"])
+            out[start : start + len(data)] = data
+            got += len(data)
+        if got < size:
+            raise TargetError(f"read {got} of {size} bytes at 0x{addr:x}")
+        return bytes(out)
+
+    def packet(self, text: str) -> str:
+        """Send a raw remote packet (``maintenance packet``); return the reply."""
+        out = self.console_command(f"maintenance packet {text}")
+        marker = 'received: "'
+        i = out.rfind(marker)
+        return out[i + len(marker) :].split('"', 1)[0] if i >= 0 else ""

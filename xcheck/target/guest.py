@@ -1,0 +1,305 @@
+"""QemuTarget: load a MachineSetup into QEMU and run its probes.
+
+One QEMU and one gdb per target, kept across setups. Before each setup the
+target checks the CPU is back at EL2 with its MMU off (turning it off with
+the harness's teardown instruction when a setup left it on), clears what the
+previous setup wrote, writes the tables and the generated program in
+physical-memory mode, and runs it (see harness.py). Batch mode: one stop at
+the end, one bulk read. Step mode: the driver steps one AT per probe and
+reads PAR_EL1 through the stub.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from types import TracebackType
+
+from xcheck.machine import (
+    HARNESS_DATA_PA,
+    HARNESS_PA,
+    MachineSetup,
+    Probe,
+    ProbeResult,
+    TargetException,
+    chunks,
+)
+from xcheck.target import harness, isa
+from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
+from xcheck.target.gdb import Gdb
+from xcheck.target.profile import Profile
+from xcheck.target.qemu import QemuProcess, qemu_version
+
+ID_REGISTERS = (
+    "ID_AA64MMFR0_EL1",
+    "ID_AA64MMFR1_EL1",
+    "ID_AA64MMFR2_EL1",
+    "ID_AA64MMFR3_EL1",
+    "ID_AA64PFR0_EL1",
+    "ID_AA64PFR1_EL1",
+    "MIDR_EL1",
+)
+SCTLR_M = 1
+
+
+class QemuTarget:
+    """QEMU driven over its GDB stub. Use as a context manager, or call
+    :meth:`start` and :meth:`close`."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.version = ""
+        self.gdb_version = ""
+        self.id_regs: dict[str, int] = {}
+        self.ram_size = profile.ram_size()
+        self.phys_mode = False
+        self._qemu: QemuProcess | None = None
+        self._gdb: Gdb | None = None
+        self._written: list[tuple[int, int]] = []
+        self._el2_base = HARNESS_PA
+
+    # --- lifecycle -----------------------------------------------------
+    def __enter__(self) -> QemuTarget:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Launch QEMU and gdb, connect, switch the stub to physical memory,
+        read the ID registers. Raises QemuLaunchError when unusable."""
+        if shutil.which(self.profile.gdb) is None:
+            raise QemuLaunchError(
+                f"{self.profile.gdb} not found (install it: apt-get install gdb-multiarch)"
+            )
+        self.version = qemu_version(self.profile.executable, self.profile.timeouts.launch)
+        try:
+            self._qemu = QemuProcess(self.profile)
+            self._qemu.start()
+            self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
+            self._gdb.start()
+            self.gdb_version = self._gdb.version
+            self._gdb.connect(self._qemu.socket)
+            self.phys_mode = self._gdb.packet("Qqemu.PhyMemMode:1") == "OK"
+            if not self.phys_mode:
+                raise QemuLaunchError(
+                    "QEMU's GDB stub does not support physical-memory mode (Qqemu.PhyMemMode)"
+                )
+            self.id_regs = self._read_id_regs()
+            el = self._gdb.read_reg("cpsr") >> 2 & 3
+            if el != 2:
+                raise QemuLaunchError(
+                    f"the CPU starts at EL{el}, not EL2: the machine needs virtualization=on "
+                    f"(machine is {self.profile.machine!r})"
+                )
+        except QemuLaunchError as err:
+            if not err.stderr and self._qemu is not None:
+                err.stderr = self._qemu.stderr()
+            self.close()
+            raise
+        except TargetError as err:
+            stderr = self._qemu.stderr() if self._qemu else ""
+            self.close()
+            raise QemuLaunchError(f"could not attach gdb to QEMU: {err}", stderr) from None
+        self._written = []
+        self._el2_base = HARNESS_PA
+
+    def _read_id_regs(self) -> dict[str, int]:
+        """Read the ID registers by running MRS at EL2 with the MMU off (gdb
+        does not name them all on every QEMU version); the ID register space
+        reads as zero where a register is unallocated (D24.1.2)."""
+        g = self.gdb
+        code: list[int] = isa.mov_imm(2, HARNESS_DATA_PA)
+        for k, name in enumerate(ID_REGISTERS):
+            code += [isa.mrs(1, name), isa.str_imm(1, 2, 8 * k)]
+        end = HARNESS_PA + 4 * len(code)
+        code.append(isa.b(0))
+        g.write_memory(HARNESS_PA, b"".join(w.to_bytes(4, "little") for w in code))
+        g.write_reg("pc", HARNESS_PA)
+        self._continue_to(end, self.profile.timeouts.command)
+        raw = g.read_memory(HARNESS_DATA_PA, 8 * len(ID_REGISTERS))
+        return {
+            name: int.from_bytes(raw[8 * k : 8 * k + 8], "little")
+            for k, name in enumerate(ID_REGISTERS)
+        }
+
+    def close(self) -> None:
+        """Stop gdb and QEMU (idempotent; no process is left behind)."""
+        if self._gdb is not None:
+            self._gdb.close()
+            self._gdb = None
+        if self._qemu is not None:
+            self._qemu.close()
+            self._qemu = None
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+
+    @property
+    def gdb(self) -> Gdb:
+        if self._gdb is None:
+            raise TargetError("the target is not started")
+        return self._gdb
+
+    # --- running -------------------------------------------------------------
+    def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
+        """Load ``setup`` and run its probes; a PAR or an exception per probe.
+        Raises TargetError when QEMU crashes, hangs or the program goes astray."""
+        if mode not in ("batch", "step"):
+            raise ValueError(f"mode must be batch or step, not {mode!r}")
+        probes = list(setup.probes)
+        out: list[ProbeResult] = []
+        for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
+            part = probes[start : start + harness.MAX_BATCH]
+            try:
+                out += self._run_part(setup, part, step=(mode == "step"))
+            except TargetError as err:
+                raise self._explain(err) from None
+        return out
+
+    def _explain(self, err: TargetError) -> TargetError:
+        """Add what QEMU did: its exit status and stderr when it died."""
+        q = self._qemu
+        if q is not None and not q.alive():
+            status = q.exit_status()
+            what = (
+                f"QEMU died (signal {-status})"
+                if status is not None and status < 0
+                else f"QEMU exited with status {status}"
+            )
+            return TargetError(f"{what}: {err}", q.stderr())
+        if q is not None and not err.stderr:
+            err.stderr = q.stderr()
+        return err
+
+    def _ensure_clean(self) -> None:
+        """EL2 with its MMU off, or restart QEMU."""
+        g = self.gdb
+        el = g.read_reg("cpsr") >> 2 & 3
+        if el != 2:
+            self.restart()
+            return
+        if g.read_reg("SCTLR_EL2") & SCTLR_M:
+            g.write_reg("x1", harness.SCTLR_EL2_OFF)
+            g.write_reg("pc", self._el2_base + harness.TEARDOWN)
+            g.resume("-exec-step-instruction", self.profile.timeouts.command)
+            if g.read_reg("SCTLR_EL2") & SCTLR_M:
+                self.restart()
+
+    def _load(self, setup: MachineSetup, program: harness.Program) -> None:
+        g = self.gdb
+        for addr, size in self._written:
+            g.write_memory(addr, bytes(size))
+        blocks = chunks(setup.memory)
+        for addr, data in blocks:
+            g.write_memory(addr, data)
+        self._written = [(a, len(d)) for a, d in blocks]
+        g.write_memory(HARNESS_PA, program.code)
+        g.write_memory(HARNESS_DATA_PA, program.initial_data())
+
+    def _continue_to(self, addr: int, timeout: float) -> int:
+        """Continue until the PC reaches ``addr``; the PC where it stopped."""
+        g = self.gdb
+        rec = g.command(f"-break-insert *0x{addr:x}")
+        number = rec["payload"]["bkpt"]["number"]
+        try:
+            stop = g.resume("-exec-continue", timeout)
+        finally:
+            g.command(f"-break-delete {number}")
+        frame = (stop.get("payload") or {}).get("frame") or {}
+        pc = int(frame.get("addr", "0x0"), 16) if frame.get("addr") else g.read_reg("pc")
+        if pc != addr:
+            reason = (stop.get("payload") or {}).get("reason", "unknown")
+            raise TargetError(
+                f"the guest stopped at 0x{pc:x} ({reason}), not at 0x{addr:x}: " + self._state()
+            )
+        return pc
+
+    def _state(self) -> str:
+        """A one-line description of where the CPU is, for error messages."""
+        g = self.gdb
+        try:
+            parts = [f"pc=0x{g.read_reg('pc'):x}", f"EL{g.read_reg('cpsr') >> 2 & 3}"]
+            for name in ("ESR_EL2", "ELR_EL2", "FAR_EL2"):
+                parts.append(f"{name}=0x{g.read_reg(name):x}")
+            return " ".join(parts)
+        except TargetError:
+            return "(state unreadable)"
+
+    def _run_part(
+        self, setup: MachineSetup, probes: Sequence[Probe], *, step: bool
+    ) -> list[ProbeResult]:
+        g = self.gdb
+        if not self._qemu or not self._qemu.alive():
+            raise TargetError("QEMU is not running")
+        bad = [p for p in probes if p.el == 1 and setup.sysregs.get("HCR_EL2", 0) >> 27 & 1]
+        if bad:
+            raise TargetError(
+                "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
+            )
+        self._ensure_clean()
+        program = harness.assemble(setup, probes, step=step)
+        self._load(setup, program)
+        timeout = self.profile.timeouts.batch
+        try:
+            g.write_reg("pc", HARNESS_PA + program.entry)
+            if step or program.el2_base != HARNESS_PA:
+                self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
+                g.write_reg("pc", program.el2_base + program.resume)
+            self._el2_base = program.el2_base
+            if step:
+                results = self._step_groups(program, probes)
+            else:
+                self._continue_to(program.el2_base + program.end, timeout)
+                results = []
+        except GdbTimeout as err:
+            raise TargetError(f"{err}: the program did not finish ({self._state()})") from None
+        data = g.read_memory(HARNESS_DATA_PA, program.data_size)
+        batch, setup_exc = harness.decode_results(program, data)
+        if setup_exc is not None:
+            raise TargetError(
+                f"writing the system registers took an exception: {setup_exc.describe()}"
+            )
+        if not step:
+            results = batch
+        missing = [i for i, r in enumerate(results) if r == harness.SENTINEL]
+        if missing:
+            raise TargetError(
+                f"{len(missing)} probe(s) did not run (the program gave up after "
+                f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
+            )
+        return results
+
+    def _step_groups(self, program: harness.Program, probes: Sequence[Probe]) -> list[ProbeResult]:
+        """Step mode: one AT per round trip at each group's landing point."""
+        g = self.gdb
+        timeout = self.profile.timeouts.command
+        results: list[ProbeResult] = [0] * len(probes)
+        for group in program.groups:
+            base = program.el2_base if group.el == 2 else program.el1_base
+            self._continue_to(base + group.landing, timeout)
+            for i in group.indices:
+                stub = base + program.stubs[probes[i].op]
+                g.write_reg("x21", i)
+                g.write_reg("x0", probes[i].va)
+                g.write_reg("pc", stub)
+                g.resume("-exec-step-instruction", timeout)
+                if g.read_reg("pc") == stub + 4:
+                    results[i] = g.read_reg("PAR_EL1")
+                else:
+                    self._continue_to(stub + 4, timeout)
+                    raw = g.read_memory(
+                        HARNESS_DATA_PA + program.records_offset + harness.RECORD * i,
+                        harness.RECORD,
+                    )
+                    flags, esr, elr, far = (
+                        int.from_bytes(raw[8 * k : 8 * k + 8], "little") for k in range(4)
+                    )
+                    results[i] = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
+            g.write_reg("pc", base + group.epilogue)
+        self._continue_to(program.el2_base + program.end, timeout)
+        return results

@@ -1,0 +1,387 @@
+"""The in-guest program xcheck generates for one machine setup.
+
+Layout of the harness region (xcheck.machine.HARNESS_PA, code half then
+data half; the same offsets in every regime, only the base VA differs):
+
+    code +0x000  EL2 vector table      (VBAR_EL2; 2 KiB aligned, Arm ARM D1.3.1)
+         +0x800  EL1 vector table      (VBAR_EL1)
+         +0x1000 exception handlers
+         +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
+         +0x2000 the program
+    data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
+         +8n    one exception record per probe and one for the setup code:
+                flags (bit 0 taken, [15:8] EL, [23:16] vector), ESR, ELR, FAR
+
+The program starts at EL2 with its MMU off (segment A): it writes every
+system register by MSR (HCR_EL2 cleared first so that *_EL1 names are not
+redirected to EL2 by E2H, D5.8.4), invalidates the TLBs, installs the
+vectors and finally writes SCTLR_EL2. It then stops (``mmu_stop``) so the
+driver can move the PC to the harness's VA in the EL2 regime, and goes on
+(segment B) group by group: probes at EL2 run in place with PSTATE.PAN set by
+MSR PAN; probes at EL1 are reached by ERET (SPSR_EL2.M = EL1h, SPSR.PAN) and
+come back by HVC. Each probe is ``X21 = index; X0 = VA; AT; ISB; MRS X1,
+PAR_EL1; STR X1, [X20, X21, LSL #3]``. An exception the probes did not
+expect is recorded by the handler of the EL it is taken to, which resumes
+after the faulting instruction; after MAX_EXCEPTIONS it gives up.
+
+Step mode uses the same program with each group's probes replaced by a
+landing point: the driver steps one ``AT`` stub per probe there.
+
+Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
+X22/X23 exception records (EL1/EL2 VA), X24 where HVC returns to at EL2,
+X25-X27 handler scratch, X28 exception count, X29 where to give up.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from xcheck.machine import (
+    HARNESS_CODE_SIZE,
+    HARNESS_DATA_PA,
+    HARNESS_PA,
+    TRANSLATION_SYSREGS,
+    AtOp,
+    MachineSetup,
+    Probe,
+    TargetException,
+)
+from xcheck.target import isa
+
+VEC_EL2 = 0x000
+VEC_EL1 = 0x800
+HANDLERS = 0x1000
+TEARDOWN = 0x1F00
+PROGRAM = 0x2000
+SENTINEL = (1 << 64) - 1
+"""Pre-filled PAR slot: all ones has RES0 bits set, no AT can return it."""
+MAX_EXCEPTIONS = 64
+PLACEHOLDER = (1 << 64) - 1
+"""A four-word constant load, patched once the label it names is placed."""
+MAX_BATCH = 4096
+"""Probes per program (code and data halves have room for more)."""
+RECORD = 32
+SPSR_EL1H = 0x3C5
+"""SPSR_EL2 for an ERET to EL1h with D, A, I, F masked (C5.2.19)."""
+PSTATE_PAN_BIT = 22
+HCR_RESET = 1 << 31
+"""HCR_EL2 with only RW set while the registers are written."""
+SCTLR_EL2_OFF = 0x30C5_0830
+"""SCTLR_EL2 with RES1 bits and M = 0 (teardown)."""
+EL1_FIRST = ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1")
+"""Written while HCR_EL2.E2H = 0, before HCR_EL2 (D5.8.4 redirection)."""
+EC_HVC64 = 0x16
+VECTOR_LOWER_SYNC = 8
+"""Vector slot of a synchronous exception from a lower EL using AArch64 (+0x400)."""
+
+R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
+R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
+
+
+class Asm:
+    """Words at offsets from the harness base, with labels and branch fixups."""
+
+    def __init__(self, origin: int) -> None:
+        self.origin = origin
+        self.words: list[int] = []
+        self.labels: dict[str, int] = {}
+        self._fixups: list[tuple[int, str, Callable[[int], int]]] = []
+
+    @property
+    def here(self) -> int:
+        return self.origin + 4 * len(self.words)
+
+    def emit(self, *words: int) -> None:
+        self.words.extend(words)
+
+    def label(self, name: str) -> None:
+        self.labels[name] = self.here
+
+    def branch(self, name: str, encode: Callable[[int], int] = isa.b) -> None:
+        """A PC-relative branch to a label, resolved in :meth:`resolve`."""
+        self._fixups.append((len(self.words), name, encode))
+        self.words.append(0)
+
+    def mov(self, reg: int, value: int) -> None:
+        self.emit(*isa.mov_imm(reg, value))
+
+    def resolve(self) -> bytes:
+        for i, name, encode in self._fixups:
+            self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
+        return b"".join(w.to_bytes(4, "little") for w in self.words)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Consecutive probes run at one EL with one PSTATE.PAN value."""
+
+    el: int
+    pan: bool
+    indices: tuple[int, ...]
+    landing: int = 0
+    """Step mode: the offset where the driver takes over at this EL."""
+    epilogue: int = 0
+    """Step mode: the offset that leaves the group (HVC at EL1, a branch at EL2)."""
+
+
+@dataclass(frozen=True)
+class Program:
+    """One generated program and what the driver needs to run it."""
+
+    code: bytes
+    """Bytes to write at HARNESS_PA (vectors, handlers, program)."""
+    nprobes: int
+    el2_base: int
+    el1_base: int
+    entry: int
+    mmu_stop: int
+    resume: int
+    end: int
+    groups: tuple[Group, ...]
+    stubs: Mapping[AtOp, int] = field(default_factory=dict)
+    """Step mode: offset of ``AT <op>, X0`` followed by a stop point."""
+
+    @property
+    def data_size(self) -> int:
+        return 8 * self.nprobes + RECORD * (self.nprobes + 1)
+
+    @property
+    def records_offset(self) -> int:
+        return 8 * self.nprobes
+
+    def initial_data(self) -> bytes:
+        return SENTINEL.to_bytes(8, "little") * self.nprobes + bytes(RECORD * (self.nprobes + 1))
+
+
+def el2_regime(sysregs: Mapping[str, int]) -> str:
+    """The EL2 translation regime: EL2&0 when HCR_EL2.E2H = 1, else EL2."""
+    return "EL20" if sysregs.get("HCR_EL2", 0) >> 34 & 1 else "EL2"
+
+
+def groups_of(probes: Sequence[Probe]) -> list[Group]:
+    """Probes grouped by (EL, PAN), in order of first appearance."""
+    order: dict[tuple[int, bool], list[int]] = {}
+    for i, p in enumerate(probes):
+        order.setdefault((p.el, p.pan), []).append(i)
+    return [Group(el, pan, tuple(ix)) for (el, pan), ix in order.items()]
+
+
+def _vectors(a: Asm, handler: str) -> None:
+    """16 entries of 0x80 bytes: X27 = slot number, branch to the handler."""
+    base = a.here
+    for slot in range(16):
+        while a.here < base + slot * 0x80:
+            a.emit(isa.NOP)
+        a.emit(isa.movz(R_T2, slot))
+        a.branch(handler)
+
+
+def _handler(a: Asm, el: int, records: int, give_up: Callable[[Asm], None]) -> None:
+    """Record ESR/ELR/FAR of an unexpected exception in the probe's slot,
+    resume after the faulting instruction (ELR + 4). At EL2 an HVC from EL1
+    is the end of an EL1 group: branch to X24."""
+    esr, elr, far = (f"ESR_EL{el}", f"ELR_EL{el}", f"FAR_EL{el}")
+    a.label(f"handler{el}")
+    a.emit(isa.mrs(R_T0, esr))
+    if el == 2:
+        a.emit(isa.ubfx(R_T1, R_T0, 26, 6), isa.cmp_imm(R_T1, EC_HVC64))
+        a.branch("record2", lambda off: isa.b_cond("NE", off))
+        a.emit(isa.cmp_imm(R_T2, VECTOR_LOWER_SYNC))
+        a.branch("record2", lambda off: isa.b_cond("NE", off))
+        a.emit(isa.br(R_CONT))
+        a.label("record2")
+    a.emit(isa.add_imm(R_COUNT, R_COUNT, 1), isa.cmp_imm(R_COUNT, MAX_EXCEPTIONS))
+    a.branch(f"giveup{el}", lambda off: isa.b_cond("HI", off))
+    a.emit(
+        isa.add_lsl(R_T1, records, R_IDX, 5),
+        isa.str_imm(R_T0, R_T1, 8),
+        isa.movz(R_T0, 1 | el << 8),
+        isa.add_lsl(R_T0, R_T0, R_T2, 16),
+        isa.str_imm(R_T0, R_T1, 0),
+        isa.mrs(R_T0, elr),
+        isa.str_imm(R_T0, R_T1, 16),
+        isa.mrs(R_T0, far),
+        isa.str_imm(R_T0, R_T1, 24),
+        isa.mrs(R_T0, elr),
+        isa.add_imm(R_T0, R_T0, 4),
+        isa.msr(elr, R_T0),
+        isa.ERET,
+    )
+    a.label(f"giveup{el}")
+    give_up(a)
+
+
+def _probe(a: Asm, index: int, probe: Probe) -> None:
+    a.mov(R_IDX, index)
+    a.mov(R_VA, probe.va)
+    a.emit(
+        isa.at(probe.op, R_VA), isa.ISB, isa.mrs(R_PAR, "PAR_EL1"), isa.str_reg(R_PAR, R_RES, R_IDX)
+    )
+
+
+def assemble(
+    setup: MachineSetup, probes: Sequence[Probe] | None = None, *, step: bool = False
+) -> Program:
+    """The program for ``setup`` (or a slice of its probes), batch or step."""
+    probes = list(setup.probes if probes is None else probes)
+    if len(probes) > MAX_BATCH:
+        raise ValueError(f"at most {MAX_BATCH} probes per program")
+    regs = dict(setup.sysregs)
+    el2_base = setup.code_va.get(el2_regime(regs), HARNESS_PA)
+    el1_base = setup.code_va.get("EL10", HARNESS_PA)
+    n = len(probes)
+    rec = 8 * n
+    a = Asm(0)
+    _vectors(a, "handler2")
+    while a.here < VEC_EL1:
+        a.emit(isa.NOP)
+    _vectors(a, "handler1")
+    while a.here < HANDLERS:
+        a.emit(isa.NOP)
+    _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
+    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
+    while a.here < TEARDOWN:
+        a.emit(isa.NOP)
+    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    while a.here < PROGRAM:
+        a.emit(isa.NOP)
+
+    # Segment A: EL2, MMU off, physical addresses.
+    a.label("entry")
+    a.mov(R_IDX, n)
+    a.mov(R_COUNT, 0)
+    a.mov(R_EXC2, HARNESS_DATA_PA + rec)
+    a.mov(R_PAR, HARNESS_PA + VEC_EL2)
+    a.emit(isa.msr("VBAR_EL2", R_PAR))
+    a.mov(R_PAR, HCR_RESET)
+    a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
+    late = [
+        r for r in TRANSLATION_SYSREGS if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2")
+    ]
+    extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
+    for name in (*EL1_FIRST, *extra):
+        a.mov(R_PAR, regs.get(name, 0))
+        a.emit(isa.msr(name, R_PAR))
+    a.mov(R_PAR, el1_base + VEC_EL1)
+    a.emit(isa.msr("VBAR_EL1", R_PAR), isa.ISB)
+    a.mov(R_PAR, regs.get("HCR_EL2", HCR_RESET))
+    a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
+    for name in late:
+        a.mov(R_PAR, regs.get(name, 0))
+        a.emit(isa.msr(name, R_PAR))
+    a.emit(isa.dsb("SY"), isa.tlbi("ALLE2"), isa.tlbi("ALLE1"), isa.dsb("SY"), isa.ISB)
+    a.mov(R_PAR, el2_base + VEC_EL2)
+    a.emit(isa.msr("VBAR_EL2", R_PAR))
+    a.mov(R_PAR, regs.get("SCTLR_EL2", SCTLR_EL2_OFF))
+    # The next fetch already uses the new regime (a system register write
+    # ends QEMU's translation block), so the driver stops right after the MSR.
+    a.emit(isa.msr("SCTLR_EL2", R_PAR))
+    a.label("mmu_stop")
+    a.branch("resume")
+
+    # Segment B: EL2 regime VAs from here on.
+    a.label("resume")
+    a.emit(isa.ISB)
+    a.mov(R_EXC2, el2_base + HARNESS_CODE_SIZE + rec)
+    a.mov(R_EXC1, el1_base + HARNESS_CODE_SIZE + rec)
+    a.mov(R_COUNT, 0)
+    giveup_at = len(a.words)
+    a.emit(*isa.mov_imm(R_GIVEUP, PLACEHOLDER))
+    groups: list[Group] = []
+    for gi, g in enumerate(groups_of(probes)):
+        landing = epilogue = 0
+        if g.el == 2:
+            a.emit(isa.msr_pan(int(g.pan)))
+            a.mov(R_RES, el2_base + HARNESS_CODE_SIZE)
+            if step:
+                landing = a.here
+                a.emit(isa.NOP)
+                epilogue = a.here
+                a.emit(isa.NOP)
+            for i in g.indices:
+                if not step:
+                    _probe(a, i, probes[i])
+        elif g.el == 1:
+            cont = f"cont{gi}"
+            # X24 = the EL2 VA of the continuation, patched after layout
+            cont_at = len(a.words)
+            a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER))
+            a.mov(R_PAR, SPSR_EL1H | int(g.pan) << PSTATE_PAN_BIT)
+            a.emit(isa.msr("SPSR_EL2", R_PAR))
+            el1_at = len(a.words)
+            a.emit(*isa.mov_imm(R_PAR, PLACEHOLDER))
+            a.emit(isa.msr("ELR_EL2", R_PAR))
+            a.mov(R_RES, el1_base + HARNESS_CODE_SIZE)
+            a.emit(isa.ERET)
+            start = a.here
+            if step:
+                landing = a.here
+                a.emit(isa.NOP)
+                epilogue = a.here
+            for i in g.indices:
+                if not step:
+                    _probe(a, i, probes[i])
+            a.emit(isa.hvc(0))
+            a.label(cont)
+            _patch_mov(a, cont_at, R_CONT, el2_base + a.labels[cont])
+            _patch_mov(a, el1_at, R_PAR, el1_base + start)
+        else:
+            raise ValueError(f"probes run at EL1 or EL2, not EL{g.el}")
+        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue))
+    a.label("end")
+    a.emit(isa.b(0))
+    _patch_mov(a, giveup_at, R_GIVEUP, el2_base + a.labels["end"])
+    stubs: dict[AtOp, int] = {}
+    if step:
+        for op in AtOp:
+            stubs[op] = a.here
+            a.emit(isa.at(op, R_VA), isa.ISB, isa.b(0))
+    code = a.resolve()
+    if len(code) > HARNESS_CODE_SIZE:
+        raise ValueError("program larger than the harness code region")
+    return Program(
+        code=code,
+        nprobes=n,
+        el2_base=el2_base,
+        el1_base=el1_base,
+        entry=a.labels["entry"],
+        mmu_stop=a.labels["mmu_stop"],
+        resume=a.labels["resume"],
+        end=a.labels["end"],
+        groups=tuple(groups),
+        stubs=stubs,
+    )
+
+
+def _patch_mov(a: Asm, at: int, reg: int, value: int) -> None:
+    """Fill a four-word constant load left at word ``at`` (MOVZ + 3 MOVK)."""
+    words = [isa.movz(reg, value & 0xFFFF)] + [
+        isa.movk(reg, value >> (16 * hw) & 0xFFFF, hw) for hw in (1, 2, 3)
+    ]
+    a.words[at : at + 4] = words
+
+
+def decode_results(
+    program: Program, data: bytes
+) -> tuple[list[int | TargetException], TargetException | None]:
+    """PARs or exceptions per probe, and an exception of the setup code."""
+    n = program.nprobes
+    out: list[int | TargetException] = []
+    records = program.records_offset
+
+    def record(i: int) -> TargetException | None:
+        flags, esr, elr, far = (
+            int.from_bytes(
+                data[records + RECORD * i + 8 * k : records + RECORD * i + 8 * k + 8], "little"
+            )
+            for k in range(4)
+        )
+        return (
+            TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF) if flags & 1 else None
+        )
+
+    for i in range(n):
+        exc = record(i)
+        out.append(exc if exc is not None else int.from_bytes(data[8 * i : 8 * i + 8], "little"))
+    return out, record(n)

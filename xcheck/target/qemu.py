@@ -1,0 +1,128 @@
+"""Launch and stop qemu-system-aarch64 for a profile.
+
+QEMU starts halted (-S) with -nodefaults and no display; its GDB stub listens
+on a unix socket in a private temporary directory, so parallel instances
+never clash on ports; its stderr is kept in a file for reports.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from xcheck.target.errors import QemuLaunchError
+from xcheck.target.process import spawn, stop
+from xcheck.target.profile import Profile
+
+
+def qemu_argv(profile: Profile, gdb_socket: Path) -> list[str]:
+    """The QEMU command line for ``profile`` with its stub on ``gdb_socket``."""
+    return [
+        profile.executable,
+        "-nodefaults",
+        "-S",
+        "-machine",
+        profile.machine,
+        "-cpu",
+        profile.cpu,
+        "-m",
+        profile.memory,
+        "-display",
+        "none",
+        "-serial",
+        "none",
+        "-monitor",
+        "none",
+        "-chardev",
+        f"socket,path={gdb_socket},server=on,wait=off,id=xcheck-gdb",
+        "-gdb",
+        "chardev:xcheck-gdb",
+        *profile.extra_args,
+    ]
+
+
+def qemu_version(binary: str, timeout: float = 10.0) -> str:
+    """The version QEMU reports (``QEMU emulator version 7.2.22 (...)`` -> 7.2.22)."""
+    exe = shutil.which(binary) or binary
+    try:
+        out = subprocess.run(
+            [exe, "--version"], capture_output=True, text=True, timeout=timeout, check=False
+        )
+    except FileNotFoundError:
+        raise QemuLaunchError(
+            f"QEMU binary {binary!r} not found (install qemu-system-arm, or pass --qemu PATH)"
+        ) from None
+    except (PermissionError, OSError) as err:
+        raise QemuLaunchError(f"cannot run QEMU binary {binary!r}: {err}") from None
+    except subprocess.TimeoutExpired:
+        raise QemuLaunchError(f"{binary} --version did not answer within {timeout:g}s") from None
+    first = out.stdout.splitlines()[0] if out.stdout else ""
+    words = first.split()
+    if out.returncode != 0 or "version" not in words:
+        raise QemuLaunchError(
+            f"{binary} --version failed: {(out.stderr or out.stdout).strip()[:400]}"
+        )
+    return words[words.index("version") + 1].rstrip(",")
+
+
+class QemuProcess:
+    """One running QEMU, halted at reset, its GDB stub on a unix socket."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self._dir = Path(tempfile.mkdtemp(prefix="xcheck-"))
+        self.socket = self._dir / "gdb.sock"
+        self._stderr_path = self._dir / "qemu.stderr"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        argv = qemu_argv(self.profile, self.socket)
+        with open(self._stderr_path, "wb") as err:
+            try:
+                self._proc = spawn(argv, stderr=err)
+            except FileNotFoundError:
+                raise QemuLaunchError(
+                    f"QEMU binary {self.profile.binary!r} not found "
+                    "(install qemu-system-arm, or pass --qemu PATH)"
+                ) from None
+            except OSError as e:
+                raise QemuLaunchError(f"cannot start {argv[0]}: {e}") from None
+        deadline = time.monotonic() + self.profile.timeouts.launch
+        while not self.socket.exists():
+            if self._proc.poll() is not None:
+                raise QemuLaunchError(
+                    f"QEMU exited with status {self._proc.returncode} at start "
+                    f"(-machine {self.profile.machine} -cpu {self.profile.cpu} "
+                    f"-m {self.profile.memory})",
+                    self.stderr(),
+                )
+            if time.monotonic() > deadline:
+                raise QemuLaunchError(
+                    f"QEMU did not open its GDB stub within {self.profile.timeouts.launch:g}s",
+                    self.stderr(),
+                )
+            time.sleep(0.005)
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def exit_status(self) -> int | None:
+        return None if self._proc is None else self._proc.poll()
+
+    def stderr(self) -> str:
+        try:
+            return self._stderr_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def close(self) -> None:
+        stop(self._proc)
+        self._proc = None
+        shutil.rmtree(self._dir, ignore_errors=True)
