@@ -40,6 +40,11 @@ class Profile:
     timeouts: Timeouts = field(default_factory=Timeouts)
     gdb: str = "gdb-multiarch"
     path: str = ""
+    kind: str = "qemu"
+    """Which target drives this QEMU: "qemu" (AT run by QEMU itself, over
+    the GDB stub) or "kvm-nested" (AT run by nested KVM in a guest Linux)."""
+    options: tuple[tuple[str, str], ...] = ()
+    """Target-specific settings (``options:`` mapping in the YAML)."""
 
     @property
     def executable(self) -> str:
@@ -75,7 +80,8 @@ def _find(name: str) -> Path:
     return cand
 
 
-_KEYS = {"binary", "machine", "cpu", "memory", "extra_args", "timeouts", "gdb", "about"}
+_KEYS = {"binary", "machine", "cpu", "memory", "extra_args", "timeouts", "gdb", "about", "kind", "options"}
+KINDS = ("qemu", "kvm-nested")
 
 
 def _from_mapping(name: str, path: str, data: Mapping[str, Any]) -> Profile:
@@ -86,7 +92,14 @@ def _from_mapping(name: str, path: str, data: Mapping[str, Any]) -> Profile:
             f"expected {', '.join(sorted(_KEYS))}"
         )
     kw: dict[str, Any] = {"name": name, "path": path}
-    for key in ("binary", "machine", "cpu", "memory", "gdb"):
+    if "kind" in data and data["kind"] not in KINDS:
+        raise ProfileError(f"{path}: kind: {data['kind']!r} is not one of {', '.join(KINDS)}")
+    if "options" in data:
+        opts = data["options"]
+        if not isinstance(opts, dict):
+            raise ProfileError(f"{path}: options: expected a mapping")
+        kw["options"] = tuple(sorted((str(k), str(v)) for k, v in opts.items()))
+    for key in ("binary", "machine", "cpu", "memory", "gdb", "kind"):
         if key in data:
             if not isinstance(data[key], (str, int)):
                 raise ProfileError(f"{path}: {key}: expected a string, got {data[key]!r}")
