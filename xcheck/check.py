@@ -19,7 +19,8 @@ from xcheck.machine import RAM_BASE, MachineSetup, Probe, ProbeResult, TargetExc
 from xcheck.outcome import FieldDelta, Kind, Outcome
 from xcheck.requires import missing_features
 from xcheck.scenario.loader import Scenario, ScenarioError, discover, load_scenario
-from xcheck.target.errors import TargetError
+from xcheck.target.errors import TargetError, Unsupported
+from xcheck.target.factory import Target
 
 DEFAULT_RAM_SIZE = 128 << 20
 """RAM of the default profile, for the model when no target says otherwise."""
@@ -63,7 +64,7 @@ def _base(scenario: Scenario, probe: Probe, target: str, version: str) -> Outcom
         el=probe.el,
         pan=probe.pan,
         label=probe.label,
-        line=scenario.probe_line(probe),
+        line=scenario.probe_line(probe) or 0,
         target=target,
         target_version=version,
     )
@@ -155,19 +156,8 @@ def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> st
     return ""
 
 
-class TargetLike:
-    """What check_scenario needs of a target (QemuTarget provides it)."""
-
-    version: str
-    id_regs: dict[str, int]
-    ram_size: int
-
-    def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
-        raise NotImplementedError
-
-
 def check_scenario(
-    target: TargetLike,
+    target: Target,
     scenario: Scenario,
     *,
     mode: str = "batch",
@@ -191,7 +181,13 @@ def check_scenario(
     except ScenarioError as err:
         return [invalid(scenario.path, err)]
     model = run_model(setup, features, target.ram_size)
-    got = target.run(setup, mode)
+    try:
+        got = target.run(setup, mode)
+    except Unsupported as err:
+        return [
+            replace(_base(scenario, p, target_name, target.version), kind=Kind.SKIPPED, detail=str(err))
+            for p in scenario.probes
+        ]
     outcomes = [
         compare(scenario, p, g, m, target=target_name, version=target.version)
         for p, g, m in zip(setup.probes, got, model, strict=True)

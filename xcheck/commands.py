@@ -19,7 +19,7 @@ from xcheck.report.terminal import TerminalReport
 from xcheck.report.text import outcome_text
 from xcheck.scenario.loader import Scenario, ScenarioError, load_scenario
 from xcheck.target.errors import ProfileError, QemuLaunchError, TargetError
-from xcheck.target.guest import QemuTarget
+from xcheck.target.factory import make_target
 from xcheck.target.profile import Profile, load_profile, with_overrides
 from xcheck.workers import CannotTest, run_parallel
 
@@ -131,8 +131,14 @@ def explain_command(
     if profile is None:
         return ExitCode.USAGE
     try:
-        with QemuTarget(with_overrides(profile, scenario.profile_overrides)) as target:
-            outcomes = check_scenario(target, scenario, mode="step", traces=True)
+        wanted = with_overrides(profile, scenario.profile_overrides)
+        target = make_target(wanted)
+        try:
+            target.start()
+            mode = "step" if wanted.kind == "qemu" else "batch"
+            outcomes = check_scenario(target, scenario, mode=mode, traces=True, target_name=wanted.kind)
+        finally:
+            target.close()
     except QemuLaunchError as err:
         console.print(f"[red]could not test:[/] {err}")
         return ExitCode.CANNOT_TEST

@@ -28,7 +28,8 @@ def compile_keyword(expr: str) -> Matcher:
         if pos >= len(tokens):
             raise KeywordError(f"-k {expr!r}: unexpected end of expression")
         pos += 1
-        return tokens[pos - 1]
+        token: str = tokens[pos - 1]
+        return token
 
     def parse_or() -> Matcher:
         left = parse_and()

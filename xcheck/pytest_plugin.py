@@ -80,7 +80,7 @@ class ScenarioFile(pytest.File):
 def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
     from xcheck.check import check_scenario, target_failed
     from xcheck.target.errors import QemuLaunchError, TargetError
-    from xcheck.target.guest import QemuTarget
+    from xcheck.target.factory import make_target
     from xcheck.target.profile import load_profile, with_overrides
 
     base = load_profile(config.getoption("xcheck_config"), qemu=config.getoption("xcheck_qemu"))
@@ -88,7 +88,7 @@ def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
     targets = config.stash[_TARGETS]
     target = targets.get(profile)
     if target is None:
-        target = QemuTarget(profile)
+        target = make_target(profile)
         try:
             target.start()
         except QemuLaunchError as err:
@@ -96,11 +96,13 @@ def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
             pytest.skip(f"QEMU could not be started: {err}")
         targets[profile] = target
     try:
-        return check_scenario(target, scenario, mode=config.getoption("xcheck_mode"))
+        return check_scenario(
+            target, scenario, mode=config.getoption("xcheck_mode"), target_name=profile.kind
+        )
     except TargetError as err:
         target.close()
         del targets[profile]
-        return target_failed(scenario, err, target="qemu", version=target.version)
+        return target_failed(scenario, err, target=profile.kind, version=target.version)
 
 
 class ProbeFailed(Exception):

@@ -41,4 +41,4 @@ FEATURE_NAMES: tuple[str, ...] = tuple(PREDICATES)
 
 def missing_features(required: Iterable[str], features: Features) -> list[str]:
     """The required features this CPU lacks (unknown names count as lacking)."""
-    return [name for name in required if not PREDICATES.get(name, lambda f: False)(features)]
+    return [name for name in required if name not in PREDICATES or not PREDICATES[name](features)]

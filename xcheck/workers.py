@@ -20,7 +20,7 @@ from xcheck.check import check_scenario, target_failed
 from xcheck.outcome import Outcome
 from xcheck.scenario.loader import Scenario
 from xcheck.target.errors import QemuLaunchError, TargetError
-from xcheck.target.guest import QemuTarget
+from xcheck.target.factory import Target, make_target
 from xcheck.target.profile import Profile, with_overrides
 
 
@@ -36,7 +36,7 @@ Event = list[Outcome] | CannotTest
 
 def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> Iterator[Event]:
     """Check scenarios in order on one QEMU at a time; yield per scenario."""
-    target: QemuTarget | None = None
+    target: Target | None = None
     current: Profile | None = None
     try:
         for s in scenarios:
@@ -46,7 +46,7 @@ def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> It
                 target = None
             if target is None:
                 try:
-                    target = QemuTarget(wanted)
+                    target = make_target(wanted)
                     target.start()
                 except QemuLaunchError as err:
                     if target is not None:
@@ -55,9 +55,9 @@ def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> It
                     return
                 current = wanted
             try:
-                yield check_scenario(target, s, mode=mode)
+                yield check_scenario(target, s, mode=mode, target_name=wanted.kind)
             except TargetError as err:
-                yield target_failed(s, err, target="qemu", version=target.version)
+                yield target_failed(s, err, target=wanted.kind, version=target.version)
                 target.close()
                 target = None
     finally:

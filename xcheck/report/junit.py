@@ -18,10 +18,10 @@ def junit_xml(outcomes: Iterable[Outcome], *, name: str = "xcheck") -> ET.Elemen
     for o in outcomes:
         by_file[o.path].append(o)
     root = ET.Element("testsuites", name=name)
-    totals = defaultdict(int)
+    totals: defaultdict[str, int] = defaultdict(int)
     for path, items in sorted(by_file.items()):
         suite = ET.SubElement(root, "testsuite", name=path)
-        counts = defaultdict(int)
+        counts: defaultdict[str, int] = defaultdict(int)
         for o in items:
             case = ET.SubElement(
                 suite, "testcase", classname=o.scenario, name=o.label or o.scenario, file=path

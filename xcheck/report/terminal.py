@@ -64,7 +64,7 @@ class TerminalReport:
         self.counts[outcome.kind] += 1
         if outcome.kind in SHOWN or (self.verbose and outcome.kind == Kind.KNOWN):
             self.shown.append(outcome)
-            self._progress.console.print(Text(outcome_text(outcome), style=None))
+            self._progress.console.print(Text(outcome_text(outcome)))
             self._progress.console.print()
         bad = sum(self.counts[k] for k in SHOWN)
         self._progress.update(

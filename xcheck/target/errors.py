@@ -26,6 +26,11 @@ class QemuLaunchError(TargetError):
     nothing can be tested (exit code 125)."""
 
 
+class Unsupported(TargetError):
+    """This target cannot run this setup (e.g. a feature of the harness it
+    lacks): the probes are SKIPPED with this reason, never silently."""
+
+
 class GdbTimeout(TargetError):
     """A GDB/MI command got no result in time."""
 
