@@ -307,3 +307,20 @@ def test_sctlr_c_zero_makes_normal_non_cacheable() -> None:
     r = at(AtOp.S1E1R, VA, el1(t, SCTLR_EL1=SCTLR_ON & ~4), t.image())
     f = decode_par(r.par)
     assert (f["ATTR"], f["SH"]) == (0x44, 0b10)
+
+
+def test_transient_attribute_bits_are_masked_in_the_result() -> None:
+    """B2.10: support for Transient memory is IMPLEMENTATION DEFINED, so a
+    PE may report a Transient MAIR encoding as its Non-transient twin: the
+    translate() mask leaves the Transient bits of PAR.ATTR out of the
+    comparison, with a note, and keeps the rest of ATTR (D24.2 PAR_EL1)."""
+    t = Tables()
+    t.map(VA, PA)
+    sysregs = el1(t)
+    sysregs["MAIR_EL1"] = 0x77  # Normal, Inner and Outer Write-Back Transient, R+W allocate
+    r = at(AtOp.S1E1R, VA, sysregs, t.image())
+    assert r.kind == "par" and decode_par(r.par)["ATTR"] == 0x77
+    attr_mask = (r.mask >> 56) & 0xFF
+    assert attr_mask & 0x88 == 0x00  # bit 3 of each half: Transient (0b01RW) or not (0b11RW)
+    assert attr_mask & 0x33 == 0x33  # the allocation hints stay compared
+    assert any(bits >> 56 and "ransient" in why for bits, why in r.mask_notes)

@@ -146,4 +146,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     par = encode_success(out.address, reported.attr, reported.sh)
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR"))
-    return AtResult("par", par, SUCCESS_MASK, SUCCESS_NOTES + tuple(notes), None, tuple(trace))
+    attr_mask, attr_notes = attrs.par_attr_mask(reported)
+    cleared = ~attr_mask & ((1 << 64) - 1)
+    notes += [(cleared, n) for n in attr_notes]
+    return AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
+                    tuple(trace))
