@@ -83,9 +83,9 @@ def test_size_names(name: str, enc: int) -> None:
 
 
 def test_raw_register_value_replaces_default() -> None:
-    s = scenario("regs:\n  HCR_EL2: 0x8000_0001\n" + MIN)
+    s = scenario("regs:\n  HCR_EL2: 0x8000_0002\n" + MIN)
     regs = dict(s.layout.sysregs)
-    assert regs["HCR_EL2"] == 0x8000_0001
+    assert regs["HCR_EL2"] == 0x8000_0002
 
 
 def test_tcr_el2_layout_follows_e2h() -> None:
