@@ -18,8 +18,9 @@ from xcheck.target.process import spawn, stop
 from xcheck.target.profile import Profile
 
 
-def qemu_argv(profile: Profile, gdb_socket: Path) -> list[str]:
-    """The QEMU command line for ``profile`` with its stub on ``gdb_socket``."""
+def qemu_argv(profile: Profile, gdb_socket: Path, serial: str = "none") -> list[str]:
+    """The QEMU command line for ``profile`` with its stub on ``gdb_socket``
+    and the first UART on ``serial`` (a QEMU -serial spec, e.g. file:PATH)."""
     return [
         profile.executable,
         "-nodefaults",
@@ -33,7 +34,7 @@ def qemu_argv(profile: Profile, gdb_socket: Path) -> list[str]:
         "-display",
         "none",
         "-serial",
-        "none",
+        serial,
         "-monitor",
         "none",
         "-chardev",
@@ -71,15 +72,16 @@ def qemu_version(binary: str, timeout: float = 10.0) -> str:
 class QemuProcess:
     """One running QEMU, halted at reset, its GDB stub on a unix socket."""
 
-    def __init__(self, profile: Profile) -> None:
+    def __init__(self, profile: Profile, serial: str = "none") -> None:
         self.profile = profile
+        self.serial = serial
         self._dir = Path(tempfile.mkdtemp(prefix="xcheck-"))
         self.socket = self._dir / "gdb.sock"
         self._stderr_path = self._dir / "qemu.stderr"
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        argv = qemu_argv(self.profile, self.socket)
+        argv = qemu_argv(self.profile, self.socket, self.serial)
         with open(self._stderr_path, "wb") as err:
             try:
                 self._proc = spawn(argv, stderr=err)
