@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from typing import Any
 
-from xcheck.machine import MachineSetup, Probe
+from xcheck.machine import AtOp, MachineSetup, Probe
 from xcheck.scenario.expect import Expectation, KnownDivergence
 from xcheck.scenario.spec import Layout
 
@@ -47,15 +47,19 @@ class Scenario:
         the tables cannot be placed)."""
         return _build(self.layout, self.probes)
 
+    @cached_property
+    def _lines(self) -> tuple[dict[Probe, int], dict[tuple[AtOp, int, int, bool], int]]:
+        exact = dict(self.probe_lines)
+        loose = {(p.op, p.va, p.el, p.pan): line for p, line in reversed(self.probe_lines)}
+        return exact, loose
+
     def probe_line(self, probe: Probe) -> int | None:
         """The line of the ``probes:`` entry ``probe`` was expanded from."""
-        for p, line in self.probe_lines:
-            if p == probe:
-                return line
-        for p, line in self.probe_lines:
-            if (p.op, p.va, p.el, p.pan) == (probe.op, probe.va, probe.el, probe.pan):
-                return line
-        return None
+        exact, loose = self._lines
+        line = exact.get(probe)
+        if line is None:
+            line = loose.get((probe.op, probe.va, probe.el, probe.pan))
+        return line
 
     def with_probes(self, probes: Iterable[Probe]) -> Scenario:
         """The same scenario with only ``probes`` (a selection of its own)."""
