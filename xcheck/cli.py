@@ -1,4 +1,4 @@
-"""The xcheck command line: run, explain, doctor, schema."""
+"""The xcheck command line: run, explain, doctor, schema, qemu, bisect."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import click
 from rich.console import Console
@@ -48,19 +48,30 @@ def main() -> None:
 
 @main.command()
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
-@click.option("--config", "config", metavar="PROFILE", help="QEMU profile (name in qemu_configs/ or a YAML path).")
-@click.option("--qemu", "qemu", metavar="BINARY", help="Use this qemu-system-aarch64 instead of the profile's.")
-@click.option("-k", "keyword", metavar="EXPR", help="Only probes whose id matches EXPR (substrings with and/or/not).")
-@click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes, each with its own QEMU.")
-@click.option("--shard", metavar="K/N", help="Run the K-th of N deterministic slices of the scenario files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path), help="Stream one JSON object per probe to FILE.")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path), help="Write JUnit XML to FILE.")
+@click.option("--config", "configs", metavar="PROFILE", multiple=True,
+              help="QEMU profile (name in qemu_configs/ or a YAML path). Repeat for a matrix run.")
+@click.option("--target", "targets", metavar="NAME", multiple=True,
+              help="Same as --config NAME (e.g. --target tcg-max --target kvm-nested).")
+@click.option("--qemu", "qemus", metavar="BINARY", multiple=True,
+              help="Use this qemu-system-aarch64 instead of the profile's. Repeat for a "
+                   "matrix run.")
+@click.option("-k", "keyword", metavar="EXPR",
+              help="Only probes whose id matches EXPR (substrings with and/or/not).")
+@click.option("--jobs", "-j", default=1, show_default=True,
+              help="Worker processes, each with its own QEMU.")
+@click.option("--shard", metavar="K/N",
+              help="Run the K-th of N deterministic slices of the scenario files.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Stream one JSON object per probe to FILE.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+              help="Write JUnit XML to FILE.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show known divergences in full.")
 def run(
     paths: Sequence[Path],
-    config: str | None,
-    qemu: str | None,
+    configs: Sequence[str],
+    targets: Sequence[str],
+    qemus: Sequence[str],
     keyword: str | None,
     jobs: int,
     shard: str | None,
@@ -76,19 +87,48 @@ def run(
     on a probe, 2 a usage or scenario error, 125 QEMU could not be used
     (suits `git bisect run`).
 
+    Several --config/--target/--qemu values make a matrix run: the same
+    probes on each target, then a table probe x target with the
+    differences marked. One target per --config/--target value and one per
+    --qemu (on the only --config given, else on the default profile). Exit
+    status of a matrix run: the worst over targets; a target that cannot be
+    used is a failure (1) while another one could be, 125 only when none
+    could.
+
     \b
     Examples:
       xcheck run                                # the shipped suite
       xcheck run scenarios/pan -k 'S1E1RP and not el=2' --json out.jsonl
       xcheck run --qemu ~/qemu/build/qemu-system-aarch64 --shard 2/4 --junit j.xml
+      xcheck run --config tcg-max --config qemu10 scenarios   # QEMU 7.2 vs 10.0
+      xcheck run --qemu build-a/qemu-system-aarch64 --qemu build-b/qemu-system-aarch64
     """
+    configs = [*configs, *targets]
+    if len(configs) > 1 or len(qemus) > 1:
+        from xcheck.matrix import run_matrix
+
+        sys.exit(
+            run_matrix(
+                list(paths) or [DEFAULT_SUITE],
+                configs=configs,
+                qemus=qemus,
+                keyword=keyword,
+                jobs=jobs,
+                shard=_parse_shard(shard),
+                json_path=json_path,
+                junit_path=junit_path,
+                mode=mode,
+                verbose=verbose,
+                console=_console(),
+            )
+        )
     from xcheck.commands import run_command
 
     sys.exit(
         run_command(
             list(paths) or [DEFAULT_SUITE],
-            config=config,
-            qemu=qemu,
+            config=configs[0] if configs else None,
+            qemu=qemus[0] if qemus else None,
             keyword=keyword,
             jobs=jobs,
             shard=_parse_shard(shard),
@@ -106,7 +146,8 @@ def run(
 @click.option("--probe", "selector", metavar="EXPR", help="Only probes matching EXPR (as -k).")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
-@click.option("--model-only", is_flag=True, help="Do not start QEMU; explain the model's answer only.")
+@click.option("--model-only", is_flag=True,
+              help="Do not start QEMU; explain the model's answer only.")
 def explain(
     scenario: Path, selector: str | None, config: str | None, qemu: str | None, model_only: bool
 ) -> None:
@@ -155,7 +196,8 @@ def doctor(config: str | None, qemu: str | None) -> None:
 
 
 @main.command()
-@click.option("-o", "--output", type=click.File("w"), default="-", help="Write to FILE (default stdout).")
+@click.option("-o", "--output", type=click.File("w"), default="-",
+              help="Write to FILE (default stdout).")
 def schema(output: IO[str]) -> None:
     """Print the JSON Schema of scenario files (for editors).
 
@@ -167,6 +209,135 @@ def schema(output: IO[str]) -> None:
 
     json.dump(json_schema(), output, indent=2)
     output.write("\n")
+
+
+@main.group()
+def qemu() -> None:
+    """QEMUs side by side: install Debian's newer QEMU beside the system's,
+    list the profiles with the version each binary reports.
+
+    \b
+    Examples:
+      xcheck qemu fetch                          # QEMU 10.0 from bookworm-backports
+      xcheck qemu list
+      xcheck run --config tcg-max --config qemu10 scenarios
+    """
+
+
+@qemu.command("fetch")
+@click.option("--suite", default="bookworm-backports", show_default=True,
+              help="Debian suite to take qemu-system-arm from.")
+def qemu_fetch(suite: str) -> None:
+    """Install Debian's qemu-system-arm from SUITE into the per-user cache,
+    beside the system QEMU (the system's apt state is not touched). Same as
+    `make qemu10`. Exit 1 when fetching or running it fails.
+
+    \b
+    Example:
+      xcheck qemu fetch --suite bookworm-backports
+    """
+    from xcheck.qemus import fetch_command
+
+    sys.exit(fetch_command(suite, _console()))
+
+
+@qemu.command("list")
+def qemu_list() -> None:
+    """The profiles in qemu_configs/, their binaries and the version each
+    binary reports (what `known` ranges compare against). Exit 1 when a
+    profile's binary does not run.
+
+    \b
+    Example:
+      xcheck qemu list
+    """
+    from xcheck.qemus import list_command
+
+    sys.exit(list_command(_console()))
+
+
+def _bisect_options(f: Any) -> Any:
+    """Options shared by `bisect` and `bisect-step`."""
+    for opt in reversed([
+        click.option("--qemu-src", "qemu_src", required=True, metavar="DIR",
+                     type=click.Path(path_type=Path), help="QEMU git source tree."),
+        click.option("--build-dir", "build_dir", metavar="DIR", type=click.Path(path_type=Path),
+                     help="Build directory kept across steps [default: DIR/build-xcheck]."),
+        click.option("--crash-is", "crash_is", type=click.Choice(["bad", "skip"]),
+                     default="bad", show_default=True,
+                     help="What a QEMU crash on a probe makes a commit."),
+        click.option("--config", "config", metavar="PROFILE",
+                     help="Profile whose machine, CPU and timeouts the built QEMU runs with."),
+        click.option("-k", "keyword", metavar="EXPR", help="Only probes matching EXPR."),
+        click.option("--jobs", "-j", default=1, show_default=True, help="Worker processes."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@main.command()
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--good", required=True, metavar="REV", help="A commit where the probes pass.")
+@click.option("--bad", required=True, metavar="REV", help="A commit where a probe fails.")
+@_bisect_options
+def bisect(
+    scenarios: Sequence[Path], good: str, bad: str, qemu_src: Path, build_dir: Path | None,
+    crash_is: str, config: str | None, keyword: str | None, jobs: int,
+) -> None:
+    """Find the QEMU commit where SCENARIOS started to fail: `git bisect
+    run` in the QEMU source tree, building aarch64-softmmu at each step
+    (configure + ninja, ccache when installed, a reusable build dir) and
+    running SCENARIOS with the binary built. A step is good (0) when no
+    probe fails, bad (1) on a mismatch, failed expectation or target error,
+    skipped (125) when the build fails or QEMU does not boot. A QEMU crash
+    on a probe is bad unless --crash-is skip. Ends by naming the first bad
+    commit and the probes that flipped, and resets the bisection.
+
+    Exit status: 0 found, 1 inconclusive, 2 usage error.
+
+    \b
+    Example:
+      xcheck bisect --good v8.0.0 --bad v8.1.0 --qemu-src ~/src/qemu \\
+          --build-dir ~/build/qemu-bisect scenarios/pan/pan3.yaml
+    """
+    from xcheck.bisect import BisectError, check_plan
+    from xcheck.bisect import bisect as run_bisect
+
+    console = _console()
+    try:
+        plan = check_plan(good, bad, qemu_src, build_dir, scenarios, config=config,
+                          keyword=keyword, jobs=jobs, crash_is=crash_is)
+    except BisectError as err:
+        console.print(f"error: {err}", markup=False, highlight=False)
+        sys.exit(ExitCode.USAGE)
+    sys.exit(run_bisect(plan, console))
+
+
+@main.command("bisect-step", hidden=True)
+@click.argument("scenarios", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--record-dir", "record_dir", type=click.Path(path_type=Path),
+              help="Write this commit's verdict there as COMMIT.json.")
+@_bisect_options
+def bisect_step(
+    scenarios: Sequence[Path], qemu_src: Path, build_dir: Path | None, crash_is: str,
+    config: str | None, keyword: str | None, jobs: int, record_dir: Path | None,
+) -> None:
+    """One step of `xcheck bisect`, as `git bisect run` executes it: build
+    the checked-out commit, run SCENARIOS, exit 0 good, 1 bad, 125 skip,
+    128 abort.
+
+    \b
+    Example:
+      git bisect run xcheck bisect-step --qemu-src . -- ~/my-scenario.yaml
+    """
+    from xcheck.bisect import step_command
+
+    src = qemu_src.resolve()
+    sys.exit(step_command(
+        src, (build_dir or src / "build-xcheck").resolve(), [p.resolve() for p in scenarios],
+        config=config, keyword=keyword, jobs=jobs, crash_is=crash_is,
+        record_dir=record_dir, console=_console(),
+    ))
 
 
 if __name__ == "__main__":
