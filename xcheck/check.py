@@ -185,7 +185,8 @@ def check_scenario(
         got = target.run(setup, mode)
     except Unsupported as err:
         return [
-            replace(_base(scenario, p, target_name, target.version), kind=Kind.SKIPPED, detail=str(err))
+            replace(_base(scenario, p, target_name, target.version),
+                    kind=Kind.SKIPPED, detail=str(err))
             for p in scenario.probes
         ]
     outcomes = [

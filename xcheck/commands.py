@@ -136,7 +136,9 @@ def explain_command(
         try:
             target.start()
             mode = "step" if wanted.kind == "qemu" else "batch"
-            outcomes = check_scenario(target, scenario, mode=mode, traces=True, target_name=wanted.kind)
+            outcomes = check_scenario(
+                target, scenario, mode=mode, traces=True, target_name=wanted.kind
+            )
         finally:
             target.close()
     except QemuLaunchError as err:

@@ -63,7 +63,8 @@ class ScenarioFile(pytest.File):
         self.scenario = scenario
         self.outcomes: dict[str, Outcome] | None = None
         for probe in scenario.probes:
-            yield ProbeItem.from_parent(self, name=f"{scenario.name}::{probe.label}", label=probe.label)
+            name = f"{scenario.name}::{probe.label}"
+            yield ProbeItem.from_parent(self, name=name, label=probe.label)
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
         if isinstance(excinfo.value, ScenarioError):

@@ -80,7 +80,10 @@ def _find(name: str) -> Path:
     return cand
 
 
-_KEYS = {"binary", "machine", "cpu", "memory", "extra_args", "timeouts", "gdb", "about", "kind", "options"}
+_KEYS = {
+    "binary", "machine", "cpu", "memory", "extra_args", "timeouts",
+    "gdb", "about", "kind", "options",
+}
 KINDS = ("qemu", "kvm-nested")
 
 
