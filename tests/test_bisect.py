@@ -216,7 +216,8 @@ def test_a_crash_is_bad_or_skipped_as_asked_but_a_mismatch_stays_bad() -> None:
 
 def test_a_qemu_that_cannot_start_is_a_skip_and_a_bad_scenario_aborts() -> None:
     v = verdict([], "QEMU exited with status 1 at start\nmore", "bad")
-    assert (v.code, v.reason) == (SKIP, "QEMU could not be used: QEMU exited with status 1 at start")
+    assert v.code == SKIP
+    assert v.reason == "QEMU could not be used: QEMU exited with status 1 at start"
     assert verdict([_o(Kind.INVALID, "s.yaml:3: probes: bad")], None, "bad").code == 128
 
 
