@@ -56,8 +56,9 @@ def list_command(console: Console) -> int:
     """`xcheck qemu list`: profiles, binaries and versions; 0 if all run."""
     infos = profile_infos()
     table = Table(title="QEMU profiles (qemu_configs/)")
-    for col in ("profile", "kind", "version", "binary"):
+    for col in ("profile", "kind", "QEMU version"):
         table.add_column(col)
+    table.add_column("binary", overflow="fold")
     for i in infos:
         version = i.version or f"[red]{escape(i.problem)}[/]"
         table.add_row(i.name, i.kind, version, i.binary)
@@ -70,17 +71,18 @@ def list_command(console: Console) -> int:
 
 
 def profiles_naming(binary: Path) -> list[str]:
-    """Names of the profiles whose binary is ``binary`` (after symlinks)."""
+    """Names of the profiles whose binary is ``binary`` (after symlinks),
+    those of kind "qemu" first."""
     real = os.path.realpath(binary)
-    names = []
+    found = []
     for path in sorted(CONFIG_DIR.glob("*.yaml")):
         try:
             prof = load_profile(str(path))
         except ProfileError:
             continue
         if os.path.realpath(prof.executable) == real:
-            names.append(prof.name)
-    return names
+            found.append((prof.kind != "qemu", prof.name))
+    return [name for _, name in sorted(found)]
 
 
 def fetch_command(suite: str, console: Console) -> int:
