@@ -381,7 +381,7 @@ def bisect(plan: Plan, console: Console) -> int:
         console.print(f"error: {err}", markup=False)
         return ExitCode.USAGE
     finally:
-        subprocess.run(["git", "-C", str(src), "bisect", "reset", "--quiet"],
+        subprocess.run(["git", "-C", str(src), "bisect", "reset"],
                        capture_output=True, check=False)
         shutil.rmtree(record_dir, ignore_errors=True)
 
