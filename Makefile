@@ -7,7 +7,7 @@
 PYTHON ?= python3
 VENV   ?= .venv
 BIN     = $(VENV)/bin
-APT_PKGS = qemu-system-arm gdb-multiarch
+APT_PKGS = qemu-system-arm gdb-multiarch ninja-build
 PYTEST_ARGS ?=
 
 .PHONY: all demo test unit bench lint sysdeps venv clean
@@ -18,6 +18,7 @@ sysdeps:
 	@missing=""; \
 	command -v qemu-system-aarch64 >/dev/null 2>&1 || missing="$$missing qemu-system-arm"; \
 	command -v gdb-multiarch >/dev/null 2>&1 || missing="$$missing gdb-multiarch"; \
+	command -v ninja >/dev/null 2>&1 || missing="$$missing ninja-build"; \
 	$(PYTHON) -c 'import venv, ensurepip' >/dev/null 2>&1 || missing="$$missing python3-venv"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
