@@ -64,7 +64,12 @@ class ScenarioFile(pytest.File):
         self.outcomes: dict[str, Outcome] | None = None
         for probe in scenario.probes:
             name = f"{scenario.name}::{probe.label}"
-            yield ProbeItem.from_parent(self, name=name, label=probe.label)
+            item = ProbeItem.from_parent(self, name=name, label=probe.label)
+            # pytest's -k grammar has no "=": also match "el2", "pan1", "S1E1RP"
+            item.extra_keyword_matches.update(
+                {probe.op.value, f"el{probe.el}", f"pan{int(probe.pan)}"}
+            )
+            yield item
 
     def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException]) -> str:  # type: ignore[override]
         if isinstance(excinfo.value, ScenarioError):
