@@ -340,5 +340,70 @@ def bisect_step(
     ))
 
 
+@main.command()
+@click.option("--kernel", "kernel", type=click.Path(path_type=Path), metavar="VMLINUZ",
+              help="Boot this arm64 kernel image.")
+@click.option("--kernel-deb", "kernel_deb", metavar="PACKAGE",
+              help="Fetch Debian's arm64 kernel PACKAGE (cached per user); 'current' = the "
+              "suite's linux-image-arm64.")
+@click.option("--suite", default="bookworm", show_default=True,
+              help="Debian suite for --kernel-deb.")
+@click.option("--append", default="", metavar="ARGS", help="Extra kernel command line.")
+@click.option("--initrd", type=click.Path(path_type=Path), help="An initramfs to load.")
+@click.option("--at-panic/--after-time", "at_panic", default=True,
+              help="Halt at the kernel's panic (default), or after --after seconds.")
+@click.option("--after", "after", type=float, metavar="SECONDS",
+              help="Halt this long after starting the kernel (implies --after-time).")
+@click.option("--samples", default=2000, show_default=True, metavar="N",
+              help="VAs to check (each with every op).")
+@click.option("--seed", default=0, show_default=True, help="Seed of the VA sample.")
+@click.option("--ops", metavar="OP,...", help="AT ops (default: the kernel's regime: "
+              "S1E2R,S1E2W,S1E0R,S1E0W at EL2 with VHE; S1E1R,S1E1W,S1E0R,S1E0W at EL1).")
+@click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
+@click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--memory", default="512M", show_default=True, help="Guest RAM.")
+@click.option("--resume", is_flag=True, help="Afterwards let the kernel run on and check it "
+              "still prints its panic (at the panic: boots with panic=1, so it restarts).")
+@click.option("--export", "export_dir", type=click.Path(path_type=Path), metavar="DIR",
+              help="Write each mismatch as a standalone scenario into DIR.")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Stream one JSON object per check to FILE.")
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+              help="Write JUnit XML to FILE.")
+@click.option("--boot-timeout", default=120.0, show_default=True, metavar="SECONDS")
+@click.option("-v", "--verbose", is_flag=True, help="Also show known divergences in full.")
+def live(
+    kernel: Path | None, kernel_deb: str | None, suite: str, append: str,
+    initrd: Path | None, at_panic: bool, after: float | None, samples: int, seed: int,
+    ops: str | None, config: str | None, qemu: str | None, memory: str, resume: bool,
+    export_dir: Path | None, json_path: Path | None, junit_path: Path | None,
+    boot_timeout: float, verbose: bool,
+) -> None:
+    """Cross-check AT on a real Linux kernel's own page tables.
+
+    Boots the kernel, halts it at its panic (no root file system: the
+    console shows "Kernel panic"), reads its translation registers, walks
+    its tables to find what is mapped, and runs the AT ops of its regime on
+    many VAs in QEMU (injected code, undone afterwards) and in the model.
+    Exit status as for `xcheck run`.
+
+    \b
+    Examples:
+      xcheck live --kernel-deb current --suite bookworm
+      xcheck live --kernel vmlinuz --append kvm-arm.mode=nvhe --export out/
+      xcheck live --kernel vmlinuz --after 1.5 --resume --json live.jsonl
+    """
+    from xcheck.live.command import LiveOptions, live_command
+
+    opts = LiveOptions(
+        kernel=kernel, kernel_deb=kernel_deb, suite=suite, append=append, initrd=initrd,
+        at_panic=at_panic and after is None, after=after or 0.0, samples=samples, seed=seed,
+        ops=[o for o in (ops or "").split(",") if o.strip()], config=config, qemu=qemu,
+        memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
+        junit_path=junit_path, boot_timeout=boot_timeout, verbose=verbose,
+    )
+    sys.exit(live_command(opts, _console()))
+
+
 if __name__ == "__main__":
     main()
