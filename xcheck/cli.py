@@ -350,10 +350,10 @@ def bisect_step(
               help="Debian suite for --kernel-deb.")
 @click.option("--append", default="", metavar="ARGS", help="Extra kernel command line.")
 @click.option("--initrd", type=click.Path(path_type=Path), help="An initramfs to load.")
-@click.option("--at-panic/--after-time", "at_panic", default=True,
-              help="Halt at the kernel's panic (default), or after --after seconds.")
+@click.option("--at-panic", "at_panic", is_flag=True,
+              help="Halt when the console shows the kernel's panic (the default).")
 @click.option("--after", "after", type=float, metavar="SECONDS",
-              help="Halt this long after starting the kernel (implies --after-time).")
+              help="Instead, halt this long after starting the kernel.")
 @click.option("--samples", default=2000, show_default=True, metavar="N",
               help="VAs to check (each with every op).")
 @click.option("--seed", default=0, show_default=True, help="Seed of the VA sample.")
@@ -395,9 +395,13 @@ def live(
     """
     from xcheck.live.command import LiveOptions, live_command
 
+    if at_panic and after is not None:
+        raise click.UsageError("give --at-panic or --after SECONDS, not both")
+    if after is not None and after < 0:
+        raise click.BadParameter(f"{after:g} is negative", param_hint="--after")
     opts = LiveOptions(
         kernel=kernel, kernel_deb=kernel_deb, suite=suite, append=append, initrd=initrd,
-        at_panic=at_panic and after is None, after=after or 0.0, samples=samples, seed=seed,
+        at_panic=after is None, after=after or 0.0, samples=samples, seed=seed,
         ops=[o for o in (ops or "").split(",") if o.strip()], config=config, qemu=qemu,
         memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
         junit_path=junit_path, boot_timeout=boot_timeout, verbose=verbose,
