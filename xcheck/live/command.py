@@ -88,6 +88,14 @@ def resolve_kernel(opts: LiveOptions, console: Console) -> Path:
     return fetch_kernel(package, opts.suite)
 
 
+def kernel_label(kernel: Path) -> str:
+    """A readable name: the file name, or the release directory of a bare
+    ``.../modules/<release>/vmlinuz`` (Debian 13 kernels)."""
+    if kernel.name == "vmlinuz" and kernel.parent.name:
+        return f"vmlinuz-{kernel.parent.name}"
+    return kernel.name
+
+
 def parse_ops(names: Sequence[str]) -> tuple[AtOp, ...]:
     ops = []
     for name in names:
@@ -192,7 +200,7 @@ def live_command(opts: LiveOptions, console: Console) -> int:
     except DebFetchError as err:
         console.print(f"[red]could not test:[/] cannot fetch the kernel: {err}")
         return ExitCode.CANNOT_TEST
-    name = kernel.name
+    name = kernel_label(kernel)
     run = LiveRun()
     failed_resume = False
     with ExitStack() as stack:
@@ -264,6 +272,9 @@ def _describe(console: Console, run: LiveRun) -> None:
     st = run.state
     if st is None:
         return
+    sfx = "EL2" if st.el == 2 else "EL1"
+    regs = ("HCR_EL2", *(f"{r}_{sfx}" for r in ("SCTLR", "TCR", "TTBR0", "TTBR1", "MAIR")))
+    console.print(", ".join(f"{r}=0x{st.sysregs[r]:x}" for r in regs))
     console.print(f"EL{st.el}, {st.regime.value} regime, PSTATE.PAN={int(st.pan)}; "
                   + ", ".join(f"{m.name}: {len(m.leaves)} leaves in {len(ranges(m.leaves))} "
                               f"ranges, {len(m.tables)} tables" for m in run.maps))

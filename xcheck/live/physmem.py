@@ -8,10 +8,21 @@ which is what a mismatch's exported scenario needs.
 
 from __future__ import annotations
 
+from typing import Protocol
+
 from xcheck.arch.memory import PhysMem
 from xcheck.target.gdb import Gdb
 
 PAGE = 4096
+
+
+class RamReader(PhysMem, Protocol):
+    """What the table enumeration reads: RAM bounds and byte ranges."""
+
+    ram_base: int
+    ram_end: int
+
+    def read(self, pa: int, size: int) -> bytes: ...
 
 
 class GdbPhysMem:

@@ -25,7 +25,7 @@ from xcheck.arch.regime import AtRoute, Regime
 from xcheck.check import compare
 from xcheck.live import asm
 from xcheck.live.inject import Injection
-from xcheck.live.physmem import GdbPhysMem
+from xcheck.live.physmem import RamReader
 from xcheck.live.pick import Pick
 from xcheck.live.state import LiveState
 from xcheck.live.tables import TableMap, ranges
@@ -121,7 +121,7 @@ def check_ops(state: LiveState, arch: ArchState, ops: Sequence[AtOp]) -> str:
 class Sweep:
     """The injected AT program and the comparison, for one halted kernel."""
 
-    def __init__(self, gdb: Gdb, state: LiveState, mem: GdbPhysMem, ops: Sequence[AtOp], *,
+    def __init__(self, gdb: Gdb, state: LiveState, mem: RamReader, ops: Sequence[AtOp], *,
                  maps: Sequence[TableMap], timeout: float, target_version: str,
                  name: str) -> None:
         self.gdb = gdb
@@ -156,15 +156,22 @@ class Sweep:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def choose_buffer(self) -> Buffer:
+        """Pick the data buffer (once): see find_buffer; it avoids every
+        table page seen and the page the code goes into."""
+        if self.buffer is None:
+            code = translate(AtOp.S1E2R if self.state.el == 2 else AtOp.S1E1R, self.code_va,
+                             self.arch, self.mem)
+            avoid = {t & ~(PAGE - 1) for m in self.maps for t in m.tables}
+            code_pa = par_pa(code.par) if code.kind == "par" else None
+            if code_pa is not None:
+                avoid.add(code_pa)
+            self.buffer = find_buffer(self.state, self.arch, self.maps, self.mem, avoid)
+        return self.buffer
+
     def _start(self) -> None:
-        op = write_op(self.state)
-        code = translate(AtOp.S1E2R if self.state.el == 2 else AtOp.S1E1R, self.code_va,
-                         self.arch, self.mem)
-        avoid = {t & ~(PAGE - 1) for m in self.maps for t in m.tables}
-        if code.kind == "par" and par_pa(code.par) is not None:
-            avoid.add(par_pa(code.par) or 0)
-        self.buffer = buf = find_buffer(self.state, self.arch, self.maps, self.mem, avoid)
-        self._check_buffer(op, buf)
+        buf = self.choose_buffer()
+        self._check_buffer(write_op(self.state), buf)
         self._saved = self.gdb.read_memory(buf.pa, buf.size)
         words, end = program(self.ops)
         self._inj = Injection(self.gdb, self.code_va, words, end, el=self.state.el,

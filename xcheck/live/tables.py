@@ -17,7 +17,7 @@ from typing import Literal
 
 from xcheck.arch.walk import block_supported, output_address
 from xcheck.arch.walkparams import FINAL_LEVEL, S1TTWParams
-from xcheck.live.physmem import GdbPhysMem
+from xcheck.live.physmem import RamReader
 
 OA_BITS = ((1 << 48) - 1) & ~0xFFF
 """Descriptor bits [47:12]: where output addresses live (and bits [15:12] /
@@ -82,7 +82,7 @@ def _lsb(p: S1TTWParams, level: int) -> int:
     return (FINAL_LEVEL - level) * (p.granule_bits - 3) + p.granule_bits
 
 
-def walk_tables(p: S1TTWParams, mem: GdbPhysMem) -> TableMap:
+def walk_tables(p: S1TTWParams, mem: RamReader) -> TableMap:
     """Every leaf reachable from the range's table base, in VA order."""
     start, end = va_bounds(p)
     out = TableMap(p, start, end)
