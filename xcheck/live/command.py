@@ -188,9 +188,13 @@ def live_command(opts: LiveOptions, console: Console) -> int:
     try:
         ops = parse_ops(opts.ops)
         profile: Profile = load_profile(opts.config, qemu=opts.qemu)
-        parse_size(opts.memory)
     except (ValueError, ProfileError) as err:
         console.print(f"[red]error:[/] {err}")
+        return ExitCode.USAGE
+    try:
+        parse_size(opts.memory)
+    except ProfileError:
+        console.print(f"[red]error:[/] --memory {opts.memory!r} is not a size like 512M or 1G")
         return ExitCode.USAGE
     try:
         kernel = resolve_kernel(opts, console)
