@@ -14,6 +14,7 @@ BENCHES: list[tuple[str, str]] = [
     ("bench.model", "bench_walks"),
     ("bench.target", "bench_target"),
     ("bench.suite", "bench_suite"),
+    ("bench.live", "bench_live"),
 ]
 
 TARGETS = {

@@ -14,9 +14,16 @@ from pathlib import Path
 import pytest
 
 from xcheck.check import check_scenario
-from xcheck.debfetch import DebFetchError, cache_root, cached_versions, fetch_kernel, kernel_package
+from xcheck.debfetch import DebFetchError
 from xcheck.live.boot import LiveVm
-from xcheck.live.command import LiveOptions, kernel_append, make_sweep, prepare, prove_running
+from xcheck.live.command import (
+    LiveOptions,
+    debian_kernel,
+    kernel_append,
+    make_sweep,
+    prepare,
+    prove_running,
+)
 from xcheck.live.export import scenario_text
 from xcheck.live.inject import read_core
 from xcheck.outcome import Kind
@@ -32,12 +39,8 @@ PAR_SH = 0b11 << 7
 @pytest.fixture(scope="module")
 def bookworm_kernel() -> Path:
     try:
-        return fetch_kernel(kernel_package("bookworm"), "bookworm")
+        return debian_kernel("bookworm")
     except DebFetchError as err:
-        cached = sorted(p for e in cache_root().glob("linux-image-*-arm64-*")
-                        if cached_versions(e) for p in e.glob("boot/vmlinuz-*"))
-        if cached:
-            return cached[-1]
         pytest.skip(f"Debian 12's arm64 kernel cannot be fetched and is not cached: {err}")
 
 

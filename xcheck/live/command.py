@@ -15,7 +15,13 @@ from pathlib import Path
 
 from rich.console import Console
 
-from xcheck.debfetch import DebFetchError, fetch_kernel, kernel_package
+from xcheck.debfetch import (
+    DebFetchError,
+    cache_root,
+    cached_versions,
+    fetch_kernel,
+    kernel_package,
+)
 from xcheck.live.boot import PANIC, LiveVm
 from xcheck.live.export import ExportError, export
 from xcheck.live.physmem import GdbPhysMem
@@ -86,6 +92,20 @@ def resolve_kernel(opts: LiveOptions, console: Console) -> Path:
         package = kernel_package(opts.suite)
     console.print(f"fetching {package} from Debian {opts.suite} (cached per user)...")
     return fetch_kernel(package, opts.suite)
+
+
+def debian_kernel(suite: str = "bookworm") -> Path:
+    """The suite's current arm64 kernel, fetched; without network, the newest
+    one already in the per-user cache (DebFetchError when there is none)."""
+    try:
+        return fetch_kernel(kernel_package(suite), suite)
+    except DebFetchError:
+        pattern = "linux-image-*-arm64-*" if suite.startswith("bookworm") else "linux-*-arm64-*"
+        cached = sorted(p for e in cache_root().glob(pattern) if cached_versions(e)
+                        for p in [*e.glob("boot/vmlinuz-*"), *e.glob("usr/lib/modules/*/vmlinuz")])
+        if cached:
+            return cached[-1]
+        raise
 
 
 def kernel_label(kernel: Path) -> str:
