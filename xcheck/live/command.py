@@ -26,7 +26,7 @@ from xcheck.live.boot import PANIC, LiveVm
 from xcheck.live.export import ExportError, export
 from xcheck.live.physmem import GdbPhysMem
 from xcheck.live.pick import Pick, pick_vas
-from xcheck.live.state import LiveState, read_state
+from xcheck.live.state import LiveState, NotTranslating, read_state
 from xcheck.live.sweep import Sweep, check_ops
 from xcheck.live.tables import TableMap, ranges, walk_tables
 from xcheck.machine import RAM_BASE, AtOp
@@ -38,8 +38,8 @@ from xcheck.target.errors import ProfileError, TargetError
 from xcheck.target.profile import Profile, load_profile, parse_size
 
 RESUME_PANIC = "panic=1"
-"""Added to the command line for --resume at the panic: the kernel restarts
-one second after panicking, boots again and panics again on the console."""
+"""Added to the command line for --resume: after a panic the kernel restarts
+one second later, boots again and panics again on the console."""
 
 
 @dataclass
@@ -76,6 +76,7 @@ class LiveRun:
     boot_s: float = 0.0
     sweep_s: float = 0.0
     exported: list[Path] = field(default_factory=list)
+    qemu: str = ""
     resumed: str = ""
     """How the kernel went on after --resume ("" when not asked)."""
 
@@ -128,7 +129,10 @@ def parse_ops(names: Sequence[str]) -> tuple[AtOp, ...]:
 
 
 def kernel_append(opts: LiveOptions) -> str:
-    if opts.resume and opts.at_panic and "panic=" not in opts.append:
+    """The kernel command line: with --resume, panic=1 is added (unless the
+    user chose a panic= of their own), so that a kernel halted at or after
+    its panic restarts when resumed and prints its panic again."""
+    if opts.resume and "panic=" not in opts.append:
         return f"{opts.append} {RESUME_PANIC}".strip()
     return opts.append
 
@@ -155,11 +159,29 @@ def prepare(vm: LiveVm, opts: LiveOptions, ops: Sequence[AtOp]) -> Prepared:
         raise ValueError(problem)
     rp = arch.regime(state.regime)
     if not rp.enabled:
-        raise TargetError(f"stage 1 of the {state.regime.value} regime is off: no tables")
+        raise NotTranslating(f"the kernel was halted with stage 1 of its {state.regime.value} "
+                             "regime off (early in boot?): no tables to check")
     mem = GdbPhysMem(vm.gdb, RAM_BASE, vm.profile.ram_size())
     params = [rp.lower] if rp.upper is None else [rp.lower, rp.upper]
     maps = [walk_tables(p, mem) for p in params if not (rp.upper and p.epd)]
     return Prepared(state, tuple(ops), maps, pick_vas(maps, opts.samples, opts.seed), mem)
+
+
+HALT_RETRIES = 25
+RETRY_RUN_S = 0.2
+
+
+def prepare_halted(vm: LiveVm, opts: LiveOptions, ops: Sequence[AtOp]) -> Prepared:
+    """prepare(); with --after, a kernel halted where it does not translate
+    (stage 1 off while it restarts, say) runs on briefly and is halted again."""
+    for _ in range(HALT_RETRIES if not opts.at_panic else 0):
+        try:
+            return prepare(vm, opts, ops)
+        except NotTranslating:
+            vm.resume()
+            time.sleep(RETRY_RUN_S)
+            vm.halt()
+    return prepare(vm, opts, ops)
 
 
 def make_sweep(vm: LiveVm, prep: Prepared, name: str) -> Sweep:
@@ -179,20 +201,19 @@ def live_sweep(vm: LiveVm, opts: LiveOptions, name: str) -> tuple[LiveRun, Sweep
 
 
 def prove_running(vm: LiveVm, opts: LiveOptions) -> str:
-    """Resume the kernel; how it went on (raises TargetError if it did not)."""
+    """Resume the kernel and wait for a panic printed after that point: the
+    first one (halted earlier, with --after) or the one after its restart
+    (halted at the panic, booted with panic=1). Raises TargetError if none
+    comes within the boot timeout."""
     mark = len(vm.console())
     vm.resume()
-    want = PANIC if opts.at_panic or PANIC not in vm.console() else ""
-    if want and vm.wait_for(want, opts.boot_timeout, after=mark):
+    if vm.wait_for(PANIC, opts.boot_timeout, after=mark):
         vm.halt()
-        return "resumed: the kernel ran on and printed its panic again" if opts.at_panic \
-            else "resumed: the kernel ran on to its panic"
-    if not want and vm.wait_for("\n", 10.0, after=mark):
-        vm.halt()
-        return "resumed: the kernel ran on and printed more"
+        again = " again, after restarting" if "Booting Linux" in vm.console()[mark:] else ""
+        return f"resumed: the kernel ran on and printed its panic{again}"
     tail = "\n".join(vm.console()[mark:].splitlines()[-5:])
     vm.halt()
-    raise TargetError(f"after resuming, the kernel printed no {want or 'more'} within "
+    raise TargetError(f"after resuming, the kernel printed no panic within "
                       f"{opts.boot_timeout:g}s; console since: {tail!r}")
 
 
@@ -236,9 +257,9 @@ def live_command(opts: LiveOptions, console: Console) -> int:
             vm = stack.enter_context(LiveVm(profile, kernel, append=kernel_append(opts),
                                             initrd=opts.initrd, memory=opts.memory))
             vm.boot(at_panic=opts.at_panic, after=opts.after, timeout=opts.boot_timeout)
-            run.boot_s = vm.booted_s
+            run.boot_s, run.qemu = vm.booted_s, vm.version
             console.print(f"{name}: halted after {vm.booted_s:.1f}s on QEMU {vm.version}")
-            prep = prepare(vm, opts, ops)
+            prep = prepare_halted(vm, opts, ops)
         except ValueError as err:
             console.print(f"[red]error:[/] {err}")
             return ExitCode.USAGE
@@ -284,7 +305,8 @@ def live_command(opts: LiveOptions, console: Console) -> int:
                 console.print(f"[red]resume failed:[/] {err}")
     if opts.junit_path is not None:
         write_junit(run.outcomes, opts.junit_path)
-    term.summary(run.outcomes, title=f"xcheck live: {name} ({profile.name})")
+    console.print(f"{name} on {profile.name} (QEMU {run.qemu})")
+    term.summary(run.outcomes, title="xcheck live")
     code = exit_code(run.outcomes)
     if failed_resume and code == ExitCode.OK:
         code = ExitCode.FAILED

@@ -82,13 +82,18 @@ class LiveState:
                f"pc=0x{self.pc:x}; {regs}"
 
 
+class NotTranslating(TargetError):
+    """The CPU was halted where there is nothing to check (EL0 or EL3, or
+    the kernel's regime has stage 1 off, e.g. early in boot)."""
+
+
 def read_state(gdb: Gdb, timeout: float) -> LiveState:
     """Read the live state of the halted CPU (an injected MRS program runs
     at the start of the PC's page, then everything is restored)."""
     cpsr = gdb.read_reg("cpsr") & 0xFFFF_FFFF
     el = cpsr >> 2 & 3
     if el not in (1, 2):
-        raise TargetError(f"the kernel was halted at EL{el}: AT needs EL1 or EL2")
+        raise NotTranslating(f"the kernel was halted at EL{el}: AT needs EL1 or EL2")
     pc = gdb.read_reg("pc")
     regs = {name: gdb.read_reg(name) for name in EL2_BY_NAME}
     e2h = bool(regs["HCR_EL2"] >> HCR_E2H & 1)
