@@ -73,3 +73,16 @@ def test_descriptors_below_the_arena_cannot_be_exported() -> None:
     sweep = _sweep(FakeRam(low))
     with pytest.raises(ExportError, match="below"):
         scenario_text(sweep, _outcome(AtOp.S1E2R, VA_L1 + (3 << 21)), kernel="k", ram="128M")
+
+
+def test_a_known_divergence_is_exported_with_its_known_entry(tmp_path: Path) -> None:
+    sweep = _sweep(FakeRam(words()))
+    va = VA_L1 + (3 << 21) + 0x7000
+    known = {"qemu": "<8.2", "why": "PAR_EL1.SH: it's forced", "link": "https://example.org/x"}
+    o = _outcome(AtOp.S1E2R, va)
+    o = Outcome(**{**o.__dict__, "kind": Kind.KNOWN, "extra": {**o.extra, "known": known}})
+    text = scenario_text(sweep, o, kernel="k", ram="128M")
+    scenario = parse_scenario(text, tmp_path / "k.yaml")
+    (k,) = scenario.known
+    assert k.why == known["why"] and k.link == known["link"]
+    assert k.applies(scenario.probes[0], "7.2.22") and not k.applies(scenario.probes[0], "8.2.0")

@@ -289,13 +289,14 @@ def live_command(opts: LiveOptions, console: Console) -> int:
         _describe(console, run)
         if opts.export_dir is not None:
             for o in run.outcomes:
-                if o.kind is Kind.MISMATCH:
+                if o.kind in (Kind.MISMATCH, Kind.KNOWN):
                     try:
                         run.exported.append(export(sweep, o, opts.export_dir, kernel=name,
                                                    ram=opts.memory))
                     except ExportError as err:
                         console.print(f"[yellow]not exported[/] {o.label}: {err}")
-            console.print(f"exported {len(run.exported)} mismatch(es) to {opts.export_dir}")
+            console.print(f"exported {len(run.exported)} mismatch(es) and known divergence(s) "
+                          f"to {opts.export_dir}")
         if opts.resume:
             try:
                 run.resumed = prove_running(vm, opts)

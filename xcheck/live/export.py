@@ -1,10 +1,11 @@
-"""A live mismatch as a standalone scenario file.
+"""A live mismatch (or known divergence) as a standalone scenario file.
 
 The scenario holds the registers as read from the halted kernel (raw
 values), its PSTATE (EL, PAN), the RAM size, every descriptor word the
 model's walk of that VA read (``memory:``, at the kernel's own physical
 addresses) and the one probe. ``xcheck run`` reproduces the translation
-without the kernel: the walk reads the same words at the same addresses.
+without the kernel: the walk reads the same words at the same addresses. A
+known divergence (live/known.py) is exported with its ``known:`` entry.
 
 The harness must run in the exported machine too: the scenario builder maps
 it under TTBR0 of the regime it runs in (docs/scenario-format.md), so the
@@ -15,6 +16,7 @@ is exported with a warning in its ``about``.
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -77,7 +79,14 @@ def scenario_text(sweep: Sweep, outcome: Outcome, *, kernel: str, ram: str) -> s
     ]
     for addr, ws in _blocks(words):
         lines.append(f"  - {{addr: {_hex(addr)}, words: [{', '.join(map(_hex, ws))}]}}")
-    lines += ["probes:", f"  - {{op: {op.value}, va: {_hex(outcome.va)}}}", ""]
+    lines += ["probes:", f"  - {{op: {op.value}, va: {_hex(outcome.va)}}}"]
+    known = outcome.extra.get("known")
+    if isinstance(known, dict):
+        lines += ["known:", f"  - {{op: {op.value}, va: {_hex(outcome.va)}, "
+                  f"qemu: {json.dumps(known['qemu'])},",
+                  f"     why: {json.dumps(known['why'])},",
+                  f"     link: {json.dumps(known['link'])}}}"]
+    lines.append("")
     return "\n".join(lines)
 
 

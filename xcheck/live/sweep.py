@@ -25,6 +25,7 @@ from xcheck.arch.regime import AtRoute, Regime
 from xcheck.check import compare
 from xcheck.live import asm
 from xcheck.live.inject import Injection
+from xcheck.live.known import classify
 from xcheck.live.physmem import RamReader
 from xcheck.live.pick import Pick
 from xcheck.live.state import LiveState
@@ -238,9 +239,9 @@ class Sweep:
         probe = self.probe(pick, op)
         out = compare(self.scenario, probe, got, self.model(op, pick.va), target="qemu",
                       version=self.version)
-        return replace(out, path=f"{self.name}/{pick.where}/{pick.why}",
-                       extra={"why": pick.why, "range": pick.where,
-                              "regime": self._regime_name()})
+        return classify(replace(out, path=f"{self.name}/{pick.where}/{pick.why}",
+                                extra={"why": pick.why, "range": pick.where,
+                                       "regime": self._regime_name()}))
 
     def _failed(self, pick: Pick, op: AtOp, err: TargetError) -> Outcome:
         out = Outcome(scenario=self.name, path=f"{self.name}/{pick.where}/{pick.why}",
