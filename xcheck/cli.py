@@ -409,5 +409,53 @@ def live(
     sys.exit(live_command(opts, _console()))
 
 
+@main.command()
+@click.option("--seed", type=int, help="Seed of the generator (default: one from the clock, "
+              "printed). The same seed and profile give the same cases.")
+@click.option("--count", type=int, help="Generate N cases [default: 100].")
+@click.option("--time", "duration", metavar="T", help="Generate cases for T (90s, 10m, 1h) "
+              "instead of a count; shrinking does not use up T.")
+@click.option("--features", multiple=True, metavar="LIST",
+              help="What cases may use: comma-separated names (all, stage2, vhe, pan, "
+                   "malformed, ...; -NAME leaves one out). See docs/fuzzing.md.")
+@click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
+@click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("fuzz-findings"),
+              show_default=True, help="Where shrunk failing scenarios are written.")
+@click.option("--known", "known_dirs", multiple=True, type=click.Path(path_type=Path),
+              help="Folders of earlier findings: their signatures are not shrunk again "
+                   "[default: scenarios/fuzz-findings and --out].")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write findings and the final summary (with coverage) as JSON lines.")
+@click.option("--no-shrink", is_flag=True, help="Report failures without shrinking them.")
+@click.option("--shrink-runs", default=300, show_default=True,
+              help="At most this many target runs to shrink one finding.")
+def fuzz(
+    seed: int | None, count: int | None, duration: str | None, features: tuple[str, ...],
+    config: str | None, qemu: str | None, out: Path, known_dirs: tuple[Path, ...],
+    json_path: Path | None, no_shrink: bool, shrink_runs: int,
+) -> None:
+    """Differential fuzzing: random translation setups (within what the CPU
+    implements) run on QEMU and on the model; each new kind of failure is
+    shrunk to a minimal scenario file in --out that `xcheck run` loads as
+    is. Ends with a coverage summary. Exit status: 0 nothing new failed,
+    1 a new finding, 2 usage error, 125 QEMU could not be started.
+
+    \b
+    Examples:
+      xcheck fuzz --seed 1 --count 200
+      xcheck fuzz --time 10m --config qemu10 --out findings/ --json fuzz.jsonl
+      xcheck fuzz --features stage2,pan,malformed --count 50
+    """
+    from xcheck.fuzz.command import fuzz_command
+
+    known = known_dirs or ((DEFAULT_SUITE / "fuzz-findings",) if DEFAULT_SUITE.is_dir() else ())
+    sys.exit(fuzz_command(
+        seed=seed, count=count, duration=duration, features=features, config=config,
+        qemu=qemu, out=out, known_dirs=tuple(known), json_path=json_path,
+        do_shrink=not no_shrink, shrink_runs=shrink_runs, console=_console(),
+    ))
+
+
 if __name__ == "__main__":
     main()

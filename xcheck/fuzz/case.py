@@ -1,0 +1,235 @@
+"""A fuzz case: a generated document that the real loader and builder
+accept, with the model's answer for each probe.
+
+make_case draws a document (generate.py), writes it as YAML, loads it
+with xcheck.scenario.loader (so what runs is exactly what a file holds),
+and repairs what the builder refuses or what would stop the harness:
+probes at EL1 moved to EL2 when the harness cannot be mapped at EL1,
+descriptor overrides on the harness's own walk dropped, and probes the
+model expects to raise an exception kept under a budget.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from xcheck.arch.at import ArchState, AtResult, translate
+from xcheck.arch.features import Features
+from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
+from xcheck.fuzz.knobs import Knobs
+from xcheck.fuzz.memory import LazyMemory, sparse
+from xcheck.fuzz.yamlout import Doc, dump
+from xcheck.machine import HARNESS_SIZE, RAM_BASE, MachineSetup
+from xcheck.scenario.errors import Located
+from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
+from xcheck.scenario.loader import _Parser as LoaderParser
+from xcheck.scenario.yamlsrc import YList, YMap
+
+EXCEPTION_BUDGET = 24
+"""Probes per case the model expects to raise an exception (UNDEFINED, a
+trap, an abort): the harness gives up after 64 unexpected exceptions."""
+DRAWS = 8
+
+
+@dataclass(frozen=True)
+class Case:
+    """One generated scenario, loaded and built, with the model's results."""
+
+    seed: int
+    index: int
+    doc: Doc
+    comments: tuple[str, ...]
+    scenario: Scenario
+    setup: MachineSetup
+    model: tuple[AtResult, ...]
+    tags: frozenset[str]
+    repairs: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return case_name(self.seed, self.index)
+
+    @property
+    def text(self) -> str:
+        """The case as a scenario file."""
+        return dump(self.doc, self.comments)
+
+
+def case_name(seed: int, index: int) -> str:
+    return f"fuzz-{seed}-{index}"
+
+
+def case_rng(seed: int, index: int) -> random.Random:
+    """The generator of case ``index`` of ``seed`` (independent of every
+    other case, so that one case can be drawn again alone)."""
+    return random.Random(f"xcheck-fuzz:{seed}:{index}")
+
+
+def load_doc(doc: Doc, name: str, comments: tuple[str, ...] = ()) -> tuple[str, Scenario]:
+    """The YAML text of ``doc`` and the scenario the loader makes of it
+    (ScenarioError when it does not load or build)."""
+    text = dump(doc, comments)
+    return text, parse_scenario(text, Path(f"{name}.yaml"))
+
+
+def _nodes(value: Any) -> Any:
+    """``value`` as the YAML reader returns it (every line number 1)."""
+    if isinstance(value, dict):
+        m = YMap((k, _nodes(v)) for k, v in value.items())
+        m.line, m.lines = 1, dict.fromkeys(value, 1)
+        return m
+    if isinstance(value, list):
+        seq = YList(_nodes(v) for v in value)
+        seq.line, seq.lines = 1, [1] * len(value)
+        return seq
+    return value
+
+
+def scenario_of(doc: Doc, name: str) -> Scenario:
+    """What the loader makes of ``doc``, without writing and re-reading YAML
+    text (the same validation and build; line numbers are all 1). The
+    tests check that the text path gives the same scenario."""
+    path = Path(f"{name}.yaml")
+    try:
+        scenario = LoaderParser(path).scenario(_nodes(doc))
+    except Located as err:
+        raise err.at(path) from None
+    scenario.build()
+    return scenario
+
+
+def built(scenario: Scenario) -> MachineSetup:
+    """The scenario's machine setup with its memory image made sparse
+    (memory.sparse: the same meaning, far fewer bytes for the target)."""
+    setup = scenario.build()
+    return replace(setup, memory=sparse(setup.memory))
+
+
+def model_results(setup: MachineSetup, features: Features, ram_size: int) -> list[AtResult]:
+    """The model's answer for every probe (as xcheck.check.run_model, with
+    memory decoded only where the walks read it)."""
+    mem = LazyMemory(setup.memory, RAM_BASE, ram_size)
+    decoded: ArchState | None = None
+    states: dict[tuple[int, bool], ArchState] = {}
+    out = []
+    for probe in setup.probes:
+        state = states.get((probe.el, probe.pan))
+        if state is None:
+            if decoded is None:
+                state = decoded = ArchState.from_sysregs(setup.sysregs, features, probe.el,
+                                                         probe.pan)
+            else:
+                state = decoded.with_pstate(probe.el, probe.pan)
+            states[(probe.el, probe.pan)] = state
+        out.append(translate(probe.op, probe.va, state, mem))
+    return out
+
+
+def _el1_to_el2(doc: Doc) -> bool:
+    probes = doc["probes"]
+    if not any(p["el"] == 1 for p in probes):
+        return False
+    seen: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for p in probes:
+        q = dict(p, el=2)
+        seen.setdefault((q["op"], q["va"], q["el"], q["pan"]), q)
+    doc["probes"] = list(seen.values())
+    return True
+
+
+def _unsafe_overrides(doc: Doc, plan: Plan, setup: MachineSetup) -> list[int]:
+    """Indexes of ``descriptors:`` entries that write over an entry the
+    harness's own walk (stage 1 at its VA, or stage 2 of the RAM) reads."""
+    guard: dict[str, list[tuple[int, int]]] = {}
+    for regime, base in (("EL10", "TTBR0_EL1"), ("EL2", "TTBR0_EL2"), ("EL20", "TTBR0_EL2")):
+        if regime in setup.code_va:
+            va = setup.code_va[regime]
+            guard.setdefault(base, []).append((va, va + HARNESS_SIZE))
+    guard["VTTBR_EL2"] = [(RAM_BASE, IDENTITY_END)]
+    bad = []
+    for i, o in enumerate(doc.get("descriptors", [])):
+        shape = plan.shapes[o["table"]]
+        lo, hi = shape.entry_range(o["va"], o["level"])
+        if any(a < hi and lo < b for a, b in guard.get(o["table"], [])):
+            bad.append(i)
+    return bad
+
+
+def make_case(seed: int, index: int, knobs: Knobs, ram_size: int,
+              origin: str = "") -> Case:
+    """Case ``index`` of ``seed``: always the same for the same CPU features
+    and knobs. ``origin`` (the profile) goes into the file's comment."""
+    rng = case_rng(seed, index)
+    name = case_name(seed, index)
+    comments = (f"xcheck fuzz --seed {seed}: case {index}" + (f" ({origin})" if origin else ""),)
+    last = ""
+    for _ in range(DRAWS):
+        doc, plan = generate(rng, knobs)
+        doc = {"name": name, "about": f"Generated by xcheck fuzz, seed {seed}, case {index}.",
+               **doc}
+        repairs: list[str] = []
+        try:
+            scenario = _load_repaired(doc, name, repairs)
+            setup = built(scenario)
+            unsafe = _unsafe_overrides(doc, plan, setup)
+            if unsafe:
+                doc["descriptors"] = [o for i, o in enumerate(doc["descriptors"])
+                                      if i not in unsafe]
+                if not doc["descriptors"]:
+                    del doc["descriptors"]
+                repairs.append("overrides on the harness walk dropped")
+                scenario = scenario_of(doc, name)
+                setup = built(scenario)
+            model = model_results(setup, knobs.features, ram_size)
+            if _over_budget(doc, model):
+                repairs.append("probes over the exception budget dropped")
+                scenario = scenario_of(doc, name)
+                setup = built(scenario)
+                model = model_results(setup, knobs.features, ram_size)
+        except ScenarioError as err:
+            last = str(err)
+            continue
+        return Case(seed, index, doc, comments, scenario, setup, tuple(model),
+                    frozenset(plan.tags), tuple(repairs))
+    raise RuntimeError(f"case {index} of seed {seed}: no draw loaded ({last})")
+
+
+def _load_repaired(doc: Doc, name: str, repairs: list[str]) -> Scenario:
+    try:
+        return scenario_of(doc, name)
+    except ScenarioError:
+        if not _el1_to_el2(doc):
+            raise
+    repairs.append("probes moved from EL1 to EL2")
+    try:
+        return scenario_of(doc, name)
+    except ScenarioError:
+        if "descriptors" not in doc and "memory" not in doc:
+            raise
+    doc.pop("descriptors", None)
+    doc.pop("memory", None)
+    repairs.append("hand-made tables dropped")
+    return scenario_of(doc, name)
+
+
+def _over_budget(doc: Doc, model: list[AtResult]) -> bool:
+    """Drop probes past the exception budget (in place); True if any went."""
+    kept, raising = [], 0
+    for probe, result in zip(doc["probes"], model, strict=True):
+        if result.kind != "par":
+            raising += 1
+            if raising > EXCEPTION_BUDGET:
+                continue
+        kept.append(probe)
+    if len(kept) == len(doc["probes"]):
+        return False
+    doc["probes"] = kept
+    return True
+
+
+def model_features(features: Features | None) -> Features:
+    """The CPU to generate for when no target is asked (tests, --dry-run)."""
+    return features if features is not None else Features.everything()

@@ -1,0 +1,330 @@
+"""A fuzz run: generate cases, cross-check each on the target and the
+model, group failures by signature, shrink each new one to a file.
+
+The target is started once and restarted after a crash or a hang (which
+is itself a finding). Findings whose signature a file in the output folder
+(or in a folder of earlier findings) already records are counted, not
+shrunk again.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from xcheck.arch.at import AtResult
+from xcheck.arch.features import Features
+from xcheck.check import compare
+from xcheck.fuzz.case import Case, built, load_doc, make_case, model_results, scenario_of
+from xcheck.fuzz.coverage import Coverage
+from xcheck.fuzz.knobs import Knobs
+from xcheck.fuzz.shrink import shrink
+from xcheck.fuzz.signature import Signature, signature, target_error_signature
+from xcheck.fuzz.yamlout import Doc
+from xcheck.machine import MachineSetup
+from xcheck.outcome import Outcome
+from xcheck.scenario.loader import Scenario, ScenarioError
+from xcheck.target.errors import TargetError, Unsupported
+from xcheck.target.factory import Target, make_target
+from xcheck.target.profile import Profile
+
+SIGNATURE_COMMENT = "signature: "
+
+
+@dataclass(frozen=True)
+class FuzzOptions:
+    seed: int = 0
+    count: int | None = None
+    seconds: float | None = None
+    allowed: frozenset[str] = frozenset()
+    out: Path = Path("fuzz-findings")
+    known_dirs: tuple[Path, ...] = ()
+    shrink: bool = True
+    shrink_runs: int = 300
+    shrink_seconds: float = 180.0
+
+
+@dataclass
+class Finding:
+    """One signature family (a signature without its op): how often it was
+    seen, with which ops, where first, its shrunk file."""
+
+    signature: Signature
+    first_case: int
+    example: Outcome | None
+    count: int = 0
+    ops: Counter[str] = field(default_factory=Counter)
+    cases: list[int] = field(default_factory=list)
+    file: Path | None = None
+    known_file: Path | None = None
+    shrink_note: str = ""
+    shrunk_outcome: Outcome | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        ex = self.shrunk_outcome or self.example
+        return {
+            "type": "finding", "signature": self.signature.to_json(),
+            "describe": self.signature.describe(), "count": self.count,
+            "ops": dict(sorted(self.ops.items())),
+            "cases": self.cases[:20], "first_case": self.first_case,
+            "file": str(self.file) if self.file else None,
+            "known_file": str(self.known_file) if self.known_file else None,
+            "shrink": self.shrink_note, "example": ex.to_json() if ex else None,
+        }
+
+
+@dataclass
+class CheckResult:
+    failures: list[tuple[Signature, int, Outcome]]
+    target_error: str | None = None
+    skipped: str | None = None
+
+
+@dataclass
+class Stats:
+    cases: int = 0
+    probes: int = 0
+    fuzz_seconds: float = 0.0
+    shrink_seconds: float = 0.0
+    target_errors: int = 0
+    skipped: int = 0
+
+    @property
+    def probes_per_s(self) -> float:
+        return self.probes / self.fuzz_seconds if self.fuzz_seconds else 0.0
+
+
+class CannotFuzz(Exception):
+    """The target could not be started."""
+
+
+def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
+    """Signatures recorded in ``# signature: {...}`` comments of earlier
+    findings' files."""
+    out: dict[Signature, Path] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.yaml")):
+            try:
+                text = f.read_text(encoding="utf-8")
+            except OSError:
+                continue
+            for line in text.splitlines():
+                if line.startswith("# " + SIGNATURE_COMMENT):
+                    try:
+                        sig = Signature.from_json(json.loads(line[2 + len(SIGNATURE_COMMENT):]))
+                    except (ValueError, KeyError, TypeError):
+                        continue
+                    out.setdefault(sig.family, f)
+    return out
+
+
+class Fuzzer:
+    """Owns the target; use as a context manager."""
+
+    def __init__(self, profile: Profile, options: FuzzOptions,
+                 on_event: Callable[[str, Any], None] | None = None) -> None:
+        self.profile = profile
+        self.opt = options
+        self.on_event = on_event or (lambda kind, data: None)
+        self.target: Target | None = None
+        self.features = Features()
+        self.knobs = Knobs(self.features)
+        self.findings: dict[Signature, Finding] = {}
+        self.coverage = Coverage()
+        self.stats = Stats()
+        self.known = known_signatures((options.out, *options.known_dirs))
+
+    # --- the target ---------------------------------------------------------
+
+    def __enter__(self) -> Fuzzer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        from xcheck.target.errors import QemuLaunchError
+
+        try:
+            self.target = make_target(self.profile)
+            self.target.start()
+        except QemuLaunchError as err:
+            if self.target is not None:
+                self.target.close()
+            self.target = None
+            raise CannotFuzz(str(err)) from None
+        self.features = Features.from_id_regs(self.target.id_regs)
+        self.knobs = Knobs(self.features, self.opt.allowed)
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.close()
+            self.target = None
+
+    @property
+    def version(self) -> str:
+        return self.target.version if self.target else ""
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+
+    # --- one run on both sides --------------------------------------------------
+
+    def check(self, scenario: Scenario, setup: MachineSetup,
+              model: list[AtResult] | tuple[AtResult, ...]) -> CheckResult:
+        assert self.target is not None
+        try:
+            got = self.target.run(setup, "batch")
+        except Unsupported as err:
+            return CheckResult([], skipped=str(err))
+        except TargetError as err:
+            self.restart()
+            return CheckResult([], target_error=str(err))
+        fails = []
+        for i, (p, g, m) in enumerate(zip(setup.probes, got, model, strict=True)):
+            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version)
+            sig = signature(o, g, m)
+            if sig is not None:
+                fails.append((sig, i, o))
+        return CheckResult(fails)
+
+    def fails_with(self, sig: Signature, name: str) -> Callable[[Doc], bool]:
+        """The shrinker's predicate: does this document still fail with a
+        signature of the family ``sig``?"""
+        def fails(doc: Doc) -> bool:
+            try:
+                scenario = scenario_of(doc, name)
+                setup = built(scenario)
+            except ScenarioError:
+                return False
+            model = model_results(setup, self.features, self.ram_size)
+            res = self.check(scenario, setup, model)
+            if sig.kind == "target-error":
+                return res.target_error is not None and \
+                    target_error_signature(res.target_error) == sig
+            return any(s.family == sig for s, _, _ in res.failures)
+        return fails
+
+    @property
+    def ram_size(self) -> int:
+        return self.target.ram_size if self.target else 128 << 20
+
+    # --- the loop ---------------------------------------------------------------
+
+    def cases(self) -> Iterator[Case]:
+        origin = f"{self.profile.name}, QEMU {self.version}".strip()
+        index = 0
+        start = time.monotonic()
+        while True:
+            if self.opt.count is not None and index >= self.opt.count:
+                return
+            if self.opt.seconds is not None and \
+                    time.monotonic() - start - self.stats.shrink_seconds >= self.opt.seconds:
+                return
+            yield make_case(self.opt.seed, index, self.knobs, self.ram_size, origin)
+            index += 1
+
+    def run(self) -> None:
+        t0 = time.monotonic()
+        for case in self.cases():
+            self.coverage.add_case(case.tags)
+            for p, m in zip(case.setup.probes, case.model, strict=True):
+                self.coverage.add(p, m)
+            res = self.check(case.scenario, case.setup, case.model)
+            self.stats.cases += 1
+            self.stats.probes += len(case.setup.probes)
+            if res.skipped:
+                self.stats.skipped += 1
+            new: dict[Signature, list[int]] = {}
+            if res.target_error is not None:
+                self.stats.target_errors += 1
+                sig = target_error_signature(res.target_error)
+                if self.record(sig, case.index, None):
+                    new[sig] = []
+            for sig, i, o in res.failures:
+                if self.record(sig, case.index, o):
+                    new[sig.family] = [i]
+                elif sig.family in new:
+                    new[sig.family].append(i)
+            self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+            self.on_event("case", case)
+            for sig, hint in new.items():
+                f = self.findings[sig]
+                if f.known_file is None and self.opt.shrink:
+                    s0 = time.monotonic()
+                    self.shrink_finding(f, case, hint)
+                    self.stats.shrink_seconds += time.monotonic() - s0
+                self.on_event("finding", f)
+        self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+
+    def record(self, sig: Signature, index: int, example: Outcome | None) -> bool:
+        """Count one failure; True when its signature family is new in this run."""
+        fam = sig.family
+        f = self.findings.get(fam)
+        fresh = f is None
+        if f is None:
+            f = self.findings[fam] = Finding(fam, index, example, known_file=self.known.get(fam))
+        f.count += 1
+        f.ops[sig.op] += 1
+        if not f.cases or f.cases[-1] != index:
+            f.cases.append(index)
+        return fresh
+
+    # --- shrinking ----------------------------------------------------------------
+
+    def shrink_finding(self, f: Finding, case: Case, hint: list[int]) -> None:
+        sig = f.signature
+        deadline = time.monotonic() + self.opt.shrink_seconds
+        result = shrink(case.doc, self.fails_with(sig, case.name), hint=hint,
+                        max_runs=self.opt.shrink_runs, deadline=deadline)
+        doc = result.doc
+        before = _size(case.doc)
+        after = _size(doc)
+        f.shrink_note = (f"{before} -> {after} in {result.runs} runs"
+                         + ("" if result.complete else " (budget ended)"))
+        self.write(f, case, doc, before)
+
+    def write(self, f: Finding, case: Case, doc: Doc, before: str) -> None:
+        sig = f.signature
+        name = f"fuzz-{sig.slug}"
+        about = (f"Found by xcheck fuzz (seed {case.seed}, case {case.index}) on "
+                 f"{self.profile.name} (QEMU {self.version}): {sig.describe()}.")
+        doc = {"name": name, "about": about, **{k: v for k, v in doc.items()
+                                                 if k not in ("name", "about")}}
+        comments = (
+            f"xcheck fuzz --seed {case.seed} --config {self.profile.name}: case {case.index}, "
+            f"shrunk from {before}",
+            SIGNATURE_COMMENT + json.dumps(sig.to_json(), sort_keys=True),
+        )
+        try:
+            text, scenario = load_doc(doc, name, comments)
+        except ScenarioError as err:  # the shrinker only keeps loadable documents
+            f.shrink_note += f"; the shrunk file does not load: {err}"
+            return
+        self.opt.out.mkdir(parents=True, exist_ok=True)
+        path = self.opt.out / f"{sig.slug}.yaml"
+        path.write_text(text, encoding="utf-8")
+        f.file = path
+        setup = built(scenario)
+        res = self.check(scenario, setup, model_results(setup, self.features, self.ram_size))
+        same = [o for s, _, o in res.failures if s.family == sig]
+        if same:
+            f.shrunk_outcome = same[0]
+        elif sig.kind != "target-error":
+            f.shrink_note += "; the written file did not fail again on its own run"
+
+
+def _size(doc: Doc) -> str:
+    maps = sum(len(v) for v in doc.get("tables", {}).values())
+    return (f"{len(doc['probes'])} probes, {maps} mappings, "
+            f"{sum(len(v) for v in doc.get('regs', {}).values())} register fields")
+

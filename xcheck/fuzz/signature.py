@@ -1,0 +1,104 @@
+"""Failure signatures: what makes two failing probes the same finding.
+
+A signature is the AT operation, which PAR fields differ (or which side
+raised an exception instead of writing PAR), and the rule the model's
+trace ended in, with its numbers blanked. One bug found many times is
+one signature, shrunk and reported once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from xcheck.arch.at import AtResult
+from xcheck.arch.trace import TraceStep
+from xcheck.machine import ProbeResult, TargetException
+from xcheck.outcome import Kind, Outcome
+
+_HEX = re.compile(r"0x[0-9a-fA-F_]+|0b[01_]+")
+_NUM = re.compile(r"(?<![A-Za-z_\d])\d+")
+
+
+def normalize(text: str) -> str:
+    """``text`` with addresses and numbers blanked (``#``), letters kept:
+    "VA[63:39] not all zeros" and "VA[63:48] not all zeros" are one rule."""
+    return _NUM.sub("#", _HEX.sub("#", text)).strip()
+
+
+def last_rule(trace: tuple[TraceStep, ...]) -> str:
+    """The rule of the last trace step that names one (else its kind)."""
+    for step in reversed(trace):
+        if step.rule:
+            return normalize(step.rule)
+    return normalize(trace[-1].what) if trace else ""
+
+
+@dataclass(frozen=True, order=True)
+class Signature:
+    """One kind of failure."""
+
+    kind: str
+    """"mismatch", "expect-failed" or "target-error"."""
+    op: str
+    fields: tuple[str, ...]
+    rule: str
+
+    def describe(self) -> str:
+        if self.kind == "target-error":
+            return f"target error: {self.rule}"
+        what = ", ".join(self.fields) or "no field"
+        at = "AT" if self.op == "*" else f"AT {self.op}"
+        return f"{at}: {what} differ; the model's trace ends in: {self.rule}"
+
+    @property
+    def slug(self) -> str:
+        """A file name: op, fields, and a short hash of the whole."""
+        digest = hashlib.sha1(self.key().encode()).hexdigest()[:8]
+        parts = [] if self.op == "*" else [self.op.lower()]
+        parts += [re.sub(r"[^a-z0-9]+", "", f.lower()) for f in self.fields]
+        head = "target-error" if self.kind == "target-error" else "-".join(parts)
+        return f"{head[:60]}-{digest}"
+
+    @property
+    def family(self) -> Signature:
+        """The signature without its op: the failures shrunk once, whatever
+        AT operation shows them (their ops are listed with the finding)."""
+        return Signature(self.kind, "*", self.fields, self.rule)
+
+    def key(self) -> str:
+        return json.dumps(self.to_json(), sort_keys=True)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, "op": self.op, "fields": list(self.fields),
+                "rule": self.rule}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Signature:
+        return cls(str(data["kind"]), str(data["op"]), tuple(map(str, data["fields"])),
+                   str(data["rule"]))
+
+
+def signature(outcome: Outcome, got: ProbeResult, model: AtResult) -> Signature | None:
+    """The signature of one failing probe (None when it did not fail)."""
+    if outcome.kind not in (Kind.MISMATCH, Kind.EXPECT_FAILED):
+        return None
+    if isinstance(got, TargetException):
+        ec = (got.esr >> 26) & 0x3F
+        fields: tuple[str, ...] = (f"target:exception EC=0x{ec:02x}",)
+        if model.kind != "par":
+            fields += (f"model:{model.kind}",)
+    elif model.kind != "par":
+        fields = (f"model:{model.kind}",)
+    else:
+        fields = tuple(f.name for f in outcome.fields)
+    return Signature(outcome.kind.value, outcome.op, fields, last_rule(model.trace))
+
+
+def target_error_signature(message: str) -> Signature:
+    """A whole case the target could not run (a crash, a hang)."""
+    head = message.splitlines()[0] if message else "target error"
+    return Signature("target-error", "*", (), normalize(head)[:120])
