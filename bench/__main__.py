@@ -15,6 +15,7 @@ BENCHES: list[tuple[str, str]] = [
     ("bench.target", "bench_target"),
     ("bench.suite", "bench_suite"),
     ("bench.live", "bench_live"),
+    ("bench.fuzz", "bench_fuzz"),
 ]
 
 TARGETS = {

@@ -1,0 +1,22 @@
+"""CPUs to generate for in the fuzz tests: QEMU 7.2's and 10.0's "max"
+(their ID registers, as `xcheck doctor` reads them) and a plain one."""
+
+from __future__ import annotations
+
+from xcheck.arch.features import Features
+from xcheck.fuzz.knobs import Knobs
+
+QEMU72_MAX = Features.from_id_regs({
+    "ID_AA64MMFR0_EL1": 0x0000032310201126, "ID_AA64MMFR1_EL1": 0x0000011010211122,
+    "ID_AA64MMFR2_EL1": 0x1021011010011011, "ID_AA64PFR0_EL1": 0x1201001120110222,
+})
+QEMU10_MAX = Features(pa_range_bits=52, lpa=True, lpa2=True, lva=True, pan=3, hafdbs=2,
+                      hpds=2, xnx=True, ttst=True, nv=2, e0pd=True, s2fwb=True)
+PLAIN = Features(pa_range_bits=40, tgran16=False, tgran16_2=False)
+"""No PAN, no LPA2, no 16KB granule, 40-bit PAs."""
+
+CPUS = {"qemu72": QEMU72_MAX, "qemu10": QEMU10_MAX, "plain": PLAIN}
+
+
+def knobs(name: str = "qemu72") -> Knobs:
+    return Knobs(CPUS[name])

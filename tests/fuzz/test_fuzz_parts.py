@@ -1,0 +1,122 @@
+"""Signatures, the YAML writer, the sparse memory image (no QEMU)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+from fuzzcpu import QEMU72_MAX, knobs
+
+from xcheck.arch.memory import MemoryImage
+from xcheck.check import compare
+from xcheck.fuzz.case import make_case
+from xcheck.fuzz.command import parse_duration
+from xcheck.fuzz.memory import LazyMemory, sparse
+from xcheck.fuzz.session import known_signatures
+from xcheck.fuzz.signature import Signature, normalize, signature, target_error_signature
+from xcheck.fuzz.yamlout import dump, hexnum
+from xcheck.machine import RAM_BASE, TargetException
+from xcheck.scenario.loader import parse_scenario
+
+RAM = 128 << 20
+
+
+def test_normalize_blanks_numbers_not_names() -> None:
+    assert normalize("VA[63:39] not all zeros, TCR.EPD1 == 1 at 0x4000_1000, S2AP=0b01") \
+        == "VA[#:#] not all zeros, TCR.EPD1 == # at #, S2AP=#"
+
+
+def test_signatures_of_a_case_on_a_fake_target() -> None:
+    """A target that answers every probe with PAR = 0 (a success at PA 0,
+    Device-nGnRnE, Non-shareable) fails differently per model answer."""
+    case = make_case(37, 0, knobs(), RAM)
+    sigs = set()
+    for p, m in zip(case.setup.probes, case.model, strict=True):
+        o = compare(case.scenario, p, 0, m, target="qemu", version="1.0")
+        sig = signature(o, 0, m)
+        if m.kind == "par" and m.par & m.mask == 0:
+            assert sig is None
+        elif m.kind != "par":
+            assert sig is not None and sig.fields == (f"model:{m.kind}",)
+        elif m.fault is not None:
+            assert sig is not None and "F" in sig.fields and sig.op == p.op.value
+        if sig is not None:
+            sigs.add(sig.family)
+    assert all(s.op == "*" for s in sigs)
+
+
+def test_an_unexpected_exception_names_its_class() -> None:
+    case = make_case(37, 0, knobs(), RAM)
+    p, m = case.setup.probes[0], case.model[0]
+    exc = TargetException(esr=0x96000010, elr=0, far=0, el=2)
+    o = compare(case.scenario, p, exc, m, target="qemu", version="1.0")
+    sig = signature(o, exc, m)
+    assert sig is not None and sig.fields[0] == "target:exception EC=0x25"
+
+
+def test_target_errors_group_by_message_shape() -> None:
+    a = target_error_signature("QEMU died (signal 6): the guest stopped at 0x40201000")
+    b = target_error_signature("QEMU died (signal 6): the guest stopped at 0x40202000")
+    assert a == b and a.kind == "target-error"
+
+
+def test_slug_and_json_round_trip() -> None:
+    sig = Signature("mismatch", "S1E1R", ("SH",), "AArch64.EncodePAR")
+    assert sig.slug.startswith("s1e1r-sh-")
+    assert sig.family.slug.startswith("sh-")
+    assert Signature.from_json(sig.to_json()) == sig
+
+
+def test_known_signatures_are_read_from_comments(tmp_path: Path) -> None:
+    sig = Signature("mismatch", "*", ("F",), "rule #")
+    (tmp_path / "x.yaml").write_text(f"# signature: {sig.key()}\nname: x\n")
+    (tmp_path / "bad.yaml").write_text("# signature: {not json\n")
+    assert known_signatures((tmp_path, tmp_path / "missing")) == {sig: tmp_path / "x.yaml"}
+
+
+def test_dump_writes_hex_and_names_that_load_back() -> None:
+    assert hexnum(0x4000_1000) == "0x4000_1000" and hexnum(0) == "0x0"
+    tcr = {"TG0": "4K", "T0SZ": 25, "TG1": "4K", "T1SZ": 25}
+    doc = {"name": "t", "about": "a: b # c", "regs": {"TCR_EL1": tcr,
+           "MAIR_EL1": {"Attr0": 0xFF}},
+           "tables": {"TTBR0_EL1": [{"va": 0x8000_0000, "pa": 0x4800_0000, "size": "4K"}],
+                      "TTBR1_EL1": []},
+           "probes": [{"op": "S1E1R", "va": 0xFFFF_0000_0000_0000, "el": 2, "pan": 0}]}
+    text = dump(doc, ["first line", "second"])
+    assert text.startswith("# first line\n# second\nname: t\n")
+    assert "Attr0: 0xff" in text and "va: 0xffff_0000_0000_0000" in text
+    s = parse_scenario(text, Path("t.yaml"))
+    assert s.about == "a: b # c" and s.probes[0].va == 0xFFFF_0000_0000_0000
+
+
+def test_sparse_memory_reads_the_same() -> None:
+    r = random.Random(1)
+    for _ in range(50):
+        mem, a = {}, 0x4040_0000
+        for _ in range(r.randint(1, 4)):
+            n = r.choice([8, 64, 4096, 65536])
+            b = bytearray(n)
+            for _ in range(r.randint(0, 20)):
+                b[r.randrange(n)] = r.randrange(1, 256)
+            mem[a] = bytes(b)
+            a += n + r.choice([0, 8, 4096])
+        full = MemoryImage(mem, RAM_BASE, RAM)
+        lazy = LazyMemory(sparse(mem), RAM_BASE, RAM)
+        for addr in range(0x4040_0000 - 16, a + 16, 8):
+            assert full.read64(addr) == lazy.read64(addr)
+        assert sum(map(len, sparse(mem).values())) <= sum(map(len, mem.values()))
+
+
+def test_sparse_case_memory_is_small() -> None:
+    case = make_case(41, 3, knobs(), RAM)
+    full = case.scenario.build().memory
+    assert sum(map(len, case.setup.memory.values())) < sum(map(len, full.values()))
+    assert QEMU72_MAX.pa_range_bits == 52
+
+
+def test_durations() -> None:
+    assert parse_duration("90") == 90 and parse_duration("10m") == 600
+    assert parse_duration("1.5h") == 5400
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("ten minutes")

@@ -1,0 +1,117 @@
+"""The shrinker on synthetic failures: a fake comparison that calls a probe
+failing when the model answers it with a given fault (no QEMU)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fuzzcpu import QEMU72_MAX, knobs
+
+from xcheck.arch.fault import Fault
+from xcheck.fuzz.case import built, make_case, model_results, scenario_of
+from xcheck.fuzz.shrink import shrink
+from xcheck.fuzz.yamlout import Doc, dump
+from xcheck.scenario.loader import ScenarioError, parse_scenario
+
+RAM = 128 << 20
+
+
+class FakeCompare:
+    """Fails when some probe's model answer is a stage 1 ``fault`` on a
+    write (what a target that ignored that fault would show)."""
+
+    def __init__(self, fault: Fault, write_only: bool = True) -> None:
+        self.fault = fault
+        self.write_only = write_only
+        self.runs = 0
+
+    def __call__(self, doc: Doc) -> bool:
+        self.runs += 1
+        try:
+            setup = built(scenario_of(doc, "t"))
+        except ScenarioError:
+            return False
+        for p, m in zip(setup.probes, model_results(setup, QEMU72_MAX, RAM), strict=True):
+            if m.fault is not None and m.fault.statuscode is self.fault \
+                    and (p.op.is_write or not self.write_only):
+                return True
+        return False
+
+
+def hand_doc() -> Doc:
+    maps: list[dict[str, Any]] = [
+        {"va": 0x8000_0000 + 0x1000 * i, "pa": 0x4800_0000 + 0x1000 * i, "size": "4K",
+         "ap": "RW_ANY", "attr": i % 2} for i in range(6)]
+    maps[3]["ap"] = "RO_EL1"
+    maps.append({"va": 0x4000_0000, "pa": 0x4000_0000, "size": "2M", "ng": 1})
+    probes = [{"op": op, "va": m["va"] + off, "el": 1, "pan": 0}
+              for m in maps for op in ("S1E1R", "S1E1W", "S1E0R") for off in (0, 8)]
+    return {
+        "name": "t",
+        "regs": {"SCTLR_EL1": {"M": 1, "C": 1, "WXN": 1},
+                 "TCR_EL1": {"TG0": "4K", "T0SZ": 25, "EPD1": 1, "IPS": "40bit", "SH0": "ISH"},
+                 "MAIR_EL1": {"Attr0": 0xFF, "Attr1": 0x04}},
+        "tables": {"TTBR0_EL1": maps},
+        "probes": probes,
+    }
+
+
+def test_shrinks_a_permission_failure_to_one_probe_one_mapping() -> None:
+    doc = hand_doc()
+    fails = FakeCompare(Fault.PERMISSION)
+    assert fails(doc)
+    out = shrink(doc, fails)
+    assert out.complete
+    assert fails(out.doc)
+    assert len(out.doc["probes"]) == 1
+    assert out.doc["probes"][0]["op"] == "S1E1W"
+    assert out.doc["probes"][0]["el"] == 2  # simpler: no EL1 harness mapping needed
+    assert out.doc["tables"]["TTBR0_EL1"] == [{"va": 0x8000_3000, "pa": 0x4800_3000,
+                                               "size": "4K", "ap": "RO_EL1"}]
+    regs = out.doc["regs"]
+    assert "MAIR_EL1" not in regs
+    assert regs["SCTLR_EL1"] == {"M": 1}
+    assert set(regs["TCR_EL1"]) <= {"T0SZ", "TG0"}
+    parse_scenario(dump(out.doc), Path("t.yaml"))  # the result is a loadable file
+
+
+def test_the_input_document_is_not_changed() -> None:
+    doc = hand_doc()
+    before = dump(doc)
+    shrink(doc, FakeCompare(Fault.PERMISSION))
+    assert dump(doc) == before
+
+
+def test_a_run_budget_stops_shrinking_and_keeps_the_best_so_far() -> None:
+    doc = hand_doc()
+    fails = FakeCompare(Fault.PERMISSION)
+    out = shrink(doc, fails, max_runs=6)
+    assert not out.complete and out.runs == 6
+    assert fails(out.doc)
+    assert len(out.doc["probes"]) <= len(doc["probes"])
+
+
+def test_the_hint_is_tried_first() -> None:
+    doc = hand_doc()
+    hint = [i for i, p in enumerate(doc["probes"])
+            if p["op"] == "S1E1W" and p["va"] == 0x8000_3008]
+    fails = FakeCompare(Fault.PERMISSION)
+    out = shrink(doc, fails, hint=hint, max_runs=1)
+    assert out.doc["probes"] == [doc["probes"][hint[0]]]
+
+
+def test_shrinks_a_generated_case() -> None:
+    """A generated case with an Access flag fault shrinks to a few lines."""
+    for index in range(60):
+        case = make_case(31, index, knobs(), RAM)
+        fails = FakeCompare(Fault.ACCESS_FLAG, write_only=False)
+        if fails(case.doc):
+            break
+    else:
+        raise AssertionError("no generated case has an Access flag fault")
+    out = shrink(case.doc, fails, max_runs=600)
+    assert fails(out.doc)
+    assert len(out.doc["probes"]) == 1
+    assert sum(len(v) for v in out.doc.get("tables", {}).values()) <= 2
+    assert "memory" not in out.doc and "descriptors" not in out.doc
