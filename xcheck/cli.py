@@ -363,7 +363,7 @@ def bisect_step(
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
 @click.option("--memory", default="512M", show_default=True, help="Guest RAM.")
 @click.option("--resume", is_flag=True, help="Afterwards let the kernel run on and check it "
-              "still prints its panic (at the panic: boots with panic=1, so it restarts).")
+              "still prints its panic (at the panic: boots with panic=2, so it restarts).")
 @click.option("--export", "export_dir", type=click.Path(path_type=Path), metavar="DIR",
               help="Write each mismatch as a standalone scenario into DIR.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),

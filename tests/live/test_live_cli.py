@@ -42,10 +42,10 @@ def test_help_has_an_example() -> None:
 
 
 def test_resume_at_the_panic_makes_the_kernel_restart() -> None:
-    assert kernel_append(LiveOptions(append="quiet", resume=True)) == "quiet panic=1"
+    assert kernel_append(LiveOptions(append="quiet", resume=True)) == "quiet panic=2"
     assert kernel_append(LiveOptions(append="panic=5", resume=True)) == "panic=5"
     assert kernel_append(LiveOptions(append="quiet", resume=True, at_panic=False)) == \
-        "quiet panic=1"
+        "quiet panic=2"
     assert kernel_append(LiveOptions(append="quiet")) == "quiet"
 
 

@@ -58,6 +58,7 @@ def test_sweep_of_debian12_kernel(qemu_profile: Profile, bookworm_kernel: Path,
     with LiveVm(qemu_profile, bookworm_kernel, append=kernel_append(opts),
                 memory=opts.memory) as vm:
         vm.boot(timeout=80)
+        assert vm.console().count("Booting Linux") == 1, "halted in the first boot's panic"
         g = vm.gdb
         prep = prepare(vm, opts, ())
         assert prep.state.el == 2 and prep.state.e2h, "Debian's kernel runs at EL2 with VHE"
@@ -96,7 +97,7 @@ def test_sweep_of_debian12_kernel(qemu_profile: Profile, bookworm_kernel: Path,
                     next(o for o in outcomes if o.extra["why"] == "block-first"))
         path = tmp_path / "exported.yaml"
         path.write_text(scenario_text(sweep, pick, kernel="debian12", ram=opts.memory))
-        # Booted with panic=1: resumed, the kernel restarts and panics again.
+        # Booted with panic=2: resumed, the kernel restarts and panics again.
         assert prove_running(vm, opts).startswith("resumed")
 
     scenario = load_scenario(path)

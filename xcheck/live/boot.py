@@ -25,6 +25,8 @@ PANIC = "Kernel panic"
 """The console line every Linux panic starts with (kernel/panic.c)."""
 PANIC_END = "---[ end Kernel panic"
 """The line Linux prints once the panic is complete and it only waits."""
+REBOOTING = "Rebooting in "
+"""What Linux prints instead, before waiting, when booted with panic=N (N > 0)."""
 POLL = 0.02
 
 
@@ -137,12 +139,13 @@ class LiveVm:
             self.gdb.interrupt()
             self.running = False
 
-    def wait_for(self, text: str, timeout: float, *, after: int = 0) -> bool:
-        """Wait (running) until ``text`` appears on the console at or after
-        offset ``after``; False on timeout. Raises TargetError if QEMU dies."""
+    def wait_for(self, *texts: str, timeout: float, after: int = 0) -> bool:
+        """Wait (running) until one of ``texts`` appears on the console at or
+        after offset ``after``; False on timeout. Raises TargetError if QEMU dies."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if text in self.console()[after:]:
+            out = self.console()[after:]
+            if any(t in out for t in texts):
                 return True
             if not self.alive():
                 raise TargetError("QEMU exited while the kernel was running", self.stderr())
@@ -152,18 +155,19 @@ class LiveVm:
     def boot(self, *, at_panic: bool = True, after: float = 0.0, timeout: float = 120.0) -> None:
         """Start the kernel and halt it at its panic (or ``after`` seconds).
 
-        At a panic, waits for the end-of-panic line too, so that the kernel
-        is in its final wait loop, not printing, when it is halted."""
+        At a panic, waits for the end-of-panic line (or, with panic=N, the
+        announcement of the restart) too, so that the kernel is waiting, not
+        printing, when it is halted."""
         t0 = time.monotonic()
         self.resume()
         if at_panic:
-            if not self.wait_for(PANIC, timeout):
+            if not self.wait_for(PANIC, timeout=timeout):
                 tail = "\n".join(self.console().splitlines()[-5:])
                 self.halt()
                 raise TargetError(
                     f"the kernel did not panic within {timeout:g}s; console ends with:\n{tail}"
                 )
-            self.wait_for(PANIC_END, 5.0)
+            self.wait_for(PANIC_END, REBOOTING, timeout=5.0, after=self.console().find(PANIC))
         else:
             end = t0 + after
             while time.monotonic() < end:

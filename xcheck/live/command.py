@@ -37,9 +37,10 @@ from xcheck.report.terminal import TerminalReport
 from xcheck.target.errors import ProfileError, TargetError
 from xcheck.target.profile import Profile, load_profile, parse_size
 
-RESUME_PANIC = "panic=1"
+RESUME_PANIC = "panic=2"
 """Added to the command line for --resume: after a panic the kernel restarts
-one second later, boots again and panics again on the console."""
+two seconds later (the halt comes within them), boots again and panics again
+on the console."""
 
 
 @dataclass
@@ -129,7 +130,7 @@ def parse_ops(names: Sequence[str]) -> tuple[AtOp, ...]:
 
 
 def kernel_append(opts: LiveOptions) -> str:
-    """The kernel command line: with --resume, panic=1 is added (unless the
+    """The kernel command line: with --resume, panic=2 is added (unless the
     user chose a panic= of their own), so that a kernel halted at or after
     its panic restarts when resumed and prints its panic again."""
     if opts.resume and "panic=" not in opts.append:
@@ -203,11 +204,11 @@ def live_sweep(vm: LiveVm, opts: LiveOptions, name: str) -> tuple[LiveRun, Sweep
 def prove_running(vm: LiveVm, opts: LiveOptions) -> str:
     """Resume the kernel and wait for a panic printed after that point: the
     first one (halted earlier, with --after) or the one after its restart
-    (halted at the panic, booted with panic=1). Raises TargetError if none
+    (halted at the panic, booted with panic=2). Raises TargetError if none
     comes within the boot timeout."""
     mark = len(vm.console())
     vm.resume()
-    if vm.wait_for(PANIC, opts.boot_timeout, after=mark):
+    if vm.wait_for(PANIC, timeout=opts.boot_timeout, after=mark):
         vm.halt()
         again = " again, after restarting" if "Booting Linux" in vm.console()[mark:] else ""
         return f"resumed: the kernel ran on and printed its panic{again}"
