@@ -26,6 +26,7 @@ from xcheck.target.profile import Profile, load_profile
 
 HERE = Path(__file__).resolve().parent
 SCENARIO = HERE / "bisect" / "sh-mmu-off.yaml"
+ABORT_SCENARIO = HERE / "bisect" / "s2-permission-abort.yaml"
 PROBE = "sh-mmu-off::S1E1R va=0x4000_1000 el=2 pan=0"
 
 
@@ -108,7 +109,9 @@ def test_git_bisect_run_xcheck_run_names_the_commit_that_switched_to_qemu_72(
     assert f"# good: [{shas[3]}]" in log, log
 
 
-def fake_qemu_tree(src: Path, which: dict[int, str], fail_configure: int) -> list[str]:
+def fake_qemu_tree(
+    src: Path, which: dict[int, str], fail_configure: int | None = None
+) -> list[str]:
     """A stand-in for a QEMU source tree: `configure --target-list=
     aarch64-softmmu` writes a build.ninja (which re-runs configure when
     configure changes, as meson's does) whose qemu-system-aarch64 is a
@@ -139,9 +142,9 @@ EOF
         files = {"which-qemu": which[i] + "\n"} if i in which else {}
         if i == 0:
             files |= {"configure": configure, "mkwrapper.sh": mkwrapper}
-        if i == fail_configure:
+        if fail_configure is not None and i == fail_configure:
             files["configure"] = failing
-        elif i == fail_configure + 1:
+        elif fail_configure is not None and i == fail_configure + 1:
             files["configure"] = configure
         commits.append(files or {"notes": str(i)})
     return make_repo(src, commits)
@@ -177,6 +180,38 @@ def test_xcheck_bisect_builds_each_step_and_names_the_first_bad_commit(
     runs = (build / "configure-runs").read_text().splitlines()
     assert len(runs) == 1 and "--target-list=aarch64-softmmu" in runs[0]
     assert (build / "build.ninja").is_file() and (build / "xcheck-bisect.log").is_file()
+
+
+@pytest.mark.qemu
+def test_a_qemu_crash_on_a_probe_is_bad_or_skipped_with_crash_is_skip(
+    binaries: tuple[str, str], tmp_path: Path
+) -> None:
+    """QEMU 10.0.2 aborts on the probe of s2-permission-abort.yaml, 7.2.22 answers it."""
+    q10, q72 = binaries
+    src = tmp_path / "qemu"
+    shas = fake_qemu_tree(src, {0: q72, 2: q10, 4: q10})
+    # QEMU's abort is noticed when the batch times out: keep that short here
+    profile = tmp_path / "short.yaml"
+    profile.write_text("binary: qemu-system-aarch64\ntimeouts: {command: 3, batch: 3}\n")
+
+    def bisect(crash_is: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "xcheck.cli", "bisect", "--good", shas[0], "--bad",
+             shas[-1], "--qemu-src", str(src), "--crash-is", crash_is,
+             "--config", str(profile), str(ABORT_SCENARIO)],
+            capture_output=True, text=True, check=False, timeout=300,
+            env={**os.environ, "COLUMNS": "200"},
+        )
+
+    bad = bisect("bad")
+    assert bad.returncode == 0, bad.stdout + bad.stderr
+    assert f"first bad commit: {shas[2]}" in bad.stdout
+    assert "s2-permission-abort::S12E1W va=0x8020_0abc el=2 pan=0: target-error QEMU died " \
+        "(signal 6)" in bad.stdout
+    skip = bisect("skip")
+    assert skip.returncode == 1, skip.stdout + skip.stderr
+    assert "is skip (QEMU 10.0.2): QEMU crashed on 1 probe(s)" in skip.stdout
+    assert "inconclusive" in skip.stdout
 
 
 # -- no QEMU -------------------------------------------------------------------------------

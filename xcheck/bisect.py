@@ -372,6 +372,11 @@ def bisect(plan: Plan, console: Console) -> int:
             subprocess.run(plan.step_argv(record_dir), cwd=src, capture_output=True, check=False)
             rec = _record(record_dir, first) or {}
         _report(plan, first, rec, record_dir, console)
+        if rec.get("code") == SKIP:
+            console.print(f"[yellow]inconclusive:[/] {first[:12]} (--bad) cannot be tested "
+                          f"({rec.get('reason')}); the change is after the last good commit "
+                          "and no later than it")
+            return 1
         if rec.get("code") != BAD:
             console.print(f"[yellow]warning:[/] {first[:12]} did not fail when run again "
                           f"({rec.get('reason', 'no result')}): is --bad really bad?")
