@@ -25,15 +25,19 @@ from xcheck.live.command import (
     prove_running,
 )
 from xcheck.live.export import scenario_text
-from xcheck.live.inject import read_core
+from xcheck.live.inject import Injection, read_core
 from xcheck.outcome import Kind
 from xcheck.scenario.loader import load_scenario
+from xcheck.target import isa
+from xcheck.target.errors import TargetError
 from xcheck.target.guest import QemuTarget
 from xcheck.target.profile import Profile, with_overrides
 
 pytestmark = [pytest.mark.qemu, pytest.mark.slow]
 SAMPLES = 1200
 PAR_SH = 0b11 << 7
+UDF = 0x0000_0000
+"""UDF #0: permanently UNDEFINED (Arm ARM C6.2 UDF)."""
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +96,16 @@ def test_sweep_of_debian12_kernel(qemu_profile: Profile, bookworm_kernel: Path,
                 assert not _sh_fixed_in(vm.version), o.label
                 assert [f.name for f in o.fields] == ["SH"] and o.par_model is not None
                 assert o.par_model & PAR_SH == 0b10 << 7
+
+        # An exception taken by injected code stops at the kernel's vector and is
+        # reported; the exception registers are restored with everything else.
+        esr = g.read_reg("ESR_EL2")
+        with pytest.raises(TargetError, match=r"took an exception: .*EC=0x00"), \
+                Injection(g, sweep.code_va, [UDF, isa.b(0)], 4, el=2, vbar=prep.state.vbar,
+                          timeout=10) as inj:
+            inj.run({})
+        assert read_core(g) == core and g.read_reg("PAR_EL1") == par
+        assert g.read_reg("ESR_EL2") == esr
 
         pick = next((o for o in outcomes if o.kind is Kind.KNOWN),
                     next(o for o in outcomes if o.extra["why"] == "block-first"))

@@ -96,15 +96,18 @@ def resolve_kernel(opts: LiveOptions, console: Console) -> Path:
     return fetch_kernel(package, opts.suite)
 
 
-def debian_kernel(suite: str = "bookworm") -> Path:
-    """The suite's current arm64 kernel, fetched; without network, the newest
-    one already in the per-user cache (DebFetchError when there is none)."""
+def debian_kernel(suite: str = "bookworm", *, prefer_cache: bool = True) -> Path:
+    """An arm64 kernel of ``suite``: with ``prefer_cache``, the newest one
+    already in the per-user cache (bookworm's linux-image-6.1.0-*-arm64 only);
+    else, or when there is none, the suite's current one, fetched.
+    DebFetchError when neither is possible."""
+    entries = cache_root().glob("linux-image-6.1.0-*-arm64-*") if suite == "bookworm" else []
+    cached = sorted(p for e in entries if cached_versions(e) for p in e.glob("boot/vmlinuz-*"))
+    if cached and prefer_cache:
+        return cached[-1]
     try:
         return fetch_kernel(kernel_package(suite), suite)
     except DebFetchError:
-        pattern = "linux-image-*-arm64-*" if suite.startswith("bookworm") else "linux-*-arm64-*"
-        cached = sorted(p for e in cache_root().glob(pattern) if cached_versions(e)
-                        for p in [*e.glob("boot/vmlinuz-*"), *e.glob("usr/lib/modules/*/vmlinuz")])
         if cached:
             return cached[-1]
         raise
