@@ -7,6 +7,7 @@ optionally resume the kernel to show that it runs on.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
@@ -96,13 +97,19 @@ def resolve_kernel(opts: LiveOptions, console: Console) -> Path:
     return fetch_kernel(package, opts.suite)
 
 
+def _natural(p: Path) -> list[int | str]:
+    """Sort key: vmlinuz-6.1.0-9 before vmlinuz-6.1.0-50."""
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", p.name)]
+
+
 def debian_kernel(suite: str = "bookworm", *, prefer_cache: bool = True) -> Path:
     """An arm64 kernel of ``suite``: with ``prefer_cache``, the newest one
     already in the per-user cache (bookworm's linux-image-6.1.0-*-arm64 only);
     else, or when there is none, the suite's current one, fetched.
     DebFetchError when neither is possible."""
     entries = cache_root().glob("linux-image-6.1.0-*-arm64-*") if suite == "bookworm" else []
-    cached = sorted(p for e in entries if cached_versions(e) for p in e.glob("boot/vmlinuz-*"))
+    cached = sorted((p for e in entries if cached_versions(e) for p in e.glob("boot/vmlinuz-*")),
+                    key=_natural)
     if cached and prefer_cache:
         return cached[-1]
     try:
