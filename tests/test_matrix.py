@@ -138,3 +138,40 @@ def test_rows_differ_on_outcome_or_determined_par_bits_only() -> None:
     assert diff[0].differs() and diff[0].failing_on(["a", "b"]) == ["a"]
     missing = rows([("a", "1", [_out(Kind.MATCH, 1)]), ("b", "2", [])])
     assert missing[0].cells[1] is None and not missing[0].differs()
+
+
+def test_cli_repeated_options_make_a_matrix_and_one_stays_a_single_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from click.testing import CliRunner
+
+    import xcheck.commands
+    import xcheck.matrix
+    from xcheck.cli import main
+
+    calls: list[tuple[str, object, object]] = []
+    monkeypatch.setattr(xcheck.matrix, "run_matrix", lambda paths, **kw: calls.append(
+        ("matrix", kw["configs"], kw["qemus"])) or 0)
+    monkeypatch.setattr(xcheck.commands, "run_command", lambda paths, **kw: calls.append(
+        ("single", kw["config"], kw["qemu"])) or 0)
+    runner = CliRunner()
+    for args in (["--target", "tcg-max", "--target", "kvm-nested"],
+                 ["--config", "tcg-max", "--qemu", "a", "--qemu", "b"],
+                 ["--config", "qemu10"], ["--qemu", "a"], []):
+        assert runner.invoke(main, ["run", *args, str(SH)]).exit_code == 0
+    assert calls == [
+        ("matrix", ["tcg-max", "kvm-nested"], ()),
+        ("matrix", ["tcg-max"], ("a", "b")),
+        ("single", "qemu10", None),
+        ("single", None, "a"),
+        ("single", None, None),
+    ]
+
+
+def test_cli_matrix_with_an_unknown_profile_is_a_usage_error() -> None:
+    from click.testing import CliRunner
+
+    from xcheck.cli import main
+
+    res = CliRunner().invoke(main, ["run", "--target", "tcg-max", "--target", "nope", str(SH)])
+    assert res.exit_code == 2 and "no profile named 'nope'" in res.output
