@@ -74,6 +74,7 @@ def test_picks_include_every_edge_then_samples_up_to_the_budget() -> None:
     assert len(picks) == 200 == len({p.va for p in picks})
     vas = {p.va for p in picks}
     assert {VA_L1, VA_L1 + 2 * MB2 - 0x1000, VA_L1 + GB, VA_L1 + 2 * GB - 0x1000} <= vas
+    assert {VA_L1 + MB2 - 0x1000, VA_L1 + MB2} <= vas  # each block of a merged range
     assert VA_L1 + 3 * MB2 + 0x4000 in vas  # first page of a hole
     why = Counter(p.why for p in picks)
     assert why["tagged"] and why["non-canonical"] and why["out-of-range"] == 2

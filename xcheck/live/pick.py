@@ -1,7 +1,7 @@
 """Choose the VAs a live sweep checks.
 
 First the addresses where translation changes: the first and last page of
-every range (tables.ranges), the first, middle and last page of every hole,
+every range (tables.ranges) and of every block, the first, middle and last page of every hole,
 the first VA past each end of a VA range, and, for a few mapped pages, the
 same VA with a tag in bits [63:56] (TBI decides whether it translates:
 AArch64.AddrTop) and with one bit of [55:VA size] flipped (a non-canonical
@@ -48,6 +48,10 @@ def _structural(tmap: TableMap) -> tuple[list[Pick], list[Pick]]:
         edges.append(Pick(r.va, f"{kind}-first", where))
         if r.size > page:
             edges.append(Pick(r.end - page, f"{kind}-last", where))
+    for lf in tmap.leaves:
+        if lf.level < FINAL_LEVEL:
+            edges += [Pick(lf.va, "block-first", where),
+                      Pick(lf.va + lf.size - page, "block-last", where)]
     for start, end in holes(tmap, rs):
         edges.append(Pick(start, "hole-first", where))
         if end - start > page:
