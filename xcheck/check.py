@@ -15,6 +15,7 @@ from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage
 from xcheck.arch.par import describe_par, diff_par
+from xcheck.arch.walkparams import ImpDef
 from xcheck.machine import RAM_BASE, MachineSetup, Probe, ProbeResult, TargetException
 from xcheck.outcome import FieldDelta, Kind, Outcome
 from xcheck.requires import missing_features
@@ -31,26 +32,43 @@ EC_SYS_TRAP = 0x18
 """ESR_ELx.EC for a trapped MSR, MRS or System instruction."""
 
 
+OTHER_IMPDEF = ImpDef(fault_txsz_below_min=True, fault_txsz_above_max=True)
+"""The IMPLEMENTATION DEFINED choices opposite to the model's defaults."""
+
+
 def run_model(
     setup: MachineSetup, features: Features, ram_size: int
 ) -> list[AtResult]:
     """Translate every probe of ``setup`` in the model; the registers are
-    decoded once, then re-used with each probe's PSTATE (EL, PAN)."""
+    decoded once, then re-used with each probe's PSTATE (EL, PAN). Where an
+    IMPLEMENTATION DEFINED choice (walkparams.ImpDef) changes the decoded
+    registers, each result also carries the other choice's answer as an
+    alternative the architecture permits."""
     mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
-    decoded: ArchState | None = None
-    states: dict[tuple[int, bool], ArchState] = {}
+    if not setup.probes:
+        return []
+    first = setup.probes[0]
+    base = ArchState.from_sysregs(setup.sysregs, features, first.el, first.pan)
+    other: ArchState | None = ArchState.from_sysregs(
+        setup.sysregs, features, first.el, first.pan, impdef=OTHER_IMPDEF)
+    if other is not None and (other.el10, other.el2, other.el20, other.s2) == (
+            base.el10, base.el2, base.el20, base.s2):
+        other = None
+    states: dict[tuple[int, bool], tuple[ArchState, ArchState | None]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
         key = (probe.el, probe.pan)
-        state = states.get(key)
-        if state is None:
-            if decoded is None:
-                decoded = ArchState.from_sysregs(setup.sysregs, features, probe.el, probe.pan)
-                state = decoded
-            else:
-                state = decoded.with_pstate(probe.el, probe.pan)
-            states[key] = state
-        results.append(translate(probe.op, probe.va, state, mem))
+        pair = states.get(key)
+        if pair is None:
+            pair = (base.with_pstate(probe.el, probe.pan),
+                    other.with_pstate(probe.el, probe.pan) if other is not None else None)
+            states[key] = pair
+        res = translate(probe.op, probe.va, pair[0], mem)
+        if pair[1] is not None:
+            alt = translate(probe.op, probe.va, pair[1], mem)
+            if (alt.kind, alt.par & alt.mask) != (res.kind, res.par & res.mask):
+                res = replace(res, alternatives=(alt,))
+        results.append(res)
     return results
 
 
@@ -133,7 +151,14 @@ def compare(
     else:
         deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, model.par, model.mask))
         out = replace(out, par_target=got, par_model=model.par, mask=model.mask, fields=deltas)
-        if deltas:
+        permitted = [a for a in model.alternatives
+                     if a.kind == "par" and not diff_par(got, a.par, a.mask)]
+        if deltas and permitted:
+            alt = permitted[0]
+            why = "; ".join(n for _, n in alt.mask_notes if "IMPLEMENTATION DEFINED" in n)
+            out = replace(out, par_model=alt.par, mask=alt.mask, fields=(),
+                          detail=f"matches the other IMPLEMENTATION DEFINED choice: {why}"[:400])
+        elif deltas:
             known = [k for k in scenario.known if k.applies(probe, version)]
             if known:
                 out = replace(out, kind=Kind.KNOWN, detail=known[0].why)
@@ -204,12 +229,18 @@ def check_scenario(
 def target_failed(
     scenario: Scenario, err: TargetError, *, target: str, version: str
 ) -> list[Outcome]:
-    """Every probe of a scenario whose run the target could not finish."""
+    """Every probe of a scenario whose run the target could not finish: a
+    target error, or KNOWN where a `known` entry records that QEMU fails
+    there (a QEMU abort is a QEMU bug like any other)."""
     detail = str(err)
-    return [
-        replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
-        for p in scenario.probes
-    ]
+    out = []
+    for p in scenario.probes:
+        o = replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
+        known = [k for k in scenario.known if k.applies(p, version)]
+        if known:
+            o = replace(o, kind=Kind.KNOWN, detail=f"{known[0].why} (target error: {detail})")
+        out.append(o)
+    return out
 
 
 def invalid(path: Path, err: ScenarioError | str) -> Outcome:

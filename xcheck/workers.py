@@ -17,7 +17,7 @@ from types import FrameType
 from typing import Any
 
 from xcheck.check import check_scenario, target_failed
-from xcheck.outcome import Outcome
+from xcheck.outcome import Kind, Outcome
 from xcheck.scenario.loader import Scenario
 from xcheck.target.errors import QemuLaunchError, TargetError
 from xcheck.target.factory import Target, make_target
@@ -57,12 +57,35 @@ def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> It
             try:
                 yield check_scenario(target, s, mode=mode, target_name=wanted.kind)
             except TargetError as err:
-                yield target_failed(s, err, target=wanted.kind, version=target.version)
+                failed = target_failed(s, err, target=wanted.kind, version=target.version)
                 target.close()
                 target = None
+                yield _retry_unexplained(s, failed, wanted, mode)
     finally:
         if target is not None:
             target.close()
+
+
+def _retry_unexplained(
+    s: Scenario, failed: list[Outcome], profile: Profile, mode: str
+) -> list[Outcome]:
+    """After a target error that `known` entries explain for some probes (a
+    recorded QEMU abort), run the other probes once more on a fresh target,
+    so that probes which merely shared the crashed batch are still tested."""
+    known = {o.label for o in failed if o.kind is Kind.KNOWN}
+    rest = tuple(p for p in s.probes if p.label not in known)
+    if not known or not rest:
+        return failed
+    target = make_target(profile)
+    try:
+        target.start()
+        again = {o.label: o for o in check_scenario(target, s.with_probes(rest), mode=mode,
+                                                    target_name=profile.kind)}
+    except TargetError:
+        return failed
+    finally:
+        target.close()
+    return [again.get(o.label, o) for o in failed]
 
 
 def _terminate(signum: int, frame: FrameType | None) -> None:

@@ -324,3 +324,19 @@ def test_transient_attribute_bits_are_masked_in_the_result() -> None:
     assert attr_mask & 0x88 == 0x00  # bit 3 of each half: Transient (0b01RW) or not (0b11RW)
     assert attr_mask & 0x33 == 0x33  # the allocation hints stay compared
     assert any(bits >> 56 and "ransient" in why for bits, why in r.mask_notes)
+
+
+def test_min_txsz_is_12_with_ds_even_without_lva() -> None:
+    """AArch64.S1MinTxSZ: 12 when DS == 1 (FEAT_LPA2), or with FEAT_LVA and the
+    64KB granule; otherwise 16. FEAT_LVA is not needed for DS."""
+    from xcheck.arch.regime import HcrState, Regime
+    from xcheck.arch.walkparams import ImpDef, s1_regime_params
+
+    feats = dataclasses.replace(MAX, lpa2=True, lva=False, pa_range_bits=52)
+    tcr = 12 | (1 << 59) | (0b110 << 32) | (1 << 23)  # T0SZ=12, DS=1, IPS=52, EPD1
+    sysregs = regs(TCR_EL1=tcr, SCTLR_EL1=SCTLR_ON)
+    hcr = HcrState.decode(sysregs["HCR_EL2"], feats)
+    rp = s1_regime_params(Regime.EL10, sysregs, hcr, feats, ImpDef())
+    p = rp.params(0)
+    assert p.txsz == 12 and not p.txsz_fault
+    assert not [n for n in p.notes if "below the minimum" in n]

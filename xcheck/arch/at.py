@@ -98,6 +98,10 @@ class AtResult:
     fault: FaultRecord | None
     trace: tuple[TraceStep, ...]
     detail: str = ""
+    alternatives: tuple[AtResult, ...] = ()
+    """Other results the architecture permits, from IMPLEMENTATION DEFINED
+    choices (walkparams.ImpDef) that decided this AT; a target matching any
+    of them conforms."""
 
     def render(self) -> str:
         if self.kind == "par":

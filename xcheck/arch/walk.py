@@ -213,11 +213,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     sh = p.sh if ds else (desc >> 8) & 3
     mem_attrs = _s1_attrs(p.mair, (desc >> 2) & 7, sh)
     if not rp.sctlr_c and mem_attrs.attr >> 4:
-        # AArch64.S1TreatAsNormalNC: SCTLR_ELx.C == 0 makes stage 1 Normal memory
-        # Normal Non-cacheable for data accesses.
+        # AArch64.S1Translate: with the stage 1 data cache disabled
+        # (AArch64.S1DCacheEnabled, SCTLR_ELx.C == 0) Normal memory is Normal
+        # Non-cacheable for data accesses.
         mem_attrs = MemAttrs(attr=0x44, sh=0b10)
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
-                               "Non-cacheable", rule="AArch64.S1TreatAsNormalNC"))
+                               "Non-cacheable",
+                               rule="AArch64.S1Translate, AArch64.S1DCacheEnabled"))
     return Translated(oa, mem_attrs, level)
 
 

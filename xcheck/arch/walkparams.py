@@ -168,7 +168,8 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     hd = ha and features.hafdbs >= 2 and hd
     hpd = features.hpds >= 1 and hpd
     ds = features.lpa2 and g in (12, 14) and ds_bit
-    mintxsz = 12 if features.lva and (g == 16 or ds) else 16
+    # AArch64.S1MinTxSZ: 12 with FEAT_LVA and the 64KB granule, or with DS == 1
+    mintxsz = 12 if (features.lva and g == 16) or ds else 16
     maxtxsz = max_txsz(g, features)
     txsz_fault = False
     if txsz < mintxsz:

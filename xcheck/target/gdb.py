@@ -13,6 +13,7 @@ import os
 import selectors
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ class Gdb:
         self.console: list[str] = []
         self.stopped: list[Record] = []
         self.version = ""
+        self.watch: Callable[[], str] | None = None
+        """Called while waiting: a non-empty answer (why the other end is
+        gone, e.g. QEMU died) ends the wait at once with a TargetError."""
 
     # --- process -------------------------------------------------------
     def start(self) -> None:
@@ -101,9 +105,12 @@ class Gdb:
             left = deadline - time.monotonic()
             if left <= 0:
                 raise GdbTimeout("gdb gave no answer in time")
-            if not self._sel.select(min(left, 1.0)):
+            if not self._sel.select(min(left, 0.2)):
                 if self._proc.poll() is not None:
                     raise TargetError(f"gdb exited with status {self._proc.returncode}")
+                gone = self.watch() if self.watch is not None else ""
+                if gone:
+                    raise TargetError(gone)
                 continue
             chunk = self._proc.stdout.read(1 << 16)
             if not chunk:

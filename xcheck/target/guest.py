@@ -82,6 +82,7 @@ class QemuTarget:
             self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
             self._gdb.start()
             self.gdb_version = self._gdb.version
+            self._gdb.watch = self._qemu_gone
             self._gdb.connect(self._qemu.socket)
             self.phys_mode = self._gdb.packet("Qqemu.PhyMemMode:1") == "OK"
             if not self.phys_mode:
@@ -135,6 +136,15 @@ class QemuTarget:
             self._qemu.close()
             self._qemu = None
 
+    def _qemu_gone(self) -> str:
+        q = self._qemu
+        if q is None or q.alive():
+            return ""
+        status = q.exit_status()
+        if status is not None and status < 0:
+            return f"QEMU died (signal {-status})"
+        return f"QEMU exited with status {status}"
+
     def restart(self) -> None:
         self.close()
         self.start()
@@ -164,7 +174,7 @@ class QemuTarget:
     def _explain(self, err: TargetError) -> TargetError:
         """Add what QEMU did: its exit status and stderr when it died."""
         q = self._qemu
-        if q is not None and not q.alive():
+        if q is not None and not q.alive() and not str(err).startswith("QEMU "):
             status = q.exit_status()
             what = (
                 f"QEMU died (signal {-status})"

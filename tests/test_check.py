@@ -1,0 +1,68 @@
+"""The comparison: IMPLEMENTATION DEFINED alternatives, known target errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from xcheck.arch.features import Features
+from xcheck.arch.par import decode_par
+from xcheck.check import compare, run_model, target_failed
+from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.outcome import Kind
+from xcheck.scenario.loader import parse_scenario
+from xcheck.target.errors import TargetError
+
+ABOVE_MAX = """
+name: txsz-above-max
+about: T0SZ above the maximum is an IMPLEMENTATION DEFINED fault or clamp (AArch64.S1TxSZFaults)
+regs:
+  SCTLR_EL1: {M: 1, C: 1}
+  TCR_EL1: {TG0: 4K, T0SZ: 63, EPD1: 1, IPS: 40bit}
+  MAIR_EL1: {Attr0: 0xff}
+  TTBR0_EL1: 0x4100_0000
+memory:   # a level 3 table: entry 1 is a page (AF, RW at EL1, AttrIndx 0)
+  - {addr: 0x4100_0000, words: [0, 0x4800_1743]}
+probes:
+  - {op: S1E1R, va: 0x1000, el: 2}
+"""
+
+
+def test_impdef_txsz_gives_the_other_choice_as_an_alternative() -> None:
+    s = parse_scenario(ABOVE_MAX, Path("x.yaml"))
+    setup = s.build()
+    (res,) = run_model(setup, Features(ttst=True), 128 << 20)  # FEAT_TTST: max TxSZ 48
+    assert res.kind == "par"
+    assert len(res.alternatives) == 1
+    kinds = {decode_par(res.par)["F"], decode_par(res.alternatives[0].par)["F"]}
+    assert kinds == {0, 1}  # one choice clamps (and walks), the other faults at level 0
+    fault = res if decode_par(res.par)["F"] else res.alternatives[0]
+    assert decode_par(fault.par)["FST"] == 0b000100  # translation fault, level 0
+    # A target reporting either answer conforms.
+    for got in (res.par, res.alternatives[0].par):
+        out = compare(s, setup.probes[0], got, res, target="qemu", version="1.0")
+        assert out.kind is Kind.MATCH
+
+
+def test_no_alternative_where_no_impdef_choice_decides() -> None:
+    setup = MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, RAM_BASE, 2),))
+    (res,) = run_model(setup, Features(), 128 << 20)
+    assert res.alternatives == ()
+
+
+KNOWN_CRASH = """
+name: crash
+about: a QEMU abort recorded as known for one probe
+probes:
+  - {op: [S1E1R, S1E1W], va: 0x4000_0000, el: 2}
+known:
+  - {op: S1E1W, qemu: ">=9.2", why: "QEMU aborts here"}
+"""
+
+
+def test_a_known_crash_is_known_and_the_rest_target_errors() -> None:
+    s = parse_scenario(KNOWN_CRASH, Path("c.yaml"))
+    out = target_failed(s, TargetError("QEMU died (signal 6)"), target="qemu", version="10.0.2")
+    assert [o.kind for o in out] == [Kind.TARGET_ERROR, Kind.KNOWN]
+    assert "QEMU aborts here" in out[1].detail and "signal 6" in out[1].detail
+    old = target_failed(s, TargetError("QEMU died"), target="qemu", version="7.2.22")
+    assert [o.kind for o in old] == [Kind.TARGET_ERROR, Kind.TARGET_ERROR]
