@@ -139,6 +139,7 @@ def compare(
                 detail=f"target: {got.describe()}; model: {want}",
                 trace=model.render(),
             )
+            out = _known(scenario, probe, version, out)
     elif model.kind != "par":
         out = replace(
             out,
@@ -148,6 +149,7 @@ def compare(
             f"target returned PAR {describe_par(got)}",
             trace=model.render(),
         )
+        out = _known(scenario, probe, version, out)
     else:
         deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, model.par, model.mask))
         out = replace(out, par_target=got, par_model=model.par, mask=model.mask, fields=deltas)
@@ -159,16 +161,23 @@ def compare(
             out = replace(out, par_model=alt.par, mask=alt.mask, fields=(),
                           detail=f"matches the other IMPLEMENTATION DEFINED choice: {why}"[:400])
         elif deltas:
-            known = [k for k in scenario.known if k.applies(probe, version)]
-            if known:
-                out = replace(out, kind=Kind.KNOWN, detail=known[0].why)
-            else:
-                out = replace(out, kind=Kind.MISMATCH, trace=model.render())
+            out = _known(scenario, probe, version,
+                         replace(out, kind=Kind.MISMATCH, trace=model.render()))
     if failed and out.kind in (Kind.MATCH, Kind.KNOWN):
         out = replace(out, kind=Kind.EXPECT_FAILED, detail=failed, trace=model.render())
     elif failed:
         out = replace(out, detail=f"{out.detail}; also {failed}")
     return out
+
+
+def _known(scenario: Scenario, probe: Probe, version: str, out: Outcome) -> Outcome:
+    """A mismatch that a `known` entry records for this QEMU version is KNOWN
+    (with the entry's reason; the mismatch detail stays in the trace)."""
+    known = [k for k in scenario.known if k.applies(probe, version)]
+    if not known:
+        return out
+    return replace(out, kind=Kind.KNOWN, detail=f"{known[0].why} ({out.detail})" if out.detail
+                   else known[0].why)
 
 
 def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> str:

@@ -340,3 +340,22 @@ def test_min_txsz_is_12_with_ds_even_without_lva() -> None:
     p = rp.params(0)
     assert p.txsz == 12 and not p.txsz_fault
     assert not [n for n in p.notes if "below the minimum" in n]
+
+
+def test_sctlr_c_off_reports_nc_or_the_descriptor_attributes() -> None:
+    """AArch64.S1Translate: with SCTLR_EL1.C == 0 a data access to Normal
+    memory is Normal Non-cacheable: PAR.ATTR 0x44, SH 0b10 (D24.2 PAR_EL1.SH).
+    D24.2 PAR_EL1.ATTR also permits the value the descriptor gives (MAIR
+    0xFF with the descriptor's SH): the result carries it as an alternative."""
+    t = Tables()
+    t.map(VA, PA)  # LEAF: AttrIndx 0, SH Inner Shareable
+    sysregs = el1(t)
+    sysregs["SCTLR_EL1"] = SCTLR_ON & ~(1 << 2)
+    r = at(AtOp.S1E1R, VA, sysregs, t.image())
+    f = decode_par(r.par)
+    assert (f["ATTR"], f["SH"]) == (0x44, 0b10)
+    (alt,) = r.alternatives
+    g = decode_par(alt.par)
+    assert (g["ATTR"], g["SH"], g["PA"]) == (0xFF, 0b11, f["PA"])
+    on = at(AtOp.S1E1R, VA, el1(t), t.image())
+    assert on.alternatives == ()

@@ -131,7 +131,13 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
     out = s1_translate(rp, va, acc, s2_walks, mem, trace)
     if isinstance(out, Translated) and r.stage12:
-        out = s2_translate(state.s2, out.address, out.attrs, r.write, False, mem, trace)
+        s1 = out
+        out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace)
+        if isinstance(out, Translated) and s1.descriptor_attrs is not None:
+            s2_plain = s2_translate(state.s2, s1.address, s1.descriptor_attrs, r.write,
+                                    False, mem, [])
+            if isinstance(s2_plain, Translated):
+                out = replace(out, descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
     if s2_walks or r.stage12:
         notes += [(0, n) for n in state.s2.notes]
@@ -153,5 +159,19 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     attr_mask, attr_notes = attrs.par_attr_mask(reported)
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
-    return AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
-                    tuple(trace))
+    result = AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
+                      tuple(trace))
+    if out.descriptor_attrs is not None:
+        # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
+        # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.
+        plain = attrs.par_attrs(out.descriptor_attrs)
+        plain_mask, _ = attrs.par_attr_mask(plain)
+        why = ("PAR_EL1.ATTR may report the descriptor's attributes instead of the "
+               "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
+               "attribute ... instead of the value that appears in the translation table "
+               "descriptor\"); an IMPLEMENTATION DEFINED choice")
+        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh),
+                      mask=SUCCESS_MASK & plain_mask,
+                      mask_notes=(*result.mask_notes, (0, why)))
+        result = replace(result, alternatives=(alt,))
+    return result

@@ -41,6 +41,11 @@ class Translated:
     address: int
     attrs: MemAttrs
     level: int
+    descriptor_attrs: MemAttrs | None = None
+    """The attributes as the descriptor and MAIR give them, when a
+    configuration bit (SCTLR_ELx.C) changed them: D24.2 PAR_EL1.ATTR "can be
+    the resulting attribute ... instead of the value that appears in the
+    translation table descriptor", so PAR may report either."""
 
 
 @lru_cache(maxsize=8192)
@@ -212,7 +217,9 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         return _s1_fault(Fault.PERMISSION, level, acc, denied, trace)
     sh = p.sh if ds else (desc >> 8) & 3
     mem_attrs = _s1_attrs(p.mair, (desc >> 2) & 7, sh)
+    descriptor_attrs = None
     if not rp.sctlr_c and mem_attrs.attr >> 4:
+        descriptor_attrs = mem_attrs
         # AArch64.S1Translate: with the stage 1 data cache disabled
         # (AArch64.S1DCacheEnabled, SCTLR_ELx.C == 0) Normal memory is Normal
         # Non-cacheable for data accesses.
@@ -220,7 +227,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
                                "Non-cacheable",
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled"))
-    return Translated(oa, mem_attrs, level)
+    return Translated(oa, mem_attrs, level, descriptor_attrs)
 
 
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
