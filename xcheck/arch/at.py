@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Literal
 
 from xcheck.arch import attrs, perms
@@ -119,6 +120,15 @@ def _not_executed(kind: AtKind, why: str, trace: list[TraceStep],
     return AtResult(kind, 0, 0, (), fault, tuple(trace), why)
 
 
+@lru_cache(maxsize=1024)
+def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[str, ...]]:
+    """PAR_EL1.{ATTR, SH} for final attributes and the bits they leave open
+    (attrs.par_attrs, attrs.par_attr_mask), memoized: few distinct inputs."""
+    reported = attrs.par_attrs(final)
+    mask, notes = attrs.par_attr_mask(reported)
+    return reported, mask, notes
+
+
 def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan."""
     trace: list[TraceStep] = []
@@ -152,11 +162,10 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  "(AArch64.AT)", trace, out)
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
-    reported = attrs.par_attrs(out.attrs)
+    reported, attr_mask, attr_notes = _par_attrs(out.attrs)
     par = encode_success(out.address, reported.attr, reported.sh)
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR"))
-    attr_mask, attr_notes = attrs.par_attr_mask(reported)
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
     result = AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
@@ -164,8 +173,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
         # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.
-        plain = attrs.par_attrs(out.descriptor_attrs)
-        plain_mask, _ = attrs.par_attr_mask(plain)
+        plain, plain_mask, _ = _par_attrs(out.descriptor_attrs)
         why = ("PAR_EL1.ATTR may report the descriptor's attributes instead of the "
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "

@@ -8,6 +8,7 @@ reported result).
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -24,30 +25,59 @@ class MemoryImage:
     """A MachineSetup memory image over RAM [ram_base, ram_base + ram_size).
 
     RAM that no block covers reads as zero; an address outside RAM has no
-    memory (a walk there is an External abort)."""
+    memory (a walk there is an External abort). The blocks are kept as they
+    are (sorted); a word is read where it is asked for."""
 
-    __slots__ = ("_end", "_ram_base", "_words")
+    __slots__ = ("_blocks", "_cache", "_end", "_ram_base", "_starts")
 
     def __init__(self, memory: Mapping[int, bytes], ram_base: int, ram_size: int) -> None:
         self._ram_base = ram_base
         self._end = ram_base + ram_size
-        words: dict[int, int] = {}
+        blocks: list[tuple[int, bytes]] = []
         for addr, data in chunks(memory):
-            first = addr & ~7
-            last = (addr + len(data) + 7) & ~7
-            for w in range(first, last, 8):
-                cur = bytearray(words.get(w, 0).to_bytes(8, "little"))
-                lo = max(w, addr)
-                hi = min(w + 8, addr + len(data))
-                cur[lo - w:hi - w] = data[lo - addr:hi - addr]
-                words[w] = int.from_bytes(cur, "little")
-        self._words = words
+            if blocks and addr < blocks[-1][0] + len(blocks[-1][1]):
+                # overlapping blocks: the later one wins where they overlap
+                prev_addr, prev = blocks[-1]
+                merged = bytearray(prev)
+                end = addr + len(data) - prev_addr
+                if end > len(merged):
+                    merged.extend(bytes(end - len(merged)))
+                merged[addr - prev_addr:end] = data
+                blocks[-1] = (prev_addr, bytes(merged))
+            else:
+                blocks.append((addr, bytes(data)))
+        self._blocks = blocks
+        self._starts = [a for a, _ in blocks]
+        self._cache: dict[int, int | None] = {}
+
+    def _byte_range(self, pa: int, size: int) -> bytes:
+        """``size`` bytes from ``pa``, zeros where no block covers them."""
+        out = bytearray(size)
+        i = max(bisect_right(self._starts, pa) - 1, 0)
+        while i < len(self._blocks):
+            addr, data = self._blocks[i]
+            if addr >= pa + size:
+                break
+            lo, hi = max(addr, pa), min(addr + len(data), pa + size)
+            if lo < hi:
+                out[lo - pa:hi - pa] = data[lo - addr:hi - addr]
+            i += 1
+        return bytes(out)
 
     def read64(self, pa: int) -> int | None:
+        try:
+            return self._cache[pa]
+        except KeyError:
+            value = self._cache[pa] = self._read64(pa)
+            return value
+
+    def _read64(self, pa: int) -> int | None:
         if pa < self._ram_base or pa + 8 > self._end:
             return None
-        if pa & 7:
-            lo = self._words.get(pa & ~7, 0) >> ((pa & 7) * 8)
-            hi = self._words.get((pa & ~7) + 8, 0) << ((8 - (pa & 7)) * 8)
-            return (lo | hi) & 0xFFFF_FFFF_FFFF_FFFF
-        return self._words.get(pa, 0)
+        i = bisect_right(self._starts, pa) - 1
+        if i >= 0:
+            addr, data = self._blocks[i]
+            off = pa - addr
+            if off + 8 <= len(data):
+                return int.from_bytes(data[off:off + 8], "little")
+        return int.from_bytes(self._byte_range(pa, 8), "little")

@@ -12,7 +12,7 @@ reads PAR_EL1 through the stub.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from xcheck.machine import (
@@ -29,6 +29,7 @@ from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
 from xcheck.target.qemu import QemuProcess, qemu_version
+from xcheck.target.shadow import Shadow
 
 ID_REGISTERS = (
     "ID_AA64MMFR0_EL1",
@@ -40,6 +41,15 @@ ID_REGISTERS = (
     "MIDR_EL1",
 )
 SCTLR_M = 1
+
+
+def _updates_descriptors(sysregs: Mapping[str, int]) -> bool:
+    """Hardware Access flag / dirty state management is enabled somewhere
+    (TCR_EL1.HA bit 39, TCR_EL2.HA bit 39 with E2H or bit 21 without,
+    VTCR_EL2.HA bit 21): an emulator may then write descriptors during an AT
+    (QEMU up to 10.0 does), so what xcheck wrote can no longer be trusted."""
+    return bool(sysregs.get("TCR_EL1", 0) >> 39 & 1 or sysregs.get("TCR_EL2", 0) >> 39 & 1
+                or sysregs.get("TCR_EL2", 0) >> 21 & 1 or sysregs.get("VTCR_EL2", 0) >> 21 & 1)
 
 
 class QemuTarget:
@@ -55,8 +65,9 @@ class QemuTarget:
         self.phys_mode = False
         self._qemu: QemuProcess | None = None
         self._gdb: Gdb | None = None
-        self._written: list[tuple[int, int]] = []
+        self._shadow = Shadow()
         self._el2_base = HARNESS_PA
+        self._id_program: dict[int, bytes] = {}
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -105,7 +116,7 @@ class QemuTarget:
             stderr = self._qemu.stderr() if self._qemu else ""
             self.close()
             raise QemuLaunchError(f"could not attach gdb to QEMU: {err}", stderr) from None
-        self._written = []
+        self._shadow.forget(self._id_program)
         self._el2_base = HARNESS_PA
 
     def _read_id_regs(self) -> dict[str, int]:
@@ -118,7 +129,9 @@ class QemuTarget:
             code += [isa.mrs(1, name), isa.str_imm(1, 2, 8 * k)]
         end = HARNESS_PA + 4 * len(code)
         code.append(isa.b(0))
-        g.write_memory(HARNESS_PA, b"".join(w.to_bytes(4, "little") for w in code))
+        blob = b"".join(w.to_bytes(4, "little") for w in code)
+        g.write_memory(HARNESS_PA, blob)
+        self._id_program = {HARNESS_PA: blob}
         g.write_reg("pc", HARNESS_PA)
         self._continue_to(end, self.profile.timeouts.command)
         raw = g.read_memory(HARNESS_DATA_PA, 8 * len(ID_REGISTERS))
@@ -202,14 +215,12 @@ class QemuTarget:
 
     def _load(self, setup: MachineSetup, program: harness.Program) -> None:
         g = self.gdb
-        for addr, size in self._written:
-            g.write_memory(addr, bytes(size))
-        blocks = chunks(setup.memory)
-        for addr, data in blocks:
+        image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
+        for addr, data in self._shadow.update(image):
             g.write_memory(addr, data)
-        self._written = [(a, len(d)) for a, d in blocks]
-        g.write_memory(HARNESS_PA, program.code)
         g.write_memory(HARNESS_DATA_PA, program.initial_data())
+        if _updates_descriptors(setup.sysregs):
+            self._shadow.distrust()
 
     def _continue_to(self, addr: int, timeout: float) -> int:
         """Continue until the PC reaches ``addr``; the PC where it stopped."""

@@ -1,0 +1,69 @@
+"""What xcheck last wrote into guest RAM, to write only what changes.
+
+Writing through the GDB stub costs about a microsecond a byte, and a setup's
+tables are mostly zeros that the previous setup's tables also were: the
+shadow keeps, per 4 KiB page, the bytes the guest holds (RAM xcheck never
+wrote reads as zero: QEMU's RAM starts zeroed), and :meth:`Shadow.update`
+returns the byte runs that differ from a new image.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+PAGE = 0x1000
+BLOCK = 64
+"""Comparison granule: a run is written whole from its first to its last
+differing 64-byte block."""
+ZERO = bytes(PAGE)
+
+
+def pages(memory: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
+    """A memory image as full pages (zero where nothing is given)."""
+    out: dict[int, bytearray] = {}
+    for addr, data in memory:
+        pos, end = addr, addr + len(data)
+        while pos < end:
+            page = pos & ~(PAGE - 1)
+            n = min(page + PAGE, end) - pos
+            buf = out.setdefault(page, bytearray(PAGE))
+            buf[pos - page : pos - page + n] = data[pos - addr : pos - addr + n]
+            pos += n
+    return {p: bytes(b) for p, b in out.items()}
+
+
+class Shadow:
+    """The guest's RAM as xcheck last wrote it, page by page."""
+
+    def __init__(self) -> None:
+        self._pages: dict[int, bytes] = {}
+
+    def forget(self, memory: Mapping[int, bytes] | None = None) -> None:
+        """After a restart: RAM is zero but for ``memory``."""
+        self._pages = {p: b for p, b in pages((memory or {}).items()).items() if b != ZERO}
+
+    def distrust(self) -> None:
+        """The guest may have changed what we wrote (e.g. an emulator that
+        updates descriptors during AT): next time rewrite every page we wrote."""
+        self._pages = {p: b"\xff" * PAGE for p in self._pages}
+
+    def update(self, memory: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+        """Make ``memory`` the guest's content (other pages we wrote become
+        zero); return the (address, bytes) runs to write, merged."""
+        want = pages(memory)
+        runs: list[tuple[int, bytes]] = []
+        for page in sorted(set(want) | set(self._pages)):
+            new = want.get(page, ZERO)
+            old = self._pages.get(page, ZERO)
+            if new == old:
+                continue
+            for off in range(0, PAGE, BLOCK):
+                if new[off : off + BLOCK] == old[off : off + BLOCK]:
+                    continue
+                addr = page + off
+                if runs and runs[-1][0] + len(runs[-1][1]) == addr:
+                    runs[-1] = (runs[-1][0], runs[-1][1] + new[off : off + BLOCK])
+                else:
+                    runs.append((addr, new[off : off + BLOCK]))
+        self._pages = {p: b for p, b in want.items() if b != ZERO}
+        return runs
