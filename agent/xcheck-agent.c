@@ -16,7 +16,9 @@
  * Answer:  RESULT <id> ok <stats> | RESULT <id> error <reason>
  *          OUT <offset> <value>  (stores the program made to the exit page)
  *          DATA <addr> <hex>     (the READ ranges)
+ *          KLOG <level> <text>   (kernel warnings and worse logged meanwhile)
  *          END <id>
+ * Outside a job: PING -> PONG; a line that is not a command -> ERROR <why>.
  *
  * The program ends by a store to EXIT_PA (+0: done, value = status) or reports
  * an exception by storing ESR/ELR/FAR/SPSR to EXIT_PA+0x10..0x28 and then the
@@ -40,6 +42,7 @@
 #include <sys/klog.h>
 #include <sys/mman.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <sys/utsname.h>
@@ -290,6 +293,48 @@ static int in_ram(uint64_t addr, uint64_t len)
 	return addr >= RAM_BASE && len <= RAM_SIZE && addr - RAM_BASE <= RAM_SIZE - len;
 }
 
+/* ---- VMs: a new one per job, never destroyed ------------------------------- */
+
+/* Destroying a VM with a nested vCPU and a vGIC costs seconds of CPU under TCG
+ * (measured: about 3 s in the kernel, not preemptible enough to leave the console
+ * alone meanwhile), and a vCPU reset by KVM_ARM_VCPU_INIT after a run is not
+ * reliable with NV. So each job gets a new VM, and after the answer its RAM is
+ * unmapped (KVM drops it from every stage 2) and its file descriptors are kept:
+ * a VM that never runs again costs some kernel memory and no CPU. The host
+ * restarts the guest when the answer's vms= or mem_kb= say it is full. */
+#define MAX_VMS 1000
+
+struct vmctx {
+	int vm, vcpu, gic;
+	volatile struct kvm_run *run;
+	size_t run_size;
+};
+
+static int vms_alive;
+
+static void vm_retire(struct vmctx *v)
+{
+	if (v->run != MAP_FAILED)
+		munmap((void *)v->run, v->run_size);
+	if (v->vm >= 0)
+		vms_alive++; /* its descriptors stay open: the VM lives on, idle */
+}
+
+static long mem_available_kb(void)
+{
+	char buf[4096];
+	int fd = open("/proc/meminfo", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t n = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (n <= 0)
+		return -1;
+	buf[n] = '\0';
+	char *m = strstr(buf, "MemAvailable:");
+	return m ? strtol(m + strlen("MemAvailable:"), NULL, 10) : -1;
+}
+
 static void job_close(void)
 {
 	if (job.ram)
@@ -307,13 +352,15 @@ static void job_open(const char *id, const char *mode)
 	else if (strcmp(mode, "nvhe") == 0)
 		job.nvhe = 1;
 	else
-		job_fail("bad-mode %.40s", mode);
+		job_fail("bad mode %.40s (vhe or nvhe)", mode);
 	void *p = mmap(NULL, RAM_SIZE, PROT_READ | PROT_WRITE,
 		       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
-	if (p == MAP_FAILED)
+	if (p == MAP_FAILED) {
 		job_fail("no-memory errno=%d", errno);
-	else
-		job.ram = p;
+		return;
+	}
+	madvise(p, RAM_SIZE, MADV_NOHUGEPAGE); /* a kept VM holds only the pages it used */
+	job.ram = p;
 }
 
 static void cmd_mem(char **w, int n)
@@ -435,7 +482,7 @@ struct outcome {
 	uint8_t written[EXIT_SIZE / 8];
 	unsigned long mmio_exits;
 	uint64_t status;
-	long create_us, run_us, destroy_us;
+	long create_us, run_us;
 };
 
 static long now_us(void)
@@ -474,6 +521,7 @@ static void run_vcpu(int vcpu, volatile struct kvm_run *run, unsigned long timeo
 		     struct outcome *o)
 {
 	timed_out = 0;
+	run->immediate_exit = 0;
 	current_run = run;
 	set_timer(timeout_ms);
 	long t0 = now_us();
@@ -532,81 +580,155 @@ static void run_vcpu(int vcpu, volatile struct kvm_run *run, unsigned long timeo
 	current_run = NULL;
 }
 
-/* Create the VM, load the job, run it; errors go to o->error. */
-static void run_job(unsigned long timeout_ms, struct outcome *o)
-{
-	int vm = -1, vcpu = -1, gic = -1;
-	volatile struct kvm_run *run = MAP_FAILED;
-	size_t run_size = 0;
 #define FAIL(...)                                                   \
 	do {                                                        \
 		snprintf(o->error, sizeof(o->error), __VA_ARGS__);  \
-		goto done;                                          \
+		return -1;                                          \
 	} while (0)
 
-	long t0 = now_us();
+/* A new VM with one vCPU at EL2 (E2H0 for nVHE) and a vGICv3, RAM job.ram. */
+static int vm_create(struct vmctx *v, struct outcome *o)
+{
+	struct kvm_vcpu_init init;
 	if (kvm_fd < 0)
 		FAIL("no /dev/kvm");
-	vm = ioctl(kvm_fd, KVM_CREATE_VM, 0);
-	if (vm < 0)
+	v->vm = ioctl(kvm_fd, KVM_CREATE_VM, 0);
+	if (v->vm < 0)
 		FAIL("kvm KVM_CREATE_VM errno=%d", errno);
 	struct kvm_userspace_memory_region mem = {
 		.slot = 0, .guest_phys_addr = RAM_BASE, .memory_size = RAM_SIZE,
 		.userspace_addr = (uint64_t)(uintptr_t)job.ram};
-	if (ioctl(vm, KVM_SET_USER_MEMORY_REGION, &mem) < 0)
+	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &mem) < 0)
 		FAIL("kvm KVM_SET_USER_MEMORY_REGION errno=%d", errno);
 	struct kvm_create_device cd = {.type = KVM_DEV_TYPE_ARM_VGIC_V3};
-	if (ioctl(vm, KVM_CREATE_DEVICE, &cd) < 0)
+	if (ioctl(v->vm, KVM_CREATE_DEVICE, &cd) < 0)
 		FAIL("kvm vGICv3 KVM_CREATE_DEVICE errno=%d", errno);
-	gic = (int)cd.fd;
+	v->gic = (int)cd.fd;
 	uint64_t gicd = GICD_PA, gicr = GICR_PA;
-	if (set_attr(gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, &gicd) < 0 ||
-	    set_attr(gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, &gicr) < 0)
+	if (set_attr(v->gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_DIST, &gicd) < 0 ||
+	    set_attr(v->gic, KVM_DEV_ARM_VGIC_GRP_ADDR, KVM_VGIC_V3_ADDR_TYPE_REDIST, &gicr) < 0)
 		FAIL("kvm vGICv3 addresses errno=%d", errno);
-	vcpu = ioctl(vm, KVM_CREATE_VCPU, 0);
-	if (vcpu < 0)
+	v->vcpu = ioctl(v->vm, KVM_CREATE_VCPU, 0);
+	if (v->vcpu < 0)
 		FAIL("kvm KVM_CREATE_VCPU errno=%d", errno);
 	int sz = ioctl(kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
 	if (sz <= 0)
 		FAIL("kvm KVM_GET_VCPU_MMAP_SIZE errno=%d", errno);
-	run_size = (size_t)sz;
-	run = mmap(NULL, run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vcpu, 0);
-	if (run == MAP_FAILED)
+	v->run_size = (size_t)sz;
+	v->run = mmap(NULL, v->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, v->vcpu, 0);
+	if (v->run == MAP_FAILED)
 		FAIL("mmap of kvm_run errno=%d", errno);
-	struct kvm_vcpu_init init;
 	memset(&init, 0, sizeof(init));
-	if (ioctl(vm, KVM_ARM_PREFERRED_TARGET, &init) < 0)
+	if (ioctl(v->vm, KVM_ARM_PREFERRED_TARGET, &init) < 0)
 		FAIL("kvm KVM_ARM_PREFERRED_TARGET errno=%d", errno);
 	init.features[0] |= 1U << KVM_ARM_VCPU_HAS_EL2;
 	if (job.nvhe)
 		init.features[0] |= 1U << KVM_ARM_VCPU_HAS_EL2_E2H0;
-	if (ioctl(vcpu, KVM_ARM_VCPU_INIT, &init) < 0)
+	if (ioctl(v->vcpu, KVM_ARM_VCPU_INIT, &init) < 0)
 		FAIL("kvm KVM_ARM_VCPU_INIT (%s) errno=%d", job.nvhe ? "nvhe" : "vhe", errno);
-	if (set_attr(gic, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
+	if (set_attr(v->gic, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
 		FAIL("kvm vGICv3 init errno=%d", errno);
-	if (set_core(vcpu, offsetof(struct kvm_regs, regs.pstate), PSTATE_EL2H_MASKED) < 0 ||
-	    set_core(vcpu, offsetof(struct kvm_regs, regs.pc), job.entry) < 0)
+	return 0;
+}
+
+/* PC, PSTATE (EL2h, DAIF masked) and the job's registers. */
+static int vcpu_load(struct vmctx *v, struct outcome *o)
+{
+	if (set_core(v->vcpu, offsetof(struct kvm_regs, regs.pstate), PSTATE_EL2H_MASKED) < 0 ||
+	    set_core(v->vcpu, offsetof(struct kvm_regs, regs.pc), job.entry) < 0)
 		FAIL("kvm KVM_SET_ONE_REG pc/pstate errno=%d", errno);
 	for (int i = 0; i < 31; i++)
 		if ((job.xset & (1U << i)) &&
-		    set_core(vcpu, offsetof(struct kvm_regs, regs.regs[i]), job.xregs[i]) < 0)
+		    set_core(v->vcpu, offsetof(struct kvm_regs, regs.regs[i]), job.xregs[i]) < 0)
 			FAIL("kvm KVM_SET_ONE_REG x%d errno=%d", i, errno);
-	if (job.has_sp_el1 && set_core(vcpu, offsetof(struct kvm_regs, sp_el1), job.sp_el1) < 0)
+	if (job.has_sp_el1 && set_core(v->vcpu, offsetof(struct kvm_regs, sp_el1), job.sp_el1) < 0)
 		FAIL("kvm KVM_SET_ONE_REG sp_el1 errno=%d", errno);
-	o->create_us = now_us() - t0;
-	run_vcpu(vcpu, run, timeout_ms, o);
-	t0 = now_us();
-done:
-	if (run != MAP_FAILED)
-		munmap((void *)run, run_size);
-	if (vcpu >= 0)
-		close(vcpu);
-	if (gic >= 0)
-		close(gic);
-	if (vm >= 0)
-		close(vm);
-	o->destroy_us = now_us() - t0;
+	return 0;
+}
 #undef FAIL
+
+/* Run the job in a new VM; the VM is retired afterwards, never run again. */
+static void run_job(unsigned long timeout_ms, struct outcome *o)
+{
+	long t0 = now_us();
+	struct vmctx v = {.vm = -1, .vcpu = -1, .gic = -1, .run = MAP_FAILED};
+	if (vms_alive >= MAX_VMS)
+		snprintf(o->error, sizeof(o->error), "full: %d VMs, restart the guest", vms_alive);
+	else if (vm_create(&v, o) == 0)
+		vcpu_load(&v, o);
+	o->create_us = now_us() - t0;
+	if (!o->error[0])
+		run_vcpu(v.vcpu, v.run, timeout_ms, o);
+	vm_retire(&v);
+}
+
+/* ---- the kernel's log ---------------------------------------------------- */
+
+static int kmsg_fd = -1;
+
+/* Open /dev/kmsg at its end: from then on, what the kernel logs is ours to report. */
+static void kmsg_open(void)
+{
+	kmsg_fd = open("/dev/kmsg", O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+	if (kmsg_fd >= 0)
+		lseek(kmsg_fd, 0, SEEK_END);
+}
+
+/* Warnings and worse the kernel logged since the last call ("KLOG <level> <text>"):
+ * a WARN or BUG in KVM while a job ran makes its answer suspect. */
+static void kmsg_report(void)
+{
+	char rec[2048];
+	if (kmsg_fd < 0)
+		return;
+	for (;;) {
+		ssize_t n = read(kmsg_fd, rec, sizeof(rec) - 1);
+		if (n < 0 && errno == EPIPE)
+			continue; /* records were overwritten: go on with the next */
+		if (n <= 0)
+			return;
+		rec[n] = '\0';
+		char *text = strchr(rec, ';');
+		if (text == NULL)
+			continue;
+		*text++ = '\0';
+		unsigned long level = strtoul(rec, NULL, 10) & 7;
+		char *nl = strchr(text, '\n');
+		if (nl)
+			*nl = '\0';
+		for (char *c = text; *c; c++)
+			if (!isprint((unsigned char)*c))
+				*c = '?';
+		if (level <= 4)
+			out("KLOG %lu %.300s\n", level, text);
+	}
+}
+
+/* Send a READ range: DATA lines for its 8-byte words, runs of zero words left
+ * out (the host starts from zeros): the console is much slower out than in. */
+static void send_range(uint64_t addr, uint64_t len)
+{
+	const uint8_t *base = job.ram + (addr - RAM_BASE);
+	static const uint8_t zero[8];
+	uint64_t i = 0;
+	while (i < len) {
+		uint64_t w = len - i < 8 ? len - i : 8;
+		if (memcmp(base + i, zero, (size_t)w) == 0) {
+			i += w;
+			continue;
+		}
+		uint64_t j = i;
+		while (j < len && j - i < DATA_CHUNK) {
+			uint64_t k = len - j < 8 ? len - j : 8;
+			if (memcmp(base + j, zero, (size_t)k) == 0)
+				break;
+			j += k;
+		}
+		out("DATA 0x%" PRIx64 " ", addr + i);
+		out_hex(base + i, (size_t)(j - i));
+		out_raw("\n", 1);
+		i = j;
+	}
 }
 
 static void answer(const char *id, const char *error, const struct outcome *o, int send_data)
@@ -614,22 +736,16 @@ static void answer(const char *id, const char *error, const struct outcome *o, i
 	if (error && error[0])
 		out("RESULT %s error %s\n", id, error);
 	else
-		out("RESULT %s ok create_us=%ld run_us=%ld destroy_us=%ld exits=%lu\n", id,
-		    o->create_us, o->run_us, o->destroy_us, o->mmio_exits);
+		out("RESULT %s ok create_us=%ld run_us=%ld exits=%lu vms=%d mem_kb=%ld\n", id,
+		    o->create_us, o->run_us, o->mmio_exits, vms_alive, mem_available_kb());
 	if (o) {
 		for (size_t i = 1; i < EXIT_SIZE / 8; i++)
 			if (o->written[i])
 				out("OUT 0x%zx 0x%" PRIx64 "\n", i * 8, o->slots[i]);
 	}
-	for (int r = 0; send_data && r < job.nreads; r++) {
-		for (uint64_t off = 0; off < job.reads[r].len; off += DATA_CHUNK) {
-			uint64_t k = job.reads[r].len - off;
-			k = k < DATA_CHUNK ? k : DATA_CHUNK;
-			out("DATA 0x%" PRIx64 " ", job.reads[r].addr + off);
-			out_hex(job.ram + (job.reads[r].addr - RAM_BASE + off), (size_t)k);
-			out_raw("\n", 1);
-		}
-	}
+	for (int r = 0; send_data && job.ram && r < job.nreads; r++)
+		send_range(job.reads[r].addr, job.reads[r].len);
+	kmsg_report();
 	out("END %s\n", id);
 	out_flush();
 }
@@ -651,12 +767,16 @@ static void cmd_run(char **w, int n)
 	memset(&o, 0, sizeof(o));
 	run_job((unsigned long)timeout_ms, &o);
 	answer(job.id, o.error, &o, 1);
+	/* The retired VM keeps its RAM, untouched: unmapping it, or giving its pages
+	 * back, makes KVM unmap them from the VM's shadow stage 2 tables, which takes
+	 * tens of seconds under TCG once the vCPU has run at vEL1. */
+	job.ram = NULL;
 	job_close();
 }
 
 static void handle_line(char *line, int too_long)
 {
-	char *w[4];
+	char *w[5];
 	if (too_long) {
 		if (job.open)
 			job_fail("line too long");
@@ -665,7 +785,7 @@ static void handle_line(char *line, int too_long)
 		out_flush();
 		return;
 	}
-	int n = split(line, w, 3);
+	int n = split(line, w, 4);
 	if (n == 0)
 		return;
 	if (strcmp(w[0], "PING") == 0) {
@@ -676,7 +796,7 @@ static void handle_line(char *line, int too_long)
 			job_close();
 		}
 		if (n != 3 || !valid_id(w[1])) {
-			out("ERROR malformed JOB\n");
+			out("ERROR malformed JOB (JOB <id> <vhe|nvhe>)\n");
 		} else {
 			job_open(w[1], w[2]);
 			return;
@@ -685,6 +805,7 @@ static void handle_line(char *line, int too_long)
 		out("ERROR no job open for %.16s\n", w[0]);
 	} else if (n > 3) {
 		job_fail("too many words in %.16s", w[0]);
+		return;
 	} else if (strcmp(w[0], "MEM") == 0) {
 		cmd_mem(w, n);
 		return;
@@ -764,6 +885,7 @@ static void banner(void)
 		    ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE));
 	}
 	banner_kvm_log();
+	kmsg_open();
 	out("READY\n");
 	out_flush();
 }
@@ -777,6 +899,8 @@ int main(void)
 	sa.sa_handler = on_alarm; /* no SA_RESTART: KVM_RUN returns EINTR */
 	sigaction(SIGALRM, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
+	struct rlimit nofile = {.rlim_cur = 4 * MAX_VMS + 64, .rlim_max = 4 * MAX_VMS + 64};
+	setrlimit(RLIMIT_NOFILE, &nofile); /* three descriptors per kept VM */
 	banner();
 	for (;;) {
 		int too_long;

@@ -220,10 +220,39 @@ def _probe(a: Asm, index: int, probe: Probe) -> None:
     )
 
 
+def el12_name(name: str) -> str:
+    """The ``*_EL12`` alias of an EL1 register where it has one, else ``name``.
+
+    With HCR_EL2.E2H = 1 an MSR at EL2 to a ``*_EL1`` name reaches the EL2
+    register; the EL1 register is reached through its ``*_EL12`` name
+    (Arm ARM D5.8.4 "Virtualization Host Extensions", register redirection).
+    """
+    alias = name[: -len("_EL1")] + "_EL12" if name.endswith("_EL1") else name
+    return alias if alias in isa.SYSREGS else name
+
+
 def assemble(
-    setup: MachineSetup, probes: Sequence[Probe] | None = None, *, step: bool = False
+    setup: MachineSetup,
+    probes: Sequence[Probe] | None = None,
+    *,
+    step: bool = False,
+    el1_via_el12: bool = False,
+    exit_store: int | None = None,
 ) -> Program:
-    """The program for ``setup`` (or a slice of its probes), batch or step."""
+    """The program for ``setup`` (or a slice of its probes), batch or step.
+
+    Two options serve targets nobody can stop at a breakpoint (both off by
+    default, leaving the program as described above):
+
+    ``el1_via_el12``: write the EL1 registers through their ``*_EL12`` names,
+    for an EL2 whose HCR_EL2.E2H is fixed at 1 (no FEAT_E2H0).
+
+    ``exit_store``: at ``end``, turn the EL2 stage 1 off (SCTLR_EL2 = its
+    RES1 bits) and store zero to this physical address, so that a target
+    which traps the store learns the program is done. Only valid when the
+    harness runs at VA = PA in the EL2 regime (no ``code_va`` for it): the
+    instruction after the MSR is fetched with the MMU off.
+    """
     probes = list(setup.probes if probes is None else probes)
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} probes per program")
@@ -260,11 +289,14 @@ def assemble(
         r for r in TRANSLATION_SYSREGS if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2")
     ]
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
+    def el1_reg(name: str) -> str:
+        return el12_name(name) if el1_via_el12 else name
+
     for name in (*EL1_FIRST, *extra):
         a.mov(R_PAR, regs.get(name, 0))
-        a.emit(isa.msr(name, R_PAR))
+        a.emit(isa.msr(el1_reg(name), R_PAR))
     a.mov(R_PAR, el1_base + VEC_EL1)
-    a.emit(isa.msr("VBAR_EL1", R_PAR), isa.ISB)
+    a.emit(isa.msr(el1_reg("VBAR_EL1"), R_PAR), isa.ISB)
     a.mov(R_PAR, regs.get("HCR_EL2", HCR_RESET))
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     for name in late:
@@ -330,6 +362,11 @@ def assemble(
             raise ValueError(f"probes run at EL1 or EL2, not EL{g.el}")
         groups.append(Group(g.el, g.pan, g.indices, landing, epilogue))
     a.label("end")
+    if exit_store is not None:
+        a.mov(R_PAR, SCTLR_EL2_OFF)
+        a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
+        a.mov(R_PAR, exit_store)
+        a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"))
     a.emit(isa.b(0))
     _patch_mov(a, giveup_at, R_GIVEUP, el2_base + a.labels["end"])
     stubs: dict[AtOp, int] = {}

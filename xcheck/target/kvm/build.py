@@ -4,8 +4,8 @@ The agent (agent/xcheck-agent.c) is cross-compiled as a static arm64 program wit
 Debian's ``gcc-aarch64-linux-gnu`` and ``libc6-dev-arm64-cross``, and packed as
 ``/init`` of a newc cpio archive written here in Python (no cpio binary needed).
 Both land in the per-user cache under ``kvm-agent-<key>/``, the key hashing the
-source, the flags and the compiler's version, so a changed agent is rebuilt and
-an unchanged one never is.
+source and the flags, so a changed agent is rebuilt and an unchanged one never
+is (and is found without a compiler); BUILD-INFO records the compiler used.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ CROSS_PACKAGES = ("gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross")
 CFLAGS = ("-static", "-s", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11")
 AGENT_NAME = "xcheck-agent"
 INITRAMFS_NAME = "initramfs.cpio"
+BUILD_INFO = "BUILD-INFO"
 
 
 class BuildError(Exception):
@@ -79,12 +80,31 @@ def _compiler_version() -> str:
     return proc.stdout.splitlines()[0] if proc.stdout else ""
 
 
-def build_key(source: bytes, compiler: str) -> str:
-    """Cache key of an agent build: source, flags and compiler version."""
+def build_key(source: bytes) -> str:
+    """Cache key of an agent build: its source and the compiler flags (the
+    compiler's version is recorded beside the build, in BUILD_INFO)."""
     h = hashlib.sha256()
-    for part in (source, " ".join(CFLAGS).encode(), compiler.encode()):
+    for part in (source, " ".join(CFLAGS).encode()):
         h.update(len(part).to_bytes(8, "little") + part)
     return h.hexdigest()[:16]
+
+
+def _entry(source: Path) -> tuple[Path, str]:
+    try:
+        text = source.read_bytes()
+    except OSError as err:
+        raise BuildError(f"agent source not found: {err}") from err
+    key = build_key(text)
+    return cache_root() / f"kvm-agent-{key}", key
+
+
+def find_agent(source: Path = AGENT_SOURCE) -> AgentBuild | None:
+    """The cached build of the current agent source, without building."""
+    entry, key = _entry(source)
+    agent, initramfs = entry / AGENT_NAME, entry / INITRAMFS_NAME
+    if agent.is_file() and initramfs.is_file():
+        return AgentBuild(agent, initramfs, key, built=False)
+    return None
 
 
 # --- newc cpio ----------------------------------------------------------------
@@ -139,16 +159,12 @@ def initramfs_entries(agent: bytes) -> list[CpioEntry]:
 
 def build_agent(log: list[str], source: Path = AGENT_SOURCE) -> AgentBuild:
     """Cross-compile the agent and pack the initramfs, or reuse the cached pair."""
+    cached = find_agent(source)
+    if cached is not None:
+        return cached
     ensure_cross_compiler(log)
-    try:
-        text = source.read_bytes()
-    except OSError as err:
-        raise BuildError(f"agent source not found: {err}") from err
-    key = build_key(text, _compiler_version())
-    entry = cache_root() / f"kvm-agent-{key}"
+    entry, key = _entry(source)
     agent, initramfs = entry / AGENT_NAME, entry / INITRAMFS_NAME
-    if agent.is_file() and initramfs.is_file():
-        return AgentBuild(agent, initramfs, key, built=False)
     entry.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=entry.parent, prefix=".kvm-agent-"))
     try:
@@ -158,6 +174,7 @@ def build_agent(log: list[str], source: Path = AGENT_SOURCE) -> AgentBuild:
         if proc.returncode != 0:
             raise BuildError(f"{' '.join(cmd)} failed:\n{proc.stderr.strip()}")
         (tmp / INITRAMFS_NAME).write_bytes(newc_archive(initramfs_entries(out.read_bytes())))
+        (tmp / BUILD_INFO).write_text(f"{' '.join(cmd)}\n{_compiler_version()}\n")
         tmp.chmod(0o755)
         try:
             tmp.rename(entry)

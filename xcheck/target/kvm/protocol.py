@@ -1,0 +1,176 @@
+"""The agent's line protocol: jobs as lines, answers parsed back.
+
+The grammar (agent/xcheck-agent.c has the agent's side):
+
+    JOB <id> <vhe|nvhe>      a job: a new VM (this EL2, a vGICv3), zeroed RAM
+    MEM <addr> <hex>         bytes stored into guest RAM before the run
+    REG x<n>|sp_el1 <value>  a core register set before the run
+    ENTRY <pc>               where the vCPU starts (PSTATE = EL2h, DAIF masked)
+    READ <addr> <len>        a RAM range sent back after the run
+    RUN <timeout_ms>         create the VM, run until done, fault or timeout
+
+    RESULT <id> ok <k=v ...> | RESULT <id> error <reason>
+    OUT <offset> <value>     a store the program made to the exit page
+    DATA <addr> <hex>        part of a READ range (runs of zeros are left out)
+    KLOG <level> <text>      a kernel warning (or worse) logged during the job
+    END <id>
+
+Everything here is pure (no I/O), so it is tested without QEMU.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+GUEST_RAM_BASE = 0x4000_0000
+GUEST_RAM_SIZE = 128 << 20
+"""RAM of the VM the agent creates for a job (agent: RAM_BASE, RAM_SIZE)."""
+EXIT_PA = 0x0F00_0000
+"""The agent's exit page, outside guest RAM: a store of zero at +0 ends a job."""
+EXIT_DONE = 0x00
+EXIT_EXCEPTION = 0x08
+"""Offsets the agent gives a meaning; a program's own values go at EXIT_FREE."""
+EXIT_FREE = 0x100
+MEM_CHUNK = 4096
+"""Bytes per MEM line (the agent takes lines up to 16 KiB)."""
+ZERO_RUN = 64
+"""Runs of at least this many zero bytes are not sent: job RAM starts zeroed."""
+MODES = ("vhe", "nvhe")
+_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
+
+
+class ProtocolError(Exception):
+    """A job that cannot be encoded, or an answer that does not parse."""
+
+
+@dataclass(frozen=True)
+class Job:
+    """One run of a fresh VM: memory, entry point, what to send back."""
+
+    id: str
+    mode: str
+    memory: Sequence[tuple[int, bytes]]
+    entry: int
+    reads: Sequence[tuple[int, int]] = ()
+    timeout_ms: int = 30_000
+    regs: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Answer:
+    """What the agent said about one job."""
+
+    id: str
+    error: str
+    """Empty when the program ran to its exit store."""
+    stats: Mapping[str, int]
+    out: Mapping[int, int]
+    """Exit-page offset -> value stored there."""
+    data: Mapping[int, bytes]
+    """READ address -> its bytes (zeros where no DATA line covered them)."""
+    klog: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+def _nonzero_runs(addr: int, data: bytes) -> Iterable[tuple[int, bytes]]:
+    """(address, bytes) pieces of ``data`` without its long runs of zeros."""
+    zeros = b"\0" * ZERO_RUN
+    i, n = 0, len(data)
+    while i < n:
+        while i < n and data[i] == 0:
+            i += 1
+        if i == n:
+            return
+        z = data.find(zeros, i)
+        j = n if z < 0 else z
+        yield addr + i, data[i:j]
+        i = j
+
+
+def job_lines(job: Job) -> list[str]:
+    """The lines that send ``job`` (each without its newline)."""
+    if not _ID.match(job.id):
+        raise ProtocolError(f"job id {job.id!r}: 1-64 letters, digits, '-', '_' or '.'")
+    if job.mode not in MODES:
+        raise ProtocolError(f"job mode {job.mode!r}: expected one of {', '.join(MODES)}")
+    end = GUEST_RAM_BASE + GUEST_RAM_SIZE
+    lines = [f"JOB {job.id} {job.mode}"]
+    for addr, data in job.memory:
+        if addr < GUEST_RAM_BASE or addr + len(data) > end:
+            raise ProtocolError(
+                f"memory at 0x{addr:x} (+{len(data)} bytes) is outside the VM's RAM "
+                f"0x{GUEST_RAM_BASE:x}-0x{end:x}"
+            )
+        for a, piece in _nonzero_runs(addr, bytes(data)):
+            for k in range(0, len(piece), MEM_CHUNK):
+                lines.append(f"MEM 0x{a + k:x} {piece[k : k + MEM_CHUNK].hex()}")
+    for name, value in job.regs.items():
+        lines.append(f"REG {name} 0x{value:x}")
+    lines.append(f"ENTRY 0x{job.entry:x}")
+    for addr, size in job.reads:
+        lines.append(f"READ 0x{addr:x} {size}")
+    lines.append(f"RUN {job.timeout_ms}")
+    return lines
+
+
+def _int(text: str, line: str) -> int:
+    try:
+        return int(text, 0)
+    except ValueError:
+        raise ProtocolError(f"not a number in agent line {line!r}") from None
+
+
+def parse_answer(
+    job_id: str, lines: Iterable[str], reads: Sequence[tuple[int, int]] = ()
+) -> Answer:
+    """Parse the lines from ``RESULT`` to ``END`` of the job that asked for
+    ``reads`` (other lines, e.g. kernel console noise, are ignored)."""
+    error: str | None = None
+    stats: dict[str, int] = {}
+    out: dict[int, int] = {}
+    pieces: list[tuple[int, bytes]] = []
+    klog: list[str] = []
+    for raw in lines:
+        line = raw.strip()
+        word, _, rest = line.partition(" ")
+        if word == "RESULT":
+            parts = rest.split(" ", 2)
+            if len(parts) < 2 or parts[0] != job_id or parts[1] not in ("ok", "error"):
+                raise ProtocolError(f"unexpected agent line {line!r} (job {job_id})")
+            tail = parts[2] if len(parts) > 2 else ""
+            if parts[1] == "ok":
+                error = ""
+                for kv in tail.split():
+                    k, _, v = kv.partition("=")
+                    stats[k] = _int(v, line)
+            else:
+                error = tail or "unspecified error"
+        elif word == "OUT":
+            off, _, value = rest.partition(" ")
+            out[_int(off, line)] = _int(value, line)
+        elif word == "DATA":
+            where, _, hexdata = rest.partition(" ")
+            try:
+                pieces.append((_int(where, line), bytes.fromhex(hexdata)))
+            except ValueError:
+                raise ProtocolError(f"bad hex in agent line {line[:80]!r}") from None
+        elif word == "KLOG":
+            klog.append(rest)
+    if error is None:
+        raise ProtocolError(f"the agent answered job {job_id} without a RESULT line")
+    buffers = {addr: bytearray(size) for addr, size in reads}
+    for at, piece in pieces:
+        home = [a for a, size in reads if a <= at and at + len(piece) <= a + size]
+        if not home:
+            raise ProtocolError(
+                f"agent DATA at 0x{at:x} (+{len(piece)}) lies outside every READ range"
+            )
+        pos = at - home[0]
+        buffers[home[0]][pos : pos + len(piece)] = piece
+    data = {addr: bytes(buf) for addr, buf in buffers.items()}
+    return Answer(job_id, error, stats, out, data, tuple(klog))

@@ -1,0 +1,313 @@
+"""KvmTarget: run a MachineSetup's probes in a nested KVM guest at vEL2.
+
+QEMU (TCG) boots Debian's arm64 Linux with KVM in nested mode; the agent, its
+/init, runs each job in a fresh VM whose vCPU starts at virtual EL2 with its
+MMU off. A job is the program harness.assemble generates for the setup, with
+two target options: the EL1 registers are written through their ``*_EL12``
+names when the guest hypervisor is VHE (HCR_EL2.E2H fixed at 1), and the
+program ends by turning the EL2 MMU off and storing to the agent's exit page
+(a KVM_EXIT_MMIO), since nobody can stop it at a breakpoint. The AT
+instructions trap to the host KVM, which emulates them (its at.c); the PARs
+come back in the harness's result buffer.
+
+What cannot run here is reported as :class:`Unsupported` (the runner skips
+those probes with the reason): step mode, an EL2 regime that maps the harness
+at a VA other than its PA (the driver cannot move the PC at ``mmu_stop``), and
+a setup whose HCR_EL2.E2H the chosen guest hypervisor cannot have where it
+matters (EL2 stage 1 on, or HCR_EL2.TGE = 1).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+
+from xcheck.machine import (
+    HARNESS_DATA_PA,
+    HARNESS_PA,
+    MachineSetup,
+    Probe,
+    ProbeResult,
+    chunks,
+)
+from xcheck.target import harness, isa
+from xcheck.target.errors import QemuLaunchError, TargetError, Unsupported
+from xcheck.target.guest import ID_REGISTERS
+from xcheck.target.kvm.artifacts import (
+    KERNEL_ARGS,
+    Artifacts,
+    KvmOptions,
+    locate,
+    version_tuple,
+)
+from xcheck.target.kvm.protocol import (
+    EXIT_FREE,
+    EXIT_PA,
+    GUEST_RAM_SIZE,
+    Answer,
+    Job,
+)
+from xcheck.target.kvm.session import AgentSession, qemu_kvm_argv
+from xcheck.target.profile import Profile
+
+HCR_E2H = 1 << 34
+HCR_TGE = 1 << 27
+SCTLR_M = 1
+BOOT_TIMEOUT_MIN = 60.0
+"""Seconds allowed for the guest kernel to boot to the agent (about 3 s is usual)."""
+ANSWER_SLACK = 15.0
+"""Seconds beyond a job's own timeout to wait for the agent's answer."""
+MAX_VMS = 500
+MIN_FREE_KB = 128 << 10
+"""A guest with this many kept VMs, or less free memory, is rebooted."""
+
+
+def guest_hypervisor_for(setup: MachineSetup, choice: str) -> str:
+    """The vCPU's EL2 flavour for ``setup``: "vhe" or "nvhe".
+
+    ``choice`` is the profile's: auto follows the setup's HCR_EL2.E2H; a fixed
+    choice that contradicts it raises Unsupported where the difference shows
+    (EL2 stage 1 enabled, or TGE = 1: the regime the AT ops of EL2 and EL0 use
+    changes with E2H, Arm ARM D8.1.1), and runs otherwise.
+    """
+    regs = setup.sysregs
+    e2h = bool(regs.get("HCR_EL2", 0) & HCR_E2H)
+    if choice == "auto":
+        return "vhe" if e2h else "nvhe"
+    if e2h == (choice == "vhe"):
+        return choice
+    matters = regs.get("SCTLR_EL2", 0) & SCTLR_M or regs.get("HCR_EL2", 0) & HCR_TGE
+    if matters:
+        fixed = "1 (VHE)" if choice == "vhe" else "0 (nVHE, FEAT_E2H0)"
+        raise Unsupported(
+            f"the setup has HCR_EL2.E2H = {int(e2h)} with the EL2 stage 1 on or TGE = 1, "
+            f"but this profile's guest hypervisor has E2H fixed at {fixed}"
+        )
+    return choice
+
+
+class KvmTarget:
+    """Nested KVM inside QEMU. Use as a context manager, or call
+    :meth:`start` and :meth:`close`; the same interface as QemuTarget (batch
+    mode only)."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        self.options = KvmOptions.from_profile(profile)
+        self.version = ""
+        self.qemu_version = ""
+        self.kernel_release = ""
+        self.id_regs: dict[str, int] = {}
+        self.ram_size = GUEST_RAM_SIZE
+        """RAM of the VM a job runs in (not QEMU's -m, which the guest Linux gets)."""
+        self.artifacts: Artifacts | None = None
+        self.boot_s = 0.0
+        self.last_stats: Mapping[str, int] = {}
+        self._session: AgentSession | None = None
+        self._ids = itertools.count(1)
+
+    # --- lifecycle -------------------------------------------------------
+    def __enter__(self) -> KvmTarget:
+        self.start()
+        return self
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Boot the guest, wait for the agent, check nested KVM is there, read
+        the ID registers at vEL2. Raises QemuLaunchError when unusable."""
+        art = locate(self.profile, self.options)
+        self.artifacts = art
+        self.qemu_version = art.qemu_version
+        append = " ".join(filter(None, (KERNEL_ARGS, self.options.kernel_args)))
+
+        def argv(console: Path) -> list[str]:
+            return qemu_kvm_argv(
+                art.qemu,
+                machine=self.profile.machine,
+                cpu=self.profile.cpu,
+                memory=self.profile.memory,
+                kernel=art.kernel,
+                initramfs=art.initramfs,
+                append=append,
+                console=console,
+                extra_args=self.profile.extra_args,
+            )
+
+        self._session = AgentSession(argv, max(self.profile.timeouts.launch, BOOT_TIMEOUT_MIN))
+        try:
+            banner = self._session.start()
+            self.boot_s = self._session.boot_s
+            if banner.nokvm:
+                raise QemuLaunchError(
+                    f"the guest has no /dev/kvm ({banner.nokvm}): the machine needs "
+                    f"virtualization=on (machine is {self.profile.machine!r})"
+                )
+            if banner.caps.get("el2", 0) <= 0:
+                raise QemuLaunchError(
+                    "the guest's KVM offers no nested virtualization (KVM_CAP_ARM_EL2); "
+                    f"its log says: {'; '.join(banner.kvm) or 'nothing about kvm'}"
+                )
+            if self.options.guest_hypervisor == "nvhe" and banner.caps.get("e2h0", 0) <= 0:
+                raise QemuLaunchError(
+                    "the guest's KVM cannot give the guest hypervisor E2H = 0 "
+                    "(KVM_CAP_ARM_EL2_E2H0); use guest_hypervisor: vhe"
+                )
+            self.kernel_release = banner.kernel
+            upstream = ".".join(str(x) for x in version_tuple(banner.kernel))
+            self.version = f"{self.qemu_version}/kvm-{upstream or banner.kernel}"
+            self.id_regs = self._read_id_regs()
+        except TargetError as err:
+            self.close()
+            if isinstance(err, QemuLaunchError):
+                raise
+            raise QemuLaunchError(f"the nested-KVM guest is unusable: {err}", err.stderr) from None
+
+    def close(self) -> None:
+        """Stop QEMU (idempotent; no process is left behind)."""
+        if self._session is not None:
+            self._session.close()
+            self._session = None
+
+    def restart(self) -> None:
+        self.close()
+        self.start()
+
+    @property
+    def session(self) -> AgentSession:
+        if self._session is None:
+            raise TargetError("the target is not started")
+        return self._session
+
+    # --- jobs ------------------------------------------------------------
+    def run_job(
+        self,
+        mode: str,
+        memory: Sequence[tuple[int, bytes]],
+        entry: int,
+        reads: Sequence[tuple[int, int]] = (),
+        timeout: float | None = None,
+    ) -> Answer:
+        """Run one job in a fresh VM; the agent's answer (errors included)."""
+        seconds = self.profile.timeouts.batch if timeout is None else timeout
+        job = Job(
+            id=f"j{next(self._ids)}",
+            mode=mode,
+            memory=memory,
+            entry=entry,
+            reads=reads,
+            timeout_ms=max(int(seconds * 1000), 1),
+        )
+        answer = self.session.run(job, seconds + ANSWER_SLACK)
+        self.last_stats = answer.stats
+        if answer.error.startswith("full") or self._full(answer.stats):
+            self._retire_guest()
+        return answer
+
+    @staticmethod
+    def _full(stats: Mapping[str, int]) -> bool:
+        """Whether the guest should be rebooted before the next job: the agent
+        keeps every VM it made (destroying one costs seconds under TCG)."""
+        return stats.get("vms", 0) >= MAX_VMS or 0 <= stats.get("mem_kb", -1) < MIN_FREE_KB
+
+    def _retire_guest(self) -> None:
+        """Boot a new guest (same QEMU and kernel); about 3 s."""
+        self.close()
+        self.start()
+
+    def _default_mode(self) -> str:
+        return "nvhe" if self.options.guest_hypervisor == "nvhe" else "vhe"
+
+    def _read_id_regs(self) -> dict[str, int]:
+        """MRS of each ID register at vEL2, stored to the exit page: what
+        KVM shows the guest hypervisor (its sanitised view)."""
+        code: list[int] = isa.mov_imm(2, EXIT_PA)
+        for k, name in enumerate(ID_REGISTERS):
+            code += [isa.mrs(1, name), isa.str_imm(1, 2, EXIT_FREE + 8 * k)]
+        code += [isa.str_imm(isa.XZR, 2, 0), isa.b(0)]
+        blob = b"".join(w.to_bytes(4, "little") for w in code)
+        ans = self.run_job(self._default_mode(), [(HARNESS_PA, blob)], HARNESS_PA)
+        if not ans.ok:
+            raise TargetError(f"reading the ID registers at vEL2 failed: {ans.error}")
+        return {name: ans.out.get(EXIT_FREE + 8 * k, 0) for k, name in enumerate(ID_REGISTERS)}
+
+    # --- running ---------------------------------------------------------
+    def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
+        """Load ``setup`` into a fresh VM per batch and run its probes; a PAR
+        or an exception per probe. Unsupported when this target cannot run
+        the setup; TargetError when KVM or the guest fails."""
+        if mode == "step":
+            raise Unsupported(
+                "step mode is not supported on the kvm-nested target (nobody can stop "
+                "the vCPU between instructions); run in batch mode"
+            )
+        if mode != "batch":
+            raise ValueError(f"mode must be batch or step, not {mode!r}")
+        regs = setup.sysregs
+        regime = harness.el2_regime(regs)
+        base = setup.code_va.get(regime, HARNESS_PA)
+        if base != HARNESS_PA:
+            raise Unsupported(
+                f"the setup maps the harness at VA 0x{base:x} in the {regime} regime; on "
+                "the kvm-nested target the program cannot be moved there when the EL2 MMU "
+                "turns on, so only VA = PA mappings of the harness at EL2 run"
+            )
+        if any(p.el == 1 for p in setup.probes) and regs.get("HCR_EL2", 0) & HCR_TGE:
+            raise TargetError(
+                "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
+            )
+        flavour = guest_hypervisor_for(setup, self.options.guest_hypervisor)
+        probes = list(setup.probes)
+        out: list[ProbeResult] = []
+        for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
+            out += self._run_part(setup, probes[start : start + harness.MAX_BATCH], flavour)
+        return out
+
+    def _run_part(
+        self, setup: MachineSetup, probes: Sequence[Probe], flavour: str
+    ) -> list[ProbeResult]:
+        program = harness.assemble(
+            setup, probes, el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA
+        )
+        memory = [
+            *chunks(setup.memory),
+            (HARNESS_PA, program.code),
+            (HARNESS_DATA_PA, program.initial_data()),
+        ]
+        ans = self.run_job(
+            flavour, memory, HARNESS_PA + program.entry, [(HARNESS_DATA_PA, program.data_size)]
+        )
+        if ans.klog:
+            raise TargetError(
+                "the guest kernel logged while the probes ran:\n  " + "\n  ".join(ans.klog)
+            )
+        if not ans.ok:
+            what = (
+                f"the program did not finish ({ans.error})"
+                if ans.error.startswith("timeout")
+                else f"KVM ({flavour} guest hypervisor): {ans.error}"
+            )
+            raise TargetError(what)
+        data = ans.data.get(HARNESS_DATA_PA, b"")
+        if len(data) != program.data_size:
+            raise TargetError(
+                f"the agent sent {len(data)} bytes of results, not {program.data_size}"
+            )
+        results, setup_exc = harness.decode_results(program, data)
+        if setup_exc is not None:
+            raise TargetError(
+                f"writing the system registers took an exception: {setup_exc.describe()}"
+            )
+        missing = [i for i, r in enumerate(results) if r == harness.SENTINEL]
+        if missing:
+            raise TargetError(
+                f"{len(missing)} probe(s) did not run (the program gave up after "
+                f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
+            )
+        return results
+
