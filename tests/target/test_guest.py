@@ -144,8 +144,9 @@ def _alive(pid: int) -> bool:
 def test_a_killed_qemu_is_a_target_error_and_nothing_is_left(qemu_profile: Profile) -> None:
     t = QemuTarget(qemu_profile)
     t.start()
-    assert t._qemu is not None and t._gdb is not None and t._gdb._proc is not None
-    qpid, gpid = t._qemu.pid, t._gdb._proc.pid
+    stub = t._stub
+    assert stub is not None and stub.qemu is not None and stub.gdb._proc is not None
+    qpid, gpid = stub.qemu.pid, stub.gdb._proc.pid
     assert qpid and _alive(qpid)
     os.kill(qpid, signal.SIGKILL)
     time.sleep(0.2)

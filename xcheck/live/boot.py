@@ -19,7 +19,7 @@ from types import TracebackType
 from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
-from xcheck.target.qemu import QemuProcess, qemu_version
+from xcheck.target.stub import AttachedQemu
 
 PANIC = "Kernel panic"
 """The console line every Linux panic starts with (kernel/panic.c)."""
@@ -54,8 +54,7 @@ class LiveVm:
         self.version = ""
         self._dir = Path(tempfile.mkdtemp(prefix="xcheck-live-"))
         self.console_path = self._dir / "console.txt"
-        self._qemu: QemuProcess | None = None
-        self._gdb: Gdb | None = None
+        self._stub: AttachedQemu | None = None
         self.booted_s = 0.0
         self.running = False
 
@@ -73,52 +72,28 @@ class LiveVm:
         """Launch QEMU halted at reset and attach gdb in physical-memory mode."""
         if not self.kernel.is_file():
             raise QemuLaunchError(f"kernel image {self.kernel} does not exist")
-        if shutil.which(self.profile.gdb) is None:
-            raise QemuLaunchError(
-                f"{self.profile.gdb} not found (install it: apt-get install gdb-multiarch)"
-            )
-        self.version = qemu_version(self.profile.executable, self.profile.timeouts.launch)
-        try:
-            self._qemu = QemuProcess(self.profile, serial=f"file:{self.console_path}")
-            self._qemu.start()
-            self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
-            self._gdb.start()
-            self._gdb.connect(self._qemu.socket)
-            if self._gdb.packet("Qqemu.PhyMemMode:1") != "OK":
-                raise QemuLaunchError(
-                    "QEMU's GDB stub does not support physical-memory mode (Qqemu.PhyMemMode)"
-                )
-        except QemuLaunchError as err:
-            if not err.stderr and self._qemu is not None:
-                err.stderr = self._qemu.stderr()
-            self.close()
-            raise
-        except TargetError as err:
-            stderr = self._qemu.stderr() if self._qemu else ""
-            self.close()
-            raise QemuLaunchError(f"could not attach gdb to QEMU: {err}", stderr) from None
+        self._stub = AttachedQemu(self.profile, serial=f"file:{self.console_path}")
+        self._stub.start()
+        self.version = self._stub.version
 
     def close(self) -> None:
         """Stop gdb and QEMU (idempotent)."""
-        if self._gdb is not None:
-            self._gdb.close()
-            self._gdb = None
-        if self._qemu is not None:
-            self._qemu.close()
-            self._qemu = None
+        if self._stub is not None:
+            self._stub.close()
+            self._stub = None
         shutil.rmtree(self._dir, ignore_errors=True)
 
     @property
     def gdb(self) -> Gdb:
-        if self._gdb is None:
+        if self._stub is None:
             raise TargetError("the live machine is not started")
-        return self._gdb
+        return self._stub.gdb
 
     def stderr(self) -> str:
-        return self._qemu.stderr() if self._qemu else ""
+        return self._stub.stderr() if self._stub is not None else ""
 
     def alive(self) -> bool:
-        return self._qemu is not None and self._qemu.alive()
+        return self._stub is not None and self._stub.alive()
 
     # --- console and running -----------------------------------------------------
     def console(self) -> str:

@@ -11,7 +11,6 @@ reads PAR_EL1 through the stub.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
@@ -28,8 +27,8 @@ from xcheck.target import harness, isa
 from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
-from xcheck.target.qemu import QemuProcess, qemu_version
 from xcheck.target.shadow import Shadow
+from xcheck.target.stub import AttachedQemu
 
 ID_REGISTERS = (
     "ID_AA64MMFR0_EL1",
@@ -63,8 +62,7 @@ class QemuTarget:
         self.id_regs: dict[str, int] = {}
         self.ram_size = profile.ram_size()
         self.phys_mode = False
-        self._qemu: QemuProcess | None = None
-        self._gdb: Gdb | None = None
+        self._stub: AttachedQemu | None = None
         self._shadow = Shadow()
         self._el2_base = HARNESS_PA
         self._id_program: dict[int, bytes] = {}
@@ -82,40 +80,24 @@ class QemuTarget:
     def start(self) -> None:
         """Launch QEMU and gdb, connect, switch the stub to physical memory,
         read the ID registers. Raises QemuLaunchError when unusable."""
-        if shutil.which(self.profile.gdb) is None:
-            raise QemuLaunchError(
-                f"{self.profile.gdb} not found (install it: apt-get install gdb-multiarch)"
-            )
-        self.version = qemu_version(self.profile.executable, self.profile.timeouts.launch)
+        self._stub = AttachedQemu(self.profile)
+        self._stub.start()
+        self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
+        self.phys_mode = True
         try:
-            self._qemu = QemuProcess(self.profile)
-            self._qemu.start()
-            self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
-            self._gdb.start()
-            self.gdb_version = self._gdb.version
-            self._gdb.watch = self._qemu_gone
-            self._gdb.connect(self._qemu.socket)
-            self.phys_mode = self._gdb.packet("Qqemu.PhyMemMode:1") == "OK"
-            if not self.phys_mode:
-                raise QemuLaunchError(
-                    "QEMU's GDB stub does not support physical-memory mode (Qqemu.PhyMemMode)"
-                )
             self.id_regs = self._read_id_regs()
-            el = self._gdb.read_reg("cpsr") >> 2 & 3
+            el = self.gdb.read_reg("cpsr") >> 2 & 3
             if el != 2:
                 raise QemuLaunchError(
                     f"the CPU starts at EL{el}, not EL2: the machine needs virtualization=on "
                     f"(machine is {self.profile.machine!r})"
                 )
-        except QemuLaunchError as err:
-            if not err.stderr and self._qemu is not None:
-                err.stderr = self._qemu.stderr()
-            self.close()
-            raise
         except TargetError as err:
-            stderr = self._qemu.stderr() if self._qemu else ""
+            stderr = self._stub.stderr()
             self.close()
-            raise QemuLaunchError(f"could not attach gdb to QEMU: {err}", stderr) from None
+            if isinstance(err, QemuLaunchError):
+                raise
+            raise QemuLaunchError(f"could not read the ID registers: {err}", stderr) from None
         self._shadow.forget(self._id_program)
         self._el2_base = HARNESS_PA
 
@@ -142,21 +124,9 @@ class QemuTarget:
 
     def close(self) -> None:
         """Stop gdb and QEMU (idempotent; no process is left behind)."""
-        if self._gdb is not None:
-            self._gdb.close()
-            self._gdb = None
-        if self._qemu is not None:
-            self._qemu.close()
-            self._qemu = None
-
-    def _qemu_gone(self) -> str:
-        q = self._qemu
-        if q is None or q.alive():
-            return ""
-        status = q.exit_status()
-        if status is not None and status < 0:
-            return f"QEMU died (signal {-status})"
-        return f"QEMU exited with status {status}"
+        if self._stub is not None:
+            self._stub.close()
+            self._stub = None
 
     def restart(self) -> None:
         self.close()
@@ -164,9 +134,9 @@ class QemuTarget:
 
     @property
     def gdb(self) -> Gdb:
-        if self._gdb is None:
+        if self._stub is None:
             raise TargetError("the target is not started")
-        return self._gdb
+        return self._stub.gdb
 
     # --- running -------------------------------------------------------------
     def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
@@ -186,7 +156,7 @@ class QemuTarget:
 
     def _explain(self, err: TargetError) -> TargetError:
         """Add what QEMU did: its exit status and stderr when it died."""
-        q = self._qemu
+        q = self._stub.qemu if self._stub is not None else None
         if q is not None and not q.alive() and not str(err).startswith("QEMU "):
             status = q.exit_status()
             what = (
@@ -255,7 +225,7 @@ class QemuTarget:
         self, setup: MachineSetup, probes: Sequence[Probe], *, step: bool
     ) -> list[ProbeResult]:
         g = self.gdb
-        if not self._qemu or not self._qemu.alive():
+        if self._stub is None or not self._stub.alive():
             raise TargetError("QEMU is not running")
         bad = [p for p in probes if p.el == 1 and setup.sysregs.get("HCR_EL2", 0) >> 27 & 1]
         if bad:

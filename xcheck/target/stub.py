@@ -1,0 +1,83 @@
+"""One QEMU halted at reset with gdb attached to its stub in physical-memory
+mode: what the QEMU target and live mode both start from."""
+
+from __future__ import annotations
+
+import shutil
+
+from xcheck.target.errors import QemuLaunchError, TargetError
+from xcheck.target.gdb import Gdb
+from xcheck.target.profile import Profile
+from xcheck.target.qemu import QemuProcess, qemu_version
+
+
+class AttachedQemu:
+    """QEMU (``-S``) plus one gdb-multiarch on its stub. :meth:`start` raises
+    QemuLaunchError, with QEMU's stderr, when either cannot be used."""
+
+    def __init__(self, profile: Profile, *, serial: str = "none") -> None:
+        self.profile = profile
+        self.serial = serial
+        self.version = ""
+        self.gdb_version = ""
+        self.qemu: QemuProcess | None = None
+        self._gdb: Gdb | None = None
+
+    def start(self) -> None:
+        if shutil.which(self.profile.gdb) is None:
+            raise QemuLaunchError(
+                f"{self.profile.gdb} not found (install it: apt-get install gdb-multiarch)"
+            )
+        self.version = qemu_version(self.profile.executable, self.profile.timeouts.launch)
+        try:
+            self.qemu = QemuProcess(self.profile, serial=self.serial)
+            self.qemu.start()
+            self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
+            self._gdb.start()
+            self.gdb_version = self._gdb.version
+            self._gdb.watch = self.gone
+            self._gdb.connect(self.qemu.socket)
+            if self._gdb.packet("Qqemu.PhyMemMode:1") != "OK":
+                raise QemuLaunchError(
+                    "QEMU's GDB stub does not support physical-memory mode (Qqemu.PhyMemMode)"
+                )
+        except QemuLaunchError as err:
+            if not err.stderr:
+                err.stderr = self.stderr()
+            self.close()
+            raise
+        except TargetError as err:
+            stderr = self.stderr()
+            self.close()
+            raise QemuLaunchError(f"could not attach gdb to QEMU: {err}", stderr) from None
+
+    def close(self) -> None:
+        """Stop gdb and QEMU (idempotent; no process is left behind)."""
+        if self._gdb is not None:
+            self._gdb.close()
+            self._gdb = None
+        if self.qemu is not None:
+            self.qemu.close()
+            self.qemu = None
+
+    @property
+    def gdb(self) -> Gdb:
+        if self._gdb is None:
+            raise TargetError("QEMU is not started")
+        return self._gdb
+
+    def alive(self) -> bool:
+        return self.qemu is not None and self.qemu.alive()
+
+    def stderr(self) -> str:
+        return self.qemu.stderr() if self.qemu is not None else ""
+
+    def gone(self) -> str:
+        """Why QEMU is no longer there ("" while it runs)."""
+        q = self.qemu
+        if q is None or q.alive():
+            return ""
+        status = q.exit_status()
+        if status is not None and status < 0:
+            return f"QEMU died (signal {-status})"
+        return f"QEMU exited with status {status}"
