@@ -64,3 +64,9 @@ clean:
 .PHONY: qemu10
 qemu10: venv
 	$(BIN)/python -m xcheck.debfetch qemu
+
+# The nested-KVM target (docs/kvm-target.md): QEMU 10.0, Debian's arm64 kernel and the
+# in-guest agent, all in the per-user cache; the cross compiler comes from apt-get.
+.PHONY: kvm
+kvm: venv
+	$(BIN)/python -m xcheck.target.kvm setup
