@@ -42,7 +42,7 @@ def main() -> None:
     Examples:
       xcheck doctor
       xcheck run scenarios/ --junit out.xml
-      xcheck explain scenarios/pan/pan2-matrix.yaml --probe 'S1E1RP and pan=1'
+      xcheck explain scenarios/pan/pan2-el1.yaml --probe 'S1E1RP and pan=1'
     """
 
 
@@ -298,7 +298,7 @@ def bisect(
     \b
     Example:
       xcheck bisect --good v8.0.0 --bad v8.1.0 --qemu-src ~/src/qemu \\
-          --build-dir ~/build/qemu-bisect scenarios/pan/pan3.yaml
+          --build-dir ~/build/qemu-bisect scenarios/pan/pan3-el1-epan.yaml
     """
     from xcheck.bisect import BisectError, check_plan
     from xcheck.bisect import bisect as run_bisect
