@@ -113,5 +113,6 @@ def test_shrinks_a_generated_case() -> None:
     out = shrink(case.doc, fails, max_runs=600)
     assert fails(out.doc)
     assert len(out.doc["probes"]) == 1
-    assert sum(len(v) for v in out.doc.get("tables", {}).values()) <= 2
-    assert "memory" not in out.doc and "descriptors" not in out.doc
+    parts = (sum(len(v) for v in out.doc.get("tables", {}).values())
+             + len(out.doc.get("memory", [])) + len(out.doc.get("descriptors", [])))
+    assert parts <= 3, out.doc

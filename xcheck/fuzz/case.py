@@ -28,6 +28,12 @@ from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.scenario.loader import _Parser as LoaderParser
 from xcheck.scenario.yamlsrc import YList, YMap
 
+DEVICE_WINDOWS = ((0, RAM_BASE), (0x40_0000_0000, 0x100_0000_0000))
+"""Physical ranges where the virt machine has flash, devices and PCIe windows
+(below RAM; the high GIC, PCIe ECAM and MMIO between 256 GiB and 1 TiB). The
+model reads no memory there; a walk that reads there reads a device on the
+target, so such probes are left out. Between the end of RAM and 256 GiB, and
+from 1 TiB, there is nothing: both sides take an External abort."""
 EXCEPTION_BUDGET = 24
 """Probes per case the model expects to raise an exception (UNDEFINED, a
 trap, an abort): the harness gives up after 64 unexpected exceptions."""
@@ -184,6 +190,13 @@ def make_case(seed: int, index: int, knobs: Knobs, ram_size: int,
                 scenario = scenario_of(doc, name)
                 setup = built(scenario)
             model = model_results(setup, knobs.features, ram_size)
+            if _reads_devices(doc, model):
+                repairs.append("probes whose walk reads a device window dropped")
+                if not doc["probes"]:
+                    raise ScenarioError(Path(name), 1, "probes", "every probe reads a device")
+                scenario = scenario_of(doc, name)
+                setup = built(scenario)
+                model = model_results(setup, knobs.features, ram_size)
             if _over_budget(doc, model):
                 repairs.append("probes over the exception budget dropped")
                 scenario = scenario_of(doc, name)
@@ -213,6 +226,17 @@ def _load_repaired(doc: Doc, name: str, repairs: list[str]) -> Scenario:
     doc.pop("memory", None)
     repairs.append("hand-made tables dropped")
     return scenario_of(doc, name)
+
+
+def _reads_devices(doc: Doc, model: list[AtResult]) -> bool:
+    """Drop probes whose walk reads a descriptor in DEVICE_WINDOWS (in place)."""
+    kept = [p for p, m in zip(doc["probes"], model, strict=True)
+            if not any(s.addr is not None and any(lo <= s.addr < hi for lo, hi in DEVICE_WINDOWS)
+                       for s in m.trace)]
+    if len(kept) == len(doc["probes"]):
+        return False
+    doc["probes"] = kept
+    return True
 
 
 def _over_budget(doc: Doc, model: list[AtResult]) -> bool:

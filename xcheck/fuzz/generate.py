@@ -83,6 +83,10 @@ class Plan:
     tags: set[str] = field(default_factory=set)
     el1: bool = False
     """Probes may run at EL1."""
+    ha: bool = False
+    """Hardware Access flag updates may be on (TCR.HA, VTCR_EL2.HA). An AT
+    may then set AF in a descriptor (AArch64.S1Translate/S2Translate), which
+    later probes would see: the case makes no table point into another one."""
     taken: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     table_attrs: dict[tuple[str, int, int], dict[str, int]] = field(default_factory=dict)
     next_raw_page: int = RAW_PAGES
@@ -118,7 +122,8 @@ class Generator:
         p.tags.add(f"case:{kind}")
         hcr = p.reg("HCR_EL2")
         e2h = kind == "el20" or (kind != "el2" and self.chance(0.15, "vhe"))
-        tge = (self.chance(0.4, "tge") if kind == "el20" else self.chance(0.03, "tge"))
+        tge = (self.chance(0.4, "tge") if kind == "el20" else self.chance(0.01, "tge"))
+        p.ha = self.chance(0.3, "ha")
         if e2h:
             hcr["E2H"] = 1
         if tge:
@@ -225,7 +230,7 @@ class Generator:
         tcr["IPS" if not one_range else "PS"] = ps_name
         if ds_bit:
             tcr["DS"] = 1
-        if self.chance(0.2, "ha"):
+        if self.p.ha and self.chance(0.6):
             tcr["HA"] = 1
             if self.chance(0.5, "hd"):
                 tcr["HD"] = 1
@@ -291,7 +296,7 @@ class Generator:
             vtcr["SH0"] = self.r.choice(SH[:3])
         vtcr["IRGN0"] = self.r.choice(CACHE)
         vtcr["ORGN0"] = self.r.choice(CACHE)
-        if self.chance(0.2, "ha"):
+        if self.p.ha and self.chance(0.6):
             vtcr["HA"] = 1
             if self.chance(0.5, "hd"):
                 vtcr["HD"] = 1
@@ -511,7 +516,9 @@ class Generator:
         if level == 3:
             kinds.append("l3-reserved")
         else:
-            kinds += ["table-arena", "table-far", "table-raw", "table-raw"]
+            kinds += ["table-far", "table-raw", "table-raw"]
+            if not self.p.ha:
+                kinds.append("table-arena")
             if not shape.block_ok(level):
                 kinds.append("block-illegal")
         kind: str = r.choice(kinds)
@@ -564,8 +571,10 @@ class Generator:
             elif roll < 0.6 or sub == 3:
                 words.append(self.leaf_word(shape, sub, self.pick_out(shape, shape.size(sub)))
                              | (r.getrandbits(2) << 53 if r.random() < 0.3 else 0))
-            else:
+            elif not p.ha:
                 words.append(ARENA_PA + r.randrange(4) * shape.granule | 0b11)
+            else:
+                words.append(NO_RAM | 0b11)
         p.memory.append({"addr": page + 8 * first, "words": words})
         region, _ = shape.entry_range(va, level)
         for j in range(n):
@@ -580,7 +589,10 @@ class Generator:
         """Write over the table descriptor at a level above ``va``'s entry."""
         r = self.r
         olevel = r.randrange(shape.start_level, level)
-        kind = r.choice(["zero", "block", "table-arena", "table-raw", "table-far", "bits"])
+        kinds = ["zero", "block", "table-raw", "table-far"]
+        if not self.p.ha:
+            kinds += ["table-arena", "bits"]
+        kind = r.choice(kinds)
         oa = self.pick_out(shape, shape.size(olevel))
         if kind == "zero":
             value = 0

@@ -13,7 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +26,7 @@ from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.shrink import shrink
 from xcheck.fuzz.signature import Signature, signature, target_error_signature
 from xcheck.fuzz.yamlout import Doc
-from xcheck.machine import MachineSetup
+from xcheck.machine import MachineSetup, ProbeResult
 from xcheck.outcome import Outcome
 from xcheck.scenario.loader import Scenario, ScenarioError
 from xcheck.target.errors import TargetError, Unsupported
@@ -34,6 +34,9 @@ from xcheck.target.factory import Target, make_target
 from xcheck.target.profile import Profile
 
 SIGNATURE_COMMENT = "signature: "
+GAVE_UP = "gave up after"
+"""In the target's error when the harness stopped after too many exceptions."""
+SMALL_BATCH = 16
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,7 @@ class Fuzzer:
               model: list[AtResult] | tuple[AtResult, ...]) -> CheckResult:
         assert self.target is not None
         try:
-            got = self.target.run(setup, "batch")
+            got = self.run_target(setup)
         except Unsupported as err:
             return CheckResult([], skipped=str(err))
         except TargetError as err:
@@ -196,6 +199,23 @@ class Fuzzer:
             if sig is not None:
                 fails.append((sig, i, o))
         return CheckResult(fails)
+
+    def run_target(self, setup: MachineSetup) -> list[ProbeResult]:
+        """The target's results; when the harness gave up after too many
+        unexpected exceptions, the probes again in small batches (each
+        program has its own exception budget), so that each probe gets its
+        own answer."""
+        assert self.target is not None
+        try:
+            return self.target.run(setup, "batch")
+        except TargetError as err:
+            if GAVE_UP not in str(err) or len(setup.probes) <= SMALL_BATCH:
+                raise
+        out: list[ProbeResult] = []
+        for i in range(0, len(setup.probes), SMALL_BATCH):
+            part = replace(setup, probes=setup.probes[i:i + SMALL_BATCH])
+            out += self.target.run(part, "batch")
+        return out
 
     def fails_with(self, sig: Signature, name: str) -> Callable[[Doc], bool]:
         """The shrinker's predicate: does this document still fail with a
