@@ -171,8 +171,10 @@ def setup(profile: Profile, say: Callable[[str], None]) -> Artifacts:
                 newest = kernel_package(opts.kernel_suite)
                 if newest == opts.kernel_package:
                     raise
-                say(f"kernel: {opts.kernel_package} is gone from {opts.kernel_suite}; "
-                    f"fetching its successor {newest}")
+                say(
+                    f"kernel: {opts.kernel_package} is gone from {opts.kernel_suite}; "
+                    f"fetching its successor {newest}"
+                )
                 fetch_kernel(newest, opts.kernel_suite)
         say(f"kernel: {cached_kernel(opts.kernel_package)}")
     log: list[str] = []

@@ -135,8 +135,19 @@ def newc_archive(entries: Sequence[CpioEntry]) -> bytes:
         name = e.name.encode() + b"\0"
         nlink = 2 if e.mode & S_IFDIR == S_IFDIR else 1
         fields = (
-            ino if e is not trailer else 0, e.mode, 0, 0, nlink if e is not trailer else 1,
-            0, len(e.data), 0, 0, e.rdev[0], e.rdev[1], len(name), 0,
+            ino if e is not trailer else 0,
+            e.mode,
+            0,
+            0,
+            nlink if e is not trailer else 1,
+            0,
+            len(e.data),
+            0,
+            0,
+            e.rdev[0],
+            e.rdev[1],
+            len(name),
+            0,
         )
         header = b"070701" + b"".join(f"{f:08x}".encode() for f in fields)
         out += header + name + _pad4(len(header) + len(name))

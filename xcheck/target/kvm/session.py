@@ -277,8 +277,7 @@ class AgentSession:
         if idx == 1:
             self._expect(["\n"], time.monotonic() + 2)
             raise TargetError(
-                f"the guest kernel panicked during job {job.id}; console output:\n"
-                + self._tail(),
+                f"the guest kernel panicked during job {job.id}; console output:\n" + self._tail(),
                 self.stderr(),
             )
         self._expect([rf"\nEND {job.id}\r?\n"], deadline)

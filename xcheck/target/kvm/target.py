@@ -310,4 +310,3 @@ class KvmTarget:
                 f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
             )
         return results
-
