@@ -44,6 +44,7 @@ def test_the_command_reports_and_writes_json(qemu_profile: Profile, tmp_path: Pa
     summary = lines[-1]
     assert summary["type"] == "summary" and summary["cases"] == 4
     assert summary["coverage"]["probes"] == summary["probes"]
+    assert len(summary["findings"]) == len([x for x in lines if x["type"] == "finding"])
     assert (res.exit_code == 1) == any(x["type"] == "finding" for x in lines)
 
 

@@ -94,6 +94,7 @@ def fuzz_command(
         if sink is not None:
             sink.write(json.dumps({"type": "summary", "seed": seed, "profile": profile.name,
                                    "qemu": fuzzer.version, **_stats(fuzzer),
+                                   "findings": [f.to_json() for f in fuzzer.findings.values()],
                                    "coverage": fuzzer.coverage.to_json()}) + "\n")
     new = [f for f in fuzzer.findings.values() if f.known_file is None]
     if interrupted:
