@@ -22,18 +22,20 @@ from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.memory import LazyMemory, sparse
 from xcheck.fuzz.yamlout import Doc, dump
-from xcheck.machine import HARNESS_SIZE, RAM_BASE, MachineSetup
+from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, MachineSetup
 from xcheck.scenario.errors import Located
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.scenario.loader import _Parser as LoaderParser
 from xcheck.scenario.yamlsrc import YList, YMap
 
-DEVICE_WINDOWS = ((0, RAM_BASE), (0x40_0000_0000, 0x100_0000_0000))
-"""Physical ranges where the virt machine has flash, devices and PCIe windows
-(below RAM; the high GIC, PCIe ECAM and MMIO between 256 GiB and 1 TiB). The
-model reads no memory there; a walk that reads there reads a device on the
-target, so such probes are left out. Between the end of RAM and 256 GiB, and
-from 1 TiB, there is nothing: both sides take an External abort."""
+DEVICE_WINDOWS = ((0, RAM_BASE), (HARNESS_PA, HARNESS_PA + HARNESS_SIZE),
+                  (0x40_0000_0000, 0x100_0000_0000))
+"""Physical ranges whose content the model does not know: the virt machine's
+flash, devices and PCIe windows (below RAM; the high GIC, PCIe ECAM and MMIO
+between 256 GiB and 1 TiB) and the harness (its code and results). A walk
+that reads a descriptor there reads something else on the target, so such
+probes are left out. Between the end of RAM and 256 GiB, and from 1 TiB,
+there is nothing: both sides take an External abort."""
 EXCEPTION_BUDGET = 24
 """Probes per case the model expects to raise an exception (UNDEFINED, a
 trap, an abort): the harness gives up after 64 unexpected exceptions."""

@@ -139,7 +139,8 @@ class Generator:
                 hcr["FWB"] = 1
             if self.chance(0.3, "ptw"):
                 hcr["PTW"] = 1
-        if self.chance(0.05, "nv"):
+        if not p.el1 and self.chance(0.05, "nv"):
+            # with NV the harness's own EL1 exception return would trap
             hcr["NV"] = 1
         if self.chance(0.04, "nv"):
             hcr["AT"] = 1
