@@ -304,3 +304,11 @@ def test_exit_store_turns_the_el2_mmu_off_and_stores_to_the_exit_address() -> No
         harness.assemble(setup).code
         == harness.assemble(setup, el1_via_el12=False, exit_store=None).code
     )
+
+
+def test_a_kernel_warning_is_summed_up_by_its_heading() -> None:
+    from xcheck.target.kvm.target import kernel_complaint
+
+    warn = "4 WARNING: arch/arm64/kvm/nested.c:288 at kvm_walk_nested_s2+0x3dc/0x688"
+    text = kernel_complaint(["4  perform_access+0x4c/0x1f0", warn, "4 Modules linked in:", warn])
+    assert text.count("kvm_walk_nested_s2") == 1 and "(4 log lines)" in text

@@ -64,6 +64,20 @@ MIN_FREE_KB = 128 << 10
 """A guest with this many kept VMs, or less free memory, is rebooted."""
 
 
+def kernel_complaint(klog: Sequence[str]) -> str:
+    """One line per distinct WARNING/BUG the guest kernel logged during a job
+    (a KVM warning makes the job's PARs suspect); the full log goes along as
+    the error's detail."""
+    heads = []
+    for line in klog:
+        text = line.split(" ", 1)[-1]
+        complaint = text.startswith(("WARNING:", "BUG:", "Unable to handle", "Internal error"))
+        if complaint and text not in heads:
+            heads.append(text)
+    what = "; ".join(heads) if heads else klog[0].split(" ", 1)[-1]
+    return f"the guest kernel complained while the probes ran: {what} ({len(klog)} log lines)"
+
+
 def guest_hypervisor_for(setup: MachineSetup, choice: str) -> str:
     """The vCPU's EL2 flavour for ``setup``: "vhe" or "nvhe".
 
@@ -283,9 +297,7 @@ class KvmTarget:
             flavour, memory, HARNESS_PA + program.entry, [(HARNESS_DATA_PA, program.data_size)]
         )
         if ans.klog:
-            raise TargetError(
-                "the guest kernel logged while the probes ran:\n  " + "\n  ".join(ans.klog)
-            )
+            raise TargetError(kernel_complaint(ans.klog), stderr="\n".join(ans.klog))
         if not ans.ok:
             what = (
                 f"the program did not finish ({ans.error})"
