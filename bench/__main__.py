@@ -16,6 +16,7 @@ BENCHES: list[tuple[str, str]] = [
     ("bench.suite", "bench_suite"),
     ("bench.live", "bench_live"),
     ("bench.fuzz", "bench_fuzz"),
+    ("bench.kvm", "bench_kvm"),
 ]
 
 TARGETS = {
@@ -25,6 +26,8 @@ TARGETS = {
     "target_batch_probes_per_s": ">= 10000",
     "boot_to_first_probe_s": "<= 0.5",
     "suite_wall_s": "<= 60",
+    "kvm_boot_s": "<= 15",
+    "kvm_probes_per_s": ">= 200",
 }
 
 
