@@ -105,3 +105,41 @@ def test_feature_names_are_checked() -> None:
     assert parse_features(["stage2,pan"]) == {"stage2", "pan"}
     with pytest.raises(KnobError, match="unknown feature 'stage3'"):
         parse_features(["stage3"])
+
+
+def test_no_probe_reads_memory_the_model_cannot_know() -> None:
+    """Walks into the harness or the virt machine's device windows are left out."""
+    from xcheck.fuzz.case import DEVICE_WINDOWS
+
+    for index in range(40):
+        for m in case("qemu72", index).model:
+            for step in m.trace:
+                if step.addr is not None:
+                    assert not any(lo <= step.addr < hi for lo, hi in DEVICE_WINDOWS)
+
+
+def test_hardware_af_cases_make_no_table_point_into_the_arena() -> None:
+    """An AT may set AF in memory when HA is on; no table aliases another then."""
+    from xcheck.machine import ARENA_PA
+
+    seen = 0
+    for index in range(120):
+        c = case("qemu10", index)
+        if "HA" not in str(c.doc.get("regs", {})):
+            continue
+        seen += 1
+        # table descriptors: raw words above level 3, and every override
+        words = [m["raw"] for ms in c.doc.get("tables", {}).values() for m in ms
+                 if "raw" in m and m["level"] < 3]
+        words += [o["value"] for o in c.doc.get("descriptors", [])]
+        for w in words:
+            if w & 3 == 3:
+                assert not ARENA_PA <= (w & 0xFFFF_FFFF_F000) < ARENA_PA + (16 << 20), c.text
+    assert seen > 5
+
+
+def test_nv_never_comes_with_probes_at_el1() -> None:
+    for index in range(120):
+        c = case("qemu10", index)
+        if c.setup.sysregs["HCR_EL2"] >> 42 & 1:
+            assert all(p.el == 2 for p in c.setup.probes)

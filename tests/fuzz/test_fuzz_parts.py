@@ -16,8 +16,9 @@ from xcheck.fuzz.memory import LazyMemory, sparse
 from xcheck.fuzz.session import known_signatures
 from xcheck.fuzz.signature import Signature, normalize, signature, target_error_signature
 from xcheck.fuzz.yamlout import dump, hexnum
-from xcheck.machine import RAM_BASE, TargetException
+from xcheck.machine import RAM_BASE, MachineSetup, ProbeResult, TargetException
 from xcheck.scenario.loader import parse_scenario
+from xcheck.target.errors import TargetError
 
 RAM = 128 << 20
 
@@ -120,3 +121,34 @@ def test_durations() -> None:
     assert parse_duration("1.5h") == 5400
     with pytest.raises(ValueError, match="not a duration"):
         parse_duration("ten minutes")
+
+
+class _GivesUpOnBigBatches:
+    """A fake target whose harness gives up on batches of more than 16 probes."""
+
+    version = "1.0"
+    ram_size = RAM
+
+    def __init__(self) -> None:
+        self.id_regs: dict[str, int] = {}
+        self.batches: list[int] = []
+
+    def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
+        self.batches.append(len(setup.probes))
+        if len(setup.probes) > 16:
+            raise TargetError("3 probe(s) did not run (the program gave up after 64 "
+                              "unexpected exceptions)")
+        return [0] * len(setup.probes)
+
+
+def test_batches_run_again_small_when_the_harness_gives_up(tmp_path: Path) -> None:
+    from xcheck.fuzz.session import Fuzzer, FuzzOptions
+    from xcheck.target.profile import load_profile
+
+    fz = Fuzzer(load_profile(), FuzzOptions(out=tmp_path))
+    fake = _GivesUpOnBigBatches()
+    fz.target = fake
+    case = make_case(43, 1, knobs(), RAM)
+    got = fz.run_target(case.setup)
+    assert len(got) == len(case.setup.probes) > 16
+    assert fake.batches[0] == len(case.setup.probes) and max(fake.batches[1:]) <= 16
