@@ -50,7 +50,7 @@ def bench_suite() -> dict[str, float]:
     figures = {"batch_probes_per_s": rate}
     if SUITE.is_dir():
         t = time.perf_counter()
-        scenarios, bad = load_all([SUITE])
+        scenarios, _ = load_all([SUITE])
         probes = 0
         failed = 0
         for event in run_parallel(scenarios, profile, "batch", 2):

@@ -31,7 +31,9 @@ probes:
 expect:
   - {op: S1E2R, va: 0x4123_4000, pa: 0x4123_4000}
 known:
-  - {op: [S1E1R, S1E2R, S12E1W], qemu: "<8.2", why: "QEMU before 8.2 reports SH 0b00 for Device memory"}
+  - op: [S1E1R, S1E2R, S12E1W]
+    qemu: "<8.2"
+    why: QEMU before 8.2 reports SH 0b00 for Device memory
 """
 
 
