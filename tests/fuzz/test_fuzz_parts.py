@@ -14,7 +14,13 @@ from xcheck.fuzz.case import make_case
 from xcheck.fuzz.command import parse_duration
 from xcheck.fuzz.memory import LazyMemory, sparse
 from xcheck.fuzz.session import known_signatures
-from xcheck.fuzz.signature import Signature, normalize, signature, target_error_signature
+from xcheck.fuzz.signature import (
+    Signature,
+    last_rule,
+    normalize,
+    signature,
+    target_error_signature,
+)
 from xcheck.fuzz.yamlout import dump, hexnum
 from xcheck.machine import RAM_BASE, MachineSetup, ProbeResult, TargetException
 from xcheck.scenario.loader import parse_scenario
@@ -152,3 +158,14 @@ def test_batches_run_again_small_when_the_harness_gives_up(tmp_path: Path) -> No
     got = fz.run_target(case.setup)
     assert len(got) == len(case.setup.probes) > 16
     assert fake.batches[0] == len(case.setup.probes) and max(fake.batches[1:]) <= 16
+
+
+def test_success_signatures_tell_the_way_to_the_output() -> None:
+    rules = set()
+    for index in range(30):
+        for m in make_case(47, index, knobs(), RAM).model:
+            if m.kind == "par" and m.fault is None:
+                rules.add(last_rule(m.trace))
+    assert "AArch64.EncodePAR [S1 walk]" in rules
+    assert "AArch64.EncodePAR [S1 off]" in rules
+    assert any("S2" in r for r in rules) and all(r.startswith("AArch64.EncodePAR [") for r in rules)

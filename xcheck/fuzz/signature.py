@@ -30,11 +30,27 @@ def normalize(text: str) -> str:
 
 
 def last_rule(trace: tuple[TraceStep, ...]) -> str:
-    """The rule of the last trace step that names one (else its kind)."""
+    """The rule of the last trace step that names one (else its kind).
+
+    A successful translation always ends in AArch64.EncodePAR, so the way
+    there is added: stage 1 disabled or walked, SCTLR_ELx.C = 0 making
+    Normal memory Non-cacheable, stage 2 applied to the output."""
+    rule = ""
     for step in reversed(trace):
         if step.rule:
-            return normalize(step.rule)
-    return normalize(trace[-1].what) if trace else ""
+            rule = normalize(step.rule)
+            break
+    else:
+        return normalize(trace[-1].what) if trace else ""
+    if trace and trace[-1].what == "output":
+        path = ["S1 off" if any(s.what == "disabled" for s in trace) else "S1 walk"]
+        if any(s.what == "attrs" for s in trace):
+            path.append("C=0")
+        if any(s.stage == 2 and s.what == "start" and str(s.text).startswith("IPA")
+               for s in trace):
+            path.append("S2")
+        rule += f" [{', '.join(path)}]"
+    return rule
 
 
 @dataclass(frozen=True, order=True)
