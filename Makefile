@@ -43,8 +43,16 @@ demo: venv
 	$(BIN)/xcheck doctor
 	$(BIN)/xcheck run --jobs 2 scenarios
 
-test: venv
+test: venv testdeps
 	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
+
+# What the integration tests use beside the default QEMU, when it can be had:
+# QEMU 10.0 (matrix and bisection tests) and the nested-KVM target. Without
+# them (no network) those tests are skipped, each saying why.
+.PHONY: testdeps
+testdeps: venv
+	-@$(BIN)/python -m xcheck.debfetch qemu || echo "note: QEMU 10.0 not installed: its tests will be skipped"
+	-@$(BIN)/python -m xcheck.target.kvm setup || echo "note: the nested-KVM target is not set up: its tests will be skipped"
 
 unit: venv
 	$(BIN)/pytest -q -m "not qemu" $(PYTEST_ARGS)
