@@ -19,12 +19,14 @@ from xcheck.target.profile import Profile
 def test_a_short_run_cross_checks_and_writes_loadable_findings(
         qemu_profile: Profile, tmp_path: Path) -> None:
     opts = FuzzOptions(seed=5, count=12, allowed=frozenset(KNOBS), out=tmp_path,
-                       shrink_runs=25, shrink_seconds=8)
+                       shrink_runs=40, shrink_seconds=10, max_shrinks=2)
     with Fuzzer(qemu_profile, opts) as fz:
         fz.run()
     assert fz.stats.cases == 12 and fz.stats.probes > 12 * 50
+    assert fz.stats.fuzz_seconds + fz.stats.shrink_seconds < 30
     assert fz.coverage.probes == fz.stats.probes
     assert fz.coverage.results["success"] > 0
+    assert fz.shrunk == min(2, len(fz.findings))
     for f in fz.findings.values():
         assert f.count >= 1 and f.ops
         if f.file is not None:

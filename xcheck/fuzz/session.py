@@ -50,6 +50,8 @@ class FuzzOptions:
     shrink: bool = True
     shrink_runs: int = 300
     shrink_seconds: float = 180.0
+    max_shrinks: int | None = None
+    """Shrink at most this many findings (the others are reported unshrunk)."""
 
 
 @dataclass
@@ -142,6 +144,7 @@ class Fuzzer:
         self.findings: dict[Signature, Finding] = {}
         self.coverage = Coverage()
         self.stats = Stats()
+        self.shrunk = 0
         self.known = known_signatures((options.out, *options.known_dirs))
 
     # --- the target ---------------------------------------------------------
@@ -279,7 +282,9 @@ class Fuzzer:
             self.on_event("case", case)
             for sig, hint in new.items():
                 f = self.findings[sig]
-                if f.known_file is None and self.opt.shrink:
+                if f.known_file is None and self.opt.shrink and (
+                        self.opt.max_shrinks is None or self.shrunk < self.opt.max_shrinks):
+                    self.shrunk += 1
                     s0 = time.monotonic()
                     self.shrink_finding(f, case, hint)
                     self.stats.shrink_seconds += time.monotonic() - s0
