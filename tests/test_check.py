@@ -66,3 +66,24 @@ def test_a_known_crash_is_known_and_the_rest_target_errors() -> None:
     assert "QEMU aborts here" in out[1].detail and "signal 6" in out[1].detail
     old = target_failed(s, TargetError("QEMU died"), target="qemu", version="7.2.22")
     assert [o.kind for o in old] == [Kind.TARGET_ERROR, Kind.TARGET_ERROR]
+
+
+def test_access_flag_update_through_stage2_is_a_permitted_alternative() -> None:
+    """TCR.HA = 1, AF = 0: an AT may set AF (D8.5); the write goes through
+    stage 2 as a walk access (CreateAccDescTTEUpdate), which a read-only
+    stage 2 mapping of the tables refuses: PAR.S = 1, PTW = 1, stage 2 level 1."""
+    path = (
+        Path(__file__).resolve().parent.parent
+        / "scenarios/access-flag/hardware-af-update-through-stage2.yaml"
+    )
+    s = parse_scenario(path.read_text(), path)
+    results = run_model(s.build(), Features.everything(), 128 << 20)
+    for probe, res in zip(s.probes, results, strict=True):
+        faults = [a for a in res.alternatives if a.kind == "par" and decode_par(a.par)["F"]]
+        if probe.va == 0x1000_0000:
+            (alt,) = faults
+            f = decode_par(alt.par)
+            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
+            assert decode_par(res.par)["F"] == 0  # not updating is also permitted
+        else:
+            assert not faults  # AF = 1: nothing to write

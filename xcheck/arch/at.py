@@ -140,6 +140,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     rp = state.regime(r.regime)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
     out = s1_translate(rp, va, acc, s2_walks, mem, trace)
+    s1_out = out
     if isinstance(out, Translated) and r.stage12:
         s1 = out
         out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace)
@@ -182,4 +183,14 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                       mask=SUCCESS_MASK & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))
+    if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
+        update = s2_translate(state.s2, s1_out.af_update, None, True, True, mem, [])
+        if isinstance(update, FaultRecord):
+            why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
+                   "descriptor goes through stage 2 (AArch64.S1Translate, "
+                   "CreateAccDescTTEUpdate) and faults: " + update.describe())
+            alt = (_not_executed("abort", why, list(trace), update) if state.el == 1 else
+                   AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
+                            update, tuple(trace)))
+            result = replace(result, alternatives=(*result.alternatives, alt))
     return result

@@ -46,6 +46,11 @@ class Translated:
     configuration bit (SCTLR_ELx.C) changed them: D24.2 PAR_EL1.ATTR "can be
     the resulting attribute ... instead of the value that appears in the
     translation table descriptor", so PAR may report either."""
+    af_update: int | None = None
+    """The stage 1 descriptor's (IPA) address when AF == 0 with TCR.HA == 1:
+    an AT is permitted to set AF there (D8.5), a write that stage 2 translates
+    as a table walk access and that can fault (AArch64.S1Translate,
+    CreateAccDescTTEUpdate)."""
 
 
 @lru_cache(maxsize=8192)
@@ -227,7 +232,8 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
                                "Non-cacheable",
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled"))
-    return Translated(oa, mem_attrs, level, descriptor_attrs)
+    af_update = descaddr if not (desc >> 10) & 1 else None
+    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update)
 
 
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
@@ -305,7 +311,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
             return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
                              "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
                              trace)
-        denied = perms.s2_permission_fault(s2ap, False)
+        # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
+        denied = perms.s2_permission_fault(s2ap, write)
     else:
         denied = perms.s2_permission_fault(s2ap, write)
     if denied is not None:
