@@ -12,7 +12,7 @@ from xcheck.arch.memory import MemoryImage
 from xcheck.check import compare
 from xcheck.fuzz.case import make_case
 from xcheck.fuzz.command import parse_duration
-from xcheck.fuzz.memory import LazyMemory, sparse
+from xcheck.fuzz.memory import sparse
 from xcheck.fuzz.session import known_signatures
 from xcheck.fuzz.signature import (
     Signature,
@@ -109,7 +109,7 @@ def test_sparse_memory_reads_the_same() -> None:
             mem[a] = bytes(b)
             a += n + r.choice([0, 8, 4096])
         full = MemoryImage(mem, RAM_BASE, RAM)
-        lazy = LazyMemory(sparse(mem), RAM_BASE, RAM)
+        lazy = MemoryImage(sparse(mem), RAM_BASE, RAM)
         for addr in range(0x4040_0000 - 16, a + 16, 8):
             assert full.read64(addr) == lazy.read64(addr)
         assert sum(map(len, sparse(mem).values())) <= sum(map(len, mem.values()))

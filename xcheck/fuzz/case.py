@@ -16,11 +16,12 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from xcheck.arch.at import ArchState, AtResult, translate
+from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
+from xcheck.check import run_model
 from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
-from xcheck.fuzz.memory import LazyMemory, sparse
+from xcheck.fuzz.memory import sparse
 from xcheck.fuzz.yamlout import Doc, dump
 from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, MachineSetup
 from xcheck.scenario.errors import Located
@@ -117,23 +118,9 @@ def built(scenario: Scenario) -> MachineSetup:
 
 
 def model_results(setup: MachineSetup, features: Features, ram_size: int) -> list[AtResult]:
-    """The model's answer for every probe (as xcheck.check.run_model, with
-    memory decoded only where the walks read it)."""
-    mem = LazyMemory(setup.memory, RAM_BASE, ram_size)
-    decoded: ArchState | None = None
-    states: dict[tuple[int, bool], ArchState] = {}
-    out = []
-    for probe in setup.probes:
-        state = states.get((probe.el, probe.pan))
-        if state is None:
-            if decoded is None:
-                state = decoded = ArchState.from_sysregs(setup.sysregs, features, probe.el,
-                                                         probe.pan)
-            else:
-                state = decoded.with_pstate(probe.el, probe.pan)
-            states[(probe.el, probe.pan)] = state
-        out.append(translate(probe.op, probe.va, state, mem))
-    return out
+    """The model's answer for every probe: xcheck.check.run_model (with the
+    alternatives the architecture permits)."""
+    return run_model(setup, features, ram_size)
 
 
 def _el1_to_el2(doc: Doc) -> bool:
