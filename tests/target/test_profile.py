@@ -81,3 +81,7 @@ def test_profiles_are_hashable_values() -> None:
 def test_shipped_profiles_load() -> None:
     for name in ("tcg-max", "qemu10"):
         assert load_profile(name).name == name
+
+
+def test_target_name_qemu_is_the_default_profile() -> None:
+    assert load_profile("qemu").name == "tcg-max"

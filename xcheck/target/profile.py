@@ -67,7 +67,12 @@ def parse_size(text: str) -> int:
         raise ProfileError(f"memory: {text!r} is not a size like 128M or 1G") from None
 
 
+ALIASES = {"qemu": DEFAULT_PROFILE}
+"""Target names that stand for a profile (``--target qemu``)."""
+
+
 def _find(name: str) -> Path:
+    name = ALIASES.get(name, name)
     p = Path(name)
     if p.suffix in (".yaml", ".yml") or p.exists():
         if not p.is_file():
