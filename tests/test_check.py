@@ -87,3 +87,25 @@ def test_access_flag_update_through_stage2_is_a_permitted_alternative() -> None:
             assert decode_par(res.par)["F"] == 0  # not updating is also permitted
         else:
             assert not faults  # AF = 1: nothing to write
+
+
+KVM_KNOWN = """
+name: kvm-known
+about: known entries for QEMU and for KVM's AT emulation
+probes:
+  - {op: [S1E1R, S1E1W], va: 0x4000_0000, el: 2}
+known:
+  - {op: S1E1R, qemu: "<8.2", why: "a QEMU bug"}
+  - {op: S1E1W, kvm: "<=7.3.4", why: "a KVM bug"}
+"""
+
+
+def test_known_entries_for_kvm_apply_to_the_kvm_target_only() -> None:
+    s = parse_scenario(KVM_KNOWN, Path("k.yaml"))
+    r, w = s.probes
+    qemu_bug, kvm_bug = s.known
+    assert qemu_bug.applies(r, "7.2.22") and qemu_bug.applies(r, "7.2.22/kvm-7.3.4")
+    assert not qemu_bug.applies(r, "10.0.2/kvm-7.3.4")
+    assert kvm_bug.applies(w, "10.0.2/kvm-7.3.4")
+    assert not kvm_bug.applies(w, "10.0.2/kvm-7.4.0")
+    assert not kvm_bug.applies(w, "10.0.2") and not kvm_bug.applies(w, "7.2.22")

@@ -14,7 +14,7 @@ from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.par import decode_par, describe_par
 from xcheck.machine import AtOp, Probe
-from xcheck.scenario.versions import VersionRange
+from xcheck.scenario.versions import VersionRange, split_target_version
 
 FAULT_NAMES: dict[str, Fault] = {
     "translation": Fault.TRANSLATION,
@@ -147,15 +147,22 @@ class Expectation:
 
 @dataclass(frozen=True)
 class KnownDivergence:
-    """A recorded disagreement of QEMU with the Arm ARM: the probes it
-    covers, the QEMU versions (``qemu``), why, and a link to the upstream
-    fix or report."""
+    """A recorded disagreement with the Arm ARM: the probes it covers, the
+    QEMU versions (``qemu``), why, and a link to the upstream fix or report.
+    With ``kvm`` (a guest kernel version range) it records a bug of KVM's AT
+    emulation and applies to the nested-KVM target only; without, a QEMU bug,
+    which can show through a KVM run too (QEMU runs the guest's ATs that KVM
+    does not trap)."""
 
     line: int
     select: Selector
     qemu: VersionRange
     why: str
     link: str = ""
+    kvm: VersionRange | None = None
 
     def applies(self, probe: Probe, version: str) -> bool:
-        return self.select.matches(probe) and self.qemu.contains(version)
+        qemu, kernel = split_target_version(version)
+        if self.kvm is not None and (kernel is None or not self.kvm.contains(kernel)):
+            return False
+        return self.select.matches(probe) and self.qemu.contains(qemu)

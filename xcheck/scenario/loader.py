@@ -73,7 +73,7 @@ PSTATE_KEYS = ("EL", "PAN")
 SELECT_KEYS = ("op", "va", "el", "pan")
 PROBE_KEYS = (*SELECT_KEYS, "label")
 EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
-KNOWN_KEYS = (*SELECT_KEYS, "qemu", "why", "link")
+KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "why", "link")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
            "contiguous", "pxn", "uxn", "xn", "dbm", "table")
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
@@ -573,9 +573,15 @@ class _Parser:
             rng = parse_range(qemu)
         except ValueError as err:
             raise Located(m.at("qemu"), f"{field}.qemu", str(err)) from None
+        kvm = None
+        if "kvm" in m:
+            try:
+                kvm = parse_range(as_str(m["kvm"], f"{field}.kvm", m.at("kvm")))
+            except ValueError as err:
+                raise Located(m.at("kvm"), f"{field}.kvm", str(err)) from None
         why = as_str(m["why"], f"{field}.why", m.at("why")).strip()
         link = as_str(m["link"], f"{field}.link", m.at("link")).strip() if "link" in m else ""
-        return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link)
+        return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link, kvm=kvm)
 
 
 def _parse_fault(value: Any, field: str, line: int) -> Any:

@@ -127,6 +127,8 @@ def json_schema() -> Schema:
     expect["anyOf"] = [{"required": ["fault"]}, {"required": ["pa"]}, {"required": ["result"]}]
     known = _obj({**sel, "qemu": {"type": "string", "description": "a version range: "
                                   "\"<10.1\", \">=7.2,<8.1\", \"*\""},
+                  "kvm": {"type": "string", "description": "a guest kernel version range: "
+                          "the entry records a bug of KVM's AT emulation (nested-KVM target)"},
                   "why": {"type": "string"}, "link": {"type": "string"}}, ("why",),
                  about="a recorded QEMU divergence: reported as known, not failed")
     memory = _obj({"addr": _ref("address"),

@@ -54,6 +54,18 @@ class VersionRange:
         return True
 
 
+KVM_MARK = "/kvm-"
+"""The nested-KVM target's version reads ``<QEMU version>/kvm-<kernel version>``."""
+
+
+def split_target_version(version: str) -> tuple[str, str | None]:
+    """(QEMU version, guest kernel version or None) of a target's version."""
+    if KVM_MARK in version:
+        qemu, kernel = version.split(KVM_MARK, 1)
+        return qemu, kernel
+    return version, None
+
+
 def parse_range(text: str) -> VersionRange:
     """Parse a range; ValueError says what part was not understood."""
     t = text.strip()
