@@ -49,11 +49,10 @@ def run_model(
         return []
     first = setup.probes[0]
     base = ArchState.from_sysregs(setup.sysregs, features, first.el, first.pan)
-    other: ArchState | None = ArchState.from_sysregs(
-        setup.sysregs, features, first.el, first.pan, impdef=OTHER_IMPDEF)
-    if other is not None and (other.el10, other.el2, other.el20, other.s2) == (
-            base.el10, base.el2, base.el20, base.s2):
-        other = None
+    flipped = ArchState.from_sysregs(setup.sysregs, features, first.el, first.pan,
+                                     impdef=OTHER_IMPDEF)
+    decoded = (flipped.el10, flipped.el2, flipped.el20, flipped.s2)
+    other = None if decoded == (base.el10, base.el2, base.el20, base.s2) else flipped
     states: dict[tuple[int, bool], tuple[ArchState, ArchState | None]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
@@ -246,10 +245,8 @@ def target_failed(
     out = []
     for p in scenario.probes:
         o = replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
-        known = [k for k in scenario.known if k.applies(p, version)]
-        if known:
-            o = replace(o, kind=Kind.KNOWN, detail=f"{known[0].why} (target error: {detail})")
-        out.append(o)
+        k = _known(scenario, p, version, replace(o, detail=f"target error: {detail}"))
+        out.append(k if k.kind is Kind.KNOWN else o)
     return out
 
 

@@ -91,7 +91,8 @@ def plan_targets(configs: Sequence[str], qemus: Sequence[str]) -> list[MatrixTar
     targets: list[MatrixTarget] = []
     base = configs[0] if len(configs) == 1 else None
     if not qemus or len(configs) > 1:
-        targets += [MatrixTarget(load_profile(c).name, load_profile(c)) for c in configs]
+        profiles = [load_profile(c) for c in configs]
+        targets += [MatrixTarget(p.name, p) for p in profiles]
     if qemus:
         base_prof = load_profile(base)
         prefix = f"{base_prof.name}:" if base else ""

@@ -156,17 +156,14 @@ class QemuTarget:
 
     def _explain(self, err: TargetError) -> TargetError:
         """Add what QEMU did: its exit status and stderr when it died."""
-        q = self._stub.qemu if self._stub is not None else None
-        if q is not None and not q.alive() and not str(err).startswith("QEMU "):
-            status = q.exit_status()
-            what = (
-                f"QEMU died (signal {-status})"
-                if status is not None and status < 0
-                else f"QEMU exited with status {status}"
-            )
-            return TargetError(f"{what}: {err}", q.stderr())
-        if q is not None and not err.stderr:
-            err.stderr = q.stderr()
+        stub = self._stub
+        if stub is None or stub.qemu is None:
+            return err
+        gone = stub.gone()
+        if gone and not str(err).startswith("QEMU "):
+            return TargetError(f"{gone}: {err}", stub.stderr())
+        if not err.stderr:
+            err.stderr = stub.stderr()
         return err
 
     def _ensure_clean(self) -> None:
