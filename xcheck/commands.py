@@ -10,8 +10,9 @@ from rich.console import Console
 
 from xcheck.arch.features import Features
 from xcheck.arch.par import describe_par
-from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, run_model, select
+from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
+from xcheck.model import run_model
 from xcheck.outcome import ExitCode, exit_code
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
@@ -24,9 +25,11 @@ from xcheck.target.profile import Profile, load_profile, with_overrides
 from xcheck.workers import CannotTest, run_parallel
 
 
-def _profile(console: Console, config: str | None, qemu: str | None) -> Profile | None:
+def _profile(
+    console: Console, config: str | None, qemu: str | None, cpu: str | None = None
+) -> Profile | None:
     try:
-        return load_profile(config, qemu=qemu)
+        return load_profile(config, qemu=qemu, cpu=cpu)
     except ProfileError as err:
         console.print(f"[red]error:[/] {err}")
         return None
@@ -37,6 +40,7 @@ def run_command(
     *,
     config: str | None,
     qemu: str | None,
+    cpu: str | None = None,
     keyword: str | None,
     jobs: int,
     shard: tuple[int, int] | None,
@@ -51,7 +55,7 @@ def run_command(
         if not p.exists():
             console.print(f"[red]error:[/] no such file or folder: {p}")
             return ExitCode.USAGE
-    profile = _profile(console, config, qemu)
+    profile = _profile(console, config, qemu, cpu)
     if profile is None:
         return ExitCode.USAGE
     try:
@@ -105,6 +109,7 @@ def explain_command(
     selector: str | None,
     config: str | None,
     qemu: str | None,
+    cpu: str | None = None,
     model_only: bool,
     console: Console,
 ) -> int:
@@ -127,7 +132,7 @@ def explain_command(
         except ScenarioError as err:
             console.print(f"[red]error:[/] {err}")
             return ExitCode.USAGE
-    profile = _profile(console, config, qemu)
+    profile = _profile(console, config, qemu, cpu)
     if profile is None:
         return ExitCode.USAGE
     try:
