@@ -55,6 +55,9 @@ def main() -> None:
 @click.option("--qemu", "qemus", metavar="BINARY", multiple=True,
               help="Use this qemu-system-aarch64 instead of the profile's. Repeat for a "
                    "matrix run.")
+@click.option("--cpu", "cpus", metavar="MODEL", multiple=True,
+              help="CPU model instead of the profile's; repeat for a matrix run; `all`: every "
+                   "AArch64 model the QEMU offers.")
 @click.option("-k", "keyword", metavar="EXPR",
               help="Only probes whose id matches EXPR (substrings with and/or/not).")
 @click.option("--jobs", "-j", default=1, show_default=True,
@@ -72,6 +75,7 @@ def run(
     configs: Sequence[str],
     targets: Sequence[str],
     qemus: Sequence[str],
+    cpus: Sequence[str],
     keyword: str | None,
     jobs: int,
     shard: str | None,
@@ -90,7 +94,8 @@ def run(
     Several --config/--target/--qemu values make a matrix run: the same
     probes on each target, then a table probe x target with the
     differences marked. One target per --config/--target value and one per
-    --qemu (on the only --config given, else on the default profile). Exit
+    --qemu (on the only --config given, else on the default profile), each
+    on every --cpu model given (`--cpu all`: every AArch64 model). Exit
     status of a matrix run: the worst over targets; a target that cannot be
     used is a failure (1) while another one could be, 125 only when none
     could.
@@ -102,9 +107,11 @@ def run(
       xcheck run --qemu ~/qemu/build/qemu-system-aarch64 --shard 2/4 --junit j.xml
       xcheck run --config tcg-max --config qemu10 scenarios   # QEMU 7.2 vs 10.0
       xcheck run --qemu build-a/qemu-system-aarch64 --qemu build-b/qemu-system-aarch64
+      xcheck run --cpu cortex-a57 --cpu neoverse-n1 scenarios/stage2
+      xcheck run --config qemu10 --cpu all       # every CPU model of QEMU 10.0
     """
     configs = [*configs, *targets]
-    if len(configs) > 1 or len(qemus) > 1:
+    if len(configs) > 1 or len(qemus) > 1 or len(cpus) > 1 or "all" in cpus:
         from xcheck.matrix import run_matrix
 
         sys.exit(
@@ -112,6 +119,7 @@ def run(
                 list(paths) or [DEFAULT_SUITE],
                 configs=configs,
                 qemus=qemus,
+                cpus=cpus,
                 keyword=keyword,
                 jobs=jobs,
                 shard=_parse_shard(shard),
@@ -129,6 +137,7 @@ def run(
             list(paths) or [DEFAULT_SUITE],
             config=configs[0] if configs else None,
             qemu=qemus[0] if qemus else None,
+            cpu=cpus[0] if cpus else None,
             keyword=keyword,
             jobs=jobs,
             shard=_parse_shard(shard),
@@ -146,10 +155,13 @@ def run(
 @click.option("--probe", "selector", metavar="EXPR", help="Only probes matching EXPR (as -k).")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--model-only", is_flag=True,
               help="Do not start QEMU; explain the model's answer only.")
 def explain(
-    scenario: Path, selector: str | None, config: str | None, qemu: str | None, model_only: bool
+    scenario: Path, selector: str | None, config: str | None, qemu: str | None,
+    cpu: str | None, model_only: bool
 ) -> None:
     """Show the model's trace for each probe next to QEMU's PAR, decoded.
 
@@ -165,6 +177,7 @@ def explain(
             selector=selector,
             config=config,
             qemu=qemu,
+            cpu=cpu,
             model_only=model_only,
             console=_console(),
         )
@@ -174,13 +187,16 @@ def explain(
 @main.command()
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
-def doctor(config: str | None, qemu: str | None) -> None:
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
+def doctor(config: str | None, qemu: str | None, cpu: str | None) -> None:
     """QEMU and gdb versions, stub capabilities and the CPU's translation
     features. Exit 0 when usable, 125 when QEMU cannot be started.
 
     \b
     Example:
       xcheck doctor --config tcg-max
+      xcheck doctor --config qemu10 --cpu cortex-a710
     """
     from xcheck.target.doctor import doctor as run_doctor
     from xcheck.target.errors import ProfileError
@@ -188,7 +204,7 @@ def doctor(config: str | None, qemu: str | None) -> None:
 
     console = _console()
     try:
-        profile = load_profile(config, qemu=qemu)
+        profile = load_profile(config, qemu=qemu, cpu=cpu)
     except ProfileError as err:
         console.print(f"[red]error:[/] {err}")
         sys.exit(ExitCode.USAGE)
@@ -361,6 +377,8 @@ def bisect_step(
               "S1E2R,S1E2W,S1E0R,S1E0W at EL2 with VHE; S1E1R,S1E1W,S1E0R,S1E0W at EL1).")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--memory", default="512M", show_default=True, help="Guest RAM.")
 @click.option("--resume", is_flag=True, help="Afterwards let the kernel run on and check it "
               "still prints its panic (at the panic: boots with panic=2, so it restarts).")
@@ -375,7 +393,8 @@ def bisect_step(
 def live(
     kernel: Path | None, kernel_deb: str | None, suite: str, append: str,
     initrd: Path | None, at_panic: bool, after: float | None, samples: int, seed: int,
-    ops: str | None, config: str | None, qemu: str | None, memory: str, resume: bool,
+    ops: str | None, config: str | None, qemu: str | None, cpu: str | None, memory: str,
+    resume: bool,
     export_dir: Path | None, json_path: Path | None, junit_path: Path | None,
     boot_timeout: float, verbose: bool,
 ) -> None:
@@ -403,7 +422,7 @@ def live(
         kernel=kernel, kernel_deb=kernel_deb, suite=suite, append=append, initrd=initrd,
         at_panic=after is None, after=after or 0.0, samples=samples, seed=seed,
         ops=[o for o in (ops or "").split(",") if o.strip()], config=config, qemu=qemu,
-        memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
+        cpu=cpu, memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
         junit_path=junit_path, boot_timeout=boot_timeout, verbose=verbose,
     )
     sys.exit(live_command(opts, _console()))
@@ -420,6 +439,8 @@ def live(
                    "malformed, ...; -NAME leaves one out). See docs/fuzzing.md.")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fuzz-findings"),
               show_default=True, help="Where shrunk failing scenarios are written.")
 @click.option("--known", "known_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -432,7 +453,8 @@ def live(
               help="At most this many target runs to shrink one finding.")
 def fuzz(
     seed: int | None, count: int | None, duration: str | None, features: tuple[str, ...],
-    config: str | None, qemu: str | None, out: Path, known_dirs: tuple[Path, ...],
+    config: str | None, qemu: str | None, cpu: str | None, out: Path,
+    known_dirs: tuple[Path, ...],
     json_path: Path | None, no_shrink: bool, shrink_runs: int,
 ) -> None:
     """Differential fuzzing: random translation setups (within what the CPU
@@ -452,7 +474,7 @@ def fuzz(
     known = known_dirs or ((DEFAULT_SUITE / "fuzz-findings",) if DEFAULT_SUITE.is_dir() else ())
     sys.exit(fuzz_command(
         seed=seed, count=count, duration=duration, features=features, config=config,
-        qemu=qemu, out=out, known_dirs=tuple(known), json_path=json_path,
+        qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,
         do_shrink=not no_shrink, shrink_runs=shrink_runs, console=_console(),
     ))
 
