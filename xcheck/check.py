@@ -235,12 +235,12 @@ def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
     mine = answers(model)
     if answers(run_model(setup, full, ram_size)) == mine:
         return none
-    depends: list[list[str]] = [[] for _ in setup.probes]
-    for name, more in features.lacking(full).items():
+    depends: list[dict[str, str]] = [{} for _ in setup.probes]
+    for field_name, name, more in features.lacking(full):
         for i, other in enumerate(answers(run_model(setup, more, ram_size))):
             if other != mine[i] and pinned[i]:
-                depends[i].append(name)
-    return [", ".join(d) for d in depends]
+                depends[i].setdefault(field_name, name)  # the lowest level that matters
+    return [", ".join(d.values()) for d in depends]
 
 
 def target_failed(

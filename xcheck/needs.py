@@ -14,10 +14,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from xcheck.arch.at import translate
+from xcheck.arch.at import ArchState, translate
+from xcheck.arch.fault import FaultRecord
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage
 from xcheck.arch.par import decode_par, describe_par
+from xcheck.arch.perms import S1Access
+from xcheck.arch.regime import Regime
+from xcheck.arch.walk import Access, s1_translate
 from xcheck.machine import (
     HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
@@ -28,6 +32,9 @@ from xcheck.machine import (
 )
 from xcheck.model import arch_states
 from xcheck.target.harness import el2_regime
+
+REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0"}
+"""code_va's regime keys, as xcheck.arch.regime.Regime values."""
 
 
 def _reaches(setup: MachineSetup, features: Features, ram_size: int, el1: bool) -> str:
@@ -49,6 +56,24 @@ def _reaches(setup: MachineSetup, features: Features, ram_size: int, el1: bool) 
             if fields.get("F") or fields.get("PA", 0) << 12 != pa:
                 return (f"on this CPU, {where} does not map the harness's {what} at VA 0x{va:x} "
                         f"to PA 0x{pa:x}: AT {op.value} gives {describe_par(res.par)}")
+        denied = _fetch_denied(state, regime, base, mem)
+        if denied:
+            return f"on this CPU, the harness's code at VA 0x{base:x} in {where} {denied}"
+    return ""
+
+
+def _fetch_denied(state: ArchState, regime: str, va: int, mem: MemoryImage) -> str:
+    """Why stage 1 of ``regime`` does not let its own EL fetch code at
+    ``va`` ("" when it does). A regime's descriptors read differently in
+    another regime: bit 54 is UXN in EL2&0 and XN in EL2 (D8.4.1.3)."""
+    rp = state.regime(Regime(REGIMES[regime]))
+    el = 1 if regime == "EL10" else 2
+    acc = Access(S1Access(el=el, write=False, pan_op=False, fetch=True), False, False,
+                 state.features.pan)
+    s2 = state.s2 if regime == "EL10" and state.s2.enabled else None
+    out = s1_translate(rp, va, acc, s2, mem, [])
+    if isinstance(out, FaultRecord):
+        return f"is not executable: {out.describe()}"
     return ""
 
 

@@ -94,8 +94,9 @@ def test_an_unimplemented_granule_is_any_implemented_one() -> None:
 
 def test_lacking_names_each_missing_feature() -> None:
     cpu = Features(pa_range_bits=40, pan=1, vh=False, tgran16=False, s2fwb=False)
-    more = cpu.lacking(cpu.upgraded())
-    assert {"PA48", "TGRAN16", "VHE", "PAN2", "PAN3", "S2FWB"} <= set(more)
+    more = {name: f for _, name, f in cpu.lacking(cpu.upgraded())}
+    assert {"PA42", "PA48", "PA52", "TGRAN16", "VHE", "PAN2", "PAN3", "S2FWB"} <= set(more)
+    assert "PA40" not in more and "PAN" not in more
     assert more["PA48"].pa_range_bits == 48 and more["PA48"].vh is False
     assert more["PAN2"].pan == 2
-    assert MAX.upgraded().lacking(MAX.upgraded()) == {}
+    assert MAX.upgraded().lacking(MAX.upgraded()) == []

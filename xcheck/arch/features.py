@@ -68,33 +68,36 @@ class Features:
         return test is not None and test(self)
 
     def upgraded(self) -> Features:
-        """This PE with every feature the model knows added (and a PA size of
-        at least 48 bits): the CPU a scenario's expectations are written for
-        unless it says otherwise."""
-        best = Features.everything()
+        """This PE with every feature the model knows added, 52-bit PAs and
+        VAs among them: the CPU a scenario's expectations are written for."""
+        best = replace(Features.everything(), pa_range_bits=52, lpa=True, lva=True)
         return Features(**{
             f.name: max(getattr(self, f.name), getattr(best, f.name)) for f in fields(self)
         })
 
-    def lacking(self, other: Features) -> dict[str, Features]:
-        """For each feature ``other`` has beyond this PE, named as in
-        PREDICATES (a PA size as PAnn, a level as its feature), this PE with
-        that one feature added."""
-        out: dict[str, Features] = {}
+    def lacking(self, other: Features) -> list[tuple[str, str, Features]]:
+        """For each feature ``other`` has beyond this PE: the Features field,
+        the feature's name as in PREDICATES (a PA size as PAnn, each level of
+        a leveled feature on its own, lowest first), and this PE with that
+        one feature added."""
+        out: list[tuple[str, str, Features]] = []
         for f in fields(self):
             mine, theirs = getattr(self, f.name), getattr(other, f.name)
             if not theirs > mine:
                 continue
             changes: dict[str, object]
             if f.name == "pa_range_bits":
-                out[f"PA{theirs}"] = replace(self, pa_range_bits=theirs)
+                for bits in sorted(set(PARANGE_BITS.values())):
+                    if mine < bits <= theirs:
+                        out.append((f.name, f"PA{bits}", replace(self, pa_range_bits=bits)))
             elif isinstance(mine, bool):
                 changes = {f.name: True}
-                out[FIELD_NAMES[f.name]] = replace(self, **changes)  # type: ignore[arg-type]
+                out.append((f.name, FIELD_NAMES[f.name], replace(self, **changes)))  # type: ignore[arg-type]
             else:
                 for level in range(mine + 1, theirs + 1):
                     changes = {f.name: level}
-                    out[LEVEL_NAMES[f.name][level]] = replace(self, **changes)  # type: ignore[arg-type]
+                    out.append((f.name, LEVEL_NAMES[f.name][level],
+                                replace(self, **changes)))  # type: ignore[arg-type]
         return out
 
     @classmethod

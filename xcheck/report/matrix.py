@@ -129,7 +129,8 @@ def summary_table(
     counts = [Counter(o.kind for o in outcomes) for _, _, outcomes, _ in runs]
     kinds = [k for k in Kind if any(c[k] for c in counts)]
     table = Table(title="per target")
-    table.add_column("target")
+    widest = max((len(label) for label, _, _, _ in runs), default=6)
+    table.add_column("target", no_wrap=True, min_width=widest)
     table.add_column("version")
     for k in kinds:
         table.add_column(k.value, justify="right", style=STYLE[k])
