@@ -176,11 +176,14 @@ def explain(
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
 def doctor(config: str | None, qemu: str | None) -> None:
     """QEMU and gdb versions, stub capabilities and the CPU's translation
-    features. Exit 0 when usable, 125 when QEMU cannot be started.
+    features (for the nested-KVM target: the ID registers read at vEL2, the
+    CPU KVM shows its guest hypervisor). Exit 0 when usable, 125 when the
+    target cannot be started.
 
     \b
-    Example:
+    Examples:
       xcheck doctor --config tcg-max
+      xcheck doctor --config kvm-nested
     """
     from xcheck.target.doctor import doctor as run_doctor
     from xcheck.target.errors import ProfileError
