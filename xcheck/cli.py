@@ -191,12 +191,15 @@ def explain(
               help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 def doctor(config: str | None, qemu: str | None, cpu: str | None) -> None:
     """QEMU and gdb versions, stub capabilities and the CPU's translation
-    features. Exit 0 when usable, 125 when QEMU cannot be started.
+    features (for the nested-KVM target: the ID registers read at vEL2, the
+    CPU KVM shows its guest hypervisor). Exit 0 when usable, 125 when the
+    target cannot be started.
 
     \b
-    Example:
+    Examples:
       xcheck doctor --config tcg-max
       xcheck doctor --config qemu10 --cpu cortex-a710
+      xcheck doctor --config kvm-nested
     """
     from xcheck.target.doctor import doctor as run_doctor
     from xcheck.target.errors import ProfileError
