@@ -65,6 +65,9 @@ def main() -> None:
               help="Stream one JSON object per probe to FILE.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path),
               help="Write JUnit XML to FILE.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path),
+              help="Write one self-contained HTML page to FILE: probe x target, coloured, "
+                   "with filters and each failing probe in full.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show known divergences in full.")
 def run(
@@ -77,6 +80,7 @@ def run(
     shard: str | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
 ) -> None:
@@ -101,6 +105,7 @@ def run(
       xcheck run scenarios/pan -k 'S1E1RP and not el=2' --json out.jsonl
       xcheck run --qemu ~/qemu/build/qemu-system-aarch64 --shard 2/4 --junit j.xml
       xcheck run --config tcg-max --config qemu10 scenarios   # QEMU 7.2 vs 10.0
+      xcheck run --config tcg-max --config qemu10 --html report.html  # to look at
       xcheck run --qemu build-a/qemu-system-aarch64 --qemu build-b/qemu-system-aarch64
     """
     configs = [*configs, *targets]
@@ -117,6 +122,7 @@ def run(
                 shard=_parse_shard(shard),
                 json_path=json_path,
                 junit_path=junit_path,
+                html_path=html_path,
                 mode=mode,
                 verbose=verbose,
                 console=_console(),
@@ -134,6 +140,7 @@ def run(
             shard=_parse_shard(shard),
             json_path=json_path,
             junit_path=junit_path,
+            html_path=html_path,
             mode=mode,
             verbose=verbose,
             console=_console(),
