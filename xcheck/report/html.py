@@ -87,10 +87,9 @@ def html_report(runs: Sequence[Run], *, title: str = "xcheck") -> str:
         ("title", title.replace("&", "&amp;").replace("<", "&lt;")),
         ("css", _asset("page.css")),
         ("js", _asset("page.js")),
-        ("data", data),  # last: nothing is substituted inside it
     ):
-        page = page.replace("{{" + key + "}}", value, 1)
-    return page
+        page = page.replace("{{" + key + "}}", value)
+    return page.replace("{{data}}", data, 1)  # last: nothing is substituted inside it
 
 
 def write_html(runs: Sequence[Run], path: Path, *, title: str = "xcheck") -> None:

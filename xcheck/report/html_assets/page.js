@@ -22,9 +22,9 @@
     for (const r of list) { const c = r.cells[t]; if (c !== 0) n[c[0]] += 1; }
     return n;
   }
-  function badges(n) {
-    return n.map((v, k) => v ? `<span class="n o-${K[k]}" title="${K[k]}">${v}</span>` : "")
-      .join("");
+  function badges(n, named) {
+    return n.map((v, k) => v ? `<span class="n o-${K[k]}" title="${K[k]}">${v}` +
+      (named ? ` ${K[k]}` : "") + "</span>" : "").join("");
   }
 
   function fill(id, values, text) {
@@ -41,7 +41,7 @@
   // Targets: version, counts, and why a target could not be used.
   $("targets").innerHTML = T.map((t, i) =>
     `<div class="target"><b>${esc(t.label)}</b> <span class="ver">${esc(t.version || "?")}` +
-    `</span><br>${badges(counts(rows, i))}` +
+    `</span><br>${badges(counts(rows, i), true)}` +
     (t.cannot ? `<div class="cannot">could not test: ${esc(t.cannot)}</div>` : "") +
     "</div>").join("");
 
@@ -55,6 +55,7 @@
         `<td class="mono">${list.length}</td>` +
         T.map((_, t) => `<td>${badges(counts(list, t))}</td>`).join("") + "</tr>";
     }).join("") + "</tbody>";
+  $("legend").innerHTML = K.map((k) => `<span class="n o-${k}">${k}</span>`).join("");
   $("folders").addEventListener("click", (ev) => {
     const f = ev.target.closest("td.folder");
     if (!f) return;
@@ -124,7 +125,7 @@
       n += 1;
       out.push(`<tr class="probe-row${r.differs ? " differs" : ""}" data-row="${r.i}">` +
         `<td class="probe" title="${esc(r.path)}">${esc(r.scenario)} ${esc(r.label)}` +
-        `<div class="path">${esc(r.path)}</div></td>` +
+        "</td>" +
         cols.map((t) => cellHtml(r, r.cells[t], t)).join("") +
         `<td class="model">${esc(r.model || "-")}</td></tr>`);
       for (const t of cols) if (open.has(`${r.i}:${t}`)) out.push(detailHtml(r, t, span));
