@@ -36,7 +36,7 @@ def _mismatch(target: str, trace: str) -> Outcome:
 
 def test_each_string_is_stored_once_and_traces_are_shared_between_targets() -> None:
     trace = "S1Walk: level 1 </script> block"
-    runs = [("a", "7.2", [_mismatch("a", trace)], None), ("b", "10.0", [_mismatch("b", trace)], None)]
+    runs = [(t, v, [_mismatch(t, trace)], None) for t, v in (("a", "7.2"), ("b", "10.0"))]
     data = report_data(runs, title="t")
     strings = data["strings"]
     assert len(strings) == len(set(strings))
