@@ -52,7 +52,11 @@ def report_data(runs: Sequence[Run], *, title: str) -> dict[str, Any]:
     kinds = {k: i for i, k in enumerate(Kind)}
     strings = _Strings()
     data_rows = []
-    for r in rows([(label, version, outcomes) for label, version, outcomes, _ in runs]):
+    table = rows([(label, version, outcomes) for label, version, outcomes, _ in runs])
+    labels = [label for label, _, _, _ in runs]
+    # Probes that fail somewhere first, then those the targets disagree on.
+    table.sort(key=lambda r: (not r.failing_on(labels), not r.differs()))
+    for r in table:
         first = next(c for c in r.cells if c is not None)
         data_rows.append([
             strings(first.path), strings(scenario_folder(first.path)), strings(first.scenario),
