@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 1 <= k <= n):
         raise click.BadParameter(f"need 1 <= K <= N, got {value!r}")
     return k, n
+
+
+def _report_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A report file is checked before the run, so that a run is not lost
+    to a typo in its folder."""
+    if value is None:
+        return None
+    folder = value.parent
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a folder, not a file")
+    if not folder.is_dir():
+        raise click.BadParameter(f"no such folder: {folder}")
+    if not os.access(folder, os.W_OK) or (value.exists() and not os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write {value}")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -61,11 +77,11 @@ def main() -> None:
               help="Worker processes, each with its own QEMU.")
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N deterministic slices of the scenario files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_report_file,
               help="Stream one JSON object per probe to FILE.")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), callback=_report_file,
               help="Write JUnit XML to FILE.")
-@click.option("--html", "html_path", type=click.Path(path_type=Path),
+@click.option("--html", "html_path", type=click.Path(path_type=Path), callback=_report_file,
               help="Write one self-contained HTML page to FILE: probe x target, coloured, "
                    "with filters and each failing probe in full.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
