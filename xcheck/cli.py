@@ -78,10 +78,13 @@ def main() -> None:
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N deterministic slices of the scenario files.")
 @click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Stream one JSON object per probe to FILE.")
 @click.option("--junit", "junit_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Write JUnit XML to FILE.")
 @click.option("--html", "html_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Write one self-contained HTML page to FILE: probe x target, coloured, "
                    "with filters and each failing probe in full.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
