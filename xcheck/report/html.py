@@ -2,16 +2,15 @@
 cells coloured by outcome, filters, each failing cell expanding to the same
 text the terminal report prints, and a summary per scenario folder.
 
-The outcomes are embedded once as JSON (repeated strings interned in one
-table, the model's traces among them) and a small inline script renders
-them, so the file stays small for the whole suite on several targets; it
+The outcomes are embedded once as JSON (every distinct string, down to each
+line of the explanations, stored once in one table) and a small inline
+script renders them, so the file stays small for the whole suite on several targets; it
 fetches nothing."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import replace
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ from typing import Any
 from xcheck.outcome import FAILING, Kind, Outcome
 from xcheck.report.matrix import ALWAYS_ALL_ROWS, model_pars, rows
 from xcheck.report.terminal import scenario_folder
-from xcheck.report.text import outcome_text, trace_lines
+from xcheck.report.text import outcome_text
 
 Run = tuple[str, str, Sequence[Outcome], str | None]
 """A target's label, its version, its outcomes and why it could not be used."""
@@ -36,14 +35,14 @@ class _Strings:
 
 
 def _cell(o: Outcome | None, kinds: dict[Kind, int], strings: _Strings) -> Any:
-    """0 for a probe the target did not run; else [kind, PAR in hex] and,
-    when there is something to explain, the text and the trace (-1: none)."""
+    """0 for a probe the target did not run; else [kind, PAR in hex] and, when
+    there is something to explain, the lines of its text (indices: the lines
+    of traces and reasons repeat from probe to probe and target to target)."""
     if o is None:
         return 0
     cell: list[Any] = [kinds[o.kind], "" if o.par_target is None else f"{o.par_target:x}"]
     if o.kind != Kind.MATCH or o.detail:
-        trace = "\n".join(trace_lines(o.trace))
-        cell += [strings(outcome_text(replace(o, trace=""))), strings(trace) if trace else -1]
+        cell.append([strings(line) for line in outcome_text(o).splitlines()])
     return cell
 
 

@@ -32,12 +32,7 @@ def outcome_text(o: Outcome) -> str:
             lines.append(f"    {f.name:<{width}}  {o.target}=0x{f.target:x}  model=0x{f.model:x}")
     if o.detail:
         lines.append(f"  {o.detail}")
-    lines.extend(trace_lines(o.trace))
+    if o.trace:
+        lines.append("  model trace:")
+        lines.extend("    " + t for t in o.trace.splitlines())
     return "\n".join(lines)
-
-
-def trace_lines(trace: str) -> list[str]:
-    """The model's rendered trace, headed and indented as in :func:`outcome_text`."""
-    if not trace:
-        return []
-    return ["  model trace:", *("    " + t for t in trace.splitlines())]

@@ -14,7 +14,7 @@
     el: String(r[5]), differs: r[6] === 1, model: r[7], cells: r[8],
   }));
   const failing = (c) => c !== 0 && FAILING.has(c[0]);
-  const expandable = (c) => c !== 0 && c.length > 2 && c[2] >= 0;
+  const expandable = (c) => c !== 0 && c.length > 2;
   const open = new Set();  // "row:target" of the expanded cells
 
   function counts(list, t) {
@@ -105,7 +105,7 @@
 
   function detailHtml(r, t, span) {
     const c = r.cells[t];
-    const text = S[c[2]] + (c[3] >= 0 ? "\n" + S[c[3]] : "");
+    const text = c[2].map((i) => S[i]).join("\n");
     return `<tr class="detail" data-key="${r.i}:${t}"><td colspan="${span}">` +
       `<div class="who">${esc(T[t].label)} ${esc(T[t].version)}</div>` +
       `<pre>${esc(text)}</pre></td></tr>`;
