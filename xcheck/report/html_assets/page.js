@@ -60,7 +60,7 @@
     const f = ev.target.closest("td.folder");
     if (!f) return;
     $("f-folder").value = f.dataset.folder;
-    render();
+    refilter();
     $("probes").scrollIntoView();
   });
 
@@ -111,6 +111,9 @@
       `<pre>${esc(text)}</pre></td></tr>`;
   }
 
+  const PAGE = 500;  // rows drawn at a time: a table of thousands of rows lays out slowly
+  let limit = PAGE;
+
   function render() {
     const f = filters();
     const cols = f.target === "" ? T.map((_, t) => t) : [Number(f.target)];
@@ -123,6 +126,7 @@
     for (const r of rows) {
       if (!shown(r, f)) continue;
       n += 1;
+      if (n > limit) continue;
       out.push(`<tr class="probe-row${r.differs ? " differs" : ""}" data-row="${r.i}">` +
         `<td class="probe" title="${esc(r.path)}">${esc(r.scenario)} ${esc(r.label)}` +
         "</td>" +
@@ -130,11 +134,26 @@
         `<td class="model">${esc(r.model || "-")}</td></tr>`);
       for (const t of cols) if (open.has(`${r.i}:${t}`)) out.push(detailHtml(r, t, span));
     }
+    if (n > limit) {
+      out.push(`<tr><td colspan="${span}"><button id="more" type="button">show ` +
+        `${Math.min(PAGE, n - limit)} more of the ${n - limit} not shown</button></td></tr>`);
+    }
     $("probes").tBodies[0].innerHTML = out.join("");
-    $("count").textContent = `${n} of ${rows.length} probes shown`;
+    $("count").textContent = `${n} of ${rows.length} probes match the filters` +
+      (n > limit ? `, the first ${limit} shown` : "");
+  }
+
+  function refilter() {
+    limit = PAGE;
+    render();
   }
 
   $("probes").tBodies[0].addEventListener("click", (ev) => {
+    if (ev.target.id === "more") {
+      limit += PAGE;
+      render();
+      return;
+    }
     const td = ev.target.closest("td.x");
     if (!td) return;
     const key = td.dataset.key;
@@ -142,8 +161,8 @@
     render();
   });
   for (const id of ["f-folder", "f-op", "f-el", "f-outcome", "f-target"]) {
-    $(id).addEventListener("change", render);
+    $(id).addEventListener("change", refilter);
   }
-  $("f-text").addEventListener("input", render);
+  $("f-text").addEventListener("input", refilter);
   render();
 })();
