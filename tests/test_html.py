@@ -39,7 +39,7 @@ def _mismatch(target: str, trace: str) -> Outcome:
 def test_each_line_is_stored_once_and_traces_are_shared_between_targets() -> None:
     trace = "S1Walk: level 1 </script> block"
     runs = [(t, v, [_mismatch(t, trace)], None) for t, v in (("a", "7.2"), ("b", "10.0"))]
-    data = report_data(runs, title="t")
+    data = report_data(runs)
     strings = data["strings"]
     assert len(strings) == len(set(strings))
     assert sum("S1Walk" in s for s in strings) == 1

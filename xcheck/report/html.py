@@ -4,8 +4,8 @@ text the terminal report prints, and a summary per scenario folder.
 
 The outcomes are embedded once as JSON (every distinct string, down to each
 line of the explanations, stored once in one table) and a small inline
-script renders them, so the file stays small for the whole suite on several targets; it
-fetches nothing."""
+script renders them, so the file stays small for the whole suite on several
+targets; it fetches nothing."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def _cell(o: Outcome | None, kinds: dict[Kind, int], strings: _Strings) -> Any:
     return cell
 
 
-def report_data(runs: Sequence[Run], *, title: str) -> dict[str, Any]:
+def report_data(runs: Sequence[Run]) -> dict[str, Any]:
     """What the page shows, as JSON-ready data."""
     kinds = {k: i for i, k in enumerate(Kind)}
     strings = _Strings()
@@ -63,7 +63,6 @@ def report_data(runs: Sequence[Run], *, title: str) -> dict[str, Any]:
             model_pars(r.cells), [_cell(c, kinds, strings) for c in r.cells],
         ])
     return {
-        "title": title,
         "kinds": [k.value for k in Kind],
         "failing": [kinds[k] for k in Kind if k in FAILING],
         "allRows": ALWAYS_ALL_ROWS,
@@ -82,7 +81,7 @@ def _asset(name: str) -> str:
 
 def html_report(runs: Sequence[Run], *, title: str = "xcheck") -> str:
     """The whole page: inline CSS, the data, the inline script."""
-    data = json.dumps(report_data(runs, title=title), separators=(",", ":"))
+    data = json.dumps(report_data(runs), separators=(",", ":"))
     # Inside <script>, "</" could end the element early: escape it.
     data = data.replace("</", "<\\/")
     page = _asset("page.html")
