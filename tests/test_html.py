@@ -9,6 +9,7 @@ import json
 import re
 import shutil
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +53,19 @@ def test_each_line_is_stored_once_and_traces_are_shared_between_targets() -> Non
     assert "</script> block" not in page  # escaped inside the data element
     assert "{{" not in page
     assert not re.search(r"""(src|href)=["']?(https?:|//)""", page)
+
+
+def test_failing_and_unloadable_probes_come_first() -> None:
+    ok = replace(_mismatch("a", ""), kind=Kind.MATCH, label="ok", fields=())
+    bad = Outcome(scenario="broken", path="scenarios/f/broken.yaml", kind=Kind.INVALID,
+                  target="a", detail="broken.yaml:3: op: S1E9R is not an AT operation")
+    data = report_data([("a", "7.2", [ok, bad, _mismatch("a", "")], None)])
+    strings, kinds = data["strings"], data["kinds"]
+    assert [strings[r[2]] for r in data["rows"]] == ["broken", "s", "s"]
+    assert [kinds[r[8][0][0]] for r in data["rows"]] == ["invalid", "mismatch", "match"]
+    assert {kinds[k] for k in data["failing"]} == {
+        "mismatch", "expect-failed", "target-error", "invalid"
+    }
 
 
 # -- a real run in a real browser ----------------------------------------------------------

@@ -20,6 +20,9 @@ from xcheck.report.matrix import ALWAYS_ALL_ROWS, model_pars, rows
 from xcheck.report.terminal import scenario_folder
 from xcheck.report.text import outcome_text
 
+BAD = FAILING | {Kind.INVALID}
+"""What the page's "failing" filter shows, and first: also scenarios that do not load."""
+
 Run = tuple[str, str, Sequence[Outcome], str | None]
 """A target's label, its version, its outcomes and why it could not be used."""
 
@@ -52,9 +55,8 @@ def report_data(runs: Sequence[Run]) -> dict[str, Any]:
     strings = _Strings()
     data_rows = []
     table = rows([(label, version, outcomes) for label, version, outcomes, _ in runs])
-    labels = [label for label, _, _, _ in runs]
     # Probes that fail somewhere first, then those the targets disagree on.
-    table.sort(key=lambda r: (not r.failing_on(labels), not r.differs()))
+    table.sort(key=lambda r: (not any(c and c.kind in BAD for c in r.cells), not r.differs()))
     for r in table:
         first = next(c for c in r.cells if c is not None)
         data_rows.append([
@@ -64,7 +66,7 @@ def report_data(runs: Sequence[Run]) -> dict[str, Any]:
         ])
     return {
         "kinds": [k.value for k in Kind],
-        "failing": [kinds[k] for k in Kind if k in FAILING],
+        "failing": [kinds[k] for k in Kind if k in BAD],
         "allRows": ALWAYS_ALL_ROWS,
         "targets": [
             {"label": label, "version": version, "cannot": cannot or ""}
