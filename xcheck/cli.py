@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     if not (n >= 1 and 1 <= k <= n):
         raise click.BadParameter(f"need 1 <= K <= N, got {value!r}")
     return k, n
+
+
+def _report_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A report file is checked before the run, so that a run is not lost
+    to a typo in its folder."""
+    if value is None:
+        return None
+    folder = value.parent
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a folder, not a file")
+    if not folder.is_dir():
+        raise click.BadParameter(f"no such folder: {folder}")
+    if not os.access(folder, os.W_OK) or (value.exists() and not os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write {value}")
+    return value
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,10 +80,16 @@ def main() -> None:
               help="Worker processes, each with its own QEMU.")
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N deterministic slices of the scenario files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Stream one JSON object per probe to FILE.")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Write JUnit XML to FILE.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
+              help="Write one self-contained HTML page to FILE: probe x target, coloured, "
+                   "with filters and each failing probe in full.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show known divergences in full.")
 def run(
@@ -81,6 +103,7 @@ def run(
     shard: str | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
 ) -> None:
@@ -106,6 +129,7 @@ def run(
       xcheck run scenarios/pan -k 'S1E1RP and not el=2' --json out.jsonl
       xcheck run --qemu ~/qemu/build/qemu-system-aarch64 --shard 2/4 --junit j.xml
       xcheck run --config tcg-max --config qemu10 scenarios   # QEMU 7.2 vs 10.0
+      xcheck run --config tcg-max --config qemu10 --html report.html  # to look at
       xcheck run --qemu build-a/qemu-system-aarch64 --qemu build-b/qemu-system-aarch64
       xcheck run --cpu cortex-a57 --cpu neoverse-n1 scenarios/stage2
       xcheck run --config qemu10 --cpu all       # every CPU model of QEMU 10.0
@@ -125,6 +149,7 @@ def run(
                 shard=_parse_shard(shard),
                 json_path=json_path,
                 junit_path=junit_path,
+                html_path=html_path,
                 mode=mode,
                 verbose=verbose,
                 console=_console(),
@@ -143,6 +168,7 @@ def run(
             shard=_parse_shard(shard),
             json_path=json_path,
             junit_path=junit_path,
+            html_path=html_path,
             mode=mode,
             verbose=verbose,
             console=_console(),

@@ -13,7 +13,8 @@ from xcheck.arch.par import describe_par
 from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
 from xcheck.model import run_model
-from xcheck.outcome import ExitCode, exit_code
+from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
 from xcheck.report.terminal import TerminalReport
@@ -46,6 +47,7 @@ def run_command(
     shard: tuple[int, int] | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
     console: Console,
@@ -88,11 +90,9 @@ def run_command(
                         jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
-            if junit_path is not None:
-                write_junit(outcomes, junit_path)
+            _write_reports(outcomes, profile.name, cannot, junit_path, html_path)
             return 130
-    if junit_path is not None:
-        write_junit(outcomes, junit_path)
+    _write_reports(outcomes, profile.name, cannot, junit_path, html_path)
     term.summary(outcomes, title=f"xcheck: {profile.name}")
     if cannot:
         console.print(f"[red]could not test:[/] {cannot}")
@@ -101,6 +101,21 @@ def run_command(
     code = exit_code(outcomes, could_not_test=cannot is not None)
     console.print(f"exit {int(code)} ({code.name.lower().replace('_', ' ')})")
     return int(code)
+
+
+def _write_reports(
+    outcomes: list[Outcome],
+    label: str,
+    cannot: str | None,
+    junit_path: Path | None,
+    html_path: Path | None,
+) -> None:
+    """The report files of a finished (or interrupted) run."""
+    if junit_path is not None:
+        write_junit(outcomes, junit_path)
+    if html_path is not None:
+        write_html([(label, target_version(outcomes), outcomes, cannot)], html_path,
+                   title=f"xcheck: {label}")
 
 
 def explain_command(

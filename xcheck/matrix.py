@@ -26,7 +26,8 @@ from rich.console import Console
 
 from xcheck.check import load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
-from xcheck.outcome import ExitCode, Outcome, exit_code
+from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
 from xcheck.report.matrix import matrix_table, summary_table
@@ -55,7 +56,7 @@ class TargetRun:
 
     @property
     def version(self) -> str:
-        return next((o.target_version for o in self.outcomes if o.target_version), "")
+        return target_version(self.outcomes)
 
     @property
     def code(self) -> ExitCode:
@@ -161,6 +162,7 @@ def run_matrix(
     shard: tuple[int, int] | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
     console: Console,
@@ -209,9 +211,9 @@ def run_matrix(
                             jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
-            _write_junit(runs, invalid, junit_path)
+            _write_reports(runs, invalid, junit_path, html_path)
             return 130
-    _write_junit(runs, invalid, junit_path)
+    _write_reports(runs, invalid, junit_path, html_path)
     console.print(matrix_table([(r.target.label, r.version, r.outcomes) for r in runs],
                                all_rows=verbose))
     console.print(summary_table([(r.target.label, r.version, r.outcomes, r.cannot) for r in runs]))
@@ -225,6 +227,19 @@ def run_matrix(
     return int(code)
 
 
-def _write_junit(runs: Sequence[TargetRun], invalid: Sequence[Outcome], path: Path | None) -> None:
-    if path is not None:
-        write_junit([*invalid, *(_junit_named(o) for r in runs for o in r.outcomes)], path)
+def _write_reports(
+    runs: Sequence[TargetRun],
+    invalid: Sequence[Outcome],
+    junit_path: Path | None,
+    html_path: Path | None,
+) -> None:
+    """The report files of a finished (or interrupted) matrix run; a scenario
+    that does not load is a row of the HTML page on every target."""
+    if junit_path is not None:
+        write_junit([*invalid, *(_junit_named(o) for r in runs for o in r.outcomes)], junit_path)
+    if html_path is not None:
+        labels = [r.target.label for r in runs]
+        write_html(
+            [(r.target.label, r.version, [*invalid, *r.outcomes], r.cannot) for r in runs],
+            html_path, title="xcheck: " + " vs ".join(labels),
+        )
