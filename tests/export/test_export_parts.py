@@ -40,7 +40,7 @@ def test_registers_are_written_in_the_harness_order() -> None:
                                                   "ttbr1_el1", "mair_el1"]
     assert msrs[6:8] == ["vbar_el1", "hcr_el2"]
     assert msrs.index("sctlr_el2") > msrs.index("vttbr_el2") > msrs.index("hcr_el2", 1)
-    assert text.split("msr hcr_el2")[1].splitlines()[-1].strip() == "ldr x1, =0x480000000"
+    assert text.split("msr hcr_el2")[1].splitlines()[-2].strip() == "ldr x1, =0x480000000"
 
 
 def test_el1_probes_run_after_an_eret_with_spsr_pan() -> None:
