@@ -75,7 +75,8 @@ def export_command(
         return ExitCode.USAGE
     try:
         keep = compile_keyword(keyword or "")
-        profiles = [load_profile(c, qemu=qemu) for c in configs or [None]]
+        names: Sequence[str | None] = configs or [None]
+        profiles = [load_profile(c, qemu=qemu) for c in names]
     except (KeywordError, ProfileError) as err:
         console.print(f"[red]error:[/] {err}")
         return ExitCode.USAGE

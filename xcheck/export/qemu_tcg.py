@@ -130,7 +130,7 @@ def probes_s(setup: MachineSetup, probes: Sequence[Probe], source: str) -> str:
             continue
         lines += [
             f"    adr x24, group{gi}_back",
-            f"    ldr x1, =0x{SPSR_EL1H | int(g.pan) << PSTATE_PAN_BIT:x}    /* EL1h, DAIF masked */",
+            f"    ldr x1, =0x{SPSR_EL1H | int(g.pan) << PSTATE_PAN_BIT:x}    /* EL1h, DAIF, PAN */",
             "    msr spsr_el2, x1",
             f"    adr x1, group{gi}_el1",
             "    add x1, x1, x10",
