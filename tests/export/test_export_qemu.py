@@ -74,3 +74,15 @@ def test_standalone_test_says_what_xcheck_run_says(
     wrong = {o.label for o in outcomes if o.kind in (Kind.MISMATCH, Kind.KNOWN)}
     assert failed == wrong
     assert (not failed) == (verdict == "PASS")
+
+
+def test_probes_without_a_par_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """AT S1E2R at EL1 is UNDEFINED (Arm ARM C5.5): an exception, not a PAR
+    to compare; the export says so, exits 2 and writes nothing."""
+    if shutil.which(load_profile().executable) is None:
+        pytest.skip("the default QEMU is not installed (run `make test`)")
+    res = CliRunner().invoke(main, ["export", str(ROOT / "scenarios/el2/undefined-at-el1.yaml"),
+                                    "--out", str(tmp_path / "out")])
+    assert res.exit_code == 2, res.output
+    assert "refused:" in res.output and "the Arm ARM requires an exception here" in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "out").exists()
