@@ -54,52 +54,43 @@ _start:
 1:  wfi
     b 1b
 
-/* An HVC from EL1 ends an EL1 group of probes: continue at x24. Anything
- * else is recorded in the probe's slot and skipped (ELR + 4). */
+/* Count an exception the probes did not expect, give up after
+ * MAX_EXCEPTIONS, record it in the probe's slot of the records at \records
+ * and resume after the instruction (ELR + 4). */
+    .macro record_and_skip el, records, esr
+    add x28, x28, #1
+    cmp x28, #MAX_EXCEPTIONS
+    b.hi 2f
+    add x26, \records, x21, lsl #5
+    str \esr, [x26, #8]
+    mov x25, #(1 | \el << 8)
+    add x25, x25, x27, lsl #16
+    str x25, [x26]
+    mrs x25, elr_el\el
+    str x25, [x26, #16]
+    mrs x25, far_el\el
+    str x25, [x26, #24]
+    mrs x25, elr_el\el
+    add x25, x25, #4
+    msr elr_el\el, x25
+    eret
+    .endm
+
+/* At EL2 an HVC from EL1 ends an EL1 group of probes: continue at x24. */
 handler_el2:
     mrs x25, esr_el2
     ubfx x26, x25, #26, #6
     cmp x26, #EC_HVC64
     b.ne 1f
     cmp x27, #SLOT_LOWER_SYNC
-    b.ne 1f
-    br x24
-1:  add x28, x28, #1
-    cmp x28, #MAX_EXCEPTIONS
-    b.hi 2f
-    add x26, x23, x21, lsl #5
-    str x25, [x26, #8]
-    mov x25, #(1 | 2 << 8)
-    add x25, x25, x27, lsl #16
-    str x25, [x26]
-    mrs x25, elr_el2
-    str x25, [x26, #16]
-    mrs x25, far_el2
-    str x25, [x26, #24]
-    mrs x25, elr_el2
-    add x25, x25, #4
-    msr elr_el2, x25
-    eret
+    b.eq 3f
+1:  record_and_skip 2, x23, x25
 2:  br x29
+3:  br x24
 
 handler_el1:
     mrs x25, esr_el1
-    add x28, x28, #1
-    cmp x28, #MAX_EXCEPTIONS
-    b.hi 2f
-    add x26, x22, x21, lsl #5
-    str x25, [x26, #8]
-    mov x25, #(1 | 1 << 8)
-    add x25, x25, x27, lsl #16
-    str x25, [x26]
-    mrs x25, elr_el1
-    str x25, [x26, #16]
-    mrs x25, far_el1
-    str x25, [x26, #24]
-    mrs x25, elr_el1
-    add x25, x25, #4
-    msr elr_el1, x25
-    eret
+    record_and_skip 1, x22, x25
 2:  hvc #0
 
     .bss
