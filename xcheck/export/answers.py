@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.par import describe_par
-from xcheck.check import run_model
+from xcheck.check import EC_DABT_LOWER, EC_DABT_SAME, EC_SYS_TRAP, EC_UNKNOWN, run_model
 from xcheck.machine import MachineSetup, Probe
 
 
@@ -36,12 +36,44 @@ class Cpu:
         return Features.from_id_regs(self.id_regs)
 
 
+ANY_EL = 3
+"""Answer.exception_el for an exception to whichever EL takes it."""
+ESR_EC = 0x3F << 26
+ESR_S1PTW = 1 << 7
+ESR_DFSC = 0x3F
+
+
 @dataclass(frozen=True)
 class Answer:
-    """A permitted PAR_EL1: compare only the bits in ``mask``."""
+    """A permitted result: with ``exception_el`` 0 a PAR_EL1 (compare the
+    bits in ``mask``); else an exception to that EL (ANY_EL: any) whose
+    ESR, in the bits of ``mask``, is ``par``."""
 
     par: int
     mask: int
+    exception_el: int = 0
+
+    def describe(self) -> str:
+        if not self.exception_el:
+            return describe_par(self.par)
+        el = "any EL" if self.exception_el == ANY_EL else f"EL{self.exception_el}"
+        return f"an exception to {el} with ESR & 0x{self.mask:x} == 0x{self.par:x}"
+
+
+def _exception(res: AtResult) -> tuple[Answer, ...]:
+    """The exceptions that agree with a non-PAR answer, as check.py accepts
+    them: UNDEFINED is EC 0 (Unknown reason); a trap is EC 0x18 to EL2; an
+    abort is a Data Abort (from a lower or the same EL) whose DFSC is the
+    fault's status code and whose S1PTW is its stage-2-on-walk flag (AArch64.AT)."""
+    if res.kind == "undefined":
+        return (Answer(EC_UNKNOWN << 26, ESR_EC, ANY_EL),)
+    if res.kind == "trap":
+        return (Answer(EC_SYS_TRAP << 26, ESR_EC, 2),)
+    if res.kind == "abort" and res.fault is not None:
+        iss = res.fault.fst | (ESR_S1PTW if res.fault.s2fs1walk else 0)
+        mask = ESR_EC | ESR_S1PTW | ESR_DFSC
+        return tuple(Answer(ec << 26 | iss, mask, ANY_EL) for ec in (EC_DABT_LOWER, EC_DABT_SAME))
+    return ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +93,8 @@ class Refusal:
 
 
 def _answers(res: AtResult) -> tuple[Answer, ...]:
+    if res.kind != "par":
+        return _exception(res)
     out: list[Answer] = []
     for r in (res, *res.alternatives):
         a = Answer(r.par & r.mask, r.mask)
@@ -70,27 +104,26 @@ def _answers(res: AtResult) -> tuple[Answer, ...]:
 
 
 def _show(answers: tuple[Answer, ...]) -> str:
-    return " or ".join(describe_par(a.par) for a in answers)
+    return " or ".join(a.describe() for a in answers)
 
 
 def expected(
     setup: MachineSetup, cpus: Sequence[Cpu]
 ) -> tuple[list[Expected], list[Refusal]]:
     """The permitted PARs of every probe of ``setup``, the same on every CPU
-    in ``cpus``; probes whose answer is not a PAR (an UNDEFINED, trapped or
-    aborted AT: an exception, not a PAR to compare) or differs between the
-    CPUs are refused."""
+    in ``cpus`` (a PAR, or the exception an UNDEFINED, trapped or aborted AT
+    takes); probes whose answer differs between the CPUs, or is an
+    exception the test cannot recognise, are refused."""
     per_cpu = [run_model(setup, cpu.features, cpu.ram_size) for cpu in cpus]
     out: list[Expected] = []
     refused: list[Refusal] = []
     for i, probe in enumerate(setup.probes):
         results = [rs[i] for rs in per_cpu]
-        odd = next((r for r in results if r.kind != "par"), None)
-        if odd is not None:
-            refused.append(Refusal(probe.label, f"the Arm ARM requires an exception here "
-                                   f"({odd.kind}: {odd.detail}); the test checks PAR values"))
-            continue
         answers = [_answers(r) for r in results]
+        if not all(answers):
+            odd = results[[bool(a) for a in answers].index(False)]
+            refused.append(Refusal(probe.label, f"no result to check: {odd.kind} ({odd.detail})"))
+            continue
         if any(set(a) != set(answers[0]) for a in answers):
             refused.append(Refusal(probe.label, "the answer depends on the CPU: " + "; ".join(
                 f"{cpu.name}: {_show(a)}" for cpu, a in zip(cpus, answers, strict=True))))

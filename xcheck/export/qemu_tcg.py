@@ -9,7 +9,8 @@ HCR_EL2, the EL2 and stage 2 registers, TLB invalidation, SCTLR_EL2 last),
 then runs each probe's AT at its EL (EL2 in place with PSTATE.PAN by MSR,
 EL1 by ERET with SPSR_EL2.PAN, back by HVC) and stores PAR_EL1; expect.c
 holds the memory image as (address, word) pairs copied at boot, the
-permitted PARs with their masks, and the CPUs they were computed for.
+permitted PARs with their masks (or the exception an UNDEFINED, trapped or
+aborted AT takes, by its ESR), and the CPUs they were computed for.
 """
 
 from __future__ import annotations
@@ -186,8 +187,8 @@ def expect_c(name: str, expected: Sequence[Expected], setup: MachineSetup,
     for i, e in enumerate(expected):
         lines.append(f"    {{{_c_string(f'{i} {e.probe.label}')}, {len(answers)}, "
                      f"{len(e.answers)}}},")
-        answers += [f"    {{0x{a.par:016x}ull, 0x{a.mask:016x}ull}},  /* {i} */"
-                    for a in e.answers]
+        answers += [f"    {{0x{a.par:016x}ull, 0x{a.mask:016x}ull, {a.exception_el}}},  "
+                    f"/* {i} */" for a in e.answers]
     lines += ["};", "", "const struct answer answers[] = {", *answers, "};", ""]
     words = image_words(setup.memory)
     lines += [f"const uint32_t n_image = {len(words)};",

@@ -123,15 +123,43 @@ static void put_differing(uint64_t got, const struct answer *want)
     }
 }
 
-static int passes(uint64_t got, const struct probe *p)
+/* Does the probe's result (its PAR, or the exception it took) match one of
+ * its permitted answers? */
+static int passes(uint64_t par, const struct exc_record *r, const struct probe *p)
 {
+    uint64_t el = field(r->flags, 8, 8);
     for (uint32_t k = 0; k < p->n_answers; k++) {
         const struct answer *a = &answers[p->first_answer + k];
-        if (((got ^ a->par) & a->mask) == 0) {
+        if (!(r->flags & 1) && !a->exception_el && ((par ^ a->par) & a->mask) == 0) {
+            return 1;
+        }
+        if ((r->flags & 1) && a->exception_el && (a->exception_el == 3 || a->exception_el == el)
+            && ((r->esr ^ a->par) & a->mask) == 0) {
             return 1;
         }
     }
     return 0;
+}
+
+static void put_answer(const struct answer *a)
+{
+    if (!a->exception_el) {
+        put_par(a->par);
+        puts_uart(" mask 0x");
+        put_hex(a->mask, 16);
+        return;
+    }
+    puts_uart(a->exception_el == 3 ? "exception to any EL" : "exception to EL");
+    if (a->exception_el != 3) {
+        put_dec(a->exception_el);
+    }
+    puts_uart(" with ESR & 0x");
+    put_hex(a->mask, 8);
+    puts_uart(" == 0x");
+    put_hex(a->par, 8);
+    puts_uart(" (EC=0x");
+    put_hex(field(a->par, 26, 6), 2);
+    puts_uart(")");
 }
 
 static void put_exception(const struct exc_record *r)
@@ -146,6 +174,17 @@ static void put_exception(const struct exc_record *r)
     put_hex(r->elr, 16);
     puts_uart(" FAR=0x");
     put_hex(r->far, 16);
+}
+
+/* What a probe gave: the exception it took, or its PAR. */
+static void put_result(uint64_t par, const struct exc_record *r)
+{
+    if (r->flags & 1) {
+        put_exception(r);
+    } else {
+        puts_uart("PAR ");
+        put_par(par);
+    }
 }
 
 #define READ_ID(name) ({ uint64_t v_; __asm__ volatile("mrs %0, " #name : "=r"(v_)); v_; })
@@ -231,11 +270,12 @@ int main(void)
     for (uint32_t i = 0; i < n_probes; i++) {
         const struct probe *p = &probes[i];
         const struct answer *want = &answers[p->first_answer];
-        if (!(records[i].flags & 1) && passes(pars[i], p)) {
+        const struct exc_record *r = &records[i];
+        if (passes(pars[i], r, p)) {
             puts_uart("PASS ");
             puts_uart(p->label);
-            puts_uart(": PAR ");
-            put_par(pars[i]);
+            puts_uart(": ");
+            put_result(pars[i], r);
             puts_uart("\n");
             passed++;
             continue;
@@ -244,17 +284,11 @@ int main(void)
         puts_uart("FAIL ");
         puts_uart(p->label);
         puts_uart(":\n    got  ");
-        if (records[i].flags & 1) {
-            put_exception(&records[i]);
-        } else {
-            put_par(pars[i]);
-        }
+        put_result(pars[i], r);
         for (uint32_t k = 0; k < p->n_answers; k++) {
             puts_uart(k ? "\n    or   " : "\n    want ");
-            put_par(want[k].par);
-            puts_uart(" mask 0x");
-            put_hex(want[k].mask, 16);
-            if (!(records[i].flags & 1)) {
+            put_answer(&want[k]);
+            if (!(r->flags & 1) && !want[k].exception_el) {
                 puts_uart(", differs in");
                 put_differing(pars[i], &want[k]);
             }

@@ -11,11 +11,14 @@ struct probe {
     uint32_t n_answers;
 };
 
-/* A PAR_EL1 value the Arm ARM permits: bits outside mask are UNKNOWN or
- * IMPLEMENTATION DEFINED and are not compared. */
+/* A result the Arm ARM permits. exception_el 0: a PAR_EL1 value, bits
+ * outside mask are UNKNOWN or IMPLEMENTATION DEFINED and are not compared.
+ * exception_el 1 or 2 (3: either): an exception to that EL whose ESR, in the
+ * bits of mask, is par (UNDEFINED, trapped or aborted AT). */
 struct answer {
     uint64_t par;
     uint64_t mask;
+    uint32_t exception_el;
 };
 
 /* A nonzero 64-bit word of the memory image (translation tables). */
