@@ -211,6 +211,32 @@ def explain(
 
 
 @main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="qemu-tcg", show_default=True, help="qemu-tcg.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--config", "configs", metavar="PROFILE", multiple=True,
+              help="Compute the answers for this profile's CPU (repeat for several QEMUs).")
+@click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("-k", "keyword", metavar="EXPR", help="Only probes matching EXPR.")
+def export(paths: tuple[Path, ...], fmt: str, out: Path, configs: tuple[str, ...],
+           qemu: str | None, keyword: str | None) -> None:
+    """Export scenarios as standalone tests (no xcheck, gdb or Python needed
+    to run them): one folder per scenario under --out, and a Makefile.
+    Exit status: 0 written, 2 a probe refused (nothing written) or bad input,
+    125 a profile's QEMU did not start. See docs/upstream.md.
+
+    \b
+    Example:
+      xcheck export tests/bisect/sh-mmu-off.yaml --config tcg-max --config qemu10 --out t/
+      make -C t QEMU=qemu-system-aarch64
+    """
+    from xcheck.export.command import export_command
+
+    sys.exit(export_command(paths, fmt=fmt, out=out, configs=configs, qemu=qemu,
+                            keyword=keyword, console=_console()))
+
+
+@main.command()
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
 @click.option("--cpu", "cpu", metavar="MODEL",

@@ -13,6 +13,16 @@ PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52, 7: 56}
 """ID_AA64MMFR0_EL1.PARange (and TCR.{I}PS, VTCR.PS) encodings, in bits."""
 
 
+FIELDS_READ: dict[str, int] = {
+    "ID_AA64MMFR0_EL1": 0xFFF0_000F | 0xFFF << 32,
+    "ID_AA64MMFR1_EL1": 0xF0F0_FF0F,
+    "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
+    "ID_AA64PFR0_EL1": 0xFF00,
+}
+"""The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
+in these decode to the same Features (a standalone test checks them)."""
+
+
 def _f(value: int, lsb: int) -> int:
     return (value >> lsb) & 0xF
 
