@@ -51,5 +51,21 @@ class Coverage:
 
     def to_json(self) -> dict[str, Any]:
         return {"cases": self.cases, "probes": self.probes,
-                **{name: dict(sorted(getattr(self, name).items()))
-                   for name in ("steps", "rules", "results", "ops", "features")}}
+                **{name: dict(sorted(getattr(self, name).items())) for name in COUNTERS}}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Coverage:
+        """What to_json wrote (KeyError, TypeError or ValueError when it is not)."""
+        return cls(int(data["cases"]), int(data["probes"]),
+                   **{name: Counter({str(k): int(v) for k, v in data[name].items()})
+                      for name in COUNTERS})
+
+    def merge(self, other: Coverage) -> None:
+        """Add ``other``'s counts (another shard of the campaign)."""
+        self.cases += other.cases
+        self.probes += other.probes
+        for name in COUNTERS:
+            getattr(self, name).update(getattr(other, name))
+
+
+COUNTERS = ("steps", "rules", "results", "ops", "features")
