@@ -14,6 +14,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from xcheck.arch.rules import Rule
 from xcheck.fuzz.case import Case
 from xcheck.fuzz.coverage import Coverage
 from xcheck.fuzz.knobs import KNOBS, KnobError, parse_features
@@ -218,6 +219,13 @@ def _summary(console: Console, fuzzer: Fuzzer) -> None:
                   f"({sum(f.known_file is None for f in fuzzer.findings.values())} new)")
 
 
+def _rule_label(name: str) -> str:
+    """A registry rule's name and what it decides (a name the model no longer
+    has, from an older summary, as it is)."""
+    rule = Rule.__members__.get(name)
+    return f"{name}: {rule.value}" if rule is not None else name
+
+
 def _coverage(console: Console, cov: Coverage) -> None:
     """The coverage summary: final answers, descriptor kinds per level, the
     rules that decided, and the features the cases used."""
@@ -237,5 +245,10 @@ def _coverage(console: Console, cov: Coverage) -> None:
     table("results", cov.results)
     table("descriptors read (stage, level, type)", cov.steps)
     table("rules reached", cov.rules)
+    table("registry rules reached (xcheck.arch.rules)",
+          {_rule_label(name): n for name, n in cov.cited.items()})
+    never = cov.never_reached
+    console.print(f"[bold]rules never reached[/] ({len(never)} of {len(Rule)}):"
+                  + "".join(f"\n  {_rule_label(r.name)}" for r in never), highlight=False)
     table("AT operations", cov.ops)
     table("case features", cov.features, limit=60)
