@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import selectors
+import shutil
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +28,11 @@ Record = dict[str, Any]
 
 MAX_WRITE = 1 << 16
 """Bytes per -data-write-memory-bytes (gdb splits further into stub packets)."""
+RESTORE_MIN = 1 << 10
+"""Blocks from this size go through a file and gdb's ``restore``: gdb reads
+its MI input a byte at a time, so the hex of a large block costs more than
+the stub's packets (measured on 7.2 under load: 64 KiB 449 ms as hex, 23 ms
+restored from a file; 1 KiB 3.2 ms and 1.2 ms)."""
 
 
 class GdbError(TargetError):
@@ -48,6 +55,8 @@ class Gdb:
         self.watch: Callable[[], str] | None = None
         """Called while waiting: a non-empty answer (why the other end is
         gone, e.g. QEMU died) ends the wait at once with a TargetError."""
+        self._files: Path | None = None
+        """A private folder for the blocks that write_memory restores."""
 
     # --- process -------------------------------------------------------
     def start(self) -> None:
@@ -91,6 +100,9 @@ class Gdb:
                 pass
         stop(self._proc, grace=0.5)
         self._proc = None
+        if self._files is not None:
+            shutil.rmtree(self._files, ignore_errors=True)
+            self._files = None
         with contextlib.suppress(OSError, ValueError):
             self._sel.close()
 
@@ -216,7 +228,16 @@ class Gdb:
         self.command(f"-gdb-set var ${name}=0x{value & ((1 << 64) - 1):x}")
 
     def write_memory(self, addr: int, data: bytes) -> None:
-        """Write ``data`` at ``addr``, one MI request per 64 KiB block."""
+        """Write ``data`` at ``addr``: from RESTORE_MIN bytes by ``restore``
+        from a file, else one MI request per 64 KiB block."""
+        if len(data) >= RESTORE_MIN:
+            if self._files is None:
+                self._files = Path(tempfile.mkdtemp(prefix="xcheck-gdb-"))
+            block = self._files / "block.bin"
+            if not any(c.isspace() for c in str(block)):  # restore takes no quotes
+                block.write_bytes(data)
+                self.console_command(f"restore {block} binary 0x{addr:x}")
+                return
         for off in range(0, len(data), MAX_WRITE):
             part = data[off : off + MAX_WRITE]
             self.command(f"-data-write-memory-bytes 0x{addr + off:x} {part.hex()}")
