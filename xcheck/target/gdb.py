@@ -236,7 +236,10 @@ class Gdb:
             block = self._files / "block.bin"
             if not any(c.isspace() for c in str(block)):  # restore takes no quotes
                 block.write_bytes(data)
-                self.console_command(f"restore {block} binary 0x{addr:x}")
+                try:
+                    self.console_command(f"restore {block} binary 0x{addr:x}")
+                finally:
+                    block.unlink()  # a new file each time: rewriting one waits for the disk
                 return
         for off in range(0, len(data), MAX_WRITE):
             part = data[off : off + MAX_WRITE]
