@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,18 @@ class Stats:
 
 class CannotFuzz(Exception):
     """The target could not be started."""
+
+
+def drawn_ahead(cases: Iterator[Case]) -> Iterator[Case]:
+    """``cases`` in order, each drawn (generated, loaded, run on the model) in
+    a second thread while the one before runs on the target: the waits for
+    QEMU and gdb release the interpreter. A case depends only on its seed and
+    number, so the cases are the same."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcheck-fuzz-draw") as pool:
+        ahead = pool.submit(next, cases, None)
+        while (case := ahead.result()) is not None:
+            ahead = pool.submit(next, cases, None)
+            yield case
 
 
 def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
@@ -272,7 +285,7 @@ class Fuzzer:
 
     def run(self) -> None:
         t0 = time.monotonic()
-        for case in self.cases():
+        for case in drawn_ahead(self.cases()):
             self.coverage.add_case(case.tags)
             for p, m in zip(case.setup.probes, case.model, strict=True):
                 self.coverage.add(p, m)
