@@ -1,5 +1,5 @@
-"""gdb's memory writes on the real QEMU: small blocks as MI hex, large ones
-restored from a private file that goes with gdb."""
+"""gdb's memory writes on the real QEMU: a small block as MI hex, a large one
+or several restored from an ELF file in a private folder that goes with gdb."""
 
 from __future__ import annotations
 
@@ -26,3 +26,14 @@ def test_blocks_of_every_size_read_back(qemu_profile: Profile) -> None:
         files = g._files
         assert files is not None and files.is_dir()
     assert not files.exists()
+
+
+@pytest.mark.qemu
+def test_many_blocks_in_one_restore_read_back(qemu_profile: Profile) -> None:
+    rng = random.Random(2)
+    blocks = [(RAM_BASE + (16 << 20) + i * 0x3000 + rng.randrange(64) * 8,
+               rng.randbytes(rng.choice([8, 64, 900, 5000]))) for i in range(40)]
+    with QemuTarget(qemu_profile) as t:
+        t.gdb.write_blocks(blocks)
+        for addr, data in blocks:
+            assert t.gdb.read_memory(addr, len(data)) == data, hex(addr)
