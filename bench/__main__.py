@@ -28,6 +28,7 @@ TARGETS = {
     "suite_wall_s": "<= 60",
     "kvm_boot_s": "<= 15",
     "kvm_probes_per_s": ">= 200",
+    "fuzz_cases_per_s": ">= 100",
 }
 
 

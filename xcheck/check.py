@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
@@ -32,11 +33,13 @@ EC_SYS_TRAP = 0x18
 """ESR_ELx.EC for a trapped MSR, MRS or System instruction."""
 
 
-def _base(scenario: Scenario, probe: Probe, target: str, version: str) -> Outcome:
+def _base(scenario: Scenario, probe: Probe, target: str, version: str,
+          kind: Kind = Kind.MATCH, **more: Any) -> Outcome:
+    """The outcome for ``probe`` (with ``more`` fields set)."""
     return Outcome(
         scenario=scenario.name,
         path=str(scenario.path),
-        kind=Kind.MATCH,
+        kind=kind,
         op=probe.op.value,
         va=probe.va,
         el=probe.el,
@@ -45,6 +48,7 @@ def _base(scenario: Scenario, probe: Probe, target: str, version: str) -> Outcom
         line=scenario.probe_line(probe) or 0,
         target=target,
         target_version=version,
+        **more,
     )
 
 
@@ -88,34 +92,33 @@ def compare(
     """One probe's outcome from the target's result and the model's.
     ``unjudged`` names the lacking features the probe's pinned expectation
     depends on: the expectation is then noted, not judged."""
-    out = _base(scenario, probe, target, version)
     failed = "" if unjudged else _failed_expectation(scenario, probe, model)
     if isinstance(got, TargetException):
         if model.kind != "par" and _exception_agrees(model, got):
-            out = replace(out, detail=f"both: {model.kind} ({got.describe()})")
+            out = _base(scenario, probe, target, version,
+                        detail=f"both: {model.kind} ({got.describe()})")
         else:
             want = describe_par(model.par) if model.kind == "par" else model.kind
-            out = replace(
-                out,
+            out = _known(scenario, probe, version, _base(
+                scenario, probe, target, version,
                 kind=Kind.MISMATCH,
                 par_model=model.par if model.kind == "par" else None,
                 detail=f"target: {got.describe()}; model: {want}",
                 trace=model.render(),
-            )
-            out = _known(scenario, probe, version, out)
+            ))
     elif model.kind != "par":
-        out = replace(
-            out,
+        out = _known(scenario, probe, version, _base(
+            scenario, probe, target, version,
             kind=Kind.MISMATCH,
             par_target=got,
             detail=f"model: the AT is {model.kind} at EL{probe.el}; "
             f"target returned PAR {describe_par(got)}",
             trace=model.render(),
-        )
-        out = _known(scenario, probe, version, out)
+        ))
     else:
         deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, model.par, model.mask))
-        out = replace(out, par_target=got, par_model=model.par, mask=model.mask, fields=deltas)
+        out = _base(scenario, probe, target, version, par_target=got, par_model=model.par,
+                    mask=model.mask, fields=deltas)
         permitted = [a for a in model.alternatives
                      if a.kind == "par" and not diff_par(got, a.par, a.mask)]
         if deltas and permitted:

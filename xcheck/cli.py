@@ -483,7 +483,7 @@ def live(
     sys.exit(live_command(opts, _console()))
 
 
-@main.command()
+@main.group(invoke_without_command=True)
 @click.option("--seed", type=int, help="Seed of the generator (default: one from the clock, "
               "printed). The same seed and profile give the same cases.")
 @click.option("--count", type=int, help="Generate N cases [default: 100].")
@@ -506,11 +506,15 @@ def live(
 @click.option("--no-shrink", is_flag=True, help="Report failures without shrinking them.")
 @click.option("--shrink-runs", default=300, show_default=True,
               help="At most this many target runs to shrink one finding.")
+@click.option("--shard", metavar="K/N",
+              help="Run the K-th of N slices of the campaign (case numbers K-1 modulo N; "
+                   "needs --seed); `xcheck fuzz merge` joins the N --out folders.")
+@click.pass_context
 def fuzz(
-    seed: int | None, count: int | None, duration: str | None, features: tuple[str, ...],
-    config: str | None, qemu: str | None, cpu: str | None, out: Path,
-    known_dirs: tuple[Path, ...],
-    json_path: Path | None, no_shrink: bool, shrink_runs: int,
+    ctx: click.Context, seed: int | None, count: int | None, duration: str | None,
+    features: tuple[str, ...], config: str | None, qemu: str | None, cpu: str | None,
+    out: Path, known_dirs: tuple[Path, ...], json_path: Path | None, no_shrink: bool,
+    shrink_runs: int, shard: str | None,
 ) -> None:
     """Differential fuzzing: random translation setups (within what the CPU
     implements) run on QEMU and on the model; each new kind of failure is
@@ -523,7 +527,11 @@ def fuzz(
       xcheck fuzz --seed 1 --count 200
       xcheck fuzz --time 10m --config qemu10 --out findings/ --json fuzz.jsonl
       xcheck fuzz --features stage2,pan,malformed --count 50
+      xcheck fuzz --seed 7 --count 4000 --shard 2/8 --out shard-2/
+      xcheck fuzz merge shard-*/ --out findings/
     """
+    if ctx.invoked_subcommand is not None:
+        return
     from xcheck.fuzz.command import fuzz_command
 
     known = known_dirs or ((DEFAULT_SUITE / "fuzz-findings",) if DEFAULT_SUITE.is_dir() else ())
@@ -531,7 +539,30 @@ def fuzz(
         seed=seed, count=count, duration=duration, features=features, config=config,
         qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,
         do_shrink=not no_shrink, shrink_runs=shrink_runs, console=_console(),
+        shard=_parse_shard(shard),
     ))
+
+
+@fuzz.command("merge")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Copy each finding's scenario file here (one per signature).")
+@click.option("--json", "json_path", type=click.Path(path_type=Path),
+              help="Write the merged summary (findings, coverage) as one JSON line.")
+def fuzz_merge(paths: tuple[Path, ...], out: Path | None, json_path: Path | None) -> None:
+    """Merge the --out folders (or fuzz-summary*.json files) of a campaign's
+    shards into one report: findings by signature, coverage added up, the
+    rules never reached, and shards run twice or missing. Exit status: 0
+    no new finding, 1 a new finding, 2 a summary missing or unreadable.
+
+    \b
+    Examples:
+      xcheck fuzz merge shard-1/ shard-2/ shard-3/ shard-4/
+      xcheck fuzz merge artifacts/*/ --out findings/ --json campaign.json
+    """
+    from xcheck.fuzz.command import merge_command
+
+    sys.exit(merge_command(paths, out, json_path, _console()))
 
 
 if __name__ == "__main__":

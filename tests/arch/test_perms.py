@@ -17,6 +17,7 @@ from xcheck.arch.perms import (
     s1_permission_fault,
     s2_permission_fault,
 )
+from xcheck.arch.rules import Rule
 
 NO_TABLE = TablePerms(ap_table=0, uxn_table=False, pxn_table=False)
 
@@ -242,13 +243,13 @@ def test_nv1(ap: int) -> None:
 def test_fault_names_the_rule() -> None:
     leaf = S1LeafPerms(ap=0b01, uxn=True, pxn=True)
     why = s1_permission_fault(True, leaf, NO_TABLE, OPS["S1E1RP"], True, False, False, 2)
-    assert why is not None and "R_XTSQH" in why
+    assert why is not None and "R_XTSQH" in why.why and why.rule is Rule.PERM_PAN
     leaf = S1LeafPerms(ap=0b00, uxn=False, pxn=True)
     why = s1_permission_fault(True, leaf, NO_TABLE, OPS["S1E1RP"], True, True, False, 3)
-    assert why is not None and "R_ZGCNT" in why
+    assert why is not None and "R_ZGCNT" in why.why and why.rule is Rule.PERM_PAN3
     leaf = S1LeafPerms(ap=0b10, uxn=False, pxn=False)
     why = s1_permission_fault(True, leaf, NO_TABLE, OPS["S1E1W"], False, False, False, 3)
-    assert why is not None and "read-only" in why
+    assert why is not None and "read-only" in why.why and why.rule is Rule.PERM_AP_READ_ONLY
 
 
 # Table D8-76 (R_HBFHL), written out.
@@ -262,4 +263,5 @@ def test_s2ap(s2ap: int, write: bool) -> None:
     why = s2_permission_fault(s2ap, write)
     assert (why is None) == (("W" if write else "R") in TABLE_D8_76[s2ap])
     if why is not None:
-        assert "R_FQNDX" in why
+        assert "R_FQNDX" in why.why
+        assert why.rule is (Rule.S2_NO_WRITE if write else Rule.S2_NO_READ)

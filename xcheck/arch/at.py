@@ -27,6 +27,7 @@ from xcheck.arch.par import (
     encode_success,
 )
 from xcheck.arch.regime import AtRoute, HcrState, NotExecuted, Regime, route
+from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
 from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
@@ -114,9 +115,9 @@ class AtResult:
         return "\n".join(line for line in lines if line)
 
 
-def _not_executed(kind: AtKind, why: str, trace: list[TraceStep],
+def _not_executed(kind: AtKind, why: str, trace: list[TraceStep], cites: Rule,
                   fault: FaultRecord | None = None) -> AtResult:
-    trace.append(TraceStep(0, kind, why))
+    trace.append(TraceStep(0, kind, why, cites=cites))
     return AtResult(kind, 0, 0, (), fault, tuple(trace), why)
 
 
@@ -134,9 +135,9 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     trace: list[TraceStep] = []
     r, acc = state.route(op)
     if isinstance(r, NotExecuted):
-        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace)
+        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace, r.rule)
     assert acc is not None
-    trace.append(TraceStep(0, "regime", r.why))
+    trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
     rp = state.regime(r.regime)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
     out = s1_translate(rp, va, acc, s2_walks, mem, trace)
@@ -156,17 +157,19 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
                                  "walk is taken as a Data Abort, not reported in PAR_EL1 "
-                                 "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace, out)
+                                 "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace,
+                                 Rule.AT_ABORT_EXTERNAL, out)
         if out.s2fs1walk and state.el == 1:
             return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
                                  "executed at EL1 is taken as a Data Abort to EL2 "
-                                 "(AArch64.AT)", trace, out)
+                                 "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out)
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
     par = encode_success(out.address, reported.attr, reported.sh)
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
-                           f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR"))
+                           f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
+                           cites=Rule.ENCODE_PAR))
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
     result = AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
@@ -189,7 +192,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
             why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
                    "descriptor goes through stage 2 (AArch64.S1Translate, "
                    "CreateAccDescTTEUpdate) and faults: " + update.describe())
-            alt = (_not_executed("abort", why, list(trace), update) if state.el == 1 else
+            alt = (_not_executed("abort", why, list(trace), Rule.AF_UPDATE_S2_FAULT, update)
+                   if state.el == 1 else
                    AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
                             update, tuple(trace)))
             result = replace(result, alternatives=(*result.alternatives, alt))

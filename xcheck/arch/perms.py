@@ -17,6 +17,9 @@ modelled.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
+
+from xcheck.arch.rules import Rule
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,16 @@ def pan_applies(regime_two_priv: bool, perms: S1Permissions, acc: S1Access,
     return perms.ur or perms.uw or (epan_effective and perms.ux)
 
 
+class Denied(NamedTuple):
+    """Why a permission check failed: the rule in the registry, and in words."""
+
+    rule: Rule
+    why: str
+
+
 def s1_permission_fault(regime_two_priv: bool, leaf: S1LeafPerms, table: TablePerms,
                         acc: S1Access, pstate_pan: bool, epan: bool, wxn: bool,
-                        pan_feature: int, *, nv1: bool = False) -> str | None:
+                        pan_feature: int, *, nv1: bool = False) -> Denied | None:
     """None if the stage 1 Direct permissions allow the AT's data access,
     else the rule that denied it (a stage 1 Permission fault).
 
@@ -147,44 +157,53 @@ def s1_permission_fault(regime_two_priv: bool, leaf: S1LeafPerms, table: TablePe
     if acc.fetch:
         x, w = (p.ux, p.uw) if acc.el == 0 else (p.px, p.pw)
         if not x:
-            return "D8.4.1.3 execute-never at this EL (UXN/PXN/XN, or the table's XN bits)"
+            return Denied(Rule.FETCH_XN, "D8.4.1.3 execute-never at this EL (UXN/PXN/XN, or "
+                          "the table's XN bits)")
         if wxn and w:
-            return "D8.4.1.4 R_SYMMB: SCTLR_ELx.WXN == 1 and the location is writable"
+            return Denied(Rule.FETCH_WXN, "D8.4.1.4 R_SYMMB: SCTLR_ELx.WXN == 1 and the "
+                          "location is writable")
         return None
     if acc.el == 0:
         if not regime_two_priv:
-            return "D8.4.1.2.1 R_CBNKR: no unprivileged access in a single-privilege regime"
+            return Denied(Rule.PERM_EL0_SINGLE_PRIVILEGE, "D8.4.1.2.1 R_CBNKR: no "
+                          "unprivileged access in a single-privilege regime")
         allowed = p.uw if acc.write else p.ur
         if not allowed:
             return _why_unpriv(leaf, table, acc.write)
         return None
     if pan_applies(regime_two_priv, p, acc, pstate_pan, epan, pan_feature, nv1):
         if p.ur or p.uw:
-            return ("D8.4.5 R_XTSQH: PSTATE.PAN == 1 and the page is accessible to data "
-                    "accesses at EL0 (AArch64.S1DirectBasePermissions, AT S1E1RP/WP)")
-        return ("D8.4.5 R_ZGCNT: PSTATE.PAN == 1, SCTLR_ELx.EPAN == 1 and the page is "
-                "executable at EL0 (FEAT_PAN3, AT S1E1RP/WP)")
+            return Denied(Rule.PERM_PAN, "D8.4.5 R_XTSQH: PSTATE.PAN == 1 and the page is "
+                          "accessible to data accesses at EL0 "
+                          "(AArch64.S1DirectBasePermissions, AT S1E1RP/WP)")
+        return Denied(Rule.PERM_PAN3, "D8.4.5 R_ZGCNT: PSTATE.PAN == 1, SCTLR_ELx.EPAN == 1 "
+                      "and the page is executable at EL0 (FEAT_PAN3, AT S1E1RP/WP)")
     if acc.write and not p.pw:
         if leaf.ap & 2:
-            return (f"D8.4.1.2.1 AP[2:1]=0b{leaf.ap & 3:02b}: read-only at EL{acc.el}"
-                    if regime_two_priv else "D8.4.1.2.1 R_CBNKR AP[2]=1: read-only")
-        return f"D8.4.1.2 R_YTXKB APTable=0b{table.ap_table & 3:02b}: removes PrivWrite"
+            if regime_two_priv:
+                return Denied(Rule.PERM_AP_READ_ONLY, f"D8.4.1.2.1 AP[2:1]=0b{leaf.ap & 3:02b}: "
+                              f"read-only at EL{acc.el}")
+            return Denied(Rule.PERM_AP_READ_ONLY_SINGLE, "D8.4.1.2.1 R_CBNKR AP[2]=1: read-only")
+        return Denied(Rule.PERM_APTABLE_NO_PRIV_WRITE, f"D8.4.1.2 R_YTXKB "
+                      f"APTable=0b{table.ap_table & 3:02b}: removes PrivWrite")
     return None
 
 
-def _why_unpriv(leaf: S1LeafPerms, table: TablePerms, write: bool) -> str:
+def _why_unpriv(leaf: S1LeafPerms, table: TablePerms, write: bool) -> Denied:
     what = "UnprivWrite" if write else "UnprivRead"
     ap_ur, ap_uw = _AP_TWO_PRIV[leaf.ap & 3][2:]
     if not (ap_uw if write else ap_ur):
-        return f"D8.4.1.2.1 R_RNGJG AP[2:1]=0b{leaf.ap & 3:02b}: no {what} (EL0)"
-    return f"D8.4.1.2 R_YTXKB APTable=0b{table.ap_table & 3:02b}: removes {what}"
+        return Denied(Rule.PERM_AP_NO_UNPRIV, f"D8.4.1.2.1 R_RNGJG "
+                      f"AP[2:1]=0b{leaf.ap & 3:02b}: no {what} (EL0)")
+    return Denied(Rule.PERM_APTABLE_NO_UNPRIV, f"D8.4.1.2 R_YTXKB "
+                  f"APTable=0b{table.ap_table & 3:02b}: removes {what}")
 
 
 # Table D8-76 (R_HBFHL): S2AP[1:0] -> (read, write).
 _S2AP = {0b00: (False, False), 0b01: (True, False), 0b10: (False, True), 0b11: (True, True)}
 
 
-def s2_permission_fault(s2ap: int, write: bool) -> str | None:
+def s2_permission_fault(s2ap: int, write: bool) -> Denied | None:
     """None if S2AP permits the access, else the rule (a stage 2 Permission
     fault, D8.4.2.1.1 R_FQNDX). S2AP: 0b00 none, 0b01 RO, 0b10 WO, 0b11 RW
     (Table D8-76, R_HBFHL); the same for EL1 and EL0 accesses (I_HXWLL).
@@ -192,5 +211,6 @@ def s2_permission_fault(s2ap: int, write: bool) -> str | None:
     r, w = _S2AP[s2ap & 3]
     if (w if write else r):
         return None
-    return (f"D8.4.2.1.1 R_FQNDX S2AP=0b{s2ap & 3:02b}: no stage 2 "
-            f"{'write' if write else 'read'} permission")
+    return Denied(Rule.S2_NO_WRITE if write else Rule.S2_NO_READ,
+                  f"D8.4.2.1.1 R_FQNDX S2AP=0b{s2ap & 3:02b}: no stage 2 "
+                  f"{'write' if write else 'read'} permission")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from xcheck.arch.features import Features
 from xcheck.arch.regs import HCR, bit
+from xcheck.arch.rules import Rule
 from xcheck.machine import AtOp
 
 
@@ -75,6 +76,7 @@ class AtRoute:
     write: bool
     pan_op: bool
     why: str
+    rule: Rule
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,7 @@ class NotExecuted:
 
     kind: str
     why: str
+    rule: Rule
 
 
 def route(op: AtOp, el: int, hcr: HcrState, features: Features) -> AtRoute | NotExecuted:
@@ -91,22 +94,26 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features) -> AtRoute | Not
     pan_op = name.endswith("P")
     write = op.is_write
     if el not in (1, 2):
-        return NotExecuted("undefined", f"AT is UNDEFINED at EL{el} here (C5.4)")
+        return NotExecuted("undefined", f"AT is UNDEFINED at EL{el} here (C5.4)",
+                           Rule.AT_UNDEFINED_AT_EL)
     if pan_op and features.pan < 2:
-        return NotExecuted("undefined", f"AT {name} needs FEAT_PAN2 (C5.4.9)")
+        return NotExecuted("undefined", f"AT {name} needs FEAT_PAN2 (C5.4.9)",
+                           Rule.AT_NEEDS_PAN2)
     if name.startswith(("S1E2", "S12")):
         if el == 1:
             if hcr.nv:
                 return NotExecuted("trap", f"AT {name} at EL1 with HCR_EL2.NV == 1 traps "
-                                           "to EL2, EC 0x18 (C5.4)")
-            return NotExecuted("undefined", f"AT {name} is UNDEFINED at EL1 (C5.4)")
+                                           "to EL2, EC 0x18 (C5.4)", Rule.AT_TRAP_NV)
+            return NotExecuted("undefined", f"AT {name} is UNDEFINED at EL1 (C5.4)",
+                               Rule.AT_EL2_OP_UNDEFINED_AT_EL1)
         if name.startswith("S1E2"):
             regime = Regime.EL20 if hcr.e2h else Regime.EL2
             return AtRoute(regime, 2, False, write, False,
-                           f"AT {name}: the {regime.value} regime (C5.4, TranslationRegime(EL2))")
+                           f"AT {name}: the {regime.value} regime (C5.4, TranslationRegime(EL2))",
+                           Rule.REGIME_EL20 if hcr.e2h else Rule.REGIME_EL2)
     elif el == 1 and hcr.at:
         return NotExecuted("trap", f"AT {name} at EL1 with HCR_EL2.AT == 1 traps to EL2, "
-                                   "EC 0x18 (C5.4)")
+                                   "EC 0x18 (C5.4)", Rule.AT_TRAP_HCR_AT)
     acc_el = 0 if name.startswith(("S1E0", "S12E0")) else 1
     if hcr.el0_in_host:
         # AArch64.AT: with {E2H, TGE} == {1, 1} a stage 1 EL1 request uses EL2&0 from EL2;
@@ -114,10 +121,11 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features) -> AtRoute | Not
         acc_el = 2 if acc_el == 1 else 0
         return AtRoute(Regime.EL20, acc_el, False, write, pan_op,
                        f"AT {name}: HCR_EL2.{{E2H,TGE}} == {{1,1}}: EL2&0 regime, "
-                       f"accessed from EL{acc_el} (C5.4, AArch64.AT)")
+                       f"accessed from EL{acc_el} (C5.4, AArch64.AT)", Rule.REGIME_HOST)
     stage12 = name.startswith("S12") and (hcr.vm or hcr.dc)
     why = f"AT {name}: EL1&0 regime, accessed from EL{acc_el}"
     if name.startswith("S12"):
         why += (", stages 1 and 2" if stage12 else
                 "; HCR_EL2.{DC,VM} == {0,0}: stage 1 only (C5.4.1-4)")
-    return AtRoute(Regime.EL10, acc_el, stage12, write, pan_op, why)
+    return AtRoute(Regime.EL10, acc_el, stage12, write, pan_op, why,
+                   Rule.REGIME_EL10_S12 if stage12 else Rule.REGIME_EL10)

@@ -4,12 +4,15 @@ A step is one of: a decision about the regime or configuration (``what`` =
 "regime", "config", "output"...), or one descriptor fetch (``what`` = the
 decoded descriptor type: "table", "block", "page", "invalid"), with the
 table base, index, descriptor address and value. ``rule`` cites the Arm ARM
-rule or ASL function that decided.
+rule or ASL function that decided, in words with the numbers of this walk;
+``cites`` names it in the registry (xcheck.arch.rules).
 """
 
 from __future__ import annotations
 
 from typing import NamedTuple, Protocol
+
+from xcheck.arch.rules import Rule
 
 
 class Summarized(Protocol):
@@ -31,6 +34,7 @@ class TraceStep(NamedTuple):
     addr: int | None = None
     desc: int | None = None
     rule: str = ""
+    cites: Rule | None = None
 
     def render(self) -> str:
         text = self.text if isinstance(self.text, str) else self.text.summary

@@ -17,6 +17,7 @@ from xcheck.arch import attrs, perms
 from xcheck.arch.attrs import MemAttrs
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.memory import PhysMem
+from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
 from xcheck.arch.trace import TraceStep
 from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
 
@@ -56,7 +57,7 @@ class Translated:
 @lru_cache(maxsize=8192)
 def _s1_permission(two: bool, ap: int, uxn: bool, pxn: bool, ap_table: int, xn_u: bool,
                    xn_p: bool, acc: perms.S1Access, pstate_pan: bool, epan: bool, wxn: bool,
-                   pan_feature: int) -> str | None:
+                   pan_feature: int) -> perms.Denied | None:
     """perms.s1_permission_fault, memoized on its (few) distinct inputs."""
     return perms.s1_permission_fault(
         two, perms.S1LeafPerms(ap=ap, uxn=uxn, pxn=pxn),
@@ -103,8 +104,9 @@ def _kind(desc: int, level: int, granule_bits: int, ds: bool, pa52_64k: bool) ->
 
 
 def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
-              trace: list[TraceStep]) -> FaultRecord:
-    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule))
+              trace: list[TraceStep], cites: Rule) -> FaultRecord:
+    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule,
+                           cites=cites))
     return FaultRecord(status, level, 1, False, acc.write, rule)
 
 
@@ -116,11 +118,13 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
     stage 1 address translation is disabled")."""
     p = rp.params(va)
     trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
-                           "disabled: output address = VA", rule="AArch64.S1Enabled"))
+                           "disabled: output address = VA", rule="AArch64.S1Enabled",
+                           cites=Rule.S1_DISABLED))
     top, pamax = p.addrtop, rp.pamax
     if (va >> pamax) & ((1 << (top + 1 - pamax)) - 1):
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"VA[{top}:{pamax}] != 0 with stage 1 "
-                         "disabled (AArch64.S1DisabledOutput)", trace)
+                         "disabled (AArch64.S1DisabledOutput)", trace,
+                         Rule.S1_DISABLED_ADDRESS_SIZE)
     return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0)
 
 
@@ -135,31 +139,33 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     for note in p.notes:
         trace.append(TraceStep(1, "config", note))
     if p.txsz_fault:
-        return _s1_fault(Fault.TRANSLATION, 0, acc, "AArch64.S1TxSZFaults", trace)
+        return _s1_fault(Fault.TRANSLATION, 0, acc, "AArch64.S1TxSZFaults", trace,
+                         Rule.S1_TXSZ_FAULT)
     top, iasize = p.addrtop, p.iasize
     high = (va >> iasize) & ((1 << (top + 1 - iasize)) - 1)
     upper = p.varange == "upper"
     if high != (((1 << (top + 1 - iasize)) - 1) if upper else 0):
         return _s1_fault(Fault.TRANSLATION, 0, acc, f"VA[{top}:{iasize}] not all "
                          f"{'ones' if upper else 'zeros'}: outside the "
-                         f"{'TTBR1' if upper else 'TTBR0'} range (AArch64.VAIsOutOfRange)", trace)
+                         f"{'TTBR1' if upper else 'TTBR0'} range (AArch64.VAIsOutOfRange)", trace,
+                         Rule.S1_VA_OUT_OF_RANGE)
     if acc.s1.el == 0 and p.e0pd:
         return _s1_fault(Fault.TRANSLATION, 0, acc, f"TCR.E0PD{int(upper)} == 1 for an EL0 "
-                         "access (AArch64.S1Translate, FEAT_E0PD)", trace)
+                         "access (AArch64.S1Translate, FEAT_E0PD)", trace, Rule.S1_E0PD)
     if two and p.epd:
         return _s1_fault(Fault.TRANSLATION, 0, acc, f"TCR.EPD{int(upper)} == 1: walks "
-                         "disabled (AArch64.S1Walk)", trace)
+                         "disabled (AArch64.S1Walk)", trace, Rule.S1_EPD)
     g, ds, pa52 = p.granule_bits, p.ds, p.pa52_64k
     stride = g - 3
     level = p.start_level
     lsb = (3 - level) * stride + g
     table = p.base
     index = (va >> lsb) & ((1 << (iasize - lsb)) - 1)
-    trace.append(TraceStep(1, "start", p, rule="AArch64.S1StartLevel"))
+    trace.append(TraceStep(1, "start", p, rule="AArch64.S1StartLevel", cites=Rule.S1_START))
     if (table | (index << 3)) >> p.oasize:
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"table base 0x{table:x} above the "
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
-                         trace)
+                         trace, Rule.S1_BASE_ADDRESS_SIZE)
     ap_table = xn_u = xn_p = 0
     while True:
         descaddr = table | (index << 3)
@@ -173,11 +179,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         if desc is None:
             trace.append(TraceStep(1, "no memory", "", level, table, index, pa, None))
             return _s1_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, acc, f"no memory at "
-                             f"0x{pa:x} (FetchDescriptor, PhysMemRead)", trace)
+                             f"0x{pa:x} (FetchDescriptor, PhysMemRead)", trace,
+                             Rule.S1_EXTERNAL_ABORT)
         if p.ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(1, kind, "", level, table, index, pa, desc))
+        trace.append(TraceStep(1, kind, "", level, table, index, pa, desc,
+                               cites=DESCRIPTOR_RULES.get((1, kind))))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -194,18 +202,22 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         index = (va >> lsb) & ((1 << stride) - 1)
         if table >> p.oasize:
             return _s1_fault(Fault.ADDRESS_SIZE, level - 1, acc, f"next-level table 0x{table:x}"
-                             f" above the {p.oasize}-bit OA size (AArch64.S1Walk)", trace)
+                             f" above the {p.oasize}-bit OA size (AArch64.S1Walk)", trace,
+                             Rule.S1_NEXT_TABLE_ADDRESS_SIZE)
     if kind.startswith("invalid"):
         rule = ("block descriptor not allowed at this level (AArch64.BlockDescSupported)"
                 if kind == "invalid block" else "descriptor bit[0] == 0")
-        return _s1_fault(Fault.TRANSLATION, level, acc, rule, trace)
+        return _s1_fault(Fault.TRANSLATION, level, acc, rule, trace,
+                         Rule.S1_BLOCK_NOT_SUPPORTED if kind == "invalid block"
+                         else Rule.S1_INVALID)
     oa = output_address(desc, lsb, ds, pa52) | (va & ((1 << lsb) - 1))
     if oa >> p.oasize:
         return _s1_fault(Fault.ADDRESS_SIZE, level, acc, f"output address 0x{oa:x} above the "
-                         f"{p.oasize}-bit OA size (AArch64.S1Walk)", trace)
+                         f"{p.oasize}-bit OA size (AArch64.S1Walk)", trace,
+                         Rule.S1_OUTPUT_ADDRESS_SIZE)
     if not (desc >> 10) & 1 and not p.ha:
         return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
-                         "(AArch64.S1Walk; D8.5)", trace)
+                         "(AArch64.S1Walk; D8.5)", trace, Rule.S1_ACCESS_FLAG)
     if two:
         ap, uxn, pxn = (desc >> 6) & 3, bool((desc >> 54) & 1), bool((desc >> 53) & 1)
     else:
@@ -215,11 +227,12 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         # dirty state management is permitted (and never updates it, R_ZYGHJ).
         ap &= 1
         trace.append(TraceStep(1, "dirty", "DBM == 1 with TCR.HD == 1: writable-clean, "
-                               "AP[2] treated as 0", rule="D8.5 R_RKMHW"))
+                               "AP[2] treated as 0", rule="D8.5 R_RKMHW",
+                               cites=Rule.S1_WRITABLE_CLEAN))
     denied = _s1_permission(two, ap, uxn, pxn, ap_table, bool(xn_u), bool(xn_p), acc.s1,
                             acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
     if denied is not None:
-        return _s1_fault(Fault.PERMISSION, level, acc, denied, trace)
+        return _s1_fault(Fault.PERMISSION, level, acc, denied.why, trace, denied.rule)
     sh = p.sh if ds else (desc >> 8) & 3
     mem_attrs = _s1_attrs(p.mair, (desc >> 2) & 7, sh)
     descriptor_attrs = None
@@ -231,15 +244,16 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         mem_attrs = MemAttrs(attr=0x44, sh=0b10)
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
                                "Non-cacheable",
-                               rule="AArch64.S1Translate, AArch64.S1DCacheEnabled"))
+                               rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
+                               cites=Rule.S1_DCACHE_DISABLED))
     af_update = descaddr if not (desc >> 10) & 1 else None
     return Translated(oa, mem_attrs, level, descriptor_attrs, af_update)
 
 
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
-              trace: list[TraceStep]) -> FaultRecord:
+              trace: list[TraceStep], cites: Rule) -> FaultRecord:
     trace.append(TraceStep(2, "fault", f"{status.value} fault, level {level}"
-                           + (" (stage 1 table walk)" if ttw else ""), rule=rule))
+                           + (" (stage 1 table walk)" if ttw else ""), rule=rule, cites=cites))
     return FaultRecord(status, level, 2, ttw, write, rule)
 
 
@@ -252,10 +266,12 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0)
     what = "stage 1 table address" if ttw else "IPA"
     if p.config_fault:
-        return _s2_fault(Fault.TRANSLATION, 0, ttw, write, p.config_fault, trace)
+        return _s2_fault(Fault.TRANSLATION, 0, ttw, write, p.config_fault, trace,
+                         Rule.S2_CONFIG_FAULT)
     if ipa >> p.iasize:
         return _s2_fault(Fault.TRANSLATION, 0, ttw, write, f"{what} 0x{ipa:x} above the "
-                         f"{p.iasize}-bit IPA space (AArch64.IPAIsOutOfRange)", trace)
+                         f"{p.iasize}-bit IPA space (AArch64.IPAIsOutOfRange)", trace,
+                         Rule.S2_IPA_OUT_OF_RANGE)
     g, ds, pa52 = p.granule_bits, p.ds, p.pa52_64k
     stride = g - 3
     level = p.start_level
@@ -265,21 +281,24 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     trace.append(TraceStep(2, "start", f"{what} 0x{ipa:x}: {1 << (g - 10)}KB granule, "
                            f"T0SZ={p.txsz}, start level {level}"
                            + (f", {index >> stride} concatenated tables" if index >> stride
-                              else ""), rule="AArch64.S2StartLevel"))
+                              else ""), rule="AArch64.S2StartLevel", cites=Rule.S2_START))
     if (table | (index << 3)) >> p.oasize:
         return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"VTTBR_EL2 base 0x{table:x} above "
-                         f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace)
+                         f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
+                         Rule.S2_BASE_ADDRESS_SIZE)
     while True:
         descaddr = table | (index << 3)
         desc = mem.read64(descaddr)
         if desc is None:
             trace.append(TraceStep(2, "no memory", "", level, table, index, descaddr, None))
             return _s2_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, ttw, write,
-                             f"no memory at 0x{descaddr:x} (FetchDescriptor)", trace)
+                             f"no memory at 0x{descaddr:x} (FetchDescriptor)", trace,
+                             Rule.S2_EXTERNAL_ABORT)
         if p.ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(2, kind, "", level, table, index, descaddr, desc))
+        trace.append(TraceStep(2, kind, "", level, table, index, descaddr, desc,
+                               cites=DESCRIPTOR_RULES.get((2, kind))))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -289,18 +308,21 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         if table >> p.oasize:
             return _s2_fault(Fault.ADDRESS_SIZE, level - 1, ttw, write, f"next-level table "
                              f"0x{table:x} above the {p.oasize}-bit OA size (AArch64.S2Walk)",
-                             trace)
+                             trace, Rule.S2_NEXT_TABLE_ADDRESS_SIZE)
     if kind.startswith("invalid"):
         rule = ("block descriptor not allowed at this level (AArch64.BlockDescSupported)"
                 if kind == "invalid block" else "descriptor bit[0] == 0")
-        return _s2_fault(Fault.TRANSLATION, level, ttw, write, rule, trace)
+        return _s2_fault(Fault.TRANSLATION, level, ttw, write, rule, trace,
+                         Rule.S2_BLOCK_NOT_SUPPORTED if kind == "invalid block"
+                         else Rule.S2_INVALID)
     oa = output_address(desc, lsb, ds, pa52) | (ipa & ((1 << lsb) - 1))
     if oa >> p.oasize:
         return _s2_fault(Fault.ADDRESS_SIZE, level, ttw, write, f"output address 0x{oa:x} "
-                         f"above the {p.oasize}-bit OA size (AArch64.S2Walk)", trace)
+                         f"above the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
+                         Rule.S2_OUTPUT_ADDRESS_SIZE)
     if not (desc >> 10) & 1 and not p.ha:
         return _s2_fault(Fault.ACCESS_FLAG, level, ttw, write, "AF == 0 and VTCR_EL2.HA == 0 "
-                         "(AArch64.S2Walk)", trace)
+                         "(AArch64.S2Walk)", trace, Rule.S2_ACCESS_FLAG)
     s2ap = (desc >> 6) & 3
     if p.hd and (desc >> 51) & 1:
         s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
@@ -310,13 +332,14 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         if p.ptw and device:
             return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
                              "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
-                             trace)
+                             trace, Rule.S2_PTW_DEVICE)
         # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
         denied = perms.s2_permission_fault(s2ap, write)
     else:
         denied = perms.s2_permission_fault(s2ap, write)
     if denied is not None:
-        return _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied, trace)
+        return _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
+                         denied.rule)
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level)
     sh = p.sh if ds else (desc >> 8) & 3

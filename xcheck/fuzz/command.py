@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections import Counter
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any
@@ -13,10 +14,13 @@ from typing import IO, Any
 from rich.console import Console
 from rich.table import Table
 
+from xcheck.arch.rules import Rule
 from xcheck.fuzz.case import Case
 from xcheck.fuzz.coverage import Coverage
 from xcheck.fuzz.knobs import KNOBS, KnobError, parse_features
+from xcheck.fuzz.merge import MergeError, merge, read_summaries, summary_name
 from xcheck.fuzz.session import CannotFuzz, Finding, Fuzzer, FuzzOptions
+from xcheck.fuzz.signature import Signature
 from xcheck.outcome import ExitCode
 from xcheck.report.text import outcome_text
 from xcheck.target.errors import ProfileError
@@ -48,6 +52,7 @@ def fuzz_command(
     do_shrink: bool,
     shrink_runs: int,
     console: Console,
+    shard: tuple[int, int] | None = None,
 ) -> int:
     """Run the fuzzer; exit 0 when nothing new failed, 1 on a new finding,
     2 on a usage error, 125 when the target cannot be started."""
@@ -66,9 +71,12 @@ def fuzz_command(
     if count is None and seconds is None:
         count = 100
     if seed is None:
+        if shard is not None:
+            return usage("--shard needs --seed: every shard of a campaign draws from one seed")
         seed = int(time.time()) % 1_000_000
     opts = FuzzOptions(seed=seed, count=count, seconds=seconds, allowed=allowed, out=out,
-                       known_dirs=known_dirs, shrink=do_shrink, shrink_runs=shrink_runs)
+                       known_dirs=known_dirs, shrink=do_shrink, shrink_runs=shrink_runs,
+                       shard=shard)
     with ExitStack() as stack:
         sink: IO[str] | None = None
         if json_path is not None:
@@ -81,7 +89,8 @@ def fuzz_command(
             console.print(f"[red]could not test:[/] {err}")
             return int(ExitCode.CANNOT_TEST)
         console.print(f"xcheck fuzz: seed {seed}, {profile.name} (QEMU {fuzzer.version}), "
-                      + (f"{count} cases" if count is not None else f"{duration}"))
+                      + (f"{count} cases" if count is not None else f"{duration}")
+                      + (f", shard {shard[0]}/{shard[1]}" if shard else ""))
         off = [k for k in KNOBS if not fuzzer.knobs.on(k)]
         if off:
             console.print("  not generated: " + ", ".join(off), highlight=False)
@@ -92,11 +101,15 @@ def fuzz_command(
             interrupted = True
             console.print("[yellow]interrupted[/]: reporting what ran")
         _summary(console, fuzzer)
+        summary = json.dumps({"type": "summary", "seed": seed, "shard": shard,
+                              "profile": profile.name, "qemu": fuzzer.version,
+                              **_stats(fuzzer),
+                              "findings": [f.to_json() for f in fuzzer.findings.values()],
+                              "coverage": fuzzer.coverage.to_json()})
+        out.mkdir(parents=True, exist_ok=True)
+        (out / summary_name(shard)).write_text(summary + "\n", encoding="utf-8")
         if sink is not None:
-            sink.write(json.dumps({"type": "summary", "seed": seed, "profile": profile.name,
-                                   "qemu": fuzzer.version, **_stats(fuzzer),
-                                   "findings": [f.to_json() for f in fuzzer.findings.values()],
-                                   "coverage": fuzzer.coverage.to_json()}) + "\n")
+            sink.write(summary + "\n")
     new = [f for f in fuzzer.findings.values() if f.known_file is None]
     if interrupted:
         return 130
@@ -146,28 +159,72 @@ class _Progress:
                 self.sink.flush()
 
 
+def merge_command(paths: tuple[Path, ...], out: Path | None, json_path: Path | None,
+                  console: Console) -> int:
+    """Merge the summaries of a campaign's shards; exit 0 when no shard had a
+    new finding, 1 when one had, 2 when a summary is missing or unreadable."""
+    try:
+        merged = merge(read_summaries(paths))
+    except MergeError as err:
+        console.print(f"[red]error:[/] {err}")
+        return int(ExitCode.USAGE)
+    if out is not None:
+        merged.copy_findings(out)
+    console.print(f"xcheck fuzz merge: {len(merged.summaries)} summaries, seed "
+                  + ", ".join(sorted({f"{s.seed}" for s in merged.summaries})))
+    _coverage(console, merged.coverage)
+    _findings_table(console, [(f.signature, f.ops, f.count, len(f.cases), f.file, f.known_file)
+                              for f in merged.findings.values()])
+    for problem in merged.problems:
+        console.print(f"[yellow]warning:[/] {problem}", highlight=False)
+    new = sum(f.known_file is None for f in merged.findings.values())
+    console.print(f"{merged.cases} cases, {merged.probes} probes, "
+                  f"{len(merged.findings)} signatures ({new} new)")
+    if json_path is not None:
+        json_path.write_text(json.dumps(merged.to_json()) + "\n", encoding="utf-8")
+    return int(ExitCode.FAILED if new else ExitCode.OK)
+
+
+_Row = tuple[Signature, Counter[str], int, int, "Path | None", "Path | str | None"]
+
+
+def _findings_table(console: Console, rows: list[_Row]) -> None:
+    """One row per signature family: signature, ops, probes, cases, and the
+    file written (or the earlier one that records it)."""
+    if not rows:
+        return
+    t = Table(title="findings (one row per signature, any op)", show_lines=False)
+    for col in ("signature", "ops", "probes", "cases", "file"):
+        t.add_column(col, overflow="fold")
+    for sig, ops, count, cases, file, known in rows:
+        where = file or (f"{known} (seen before)" if known else "-")
+        t.add_row(sig.describe(), " ".join(sorted(ops)), str(count), str(cases), str(where))
+    console.print(t)
+
+
 def _summary(console: Console, fuzzer: Fuzzer) -> None:
     s = fuzzer.stats
     console.print()
     _coverage(console, fuzzer.coverage)
-    if fuzzer.findings:
-        t = Table(title="findings (one row per signature, any op)", show_lines=False)
-        for col in ("signature", "ops", "probes", "cases", "file"):
-            t.add_column(col, overflow="fold")
-        for f in sorted(fuzzer.findings.values(), key=lambda f: f.first_case):
-            file = f.file or (f"{f.known_file} (seen before)" if f.known_file else "-")
-            t.add_row(f.signature.describe(), " ".join(sorted(f.ops)), str(f.count),
-                      str(len(f.cases)), str(file))
-        console.print(t)
-        for f in fuzzer.findings.values():
-            ex = f.shrunk_outcome
-            if ex is not None:
-                console.print(f"--- {f.file}", highlight=False)
-                console.print(outcome_text(ex), markup=False, highlight=False)
+    _findings_table(console, [(f.signature, f.ops, f.count, len(f.cases), f.file, f.known_file)
+                              for f in sorted(fuzzer.findings.values(),
+                                              key=lambda f: f.first_case)])
+    for f in fuzzer.findings.values():
+        ex = f.shrunk_outcome
+        if ex is not None:
+            console.print(f"--- {f.file}", highlight=False)
+            console.print(outcome_text(ex), markup=False, highlight=False)
     console.print(f"{s.cases} cases, {s.probes} probes in {s.fuzz_seconds:.1f} s "
                   f"({s.probes_per_s:.0f} probes/s), shrinking {s.shrink_seconds:.1f} s, "
                   f"{s.target_errors} target errors, {len(fuzzer.findings)} signatures "
                   f"({sum(f.known_file is None for f in fuzzer.findings.values())} new)")
+
+
+def _rule_label(name: str) -> str:
+    """A registry rule's name and what it decides (a name the model no longer
+    has, from an older summary, as it is)."""
+    rule = Rule.__members__.get(name)
+    return f"{name}: {rule.value}" if rule is not None else name
 
 
 def _coverage(console: Console, cov: Coverage) -> None:
@@ -189,5 +246,10 @@ def _coverage(console: Console, cov: Coverage) -> None:
     table("results", cov.results)
     table("descriptors read (stage, level, type)", cov.steps)
     table("rules reached", cov.rules)
+    table("registry rules reached (xcheck.arch.rules)",
+          {_rule_label(name): n for name, n in cov.cited.items()})
+    never = cov.never_reached
+    console.print(f"[bold]rules never reached[/] ({len(never)} of {len(Rule)}):"
+                  + "".join(f"\n  {_rule_label(r.name)}" for r in never), highlight=False)
     table("AT operations", cov.ops)
     table("case features", cov.features, limit=60)

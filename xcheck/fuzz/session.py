@@ -13,6 +13,7 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -52,6 +53,20 @@ class FuzzOptions:
     shrink_seconds: float = 180.0
     max_shrinks: int | None = None
     """Shrink at most this many findings (the others are reported unshrunk)."""
+    shard: tuple[int, int] | None = None
+    """``(k, n)``: run only the cases whose number is k - 1 modulo n (1-based
+    k), so that n jobs with the same seed run the campaign's cases once."""
+
+
+def shard_indices(shard: tuple[int, int] | None) -> Iterator[int]:
+    """The case numbers of a shard ``(k, n)``, in order: k - 1, k - 1 + n, ...
+    (every number without a shard). Case numbers and the seed alone decide a
+    case, so the shards of a campaign run exactly its cases."""
+    k, n = shard or (1, 1)
+    index = k - 1
+    while True:
+        yield index
+        index += n
 
 
 @dataclass
@@ -106,6 +121,18 @@ class Stats:
 
 class CannotFuzz(Exception):
     """The target could not be started."""
+
+
+def drawn_ahead(cases: Iterator[Case]) -> Iterator[Case]:
+    """``cases`` in order, each drawn (generated, loaded, run on the model) in
+    a second thread while the one before runs on the target: the waits for
+    QEMU and gdb release the interpreter. A case depends only on its seed and
+    number, so the cases are the same."""
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcheck-fuzz-draw") as pool:
+        ahead = pool.submit(next, cases, None)
+        while (case := ahead.result()) is not None:
+            ahead = pool.submit(next, cases, None)
+            yield case
 
 
 def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
@@ -244,21 +271,21 @@ class Fuzzer:
     # --- the loop ---------------------------------------------------------------
 
     def cases(self) -> Iterator[Case]:
+        """The run's cases: numbers below ``count`` (or until ``seconds`` have
+        passed), of this shard only."""
         origin = f"{self.profile.name}, QEMU {self.version}".strip()
-        index = 0
         start = time.monotonic()
-        while True:
+        for index in shard_indices(self.opt.shard):
             if self.opt.count is not None and index >= self.opt.count:
                 return
             if self.opt.seconds is not None and \
                     time.monotonic() - start - self.stats.shrink_seconds >= self.opt.seconds:
                 return
             yield make_case(self.opt.seed, index, self.knobs, self.ram_size, origin)
-            index += 1
 
     def run(self) -> None:
         t0 = time.monotonic()
-        for case in self.cases():
+        for case in drawn_ahead(self.cases()):
             self.coverage.add_case(case.tags)
             for p, m in zip(case.setup.probes, case.model, strict=True):
                 self.coverage.add(p, m)

@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 from xcheck.arch.at import AtResult
@@ -23,6 +24,7 @@ _HEX = re.compile(r"0x[0-9a-fA-F_]+|0b[01_]+")
 _NUM = re.compile(r"(?<![A-Za-z_\d])\d+")
 
 
+@lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """``text`` with addresses and numbers blanked (``#``), letters kept:
     "VA[63:39] not all zeros" and "VA[63:48] not all zeros" are one rule."""

@@ -137,14 +137,16 @@ def _sel_values(entry: YMap, key: str, field: str, parse: Any) -> list[Any]:
     return [parse(v, f"{field}.{key}", line) for v in values]
 
 
+_AT_OPS = {op.value: op for op in AtOp}
+
+
 def parse_op(value: Any, field: str, line: int) -> AtOp:
-    names = {op.value: op for op in AtOp}
     if isinstance(value, str):
-        op = names.get(value.strip().upper().removeprefix("AT "))
+        op = _AT_OPS.get(value.strip().upper().removeprefix("AT "))
         if op is not None:
             return op
     raise Located(line, field, f"{show(value)} is not an AT operation: expected one of "
-                  + ", ".join(names))
+                  + ", ".join(_AT_OPS))
 
 
 def parse_va(value: Any, field: str, line: int) -> int:

@@ -188,9 +188,7 @@ class QemuTarget:
     def _load(self, setup: MachineSetup, program: harness.Program) -> None:
         g = self.gdb
         image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
-        for addr, data in self._shadow.update(image):
-            g.write_memory(addr, data)
-        g.write_memory(HARNESS_DATA_PA, program.initial_data())
+        g.write_blocks([*self._shadow.update(image), (HARNESS_DATA_PA, program.initial_data())])
         if _updates_descriptors(setup.sysregs):
             self._shadow.distrust()
 

@@ -1,0 +1,91 @@
+"""The registry of the rules the model decides by.
+
+Each member names one ASL function, or one branch of it, that can decide
+what an AT reports; the model records it in the trace step where it decided
+(TraceStep.cites), so the registry is every answer the model can give a
+reason for, and coverage (xcheck fuzz) can name the ones a campaign never
+reached. A member the model no longer cites is caught by the tests.
+Sections are those of Arm ARM DDI 0487 (chapter D8, C5.4, D24.2).
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class Rule(Enum):
+    # C5.4, AArch64.AT: which regime an AT operation translates, or none
+    AT_UNDEFINED_AT_EL = "C5.4: AT UNDEFINED at this EL"
+    AT_NEEDS_PAN2 = "C5.4.9: AT S1E1RP/WP UNDEFINED without FEAT_PAN2"
+    AT_EL2_OP_UNDEFINED_AT_EL1 = "C5.4: AT S1E2*/S12* UNDEFINED at EL1"
+    AT_TRAP_NV = "C5.4: AT S1E2*/S12* at EL1 with HCR_EL2.NV == 1 traps to EL2"
+    AT_TRAP_HCR_AT = "C5.4: AT at EL1 with HCR_EL2.AT == 1 traps to EL2"
+    REGIME_EL2 = "C5.4 TranslationRegime: AT S1E2* in the EL2 regime"
+    REGIME_EL20 = "C5.4 TranslationRegime: AT S1E2* in the EL2&0 regime (E2H == 1)"
+    REGIME_HOST = "AArch64.AT: {E2H, TGE} == {1, 1}, EL1 and EL0 ops in the EL2&0 regime"
+    REGIME_EL10 = "AArch64.AT: EL1&0 regime, stage 1"
+    REGIME_EL10_S12 = "AArch64.AT: EL1&0 regime, stages 1 and 2"
+    AT_ABORT_EXTERNAL = "AArch64.AT: External abort on a walk taken as a Data Abort"
+    AT_ABORT_S2_ON_WALK_EL1 = "AArch64.AT: stage 2 fault on the stage 1 walk from EL1 taken"
+    ENCODE_PAR = "AArch64.EncodePAR: successful translation"
+    AF_UPDATE_S2_FAULT = ("AArch64.S1Translate: the AT's permitted AF update faults at stage 2 "
+                          "from EL1 (CreateAccDescTTEUpdate)")
+
+    # AArch64.S1Translate, AArch64.S1Walk (D8.2, D8.3)
+    S1_DISABLED = "AArch64.S1Enabled: stage 1 disabled, output address = VA"
+    S1_DISABLED_ADDRESS_SIZE = "AArch64.S1DisabledOutput: VA above PAMax, Address size fault"
+    S1_TXSZ_FAULT = "AArch64.S1TxSZFaults: TxSZ out of range, Translation fault"
+    S1_VA_OUT_OF_RANGE = "AArch64.VAIsOutOfRange: VA outside the TTBR range"
+    S1_E0PD = "AArch64.S1Translate: TCR.E0PDx == 1 for an EL0 access (FEAT_E0PD)"
+    S1_EPD = "AArch64.S1Walk: TCR.EPDx == 1, walks disabled"
+    S1_START = "AArch64.S1StartLevel: stage 1 walk started"
+    S1_BASE_ADDRESS_SIZE = "AArch64.S1Walk: table base above the OA size"
+    S1_EXTERNAL_ABORT = "FetchDescriptor: stage 1 descriptor read has no memory"
+    S1_TABLE = "AArch64.DecodeDescriptorType: stage 1 table descriptor"
+    S1_BLOCK = "AArch64.DecodeDescriptorType: stage 1 block descriptor"
+    S1_PAGE = "AArch64.DecodeDescriptorType: stage 1 page descriptor"
+    S1_NEXT_TABLE_ADDRESS_SIZE = "AArch64.S1Walk: next-level table above the OA size"
+    S1_INVALID = "AArch64.DecodeDescriptorType: stage 1 descriptor bit[0] == 0"
+    S1_BLOCK_NOT_SUPPORTED = "AArch64.BlockDescSupported: stage 1 block not allowed at the level"
+    S1_OUTPUT_ADDRESS_SIZE = "AArch64.S1Walk: output address above the OA size"
+    S1_ACCESS_FLAG = "AArch64.S1Walk: AF == 0 with TCR.HA == 0, Access flag fault"
+    S1_WRITABLE_CLEAN = "D8.5 R_RKMHW: DBM with TCR.HD, writable-clean counts as writable"
+    S1_DCACHE_DISABLED = "AArch64.S1DCacheEnabled: SCTLR_ELx.C == 0, Normal is Non-cacheable"
+
+    # AArch64.S1DirectBasePermissions, D8.4
+    PERM_EL0_SINGLE_PRIVILEGE = "D8.4.1.2.1 R_CBNKR: no EL0 access in a single-privilege regime"
+    PERM_AP_NO_UNPRIV = "D8.4.1.2.1 R_RNGJG: AP[2:1] gives no EL0 access"
+    PERM_APTABLE_NO_UNPRIV = "D8.4.1.2 R_YTXKB: APTable removes EL0 access"
+    PERM_PAN = "D8.4.5 R_XTSQH: PSTATE.PAN, page accessible at EL0 (AT S1E1RP/WP)"
+    PERM_PAN3 = "D8.4.5 R_ZGCNT: PSTATE.PAN and EPAN, page executable at EL0 (FEAT_PAN3)"
+    FETCH_XN = "D8.4.1.3: instruction fetch from an execute-never location"
+    FETCH_WXN = "D8.4.1.4 R_SYMMB: instruction fetch, SCTLR_ELx.WXN and writable"
+    PERM_AP_READ_ONLY = "D8.4.1.2.1: AP[2:1] read-only"
+    PERM_AP_READ_ONLY_SINGLE = "D8.4.1.2.1 R_CBNKR: AP[2] == 1 read-only, single privilege"
+    PERM_APTABLE_NO_PRIV_WRITE = "D8.4.1.2 R_YTXKB: APTable removes privileged write"
+
+    # AArch64.S2Translate, AArch64.S2Walk (D8.2, D8.3, D8.4.2)
+    S2_CONFIG_FAULT = "AArch64.S2Walk: VTCR_EL2 configuration invalid, level 0 fault"
+    S2_IPA_OUT_OF_RANGE = "AArch64.IPAIsOutOfRange: IPA above the stage 2 input size"
+    S2_START = "AArch64.S2StartLevel: stage 2 walk started"
+    S2_BASE_ADDRESS_SIZE = "AArch64.S2Walk: VTTBR_EL2 base above the OA size"
+    S2_EXTERNAL_ABORT = "FetchDescriptor: stage 2 descriptor read has no memory"
+    S2_TABLE = "AArch64.DecodeDescriptorType: stage 2 table descriptor"
+    S2_BLOCK = "AArch64.DecodeDescriptorType: stage 2 block descriptor"
+    S2_PAGE = "AArch64.DecodeDescriptorType: stage 2 page descriptor"
+    S2_NEXT_TABLE_ADDRESS_SIZE = "AArch64.S2Walk: next-level table above the OA size"
+    S2_INVALID = "AArch64.DecodeDescriptorType: stage 2 descriptor bit[0] == 0"
+    S2_BLOCK_NOT_SUPPORTED = "AArch64.BlockDescSupported: stage 2 block not allowed at the level"
+    S2_OUTPUT_ADDRESS_SIZE = "AArch64.S2Walk: output address above the OA size"
+    S2_ACCESS_FLAG = "AArch64.S2Walk: AF == 0 with VTCR_EL2.HA == 0, Access flag fault"
+    S2_PTW_DEVICE = "AArch64.S2CheckPermissions: stage 1 walk to Device with HCR_EL2.PTW"
+    S2_NO_READ = "D8.4.2.1.1 R_FQNDX: S2AP gives no read permission"
+    S2_NO_WRITE = "D8.4.2.1.1 R_FQNDX: S2AP gives no write permission"
+
+
+DESCRIPTOR_RULES = {
+    (1, "table"): Rule.S1_TABLE, (1, "block"): Rule.S1_BLOCK, (1, "page"): Rule.S1_PAGE,
+    (2, "table"): Rule.S2_TABLE, (2, "block"): Rule.S2_BLOCK, (2, "page"): Rule.S2_PAGE,
+}
+"""The rule a descriptor step cites, by stage and decoded type (the invalid
+types are cited by the fault that follows)."""
