@@ -358,25 +358,37 @@ def _link(link: Path, target: str) -> None:
 def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path:
     """Install Debian's QEMU from `suite` beside the system one; the command that runs it.
 
-    The tree goes to cache/qemu-<X.Y.Z>; cache/qemu-<X.Y> links to the newest such tree.
-    ``qemu-<X.Y.Z>/qemu-system-aarch64`` runs it either way, so a profile names
-    ``@cache/qemu-<X.Y>/qemu-system-aarch64``: a link to the unpacked binary when that runs
-    with the system's libraries, else a wrapper that runs it with those of its own suite
-    (`xcheck.runtime_root`).
+    The tree goes to cache/qemu-<X.Y.Z>; cache/qemu-<X.Y> links to the newest such tree
+    (whichever suite it came from), and a profile names
+    ``@cache/qemu-<X.Y>/qemu-system-aarch64``: a link to the unpacked binary when that
+    runs with the system's libraries, else a wrapper that runs it with those of its own
+    suite (`xcheck.runtime_root`). Suites sharing an upstream version share the tree.
     """
     with _apt_for(suite, arch) as apt:
         versions = apt.candidates(QEMU_PACKAGES)
         upstream = upstream_version(versions["qemu-system-arm"])
         entry = cache_root() / f"qemu-{upstream}"
-        cached = cached_versions(entry) or {}
-        if any(cached.get(p) != v for p, v in versions.items()):
-            _fill_qemu_entry(entry, apt, suite, versions)
-        runner = entry / QEMU_RUNNER
-        if not runner.exists():  # an entry unpacked before runners existed
-            _link(runner, QEMU_BINARY)
-        check_binary_runs(runner)
-        _link(cache_root() / f"qemu-{'.'.join(upstream.split('.')[:2])}", entry.name)
+        with _locked(cache_root() / f".lock-{entry.name}"):  # other suites may fill it too
+            cached = cached_versions(entry) or {}
+            if any(cached.get(p) != v for p, v in versions.items()):
+                _fill_qemu_entry(entry, apt, suite, versions)
+            runner = entry / QEMU_RUNNER
+            if not runner.exists():  # an entry unpacked before runners existed
+                _link(runner, QEMU_BINARY)
+            check_binary_runs(runner)
+            _link_newest(".".join(upstream.split(".")[:2]))
     return runner
+
+
+def _link_newest(minor: str) -> None:
+    """Point cache/qemu-<minor> at the newest complete cache/qemu-<minor>.<patch>."""
+    entries = [
+        e
+        for e in cache_root().glob(f"qemu-{minor}.*")
+        if re.fullmatch(rf"qemu-{re.escape(minor)}\.\d+", e.name) and cached_versions(e)
+    ]
+    newest = max(entries, key=lambda e: int(e.name.rsplit(".", 1)[1]))
+    _link(cache_root() / f"qemu-{minor}", newest.name)
 
 
 def _fill_qemu_entry(entry: Path, apt: AptState, suite: str, versions: dict[str, str]) -> None:
@@ -392,7 +404,7 @@ def _fill_qemu_entry(entry: Path, apt: AptState, suite: str, versions: dict[str,
             unpack(apt.download(list(extra), scratch / ".debs"), scratch)
             about = (
                 f"qemu-system-arm {versions[QEMU_PACKAGES[0]]} from Debian {suite},\n"
-                "# run with that suite's libraries through its dynamic loader (xcheck.debfetch)"
+                "run with that suite's libraries through its dynamic loader (xcheck.debfetch)"
             )
             write_wrapper(scratch, QEMU_RUNNER, QEMU_BINARY, about)
             return extra
@@ -456,8 +468,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "system state. Example: python -m xcheck.debfetch kernel --suite trixie-backports",
     )
     sub = ap.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("qemu", help="install Debian's backported QEMU beside the system one")
-    q.add_argument("--suite", default="bookworm-backports")
+    q = sub.add_parser("qemu", help="install Debian's QEMU of a suite beside the system one")
+    q.add_argument(
+        "--suite",
+        default="bookworm-backports",
+        help="any Debian suite with a QEMU, e.g. trixie-backports or sid (default: %(default)s)",
+    )
     k = sub.add_parser("kernel", help="fetch a Debian arm64 kernel, print its vmlinuz path")
     k.add_argument("package", nargs="?", help="default: the suite's current arm64 kernel")
     k.add_argument("--suite", default="bookworm")

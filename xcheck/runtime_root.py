@@ -183,10 +183,10 @@ def wrapper_script(root: Path, binary: str, about: str) -> str:
     libs = ":".join(f"$root/{_plain(d)}" for d in library_dirs(root))
     return (
         "#!/bin/sh\n"
-        f"# {about}\n"
-        'root=$(dirname "$(readlink -f "$0")")\n'
-        f'exec "$root/{_plain(loader(root))}" --library-path "{libs}" '
-        f'"$root/{_plain(binary)}" "$@"\n'
+        + "".join(f"# {line}\n" for line in about.splitlines())
+        + 'root=$(dirname "$(readlink -f "$0")")\n'
+        + f'exec "$root/{_plain(loader(root))}" --library-path "{libs}" '
+        + f'"$root/{_plain(binary)}" "$@"\n'
     )
 
 
