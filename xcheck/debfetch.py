@@ -28,7 +28,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from xcheck.runtime_root import DEPENDS_OPTIONS, parse_depends, runtime_closure, write_wrapper
+from xcheck.runtime_root import (
+    DEPENDS_OPTIONS,
+    RootError,
+    parse_depends,
+    runtime_closure,
+    write_wrapper,
+)
 
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 """Used only when no Debian mirror can be read from the system's apt sources."""
@@ -385,7 +391,8 @@ def _link_newest(minor: str) -> None:
     entries = [
         e
         for e in cache_root().glob(f"qemu-{minor}.*")
-        if re.fullmatch(rf"qemu-{re.escape(minor)}\.\d+", e.name) and cached_versions(e)
+        if re.fullmatch(rf"qemu-{re.escape(minor)}\.\d+", e.name)
+        and cached_versions(e) is not None
     ]
     newest = max(entries, key=lambda e: int(e.name.rsplit(".", 1)[1]))
     _link(cache_root() / f"qemu-{minor}", newest.name)
@@ -406,7 +413,10 @@ def _fill_qemu_entry(entry: Path, apt: AptState, suite: str, versions: dict[str,
                 f"qemu-system-arm {versions[QEMU_PACKAGES[0]]} from Debian {suite},\n"
                 "run with that suite's libraries through its dynamic loader (xcheck.debfetch)"
             )
-            write_wrapper(scratch, QEMU_RUNNER, QEMU_BINARY, about)
+            try:
+                write_wrapper(scratch, QEMU_RUNNER, QEMU_BINARY, about)
+            except RootError as err:
+                raise DebFetchError(f"cannot run {QEMU_BINARY} from its own root: {err}") from err
             return extra
         _link(scratch / QEMU_RUNNER, QEMU_BINARY)
         return {}

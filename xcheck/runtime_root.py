@@ -79,7 +79,7 @@ def parse_depends(text: str) -> dict[str, list[list[Alternative]]]:
         if not line.strip():
             continue
         if not line[0].isspace():
-            groups = graph.setdefault(line.strip(), [])
+            groups = graph.setdefault(line.strip().strip("<>"), [])
             open_group = False
             continue
         if line.startswith("    "):
