@@ -24,6 +24,9 @@ from xcheck.target.process import spawn, stop
 
 Record = dict[str, Any]
 
+REGISTER_ALIASES = {"SCTLR_EL1": "SCTLR"}
+"""Names gdb gives some system registers (QEMU's stub calls SCTLR_EL1 SCTLR)."""
+
 MAX_WRITE = 1 << 16
 """Bytes per -data-write-memory-bytes (gdb splits further into stub packets)."""
 
@@ -45,6 +48,7 @@ class Gdb:
         self.console: list[str] = []
         self.stopped: list[Record] = []
         self.version = ""
+        self._regnums: dict[str, int] | None = None
         self.watch: Callable[[], str] | None = None
         """Called while waiting: a non-empty answer (why the other end is
         gone, e.g. QEMU died) ends the wait at once with a TargetError."""
@@ -179,6 +183,7 @@ class Gdb:
         return "".join(self.console)
 
     def connect(self, socket: Path) -> None:
+        self._regnums = None
         self.command(f"-target-select remote {socket}")
 
     def resume(self, cmd: str, timeout: float) -> Record:
@@ -204,15 +209,39 @@ class Gdb:
             raise GdbTimeout("the guest did not stop when interrupted") from None
 
     # --- registers and memory -------------------------------------------------
+    def register_numbers(self) -> dict[str, int]:
+        """gdb's register numbers by name (from the target description QEMU
+        sends), read once per connection."""
+        if self._regnums is None:
+            names = self.command("-data-list-register-names")["payload"]["register-names"]
+            self._regnums = {str(n): i for i, n in enumerate(names) if n}
+        return self._regnums
+
+    def _number(self, name: str) -> int:
+        numbers = self.register_numbers()
+        num = numbers.get(name, numbers.get(REGISTER_ALIASES.get(name, ""), -1))
+        if num < 0:
+            raise GdbError(f"gdb has no register ${name} (QEMU's stub does not describe it)")
+        return num
+
     def read_reg(self, name: str) -> int:
-        rec = self.command(f"-data-evaluate-expression ${name}")
-        value = str(rec["payload"]["value"])
+        """The raw value of a register, by number: not gdb's typed view, which
+        differs between QEMU versions (QEMU 11's stub gives cpsr a flags type
+        that gdb prints as ``[ SP EL=2 ... ]``)."""
+        num = self._number(name)
+        rec = self.command(f"-data-list-register-values --skip-unavailable x {num}")
+        values = rec["payload"].get("register-values") or []
+        if not values:
+            raise GdbError(f"register ${name} is unavailable")
+        value = str(values[0]["value"])
         try:
             return int(value, 0) & ((1 << 64) - 1)
         except ValueError:
-            raise GdbError(f"gdb has no register ${name} (it reads {value!r})") from None
+            raise GdbError(f"gdb reads register ${name} as {value!r}, not a number") from None
 
     def write_reg(self, name: str, value: int) -> None:
+        """Write a register through gdb (assignment works for every type QEMU
+        7.2 to 11.x give, flags-typed cpsr included)."""
         self.command(f"-gdb-set var ${name}=0x{value & ((1 << 64) - 1):x}")
 
     def write_memory(self, addr: int, data: bytes) -> None:
