@@ -13,8 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from xcheck import debfetch
+from xcheck.cli import main
 from xcheck.debfetch import AptState, DebFetchError, Mirror
 from xcheck.runtime_root import not_needed
 from xcheck.scenario.versions import parse_range
@@ -277,6 +279,15 @@ def test_qemu11_boots_to_its_gdb_stub_with_its_own_libraries(qemu11: Path) -> No
     root = os.path.realpath(qemu11.parent)
     libc = {line.split()[-1] for line in maps.splitlines() if "/libc.so" in line}
     assert libc == {f"{root}/usr/lib/x86_64-linux-gnu/libc.so.6"}  # not the system's
+
+
+@pytest.mark.qemu
+def test_doctor_on_qemu11_reads_its_id_registers(qemu11: Path) -> None:
+    res = CliRunner().invoke(main, ["doctor", "--config", "qemu11"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "11.1." in res.output and "usable" in res.output
+    mmfr3 = next(ln for ln in res.output.splitlines() if "ID_AA64MMFR3_EL1" in ln)
+    assert int(mmfr3.split("0x")[1].split()[0], 16) >> 8 & 0xF >= 1  # S1PIE, as the stub says
 
 
 @pytest.mark.network
