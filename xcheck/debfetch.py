@@ -207,6 +207,9 @@ class AptState:
             "Dir::State::status": r / "status",
             "Dir::State::extended_states": r / "extended_states",
             "Dir::Cache": r / "cache",
+            # kept even where the system's apt.conf turns it off (Docker images do):
+            # without it every apt-cache call parses all package lists again (6 s, not 1)
+            "Dir::Cache::pkgcache": "pkgcache.bin",
             "APT::Architecture": self.arch,
             "APT::Architectures::": self.arch,
             "Acquire::Languages": "none",
