@@ -290,6 +290,13 @@ def test_doctor_on_qemu11_reads_its_id_registers(qemu11: Path) -> None:
     assert int(mmfr3.split("0x")[1].split()[0], 16) >> 8 & 0xF >= 1  # S1PIE, as the stub says
 
 
+@pytest.mark.qemu
+def test_qemu_list_shows_qemu11_with_its_version(qemu11: Path) -> None:
+    res = CliRunner().invoke(main, ["qemu", "list"], env={"COLUMNS": "200"})
+    row = next(ln for ln in res.output.splitlines() if " qemu11 " in ln)
+    assert re.search(r"\b11\.1\.\d+\b", row) and "qemu-11.1/qemu-system-aarch64" in row
+
+
 @pytest.mark.network
 def test_installing_qemu11_again_is_a_no_op_that_leaves_the_system_alone(
     mirror: Mirror, qemu11: Path
