@@ -47,10 +47,21 @@ test: venv testdeps
 	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
 
 # What the integration tests use beside the default QEMU, when it can be had:
-# QEMU 10.0 (matrix and bisection tests), QEMU 11.1 and the nested-KVM target.
-# Without them (no network) those tests are skipped, each saying why.
+# QEMU 10.0 (matrix and bisection tests), QEMU 11.1, the nested-KVM target, and
+# chromium with its chromedriver (the HTML report's browser test). Without them
+# (no network, not root) those tests are skipped, each saying why.
 .PHONY: testdeps
 testdeps: venv
+	-@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v chromedriver >/dev/null 2>&1 || missing="$$missing chromium-driver"; \
+	if [ -n "$$missing" ] && [ "$$(id -u)" = 0 ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing \
+	    || echo "note:$$missing not installed: the HTML report's browser test will be skipped"; \
+	elif [ -n "$$missing" ]; then \
+	  echo "note: the HTML report's browser test needs:$$missing (sudo apt-get install --no-install-recommends$$missing); it will be skipped"; \
+	fi
 	-@$(BIN)/python -m xcheck.debfetch qemu || echo "note: QEMU 10.0 not installed: its tests will be skipped"
 	-@$(BIN)/python -m xcheck.debfetch qemu --suite $(QEMU11_SUITE) || echo "note: QEMU 11.1 not installed: its tests will be skipped"
 	-@$(BIN)/python -m xcheck.target.kvm setup || echo "note: the nested-KVM target is not set up: its tests will be skipped"

@@ -1,5 +1,6 @@
 """End to end: the shipped suite's wall time and batch probes per second
-(loading, building, QEMU, the model and the comparison included)."""
+(loading, building, QEMU, the model and the comparison included), and the
+size of its HTML report."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import time
 from pathlib import Path
 
 from xcheck.check import check_scenario, load_all
-from xcheck.outcome import Kind
+from xcheck.outcome import Kind, Outcome, target_version
+from xcheck.report.html import html_report
 from xcheck.scenario.loader import parse_scenario
 from xcheck.target.factory import make_target
 from xcheck.target.profile import load_profile
@@ -51,14 +53,16 @@ def bench_suite() -> dict[str, float]:
     if SUITE.is_dir():
         t = time.perf_counter()
         scenarios, _ = load_all([SUITE])
-        probes = 0
-        failed = 0
+        results: list[Outcome] = []
         for event in run_parallel(scenarios, profile, "batch", 2):
             if isinstance(event, CannotTest):
                 continue
-            probes += len(event)
-            failed += sum(o.kind not in (Kind.MATCH, Kind.KNOWN, Kind.SKIPPED) for o in event)
+            results += event
         figures["suite_wall_s"] = time.perf_counter() - t
-        figures["suite_probes"] = probes
-        figures["suite_failing_probes"] = failed
+        figures["suite_probes"] = len(results)
+        figures["suite_failing_probes"] = sum(
+            o.kind not in (Kind.MATCH, Kind.KNOWN, Kind.SKIPPED) for o in results
+        )
+        page = html_report([(profile.name, target_version(results), results, None)])
+        figures["suite_html_kb"] = len(page.encode()) / 1024
     return figures

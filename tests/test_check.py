@@ -6,8 +6,9 @@ from pathlib import Path
 
 from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
-from xcheck.check import compare, run_model, target_failed
+from xcheck.check import compare, target_failed
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.model import run_model
 from xcheck.outcome import Kind
 from xcheck.scenario.loader import parse_scenario
 from xcheck.target.errors import TargetError

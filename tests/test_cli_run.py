@@ -4,6 +4,7 @@ exit codes for git bisect run, and the pytest plugin."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -45,8 +46,9 @@ def run(*args: str, cwd: Path = ROOT, timeout: float = 600) -> subprocess.Comple
 
 def test_shipped_suite_passes_with_reports(qemu_profile: object, tmp_path: Path) -> None:
     """Every shipped probe matches the model or is a recorded known divergence."""
-    jsonl, junit = tmp_path / "out.jsonl", tmp_path / "out.xml"
-    r = run("run", "scenarios", "--jobs", "2", "--json", str(jsonl), "--junit", str(junit))
+    jsonl, junit, page = tmp_path / "out.jsonl", tmp_path / "out.xml", tmp_path / "out.html"
+    r = run("run", "scenarios", "--jobs", "2", "--json", str(jsonl), "--junit", str(junit),
+            "--html", str(page))
     scenarios, bad = load_all([SUITE])
     assert not bad
     objs = [json.loads(line) for line in jsonl.read_text().splitlines()]
@@ -61,6 +63,8 @@ def test_shipped_suite_passes_with_reports(qemu_profile: object, tmp_path: Path)
     )
     cases = ET.parse(junit).getroot().iter("testcase")
     assert sum(1 for _ in cases) == len(objs)
+    data = re.search(r'id="xcheck-data">(.*?)</script>', page.read_text(), re.S)
+    assert data and len(json.loads(data[1])["rows"]) == len(objs)
 
 
 def test_exit_codes(qemu_profile: object, tmp_path: Path) -> None:
@@ -78,6 +82,8 @@ def test_exit_codes(qemu_profile: object, tmp_path: Path) -> None:
     r = run("run", str(good), "--qemu", "/nonexistent/qemu-system-aarch64")
     assert r.returncode == 125 and "not found" in r.stdout
     assert run("run", str(tmp_path / "missing.yaml")).returncode == 2
+    r = run("run", str(good), "--html", str(tmp_path / "no" / "report.html"))
+    assert r.returncode == 2 and "no such folder" in r.stderr  # before any QEMU starts
 
 
 def test_shards_cover_the_suite_once(qemu_profile: object) -> None:

@@ -75,6 +75,42 @@ def test_upstream_version(debian: str, upstream: str) -> None:
     assert debfetch.upstream_version(debian) == upstream
 
 
+# Dependencies as Debian's arm64 kernel packages have them (apt-cache show): Debian 12's
+# meta package leads to the image package; Debian 13's image package is itself a meta
+# package of the linux-binary package that holds the image.
+KERNEL_DEPENDS = {
+    "linux-image-arm64": ["linux-image-6.1.0-50-arm64"],
+    "linux-image-6.1.0-50-arm64": ["kmod", "linux-base", "initramfs-tools"],
+    "linux-image-arm64-16k": [
+        "linux-base-arm64-16k", "linux-image-7.3.4+deb13-arm64-16k", "linux-modules-arm64-16k"
+    ],
+    "linux-image-7.3.4+deb13-arm64-16k": [
+        "dracut",
+        "linux-base-7.3.4+deb13-arm64-16k",
+        "linux-binary-7.3.4+deb13-arm64-16k",
+        "linux-modules-7.3.4+deb13-arm64-16k",
+    ],
+    "linux-image-7.3.4+deb13-arm64": ["linux-binary-7.3.4+deb13-arm64"],
+    "linux-binary-7.3.4+deb13-arm64-16k": ["linux-base-7.3.4+deb13-arm64-16k"],
+}
+
+
+@pytest.mark.parametrize(
+    ("package", "holder"),
+    [
+        ("linux-image-arm64", "linux-image-6.1.0-50-arm64"),
+        ("linux-image-6.1.0-50-arm64", "linux-image-6.1.0-50-arm64"),
+        ("linux-image-arm64-16k", "linux-binary-7.3.4+deb13-arm64-16k"),
+        ("linux-image-7.3.4+deb13-arm64-16k", "linux-binary-7.3.4+deb13-arm64-16k"),
+        ("linux-image-7.3.4+deb13-arm64", "linux-binary-7.3.4+deb13-arm64"),
+        ("linux-binary-7.3.4+deb13-arm64-16k", "linux-binary-7.3.4+deb13-arm64-16k"),
+        ("my-kernel", "my-kernel"),
+    ],
+)
+def test_image_package_follows_meta_packages_of_the_same_flavour(package: str, holder: str) -> None:
+    assert debfetch.image_package(package, lambda p: KERNEL_DEPENDS.get(p, [])) == holder
+
+
 def test_system_mirror_reads_deb822_and_skips_security(tmp_path: Path) -> None:
     (tmp_path / "sources.list.d").mkdir()
     (tmp_path / "sources.list.d" / "debian.sources").write_text(
@@ -324,6 +360,23 @@ def test_fetch_kernel_gives_an_arm64_image(mirror: Mirror) -> None:
     assert header[0x38:0x3C] == b"ARM\x64"  # arm64 Image header magic
     assert debfetch.fetch_kernel(package, "bookworm") == vmlinuz
     assert not list(vmlinuz.parents[1].glob("lib/modules/*/kernel"))
+
+
+@pytest.mark.network
+@pytest.mark.slow
+def test_fetch_kernel_follows_an_image_meta_package_to_the_image(mirror: Mirror) -> None:
+    """`xcheck live --kernel-deb linux-image-<abi>-arm64-16k --suite trixie-backports`:
+    that package only depends on linux-binary-<abi>-arm64-16k, which holds the image."""
+    binary = debfetch.kernel_package("trixie-backports", "arm64-16k")
+    assert binary.startswith("linux-binary-") and binary.endswith("-arm64-16k")
+    meta = "linux-image-" + binary.removeprefix("linux-binary-")
+    vmlinuz = debfetch.fetch_kernel(meta, "trixie-backports")
+    assert vmlinuz == debfetch.fetch_kernel(binary, "trixie-backports")
+    with vmlinuz.open("rb") as f:
+        header = f.read(64)
+    assert header[0x38:0x3C] == b"ARM\x64"  # arm64 Image header magic
+    flags = int.from_bytes(header[0x18:0x20], "little")
+    assert flags >> 1 & 0b11 == 2  # Image header flags: kernel page size 16KB
 
 
 @pytest.mark.network

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import time
@@ -48,8 +49,10 @@ def _names(pids: list[int]) -> list[str]:
 @pytest.mark.skipif(not XCHECK.exists(), reason="needs the virtualenv's xcheck (make test)")
 def test_ctrl_c_keeps_results_and_leaves_no_process(qemu_profile: object, tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
+    page = tmp_path / "out.html"
     proc = subprocess.Popen(
-        [str(XCHECK), "run", "scenarios", "--jobs", "2", "--mode", "step", "--json", str(out)],
+        [str(XCHECK), "run", "scenarios", "--jobs", "2", "--mode", "step", "--json", str(out),
+         "--html", str(page)],
         cwd=ROOT,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -80,3 +83,5 @@ def test_ctrl_c_keeps_results_and_leaves_no_process(qemu_profile: object, tmp_pa
     assert not left, _names(left)
     lines = out.read_text().splitlines()
     assert lines and all(json.loads(line)["outcome"] for line in lines)
+    data = re.search(r'id="xcheck-data">(.*?)</script>', page.read_text(), re.S)
+    assert data and len(json.loads(data[1])["rows"]) == len(lines)  # the page: what finished

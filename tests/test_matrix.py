@@ -35,7 +35,7 @@ def _run(tmp_path: Path, *paths: Path) -> tuple[int, str, list[dict[str, object]
     console = Console(file=out, width=200, highlight=False)
     code = run_matrix(
         list(paths), configs=["tcg-max", "qemu10"], qemus=[], keyword=None, jobs=1,
-        shard=None, json_path=tmp_path / "o.jsonl", junit_path=tmp_path / "j.xml",
+        shard=None, json_path=tmp_path / "o.jsonl", junit_path=tmp_path / "j.xml", html_path=None,
         mode="batch", verbose=False, console=console,
     )
     lines = [json.loads(x) for x in (tmp_path / "o.jsonl").read_text().splitlines()]
@@ -81,8 +81,8 @@ def test_a_target_that_cannot_start_fails_the_matrix_but_not_as_125(
     out = io.StringIO()
     code = run_matrix(
         [SH_KNOWN], configs=[], qemus=[str(tmp_path / "no-qemu"), "qemu-system-aarch64"],
-        keyword=None, jobs=1, shard=None, json_path=None, junit_path=None, mode="batch",
-        verbose=False, console=Console(file=out, width=200),
+        keyword=None, jobs=1, shard=None, json_path=None, junit_path=None, html_path=None,
+        mode="batch", verbose=False, console=Console(file=out, width=200),
     )
     assert code == ExitCode.FAILED
     assert "could not test no-qemu" in out.getvalue()

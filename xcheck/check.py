@@ -11,12 +11,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from xcheck.arch.at import ArchState, AtResult, translate
+from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
-from xcheck.arch.memory import MemoryImage
 from xcheck.arch.par import describe_par, diff_par
-from xcheck.arch.walkparams import ImpDef
-from xcheck.machine import RAM_BASE, MachineSetup, Probe, ProbeResult, TargetException
+from xcheck.machine import MachineSetup, Probe, ProbeResult, TargetException
+from xcheck.model import run_model
+from xcheck.needs import unrunnable
 from xcheck.outcome import FieldDelta, Kind, Outcome
 from xcheck.requires import missing_features
 from xcheck.scenario.loader import Scenario, ScenarioError, discover, load_scenario
@@ -30,45 +30,6 @@ EC_UNKNOWN = 0x00
 """ESR_ELx.EC for an UNDEFINED instruction (Arm ARM D24.2.39, "Unknown reason")."""
 EC_SYS_TRAP = 0x18
 """ESR_ELx.EC for a trapped MSR, MRS or System instruction."""
-
-
-OTHER_IMPDEF = ImpDef(fault_txsz_below_min=True, fault_txsz_above_max=True)
-"""The IMPLEMENTATION DEFINED choices opposite to the model's defaults."""
-
-
-def run_model(
-    setup: MachineSetup, features: Features, ram_size: int
-) -> list[AtResult]:
-    """Translate every probe of ``setup`` in the model; the registers are
-    decoded once, then re-used with each probe's PSTATE (EL, PAN). Where an
-    IMPLEMENTATION DEFINED choice (walkparams.ImpDef) changes the decoded
-    registers, each result also carries the other choice's answer as an
-    alternative the architecture permits."""
-    mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
-    if not setup.probes:
-        return []
-    first = setup.probes[0]
-    base = ArchState.from_sysregs(setup.sysregs, features, first.el, first.pan)
-    flipped = ArchState.from_sysregs(setup.sysregs, features, first.el, first.pan,
-                                     impdef=OTHER_IMPDEF)
-    decoded = (flipped.el10, flipped.el2, flipped.el20, flipped.s2)
-    other = None if decoded == (base.el10, base.el2, base.el20, base.s2) else flipped
-    states: dict[tuple[int, bool], tuple[ArchState, ArchState | None]] = {}
-    results: list[AtResult] = []
-    for probe in setup.probes:
-        key = (probe.el, probe.pan)
-        pair = states.get(key)
-        if pair is None:
-            pair = (base.with_pstate(probe.el, probe.pan),
-                    other.with_pstate(probe.el, probe.pan) if other is not None else None)
-            states[key] = pair
-        res = translate(probe.op, probe.va, pair[0], mem)
-        if pair[1] is not None:
-            alt = translate(probe.op, probe.va, pair[1], mem)
-            if (alt.kind, alt.par & alt.mask) != (res.kind, res.par & res.mask):
-                res = replace(res, alternatives=(alt,))
-        results.append(res)
-    return results
 
 
 def _base(scenario: Scenario, probe: Probe, target: str, version: str) -> Outcome:
@@ -122,10 +83,13 @@ def compare(
     *,
     target: str,
     version: str,
+    unjudged: str = "",
 ) -> Outcome:
-    """One probe's outcome from the target's result and the model's."""
+    """One probe's outcome from the target's result and the model's.
+    ``unjudged`` names the lacking features the probe's pinned expectation
+    depends on: the expectation is then noted, not judged."""
     out = _base(scenario, probe, target, version)
-    failed = _failed_expectation(scenario, probe, model)
+    failed = "" if unjudged else _failed_expectation(scenario, probe, model)
     if isinstance(got, TargetException):
         if model.kind != "par" and _exception_agrees(model, got):
             out = replace(out, detail=f"both: {model.kind} ({got.describe()})")
@@ -163,6 +127,9 @@ def compare(
         elif deltas:
             out = _known(scenario, probe, version,
                          replace(out, kind=Kind.MISMATCH, trace=model.render()))
+    if unjudged:
+        note = f"expectation not judged: it depends on {unjudged}, which this CPU lacks"
+        out = replace(out, detail=f"{out.detail}; {note}" if out.detail else note)
     if failed and out.kind in (Kind.MATCH, Kind.KNOWN):
         out = replace(out, kind=Kind.EXPECT_FAILED, detail=failed, trace=model.render())
     elif failed:
@@ -215,24 +182,65 @@ def check_scenario(
     except ScenarioError as err:
         return [invalid(scenario.path, err)]
     model = run_model(setup, features, target.ram_size)
+    blocked = unrunnable(setup, features, target.ram_size)
+    runnable = replace(setup, probes=tuple(p for p, why in zip(setup.probes, blocked,
+                                                                strict=True) if not why))
     try:
-        got = target.run(setup, mode)
+        ran = iter(target.run(runnable, mode) if runnable.probes else [])
     except Unsupported as err:
         return [
             replace(_base(scenario, p, target_name, target.version),
                     kind=Kind.SKIPPED, detail=str(err))
             for p in scenario.probes
         ]
-    outcomes = [
-        compare(scenario, p, g, m, target=target_name, version=target.version)
-        for p, g, m in zip(setup.probes, got, model, strict=True)
-    ]
+    unjudged = _unjudged(scenario, setup, features, model, target.ram_size)
+    outcomes = []
+    for p, why, m, depends in zip(setup.probes, blocked, model, unjudged, strict=True):
+        if why:
+            outcomes.append(replace(_base(scenario, p, target_name, target.version),
+                                    kind=Kind.SKIPPED, detail=why))
+        else:
+            outcomes.append(compare(scenario, p, next(ran), m, target=target_name,
+                                    version=target.version, unjudged=depends))
     if traces:
         outcomes = [
             o if o.trace else replace(o, trace=m.render())
             for o, m in zip(outcomes, model, strict=True)
         ]
     return outcomes
+
+
+def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
+              model: Sequence[AtResult], ram_size: int) -> list[str]:
+    """Per probe, the features this CPU lacks on which the answer to a pinned
+    expectation depends ("" when it depends on none, or there is none).
+
+    Expectations are written for a CPU that has what the scenario uses; on a
+    CPU without it the Arm ARM may require another answer (an Address size
+    fault with a smaller PA, a granule treated as another, a RES0 control
+    ignored). The model's answer with each lacking feature added one at a
+    time tells which ones matter; those expectations are not judged on this
+    CPU, while the probe is still cross-checked."""
+    none = [""] * len(setup.probes)
+    pinned = [any(e.matches(p) for e in scenario.expect) for p in setup.probes]
+    if not any(pinned):
+        return none
+    full = features.upgraded()
+    if full == features:
+        return none
+
+    def answers(results: Sequence[AtResult]) -> list[tuple[str, int]]:
+        return [(r.kind, r.par & r.mask) for r in results]
+
+    mine = answers(model)
+    if answers(run_model(setup, full, ram_size)) == mine:
+        return none
+    depends: list[dict[str, str]] = [{} for _ in setup.probes]
+    for field_name, name, more in features.lacking(full):
+        for i, other in enumerate(answers(run_model(setup, more, ram_size))):
+            if other != mine[i] and pinned[i]:
+                depends[i].setdefault(field_name, name)  # the lowest level that matters
+    return [", ".join(d.values()) for d in depends]
 
 
 def target_failed(

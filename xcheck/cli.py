@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -32,6 +33,21 @@ def _parse_shard(value: str | None) -> tuple[int, int] | None:
     return k, n
 
 
+def _report_file(ctx: click.Context, param: click.Parameter, value: Path | None) -> Path | None:
+    """A report file is checked before the run, so that a run is not lost
+    to a typo in its folder."""
+    if value is None:
+        return None
+    folder = value.parent
+    if value.is_dir():
+        raise click.BadParameter(f"{value} is a folder, not a file")
+    if not folder.is_dir():
+        raise click.BadParameter(f"no such folder: {folder}")
+    if not os.access(folder, os.W_OK) or (value.exists() and not os.access(value, os.W_OK)):
+        raise click.BadParameter(f"cannot write {value}")
+    return value
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="xcheck")
 def main() -> None:
@@ -55,16 +71,25 @@ def main() -> None:
 @click.option("--qemu", "qemus", metavar="BINARY", multiple=True,
               help="Use this qemu-system-aarch64 instead of the profile's. Repeat for a "
                    "matrix run.")
+@click.option("--cpu", "cpus", metavar="MODEL", multiple=True,
+              help="CPU model instead of the profile's; repeat for a matrix run; `all`: every "
+                   "AArch64 model the QEMU offers.")
 @click.option("-k", "keyword", metavar="EXPR",
               help="Only probes whose id matches EXPR (substrings with and/or/not).")
 @click.option("--jobs", "-j", default=1, show_default=True,
               help="Worker processes, each with its own QEMU.")
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N deterministic slices of the scenario files.")
-@click.option("--json", "json_path", type=click.Path(path_type=Path),
+@click.option("--json", "json_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Stream one JSON object per probe to FILE.")
-@click.option("--junit", "junit_path", type=click.Path(path_type=Path),
+@click.option("--junit", "junit_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
               help="Write JUnit XML to FILE.")
+@click.option("--html", "html_path", type=click.Path(path_type=Path), callback=_report_file,
+              metavar="FILE",
+              help="Write one self-contained HTML page to FILE: probe x target, coloured, "
+                   "with filters and each failing probe in full.")
 @click.option("--mode", type=click.Choice(["batch", "step"]), default="batch", show_default=True)
 @click.option("-v", "--verbose", is_flag=True, help="Also show known divergences in full.")
 def run(
@@ -72,11 +97,13 @@ def run(
     configs: Sequence[str],
     targets: Sequence[str],
     qemus: Sequence[str],
+    cpus: Sequence[str],
     keyword: str | None,
     jobs: int,
     shard: str | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
 ) -> None:
@@ -90,7 +117,8 @@ def run(
     Several --config/--target/--qemu values make a matrix run: the same
     probes on each target, then a table probe x target with the
     differences marked. One target per --config/--target value and one per
-    --qemu (on the only --config given, else on the default profile). Exit
+    --qemu (on the only --config given, else on the default profile), each
+    on every --cpu model given (`--cpu all`: every AArch64 model). Exit
     status of a matrix run: the worst over targets; a target that cannot be
     used is a failure (1) while another one could be, 125 only when none
     could.
@@ -101,10 +129,13 @@ def run(
       xcheck run scenarios/pan -k 'S1E1RP and not el=2' --json out.jsonl
       xcheck run --qemu ~/qemu/build/qemu-system-aarch64 --shard 2/4 --junit j.xml
       xcheck run --config tcg-max --config qemu10 scenarios   # QEMU 7.2 vs 10.0
+      xcheck run --config tcg-max --config qemu10 --html report.html  # to look at
       xcheck run --qemu build-a/qemu-system-aarch64 --qemu build-b/qemu-system-aarch64
+      xcheck run --cpu cortex-a57 --cpu neoverse-n1 scenarios/stage2
+      xcheck run --config qemu10 --cpu all       # every CPU model of QEMU 10.0
     """
     configs = [*configs, *targets]
-    if len(configs) > 1 or len(qemus) > 1:
+    if len(configs) > 1 or len(qemus) > 1 or len(cpus) > 1 or "all" in cpus:
         from xcheck.matrix import run_matrix
 
         sys.exit(
@@ -112,11 +143,13 @@ def run(
                 list(paths) or [DEFAULT_SUITE],
                 configs=configs,
                 qemus=qemus,
+                cpus=cpus,
                 keyword=keyword,
                 jobs=jobs,
                 shard=_parse_shard(shard),
                 json_path=json_path,
                 junit_path=junit_path,
+                html_path=html_path,
                 mode=mode,
                 verbose=verbose,
                 console=_console(),
@@ -129,11 +162,13 @@ def run(
             list(paths) or [DEFAULT_SUITE],
             config=configs[0] if configs else None,
             qemu=qemus[0] if qemus else None,
+            cpu=cpus[0] if cpus else None,
             keyword=keyword,
             jobs=jobs,
             shard=_parse_shard(shard),
             json_path=json_path,
             junit_path=junit_path,
+            html_path=html_path,
             mode=mode,
             verbose=verbose,
             console=_console(),
@@ -146,10 +181,13 @@ def run(
 @click.option("--probe", "selector", metavar="EXPR", help="Only probes matching EXPR (as -k).")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--model-only", is_flag=True,
               help="Do not start QEMU; explain the model's answer only.")
 def explain(
-    scenario: Path, selector: str | None, config: str | None, qemu: str | None, model_only: bool
+    scenario: Path, selector: str | None, config: str | None, qemu: str | None,
+    cpu: str | None, model_only: bool
 ) -> None:
     """Show the model's trace for each probe next to QEMU's PAR, decoded.
 
@@ -165,6 +203,7 @@ def explain(
             selector=selector,
             config=config,
             qemu=qemu,
+            cpu=cpu,
             model_only=model_only,
             console=_console(),
         )
@@ -172,15 +211,47 @@ def explain(
 
 
 @main.command()
-@click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--format", "fmt", default="qemu-tcg", show_default=True, help="qemu-tcg.")
+@click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
+@click.option("--config", "configs", metavar="PROFILE", multiple=True,
+              help="Compute the answers for this profile's CPU (repeat for several QEMUs).")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
-def doctor(config: str | None, qemu: str | None) -> None:
-    """QEMU and gdb versions, stub capabilities and the CPU's translation
-    features. Exit 0 when usable, 125 when QEMU cannot be started.
+@click.option("-k", "keyword", metavar="EXPR", help="Only probes matching EXPR.")
+def export(paths: tuple[Path, ...], fmt: str, out: Path, configs: tuple[str, ...],
+           qemu: str | None, keyword: str | None) -> None:
+    """Export scenarios as standalone tests (no xcheck, gdb or Python needed
+    to run them): one folder per scenario under --out, and a Makefile.
+    Exit status: 0 written, 2 a probe refused (nothing written) or bad input,
+    125 a profile's QEMU did not start. See docs/upstream.md.
 
     \b
     Example:
+      xcheck export tests/bisect/sh-mmu-off.yaml --config tcg-max --config qemu10 --out t/
+      make -C t QEMU=qemu-system-aarch64
+    """
+    from xcheck.export.command import export_command
+
+    sys.exit(export_command(paths, fmt=fmt, out=out, configs=configs, qemu=qemu,
+                            keyword=keyword, console=_console()))
+
+
+@main.command()
+@click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
+@click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
+def doctor(config: str | None, qemu: str | None, cpu: str | None) -> None:
+    """QEMU and gdb versions, stub capabilities and the CPU's translation
+    features (for the nested-KVM target: the ID registers read at vEL2, the
+    CPU KVM shows its guest hypervisor). Exit 0 when usable, 125 when the
+    target cannot be started.
+
+    \b
+    Examples:
       xcheck doctor --config tcg-max
+      xcheck doctor --config qemu10 --cpu cortex-a710
+      xcheck doctor --config kvm-nested
     """
     from xcheck.target.doctor import doctor as run_doctor
     from xcheck.target.errors import ProfileError
@@ -188,7 +259,7 @@ def doctor(config: str | None, qemu: str | None) -> None:
 
     console = _console()
     try:
-        profile = load_profile(config, qemu=qemu)
+        profile = load_profile(config, qemu=qemu, cpu=cpu)
     except ProfileError as err:
         console.print(f"[red]error:[/] {err}")
         sys.exit(ExitCode.USAGE)
@@ -367,6 +438,8 @@ def bisect_step(
               "S1E2R,S1E2W,S1E0R,S1E0W at EL2 with VHE; S1E1R,S1E1W,S1E0R,S1E0W at EL1).")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--memory", default="512M", show_default=True, help="Guest RAM.")
 @click.option("--resume", is_flag=True, help="Afterwards let the kernel run on and check it "
               "still prints its panic (at the panic: boots with panic=2, so it restarts).")
@@ -381,7 +454,8 @@ def bisect_step(
 def live(
     kernel: Path | None, kernel_deb: str | None, suite: str, append: str,
     initrd: Path | None, at_panic: bool, after: float | None, samples: int, seed: int,
-    ops: str | None, config: str | None, qemu: str | None, memory: str, resume: bool,
+    ops: str | None, config: str | None, qemu: str | None, cpu: str | None, memory: str,
+    resume: bool,
     export_dir: Path | None, json_path: Path | None, junit_path: Path | None,
     boot_timeout: float, verbose: bool,
 ) -> None:
@@ -409,7 +483,7 @@ def live(
         kernel=kernel, kernel_deb=kernel_deb, suite=suite, append=append, initrd=initrd,
         at_panic=after is None, after=after or 0.0, samples=samples, seed=seed,
         ops=[o for o in (ops or "").split(",") if o.strip()], config=config, qemu=qemu,
-        memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
+        cpu=cpu, memory=memory, resume=resume, export_dir=export_dir, json_path=json_path,
         junit_path=junit_path, boot_timeout=boot_timeout, verbose=verbose,
     )
     sys.exit(live_command(opts, _console()))
@@ -426,6 +500,8 @@ def live(
                    "malformed, ...; -NAME leaves one out). See docs/fuzzing.md.")
 @click.option("--config", "config", metavar="PROFILE", help="QEMU profile.")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
+@click.option("--cpu", "cpu", metavar="MODEL",
+              help="CPU model instead of the profile's (see `qemu-system-aarch64 -cpu help`).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fuzz-findings"),
               show_default=True, help="Where shrunk failing scenarios are written.")
 @click.option("--known", "known_dirs", multiple=True, type=click.Path(path_type=Path),
@@ -438,7 +514,8 @@ def live(
               help="At most this many target runs to shrink one finding.")
 def fuzz(
     seed: int | None, count: int | None, duration: str | None, features: tuple[str, ...],
-    config: str | None, qemu: str | None, out: Path, known_dirs: tuple[Path, ...],
+    config: str | None, qemu: str | None, cpu: str | None, out: Path,
+    known_dirs: tuple[Path, ...],
     json_path: Path | None, no_shrink: bool, shrink_runs: int,
 ) -> None:
     """Differential fuzzing: random translation setups (within what the CPU
@@ -458,7 +535,7 @@ def fuzz(
     known = known_dirs or ((DEFAULT_SUITE / "fuzz-findings",) if DEFAULT_SUITE.is_dir() else ())
     sys.exit(fuzz_command(
         seed=seed, count=count, duration=duration, features=features, config=config,
-        qemu=qemu, out=out, known_dirs=tuple(known), json_path=json_path,
+        qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,
         do_shrink=not no_shrink, shrink_runs=shrink_runs, console=_console(),
     ))
 

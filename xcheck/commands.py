@@ -10,9 +10,11 @@ from rich.console import Console
 
 from xcheck.arch.features import Features
 from xcheck.arch.par import describe_par
-from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, run_model, select
+from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
-from xcheck.outcome import ExitCode, exit_code
+from xcheck.model import run_model
+from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
 from xcheck.report.terminal import TerminalReport
@@ -24,9 +26,11 @@ from xcheck.target.profile import Profile, load_profile, with_overrides
 from xcheck.workers import CannotTest, run_parallel
 
 
-def _profile(console: Console, config: str | None, qemu: str | None) -> Profile | None:
+def _profile(
+    console: Console, config: str | None, qemu: str | None, cpu: str | None = None
+) -> Profile | None:
     try:
-        return load_profile(config, qemu=qemu)
+        return load_profile(config, qemu=qemu, cpu=cpu)
     except ProfileError as err:
         console.print(f"[red]error:[/] {err}")
         return None
@@ -37,11 +41,13 @@ def run_command(
     *,
     config: str | None,
     qemu: str | None,
+    cpu: str | None = None,
     keyword: str | None,
     jobs: int,
     shard: tuple[int, int] | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
     console: Console,
@@ -51,7 +57,7 @@ def run_command(
         if not p.exists():
             console.print(f"[red]error:[/] no such file or folder: {p}")
             return ExitCode.USAGE
-    profile = _profile(console, config, qemu)
+    profile = _profile(console, config, qemu, cpu)
     if profile is None:
         return ExitCode.USAGE
     try:
@@ -84,11 +90,9 @@ def run_command(
                         jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
-            if junit_path is not None:
-                write_junit(outcomes, junit_path)
+            _write_reports(outcomes, profile.name, cannot, junit_path, html_path)
             return 130
-    if junit_path is not None:
-        write_junit(outcomes, junit_path)
+    _write_reports(outcomes, profile.name, cannot, junit_path, html_path)
     term.summary(outcomes, title=f"xcheck: {profile.name}")
     if cannot:
         console.print(f"[red]could not test:[/] {cannot}")
@@ -99,12 +103,28 @@ def run_command(
     return int(code)
 
 
+def _write_reports(
+    outcomes: list[Outcome],
+    label: str,
+    cannot: str | None,
+    junit_path: Path | None,
+    html_path: Path | None,
+) -> None:
+    """The report files of a finished (or interrupted) run."""
+    if junit_path is not None:
+        write_junit(outcomes, junit_path)
+    if html_path is not None:
+        write_html([(label, target_version(outcomes), outcomes, cannot)], html_path,
+                   title=f"xcheck: {label}")
+
+
 def explain_command(
     path: Path,
     *,
     selector: str | None,
     config: str | None,
     qemu: str | None,
+    cpu: str | None = None,
     model_only: bool,
     console: Console,
 ) -> int:
@@ -127,7 +147,7 @@ def explain_command(
         except ScenarioError as err:
             console.print(f"[red]error:[/] {err}")
             return ExitCode.USAGE
-    profile = _profile(console, config, qemu)
+    profile = _profile(console, config, qemu, cpu)
     if profile is None:
         return ExitCode.USAGE
     try:

@@ -442,34 +442,50 @@ def check_binary_runs(binary: Path) -> None:
         ) from err
 
 
-def kernel_package(suite: str, flavour: str = "arm64", arch: str = "arm64") -> str:
-    """The package holding the current `flavour` kernel image of `suite`.
+KERNEL_NAME = re.compile(r"linux-(?:image|binary)-(?:\d[^-]*(?:-\d+)?-)?(?P<flavour>[a-z]\S*)")
+"""A Debian kernel package name: linux-image-[<abi>-]<flavour> or linux-binary-<abi>-<flavour>."""
 
-    Follows the meta package linux-image-<flavour> to linux-image-<abi>-<flavour>, and
-    on to linux-binary-<abi>-<flavour> where the image is split out (Debian 13 on).
+
+def image_package(package: str, depends: Callable[[str], Sequence[str]]) -> str:
+    """The package holding the kernel image that `package` leads to.
+
+    Follows meta packages through their dependencies, each step to the one named
+    linux-image-<abi>-<flavour> or linux-binary-<abi>-<flavour> of the same flavour:
+    linux-image-<flavour> to linux-image-<abi>-<flavour>, and on to
+    linux-binary-<abi>-<flavour> where the image is split out (Debian 13 on).
+    `depends(name)` gives the dependency names of the version apt would fetch.
     """
-    name = f"linux-image-{flavour}"
-    with _apt_for(suite, arch) as apt:
-        for _ in range(3):
-            _, deps = apt.candidate(name)
-            pattern = rf"linux-(image|binary)-\d.*-{re.escape(flavour)}$"
-            nxt = [d for d in deps if re.match(pattern, d)]
-            if not nxt:
-                break
-            name = nxt[0]
+    m = KERNEL_NAME.fullmatch(package)
+    if m is None:
+        return package
+    step = re.compile(rf"linux-(?:image|binary)-\d.*-{re.escape(m['flavour'])}")
+    name = package
+    for _ in range(3):
+        nxt = [d for d in depends(name) if step.fullmatch(d)]
+        if not nxt:
+            break
+        name = nxt[0]
     return name
 
 
-def fetch_kernel(package: str, suite: str = "bookworm", arch: str = "arm64") -> Path:
-    """Fetch a Debian kernel package and return its unpacked vmlinuz (modules left out)."""
+def kernel_package(suite: str, flavour: str = "arm64", arch: str = "arm64") -> str:
+    """The package holding the current `flavour` kernel image of `suite`."""
     with _apt_for(suite, arch) as apt:
+        return image_package(f"linux-image-{flavour}", lambda p: apt.candidate(p)[1])
+
+
+def fetch_kernel(package: str, suite: str = "bookworm", arch: str = "arm64") -> Path:
+    """Fetch a Debian kernel package and return its unpacked vmlinuz (modules left out);
+    a meta package is followed to the package that holds the image."""
+    with _apt_for(suite, arch) as apt:
+        package = image_package(package, lambda p: apt.candidate(p)[1])
         version, _ = apt.candidate(package)
         entry = cache_root() / f"{package}-{version}"
         if cached_versions(entry) != {package: version}:
             _fill_entry(entry, apt, {package: version}, exclude=KERNEL_EXCLUDE)
     images = sorted(entry.glob("boot/vmlinuz-*")) + sorted(entry.glob("usr/lib/modules/*/vmlinuz"))
     if not images:
-        raise DebFetchError(f"{package} {version} holds no vmlinuz (a meta package?)")
+        raise DebFetchError(f"{package} {version} holds no vmlinuz")
     return images[0]
 
 

@@ -13,6 +13,8 @@ import enum
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from xcheck import sysregs
+
 # --- The guest's physical memory map (QEMU "virt") ---------------------------
 
 RAM_BASE = 0x4000_0000
@@ -39,13 +41,10 @@ ARENA_PA = HARNESS_PA + HARNESS_SIZE
 ARENA_SIZE = 0x0100_0000
 """16 MiB of table arena. The target clears what a previous setup wrote here."""
 
-TRANSLATION_SYSREGS: tuple[str, ...] = (
-    "SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1",
-    "SCTLR_EL2", "TCR_EL2", "TTBR0_EL2", "TTBR1_EL2", "MAIR_EL2",
-    "HCR_EL2", "VTCR_EL2", "VTTBR_EL2",
-)
+TRANSLATION_SYSREGS: tuple[str, ...] = tuple(r.name for r in sysregs.TABLE)
 """Registers every setup gives a value for, so that no state leaks from an
-earlier setup into a later one. Both sides read exactly these values."""
+earlier setup into a later one. Both sides read exactly these values (the
+target writes those the CPU implements: xcheck.sysregs)."""
 
 
 class AtOp(enum.Enum):
@@ -128,25 +127,9 @@ ProbeResult = int | TargetException
 
 
 def sysreg_defaults() -> dict[str, int]:
-    """Reset-like values: every stage of translation off, EL1 in AArch64.
-
-    HCR_EL2.RW (bit 31) = 1 so that EL1 is AArch64; SCTLR RES1 bits set.
-    """
-    return {
-        "SCTLR_EL1": 0x30D0_0800,
-        "TCR_EL1": 0,
-        "TTBR0_EL1": 0,
-        "TTBR1_EL1": 0,
-        "MAIR_EL1": 0,
-        "SCTLR_EL2": 0x30C5_0830,
-        "TCR_EL2": 0x8080_0000,
-        "TTBR0_EL2": 0,
-        "TTBR1_EL2": 0,
-        "MAIR_EL2": 0,
-        "HCR_EL2": 1 << 31,
-        "VTCR_EL2": 1 << 31,
-        "VTTBR_EL2": 0,
-    }
+    """Reset-like values: every stage of translation off, EL1 in AArch64, RES1
+    bits set (xcheck.sysregs.TABLE)."""
+    return {r.name: r.reset for r in sysregs.TABLE}
 
 
 def chunks(memory: Mapping[int, bytes]) -> list[tuple[int, bytes]]:

@@ -26,13 +26,15 @@ from rich.console import Console
 
 from xcheck.check import load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
-from xcheck.outcome import ExitCode, Outcome, exit_code
+from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
 from xcheck.report.matrix import matrix_table, summary_table
 from xcheck.report.terminal import TerminalReport
-from xcheck.target.errors import ProfileError
+from xcheck.target.errors import ProfileError, QemuLaunchError
 from xcheck.target.profile import Profile, load_profile
+from xcheck.target.qemu import cpu_models
 from xcheck.workers import CannotTest, run_parallel
 
 
@@ -54,7 +56,7 @@ class TargetRun:
 
     @property
     def version(self) -> str:
-        return next((o.target_version for o in self.outcomes if o.target_version), "")
+        return target_version(self.outcomes)
 
     @property
     def code(self) -> ExitCode:
@@ -79,15 +81,21 @@ def _distinct_names(paths: Sequence[str]) -> list[str]:
     return names
 
 
-def plan_targets(configs: Sequence[str], qemus: Sequence[str]) -> list[MatrixTarget]:
-    """One target per ``--config``/``--target`` value and one per ``--qemu``.
+def plan_targets(
+    configs: Sequence[str], qemus: Sequence[str], cpus: Sequence[str] = ()
+) -> list[MatrixTarget]:
+    """One target per ``--config``/``--target`` value and one per ``--qemu``,
+    each on every ``--cpu`` model given (``all``: every AArch64 model of
+    that target's QEMU).
 
     A ``--qemu`` binary runs with the only ``--config`` given, or with the
     default profile when there are none or several. Labels are profile
     names; a ``--qemu`` target is labelled by what tells its path apart
     from the others' (prefixed ``PROFILE:`` when a ``--config`` was its
-    base); a label used twice gets ``#2``, ``#3``...
-    Raises ProfileError for an unknown profile."""
+    base); a CPU model is added as ``/MODEL``; a label used twice gets
+    ``#2``, ``#3``...
+    Raises ProfileError for an unknown profile, QemuLaunchError when the
+    models of a QEMU cannot be listed."""
     targets: list[MatrixTarget] = []
     base = configs[0] if len(configs) == 1 else None
     if not qemus or len(configs) > 1:
@@ -101,6 +109,12 @@ def plan_targets(configs: Sequence[str], qemus: Sequence[str]) -> list[MatrixTar
     if not targets:
         prof = load_profile(None)
         targets.append(MatrixTarget(prof.name, prof))
+    if cpus:
+        targets = [
+            MatrixTarget(f"{t.label}/{cpu}", replace(t.profile, cpu=cpu,
+                                                     name=f"{t.profile.name}/{cpu}"))
+            for t in targets for cpu in expand_cpus(cpus, t.profile.executable)
+        ]
     seen: dict[str, int] = {}
     unique = []
     for t in targets:
@@ -108,6 +122,17 @@ def plan_targets(configs: Sequence[str], qemus: Sequence[str]) -> list[MatrixTar
         label = t.label if seen[t.label] == 1 else f"{t.label}#{seen[t.label]}"
         unique.append(replace(t, label=label))
     return unique
+
+
+def expand_cpus(cpus: Sequence[str], binary: str) -> list[str]:
+    """``--cpu`` values with ``all`` replaced by the AArch64 models of
+    ``binary`` (each model once, in the order given)."""
+    out: list[str] = []
+    for cpu in cpus:
+        for name in cpu_models(binary) if cpu == "all" else [cpu]:
+            if name not in out:
+                out.append(name)
+    return out
 
 
 def matrix_exit_code(runs: Sequence[TargetRun], invalid: Sequence[Outcome]) -> ExitCode:
@@ -131,11 +156,13 @@ def run_matrix(
     *,
     configs: Sequence[str],
     qemus: Sequence[str],
+    cpus: Sequence[str] = (),
     keyword: str | None,
     jobs: int,
     shard: tuple[int, int] | None,
     json_path: Path | None,
     junit_path: Path | None,
+    html_path: Path | None,
     mode: str,
     verbose: bool,
     console: Console,
@@ -147,11 +174,14 @@ def run_matrix(
             console.print(f"[red]error:[/] no such file or folder: {p}")
             return ExitCode.USAGE
     try:
-        targets = plan_targets(configs, qemus)
+        targets = plan_targets(configs, qemus, cpus)
         keep = compile_keyword(keyword or "")
     except (ProfileError, KeywordError) as err:
         console.print(f"[red]error:[/] {err}")
         return ExitCode.USAGE
+    except QemuLaunchError as err:
+        console.print(f"[red]QEMU cannot be used:[/] {err}")
+        return ExitCode.CANNOT_TEST
     scenarios, invalid = load_all(paths, shard=shard)
     scenarios = select(scenarios, keep)
     probes = sum(len(s.probes) for s in scenarios)
@@ -181,9 +211,9 @@ def run_matrix(
                             jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
-            _write_junit(runs, invalid, junit_path)
+            _write_reports(runs, invalid, junit_path, html_path)
             return 130
-    _write_junit(runs, invalid, junit_path)
+    _write_reports(runs, invalid, junit_path, html_path)
     console.print(matrix_table([(r.target.label, r.version, r.outcomes) for r in runs],
                                all_rows=verbose))
     console.print(summary_table([(r.target.label, r.version, r.outcomes, r.cannot) for r in runs]))
@@ -197,6 +227,19 @@ def run_matrix(
     return int(code)
 
 
-def _write_junit(runs: Sequence[TargetRun], invalid: Sequence[Outcome], path: Path | None) -> None:
-    if path is not None:
-        write_junit([*invalid, *(_junit_named(o) for r in runs for o in r.outcomes)], path)
+def _write_reports(
+    runs: Sequence[TargetRun],
+    invalid: Sequence[Outcome],
+    junit_path: Path | None,
+    html_path: Path | None,
+) -> None:
+    """The report files of a finished (or interrupted) matrix run; a scenario
+    that does not load is a row of the HTML page on every target."""
+    if junit_path is not None:
+        write_junit([*invalid, *(_junit_named(o) for r in runs for o in r.outcomes)], junit_path)
+    if html_path is not None:
+        labels = [r.target.label for r in runs]
+        write_html(
+            [(r.target.label, r.version, [*invalid, *r.outcomes], r.cannot) for r in runs],
+            html_path, title="xcheck: " + " vs ".join(labels),
+        )

@@ -89,6 +89,11 @@ class Outcome:
         }
 
 
+def target_version(outcomes: Iterable[Outcome]) -> str:
+    """The version the target reported, from the first outcome that has it."""
+    return next((o.target_version for o in outcomes if o.target_version), "")
+
+
 class ExitCode(enum.IntEnum):
     """Exit codes chosen for `git bisect run`."""
 

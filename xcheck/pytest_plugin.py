@@ -25,6 +25,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("xcheck", "xcheck scenario files")
     group.addoption("--xcheck-config", metavar="PROFILE", help="QEMU profile for scenario files")
     group.addoption("--xcheck-qemu", metavar="BINARY", help="qemu-system-aarch64 to use")
+    group.addoption("--xcheck-cpu", metavar="MODEL", help="CPU model instead of the profile's")
     group.addoption(
         "--xcheck-mode", choices=("batch", "step"), default="batch", help="how probes run"
     )
@@ -89,7 +90,11 @@ def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
     from xcheck.target.factory import make_target
     from xcheck.target.profile import load_profile, with_overrides
 
-    base = load_profile(config.getoption("xcheck_config"), qemu=config.getoption("xcheck_qemu"))
+    base = load_profile(
+        config.getoption("xcheck_config"),
+        qemu=config.getoption("xcheck_qemu"),
+        cpu=config.getoption("xcheck_cpu"),
+    )
     profile = with_overrides(base, scenario.profile_overrides)
     targets = config.stash[_TARGETS]
     target = targets.get(profile)

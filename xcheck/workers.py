@@ -13,6 +13,7 @@ import queue
 import signal
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
@@ -95,13 +96,16 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 def _worker_main(
     scenarios: Sequence[Scenario], profile: Profile, mode: str, out: Any
 ) -> None:
-    """Entry point of a worker process: SIGTERM unwinds (so QEMU is stopped)."""
+    """Entry point of a worker process: SIGTERM unwinds (so QEMU is stopped)
+    while it works; once its QEMU is stopped, SIGTERM just ends the process, so
+    that one landing in the interpreter's shutdown prints nothing."""
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     try:
         for event in run_worker(scenarios, profile, mode):
             out.put(event)
     finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
         out.put(None)
 
 
@@ -133,6 +137,7 @@ def run_parallel(
     for p in procs:
         p.start()
     running = len(procs)
+    finished = False
     try:
         while running:
             try:
@@ -145,11 +150,21 @@ def run_parallel(
                 running -= 1
             else:
                 yield event
+        finished = True
     finally:
-        for p in procs:
-            if p.is_alive():
-                p.terminate()
-        for p in procs:
+        _stop(procs, patient=finished)
+
+
+def _stop(procs: Sequence[BaseProcess], patient: bool) -> None:
+    """End the worker processes. Workers that sent their last event are left to
+    exit by themselves (``patient``); the others are terminated, which makes
+    them stop their QEMUs; what still runs 10 s later is killed."""
+    for p in procs:
+        if patient:
             p.join(timeout=10)
-            if p.is_alive():
-                p.kill()
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()

@@ -9,11 +9,11 @@ from typing import cast
 import pytest
 from livetables import L1, L2, RAM_SIZE, VA_L1, FakeRam, state, words
 
-from xcheck.check import run_model
 from xcheck.live.export import ExportError, scenario_text
 from xcheck.live.sweep import Sweep
 from xcheck.live.tables import walk_tables
 from xcheck.machine import AtOp
+from xcheck.model import run_model
 from xcheck.outcome import FieldDelta, Kind, Outcome
 from xcheck.scenario.loader import parse_scenario
 from xcheck.target.gdb import Gdb

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import capstone
+import pytest
 
+from xcheck.arch.features import Features
 from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, TargetException, sysreg_defaults
 from xcheck.target import harness
 
@@ -93,3 +95,35 @@ def test_decode_results() -> None:
     assert out[1] == TargetException(esr=0x0200_0000, elr=0x4020_3000, far=0, el=1)
     assert out[2] == harness.SENTINEL
     assert setup_exc is None
+
+
+def test_only_registers_the_cpu_has_are_written() -> None:
+    """TTBR1_EL2 exists only with FEAT_VHE and MSR PAN, #imm only with
+    FEAT_PAN (D24.2; C6.2 MSR immediate): on a CPU without them (an Armv8.0
+    core such as Cortex-A57) either would be UNDEFINED, so the program for
+    that CPU has neither."""
+    v80 = Features(vh=False, pan=0, pa_range_bits=44)
+    setup = MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E2R, 0x1000, 2),))
+    full = listing(harness.assemble(setup), harness.PROGRAM, harness.PROGRAM + 0x800)
+    old = listing(
+        harness.assemble(setup, features=v80), harness.PROGRAM, harness.PROGRAM + 0x800
+    )
+    assert any(line.startswith("msr ttbr1_el2") for line in full)
+    assert "msr pan, #0" in full
+    assert not any(line.startswith("msr ttbr1_el2") for line in old)
+    assert not any(line.startswith("msr pan") for line in old)
+    assert any(line.startswith("msr ttbr0_el2") for line in old)
+
+
+def test_pan_probes_need_feat_pan() -> None:
+    setup = MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0x1000, 2, True),))
+    with pytest.raises(ValueError, match="FEAT_PAN"):
+        harness.assemble(setup, features=Features(pan=0))
+
+
+def test_e2h_without_vhe_is_the_el2_regime() -> None:
+    """HCR_EL2.E2H is RES0 without FEAT_VHE (D24.2 HCR_EL2): EL2 code runs
+    in the EL2 regime, so the EL2&0 placement of the harness is not used."""
+    regs = sysreg_defaults() | {"HCR_EL2": 1 << 31 | 1 << 34}
+    assert harness.el2_regime(regs) == "EL20"
+    assert harness.el2_regime(regs, Features(vh=False)) == "EL2"

@@ -6,11 +6,21 @@ ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 
 PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52, 7: 56}
 """ID_AA64MMFR0_EL1.PARange (and TCR.{I}PS, VTCR.PS) encodings, in bits."""
+
+
+FIELDS_READ: dict[str, int] = {
+    "ID_AA64MMFR0_EL1": 0xFFF0_000F | 0xFFF << 32,
+    "ID_AA64MMFR1_EL1": 0xF0F0_FF0F,
+    "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
+    "ID_AA64PFR0_EL1": 0xFF00,
+}
+"""The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
+in these decode to the same Features (a standalone test checks them)."""
 
 
 def _f(value: int, lsb: int) -> int:
@@ -61,6 +71,45 @@ class Features:
     def fwb(self) -> bool:
         return self.s2fwb
 
+    def has(self, name: str) -> bool:
+        """Whether the PE has the feature ``name`` (a key of PREDICATES;
+        unknown names count as lacking)."""
+        test = PREDICATES.get(name)
+        return test is not None and test(self)
+
+    def upgraded(self) -> Features:
+        """This PE with every feature the model knows added, 52-bit PAs and
+        VAs among them: the CPU a scenario's expectations are written for."""
+        best = replace(Features.everything(), pa_range_bits=52, lpa=True, lva=True)
+        return Features(**{
+            f.name: max(getattr(self, f.name), getattr(best, f.name)) for f in fields(self)
+        })
+
+    def lacking(self, other: Features) -> list[tuple[str, str, Features]]:
+        """For each feature ``other`` has beyond this PE: the Features field,
+        the feature's name as in PREDICATES (a PA size as PAnn, each level of
+        a leveled feature on its own, lowest first), and this PE with that
+        one feature added."""
+        out: list[tuple[str, str, Features]] = []
+        for f in fields(self):
+            mine, theirs = getattr(self, f.name), getattr(other, f.name)
+            if not theirs > mine:
+                continue
+            changes: dict[str, object]
+            if f.name == "pa_range_bits":
+                for bits in sorted(set(PARANGE_BITS.values())):
+                    if mine < bits <= theirs:
+                        out.append((f.name, f"PA{bits}", replace(self, pa_range_bits=bits)))
+            elif isinstance(mine, bool):
+                changes = {f.name: True}
+                out.append((f.name, FIELD_NAMES[f.name], replace(self, **changes)))  # type: ignore[arg-type]
+            else:
+                for level in range(mine + 1, theirs + 1):
+                    changes = {f.name: level}
+                    out.append((f.name, LEVEL_NAMES[f.name][level],
+                                replace(self, **changes)))  # type: ignore[arg-type]
+        return out
+
     @classmethod
     def everything(cls) -> Features:
         """A CPU with every feature the model knows and a 48-bit PA, for
@@ -108,3 +157,50 @@ class Features:
             el2=_f(pfr0, 8) != 0,
             el3=_f(pfr0, 12) != 0,
         )
+
+
+PREDICATES: dict[str, Callable[[Features], bool]] = {
+    "PAN": lambda f: f.pan >= 1,
+    "PAN2": lambda f: f.pan >= 2,
+    "PAN3": lambda f: f.pan >= 3,
+    "VHE": lambda f: f.vh,
+    "NV": lambda f: f.nv >= 1,
+    "HAFDBS": lambda f: f.hafdbs >= 1,
+    "HAFDBS_DIRTY": lambda f: f.hafdbs >= 2,
+    "LPA": lambda f: f.lpa,
+    "LPA2": lambda f: f.lpa2,
+    "LVA": lambda f: f.lva,
+    "TGRAN4": lambda f: f.tgran4,
+    "TGRAN16": lambda f: f.tgran16,
+    "TGRAN64": lambda f: f.tgran64,
+    "TGRAN4_S2": lambda f: f.tgran4_2,
+    "TGRAN16_S2": lambda f: f.tgran16_2,
+    "TGRAN64_S2": lambda f: f.tgran64_2,
+    "S2FWB": lambda f: f.s2fwb,
+    "E0PD": lambda f: f.e0pd,
+    "HPDS": lambda f: f.hpds >= 1,
+    "TTST": lambda f: f.ttst,
+    "XNX": lambda f: f.xnx,
+    "EL3": lambda f: f.el3,
+    "PA40": lambda f: f.pa_range_bits >= 40,
+    "PA44": lambda f: f.pa_range_bits >= 44,
+    "PA48": lambda f: f.pa_range_bits >= 48,
+    "PA52": lambda f: f.pa_range_bits >= 52,
+}
+"""Every feature name a scenario may list under ``requires:``, with its test."""
+
+FIELD_NAMES = {
+    "tgran4": "TGRAN4", "tgran16": "TGRAN16", "tgran64": "TGRAN64",
+    "tgran4_2": "TGRAN4_S2", "tgran16_2": "TGRAN16_S2", "tgran64_2": "TGRAN64_S2",
+    "lpa": "LPA", "lpa2": "LPA2", "lva": "LVA", "vh": "VHE", "xnx": "XNX", "ttst": "TTST",
+    "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3",
+}
+"""The feature name each boolean Features field stands for."""
+
+LEVEL_NAMES = {
+    "pan": {1: "PAN", 2: "PAN2", 3: "PAN3"},
+    "hafdbs": {1: "HAFDBS", 2: "HAFDBS_DIRTY"},
+    "hpds": {1: "HPDS", 2: "HPDS2"},
+    "nv": {1: "NV", 2: "NV2"},
+}
+"""The feature name of each level of the leveled Features fields."""

@@ -30,6 +30,9 @@ class S1Access:
     el: int
     write: bool
     pan_op: bool
+    fetch: bool = False
+    """An instruction fetch at ``el`` rather than an AT's data access: not an
+    AT, but what decides whether code runs at a VA (xcheck.needs)."""
 
 
 @dataclass(frozen=True)
@@ -130,15 +133,24 @@ def s1_permission_fault(regime_two_priv: bool, leaf: S1LeafPerms, table: TablePe
     """None if the stage 1 Direct permissions allow the AT's data access,
     else the rule that denied it (a stage 1 Permission fault).
 
-    ``wxn`` is accepted for the record: it removes execute permission only
-    and so never decides an AT result (R_SYMMB, R_QXXPC). ``nv1``
+    ``wxn`` removes execute permission only (R_SYMMB, R_QXXPC), so it never
+    decides an AT result; it decides an instruction fetch (``acc.fetch``):
+    executable at the fetching EL (PrivExecute or UnprivExecute after
+    hierarchical control) and not writable there when SCTLR_ELx.WXN is set
+    (AArch64.S1DirectBasePermissions). ``nv1``
     (HCR_EL2.{NV,NV1} == {1,1}, EL1&0 regime): AP[1] is treated as 0
     (I_ZRMQJ) and PSTATE.PAN is treated as 0 (I_YMLJD).
     """
-    del wxn  # execute-only effect: see the docstring
     if nv1 and regime_two_priv:
         leaf = S1LeafPerms(ap=leaf.ap & 2, uxn=leaf.uxn, pxn=leaf.pxn)
     p = s1_direct_permissions(regime_two_priv, leaf, table)
+    if acc.fetch:
+        x, w = (p.ux, p.uw) if acc.el == 0 else (p.px, p.pw)
+        if not x:
+            return "D8.4.1.3 execute-never at this EL (UXN/PXN/XN, or the table's XN bits)"
+        if wxn and w:
+            return "D8.4.1.4 R_SYMMB: SCTLR_ELx.WXN == 1 and the location is writable"
+        return None
     if acc.el == 0:
         if not regime_two_priv:
             return "D8.4.1.2.1 R_CBNKR: no unprivileged access in a single-privilege regime"

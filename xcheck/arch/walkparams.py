@@ -28,19 +28,28 @@ class ImpDef:
     """"Fault on TxSZ value below minimum" (used when FEAT_LVA / FEAT_LPA is absent)."""
     fault_txsz_above_max: bool = False
     """"Fault on TxSZ value above maximum"."""
+    granule: int = 12
+    """log2 of the granule a reserved or unimplemented TGx encoding selects
+    (12, 14 or 16), where that granule is implemented; else the first
+    implemented one."""
 
 
-def _granule_bits(tg: int, encoding: dict[int, int], supported: dict[int, bool]) -> tuple[int, str]:
-    """AArch64.S1DecodeTG0/TG1, S2DecodeTG0: a reserved or unimplemented
-    granule is an IMPLEMENTATION DEFINED choice of an implemented one."""
+def _granule_bits(tg: int, encoding: dict[int, int], supported: dict[int, bool],
+                  prefer: int) -> tuple[int, str]:
+    """AArch64.S1DecodeTG0/TG1, S2DecodeTG0: a reserved value, or a granule
+    size that is not implemented, is treated as "an IMPLEMENTATION DEFINED
+    choice of the sizes that has been implemented" (D24.2 TCR_EL1.TG0,
+    TCR_EL1.TG1, VTCR_EL2.TG0); ``prefer`` is that choice."""
     g = encoding.get(tg)
     if g is not None and supported[g]:
         return g, ""
-    for choice in (12, 14, 16):
+    order = (prefer, *(c for c in (12, 14, 16) if c != prefer))
+    for choice in order:
         if supported[choice]:
             return choice, (f"TG encoding 0b{tg:02b} is reserved or not implemented: the "
-                            f"granule is IMPLEMENTATION DEFINED; the model uses "
-                            f"{1 << (choice - 10)}KB (AArch64.S1DecodeTG0)")
+                            f"granule is an IMPLEMENTATION DEFINED choice among the "
+                            f"implemented ones; here {1 << (choice - 10)}KB "
+                            f"(D24.2 TCR_EL1.TG0; AArch64.S1DecodeTG0)")
     return 12, "no granule implemented"
 
 
@@ -151,7 +160,7 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
         hpd, ha = bit(tcr, TCR_EL2.HPD[0]), bit(tcr, TCR_EL2.HA[0])
         hd, ds_bit = bit(tcr, TCR_EL2.HD[0]), bit(tcr, TCR_EL2.DS[0])
         e0pd = epd = False
-        g, note = _granule_bits(tg, TG0_BITS, supported)
+        g, note = _granule_bits(tg, TG0_BITS, supported, impdef.granule)
     else:
         tg = field(tcr, TCR.TG1 if upper else TCR.TG0)
         txsz = field(tcr, TCR.T1SZ if upper else TCR.T0SZ)
@@ -161,7 +170,8 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
         ha, hd, ds_bit = bit(tcr, TCR.HA[0]), bit(tcr, TCR.HD[0]), bit(tcr, TCR.DS[0])
         e0pd = features.e0pd and bit(tcr, (TCR.E0PD1 if upper else TCR.E0PD0)[0])
         epd = bit(tcr, (TCR.EPD1 if upper else TCR.EPD0)[0])
-        g, note = _granule_bits(tg, TG1_BITS if upper else TG0_BITS, supported)
+        g, note = _granule_bits(tg, TG1_BITS if upper else TG0_BITS, supported,
+                                impdef.granule)
     if note:
         notes.append(note)
     ha = features.hafdbs >= 1 and ha
@@ -257,7 +267,7 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
     vtcr, vttbr = sysregs.get("VTCR_EL2", 0), sysregs.get("VTTBR_EL2", 0)
     notes: list[str] = []
     supported = {12: features.tgran4_2, 14: features.tgran16_2, 16: features.tgran64_2}
-    g, note = _granule_bits(field(vtcr, VTCR.TG0), TG0_BITS, supported)
+    g, note = _granule_bits(field(vtcr, VTCR.TG0), TG0_BITS, supported, impdef.granule)
     if note:
         notes.append(note)
     ds = features.lpa2 and g in (12, 14) and bit(vtcr, VTCR.DS[0])

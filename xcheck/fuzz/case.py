@@ -18,12 +18,12 @@ from typing import Any
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
-from xcheck.check import run_model
 from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.memory import sparse
 from xcheck.fuzz.yamlout import Doc, dump
 from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, MachineSetup
+from xcheck.model import run_model
 from xcheck.scenario.errors import Located
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.scenario.loader import _Parser as LoaderParser

@@ -41,6 +41,7 @@ def fuzz_command(
     features: tuple[str, ...],
     config: str | None,
     qemu: str | None,
+    cpu: str | None = None,
     out: Path,
     known_dirs: tuple[Path, ...],
     json_path: Path | None,
@@ -59,7 +60,7 @@ def fuzz_command(
     try:
         seconds = parse_duration(duration) if duration is not None else None
         allowed = parse_features(features)
-        profile = load_profile(config, qemu=qemu)
+        profile = load_profile(config, qemu=qemu, cpu=cpu)
     except (ValueError, KnobError, ProfileError) as err:
         return usage(str(err))
     if count is None and seconds is None:

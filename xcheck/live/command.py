@@ -58,6 +58,7 @@ class LiveOptions:
     ops: Sequence[str] = ()
     config: str | None = None
     qemu: str | None = None
+    cpu: str | None = None
     memory: str = "512M"
     resume: bool = False
     export_dir: Path | None = None
@@ -239,7 +240,7 @@ def live_command(opts: LiveOptions, console: Console) -> int:
         return ExitCode.USAGE
     try:
         ops = parse_ops(opts.ops)
-        profile: Profile = load_profile(opts.config, qemu=opts.qemu)
+        profile: Profile = load_profile(opts.config, qemu=opts.qemu, cpu=opts.cpu)
     except (ValueError, ProfileError) as err:
         console.print(f"[red]error:[/] {err}")
         return ExitCode.USAGE

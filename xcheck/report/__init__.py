@@ -1,1 +1,1 @@
-"""Reporters: terminal, JSON lines, JUnit XML."""
+"""Reporters: terminal, JSON lines, JUnit XML, a self-contained HTML page."""

@@ -82,7 +82,7 @@ def _cell(o: Outcome | None) -> Text:
     return text
 
 
-def _model(cells: Sequence[Outcome | None]) -> str:
+def model_pars(cells: Sequence[Outcome | None]) -> str:
     pars = dict.fromkeys(
         f"0x{c.par_model:x}" for c in cells if c is not None and c.par_model is not None
     )
@@ -116,7 +116,7 @@ def matrix_table(columns: Sequence[Column], *, all_rows: bool = False) -> Table:
         table.add_row(
             probe,
             *(_cell(c) for c in r.cells),
-            _model(r.cells),
+            model_pars(r.cells),
             Text(", ".join(failing), style="bold red") if failing else Text(""),
         )
     return table
@@ -129,7 +129,8 @@ def summary_table(
     counts = [Counter(o.kind for o in outcomes) for _, _, outcomes, _ in runs]
     kinds = [k for k in Kind if any(c[k] for c in counts)]
     table = Table(title="per target")
-    table.add_column("target")
+    widest = max((len(label) for label, _, _, _ in runs), default=6)
+    table.add_column("target", no_wrap=True, min_width=widest)
     table.add_column("version")
     for k in kinds:
         table.add_column(k.value, justify="right", style=STYLE[k])

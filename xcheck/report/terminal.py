@@ -28,6 +28,12 @@ STYLE = {
 SHOWN = (Kind.MISMATCH, Kind.EXPECT_FAILED, Kind.TARGET_ERROR, Kind.INVALID)
 
 
+def scenario_folder(path: str) -> str:
+    """The folder a scenario file is in (the unit of the summaries); the
+    path itself when it has none."""
+    return path.rsplit("/", 2)[-2] if path.count("/") >= 1 else path
+
+
 class TerminalReport:
     """Progress while running; details and a summary at the end."""
 
@@ -75,8 +81,7 @@ class TerminalReport:
         """A table of outcomes per scenario folder, with totals."""
         per: dict[str, Counter[Kind]] = {}
         for o in outcomes:
-            group = o.path.rsplit("/", 2)[-2] if o.path.count("/") >= 1 else o.path
-            per.setdefault(group, Counter())[o.kind] += 1
+            per.setdefault(scenario_folder(o.path), Counter())[o.kind] += 1
         kinds = [k for k in Kind if any(c[k] for c in per.values())]
         table = Table(title=title)
         table.add_column("scenarios")

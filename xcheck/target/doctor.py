@@ -13,7 +13,9 @@ from xcheck.arch.features import Features
 from xcheck.machine import AtOp, MachineSetup, Probe, sysreg_defaults
 from xcheck.outcome import ExitCode
 from xcheck.target.errors import QemuLaunchError, TargetError
+from xcheck.target.factory import Target, make_target
 from xcheck.target.guest import QemuTarget
+from xcheck.target.kvm.target import KvmTarget
 from xcheck.target.profile import Profile
 
 FEATURE_LABELS = {
@@ -42,8 +44,10 @@ FEATURE_LABELS = {
 
 
 def doctor(profile: Profile, console: Console) -> int:
-    """Print versions, stub capabilities and CPU features; 0 when usable,
-    125 when QEMU cannot be started or driven."""
+    """Print versions, stub capabilities and the CPU features of the profile's
+    target (for the nested-KVM target, those KVM shows its guest hypervisor);
+    0 when usable, 125 when the target cannot be started or driven."""
+    kvm = profile.kind == "kvm-nested"
     info = Table(title=f"xcheck doctor: profile {profile.name}", show_header=False)
     info.add_column("what", style="bold")
     info.add_column("value")
@@ -52,35 +56,41 @@ def doctor(profile: Profile, console: Console) -> int:
         "QEMU binary", f"{profile.executable} ({shutil.which(profile.executable) or 'not on PATH'})"
     )
     info.add_row("machine / cpu / memory", f"{profile.machine} / {profile.cpu} / {profile.memory}")
-    info.add_row("gdb", f"{profile.gdb} ({shutil.which(profile.gdb) or 'not found'})")
+    if not kvm:
+        info.add_row("gdb", f"{profile.gdb} ({shutil.which(profile.gdb) or 'not found'})")
+    at = "vEL2" if kvm else "EL2"
+    target = make_target(profile)
     try:
         started = time.monotonic()
-        with QemuTarget(profile) as target:
-            boot = time.monotonic() - started
-            info.add_row("QEMU version", target.version)
-            info.add_row("gdb version", target.gdb_version)
-            info.add_row("start + attach", f"{boot * 1000:.0f} ms")
-            info.add_row(
-                "physical-memory mode (Qqemu.PhyMemMode)", "yes" if target.phys_mode else "no"
-            )
+        target.start()
+        try:
+            for row in _identity(target, time.monotonic() - started):
+                info.add_row(*row)
             for name, value in target.id_regs.items():
-                info.add_row(name, f"0x{value:016x}")
+                info.add_row(f"{name} (at {at})" if kvm else name, f"0x{value:016x}")
             probe = target.run(
                 MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0x4000_1000, 2),))
             )
-            info.add_row(
-                "AT S1E1R at EL2, MMU off",
-                f"PAR_EL1 = {probe[0]!r}"
-                if not isinstance(probe[0], int)
-                else f"PAR_EL1 = 0x{probe[0]:016x}",
-            )
-            feats = Features.from_id_regs(target.id_regs)
+        finally:
+            target.close()
+        info.add_row(
+            f"AT S1E1R at {at}, MMU off",
+            f"PAR_EL1 = {probe[0]!r}"
+            if not isinstance(probe[0], int)
+            else f"PAR_EL1 = 0x{probe[0]:016x}",
+        )
+        feats = Features.from_id_regs(target.id_regs)
     except (QemuLaunchError, TargetError) as err:
         console.print(info)
-        console.print(f"[red]QEMU cannot be used:[/] {err}")
+        console.print(f"[red]{'the nested-KVM target' if kvm else 'QEMU'} cannot be used:[/] {err}")
         return int(ExitCode.CANNOT_TEST)
     console.print(info)
-    table = Table(title="translation features (from the ID registers)")
+    title = (
+        "translation features the guest hypervisor sees (ID registers read at vEL2)"
+        if kvm
+        else "translation features (from the ID registers)"
+    )
+    table = Table(title=title)
     table.add_column("feature")
     table.add_column("value", justify="right")
     for f in fields(feats):
@@ -90,3 +100,20 @@ def doctor(profile: Profile, console: Console) -> int:
     console.print(table)
     console.print("[green]usable[/]")
     return int(ExitCode.OK)
+
+
+def _identity(target: Target, start_s: float) -> list[tuple[str, str]]:
+    """Rows naming what runs: QEMU and gdb, or QEMU and the guest hypervisor's kernel."""
+    if isinstance(target, KvmTarget):
+        return [
+            ("QEMU version", target.qemu_version),
+            ("guest hypervisor's kernel", target.kernel_release),
+            ("boot to the agent + ID registers", f"{start_s * 1000:.0f} ms"),
+        ]
+    assert isinstance(target, QemuTarget)
+    return [
+        ("QEMU version", target.version),
+        ("gdb version", target.gdb_version),
+        ("start + attach", f"{start_s * 1000:.0f} ms"),
+        ("physical-memory mode (Qqemu.PhyMemMode)", "yes" if target.phys_mode else "no"),
+    ]

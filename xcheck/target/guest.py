@@ -11,9 +11,11 @@ reads PAR_EL1 through the stub.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 
+from xcheck.arch.features import Features
 from xcheck.machine import (
     HARNESS_DATA_PA,
     HARNESS_PA,
@@ -40,6 +42,8 @@ ID_REGISTERS = (
     "MIDR_EL1",
 )
 SCTLR_M = 1
+STALL_SLICE = 0.25
+"""Seconds between looks at a running harness (see _exception_loop)."""
 
 
 def _updates_descriptors(sysregs: Mapping[str, int]) -> bool:
@@ -65,6 +69,7 @@ class QemuTarget:
         self._stub: AttachedQemu | None = None
         self._shadow = Shadow()
         self._el2_base = HARNESS_PA
+        self._el1_base = HARNESS_PA
         self._id_program: dict[int, bytes] = {}
 
     # --- lifecycle -----------------------------------------------------
@@ -99,7 +104,7 @@ class QemuTarget:
                 raise
             raise QemuLaunchError(f"could not read the ID registers: {err}", stderr) from None
         self._shadow.forget(self._id_program)
-        self._el2_base = HARNESS_PA
+        self._el2_base = self._el1_base = HARNESS_PA
 
     def _read_id_regs(self) -> dict[str, int]:
         """Read the ID registers by running MRS at EL2 with the MMU off (gdb
@@ -190,12 +195,30 @@ class QemuTarget:
             self._shadow.distrust()
 
     def _continue_to(self, addr: int, timeout: float) -> int:
-        """Continue until the PC reaches ``addr``; the PC where it stopped."""
+        """Continue until the PC reaches ``addr``; the PC where it stopped.
+        The guest is looked at every STALL_SLICE seconds: a harness caught in
+        an exception loop is reported then, not when ``timeout`` runs out."""
         g = self.gdb
         rec = g.command(f"-break-insert *0x{addr:x}")
         number = rec["payload"]["bkpt"]["number"]
+        deadline = time.monotonic() + timeout
+        looping: tuple[int, ...] = ()
         try:
-            stop = g.resume("-exec-continue", timeout)
+            while True:
+                left = deadline - time.monotonic()
+                try:
+                    stop = g.resume("-exec-continue", max(0.01, min(STALL_SLICE, left)))
+                    break
+                except GdbTimeout:
+                    if time.monotonic() >= deadline:
+                        raise
+                seen = self._exception_loop()
+                if seen and seen == looping:
+                    raise TargetError(
+                        "the harness cannot make progress: an exception loop in its vectors "
+                        f"({self._state()})"
+                    )
+                looping = seen
         finally:
             g.command(f"-break-delete {number}")
         frame = (stop.get("payload") or {}).get("frame") or {}
@@ -206,6 +229,19 @@ class QemuTarget:
                 f"the guest stopped at 0x{pc:x} ({reason}), not at 0x{addr:x}: " + self._state()
             )
         return pc
+
+    def _exception_loop(self) -> tuple[int, ...]:
+        """Where a halted guest is, when that is inside the harness's vectors
+        or handlers (pc, EL, ESR and ELR of that EL); () elsewhere. The same
+        answer twice, a slice apart, is a loop: the program finishes in
+        milliseconds, and a handler returns at once."""
+        g = self.gdb
+        pc = g.read_reg("pc")
+        bases = {HARNESS_PA, self._el2_base, self._el1_base}
+        if not any(0 <= pc - b < harness.PROGRAM for b in bases):
+            return ()
+        el = g.read_reg("cpsr") >> 2 & 3
+        return (pc, el, g.read_reg(f"ESR_EL{el}"), g.read_reg(f"ELR_EL{el}"))
 
     def _state(self) -> str:
         """A one-line description of where the CPU is, for error messages."""
@@ -221,7 +257,6 @@ class QemuTarget:
     def _run_part(
         self, setup: MachineSetup, probes: Sequence[Probe], *, step: bool
     ) -> list[ProbeResult]:
-        g = self.gdb
         if self._stub is None or not self._stub.alive():
             raise TargetError("QEMU is not running")
         bad = [p for p in probes if p.el == 1 and setup.sysregs.get("HCR_EL2", 0) >> 27 & 1]
@@ -229,16 +264,19 @@ class QemuTarget:
             raise TargetError(
                 "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
             )
-        self._ensure_clean()
-        program = harness.assemble(setup, probes, step=step)
+        self._ensure_clean()  # may restart QEMU, and with it gdb
+        g = self.gdb
+        program = harness.assemble(
+            setup, probes, step=step, features=Features.from_id_regs(self.id_regs)
+        )
         self._load(setup, program)
         timeout = self.profile.timeouts.batch
+        self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
             g.write_reg("pc", HARNESS_PA + program.entry)
             if step or program.el2_base != HARNESS_PA:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
                 g.write_reg("pc", program.el2_base + program.resume)
-            self._el2_base = program.el2_base
             if step:
                 results = self._step_groups(program, probes)
             else:

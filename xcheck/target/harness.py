@@ -37,6 +37,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from xcheck import sysregs
+from xcheck.arch.features import Features
 from xcheck.machine import (
     HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
@@ -56,11 +58,15 @@ TEARDOWN = 0x1F00
 PROGRAM = 0x2000
 SENTINEL = (1 << 64) - 1
 """Pre-filled PAR slot: all ones has RES0 bits set, no AT can return it."""
-MAX_EXCEPTIONS = 64
+MAX_BATCH = 4000
+"""Probes per program (code and data halves have room for more)."""
+MAX_EXCEPTIONS = MAX_BATCH + 64
+"""Exceptions a program takes before it gives up: each probe may take one (an
+AT that is UNDEFINED on this CPU), a few more are the harness's own trouble.
+A loop that never reaches the handler's count (a vector that cannot be
+fetched) is caught by the driver instead (QemuTarget's stall check)."""
 PLACEHOLDER = (1 << 64) - 1
 """A four-word constant load, patched once the label it names is placed."""
-MAX_BATCH = 4096
-"""Probes per program (code and data halves have room for more)."""
 RECORD = 32
 SPSR_EL1H = 0x3C5
 """SPSR_EL2 for an ERET to EL1h with D, A, I, F masked (C5.2.19)."""
@@ -71,6 +77,8 @@ SCTLR_EL2_OFF = 0x30C5_0830
 """SCTLR_EL2 with RES1 bits and M = 0 (teardown)."""
 EL1_FIRST = ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1")
 """Written while HCR_EL2.E2H = 0, before HCR_EL2 (D5.8.4 redirection)."""
+ALL = Features.everything()
+"""The CPU a program is written for when the caller does not say."""
 EC_HVC64 = 0x16
 VECTOR_LOWER_SYNC = 8
 """Vector slot of a synchronous exception from a lower EL using AArch64 (+0x400)."""
@@ -154,9 +162,10 @@ class Program:
         return SENTINEL.to_bytes(8, "little") * self.nprobes + bytes(RECORD * (self.nprobes + 1))
 
 
-def el2_regime(sysregs: Mapping[str, int]) -> str:
-    """The EL2 translation regime: EL2&0 when HCR_EL2.E2H = 1, else EL2."""
-    return "EL20" if sysregs.get("HCR_EL2", 0) >> 34 & 1 else "EL2"
+def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
+    """The EL2 translation regime: EL2&0 when HCR_EL2.E2H = 1, else EL2
+    (E2H is RES0 without FEAT_VHE: D24.2 HCR_EL2)."""
+    return "EL20" if features.vh and sysregs.get("HCR_EL2", 0) >> 34 & 1 else "EL2"
 
 
 def groups_of(probes: Sequence[Probe]) -> list[Group]:
@@ -238,6 +247,7 @@ def assemble(
     step: bool = False,
     el1_via_el12: bool = False,
     exit_store: int | None = None,
+    features: Features = ALL,
 ) -> Program:
     """The program for ``setup`` (or a slice of its probes), batch or step.
 
@@ -252,12 +262,19 @@ def assemble(
     which traps the store learns the program is done. Only valid when the
     harness runs at VA = PA in the EL2 regime (no ``code_va`` for it): the
     instruction after the MSR is fetched with the MMU off.
+
+    ``features``: what the CPU implements. Only the registers it has are
+    written (xcheck.sysregs; the others' encodings are UNDEFINED), and
+    PSTATE.PAN is touched only with FEAT_PAN.
     """
     probes = list(setup.probes if probes is None else probes)
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} probes per program")
     regs = dict(setup.sysregs)
-    el2_base = setup.code_va.get(el2_regime(regs), HARNESS_PA)
+    el2_base = setup.code_va.get(el2_regime(regs, features), HARNESS_PA)
+    if not features.has("PAN") and any(p.pan for p in probes):
+        raise ValueError("probes with PSTATE.PAN = 1 need FEAT_PAN")
+    exists = set(sysregs.implemented(features.has))
     el1_base = setup.code_va.get("EL10", HARNESS_PA)
     n = len(probes)
     rec = 8 * n
@@ -286,7 +303,8 @@ def assemble(
     a.mov(R_PAR, HCR_RESET)
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     late = [
-        r for r in TRANSLATION_SYSREGS if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2")
+        r for r in TRANSLATION_SYSREGS
+        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2") and r in exists
     ]
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     def el1_reg(name: str) -> str:
@@ -324,7 +342,8 @@ def assemble(
     for gi, g in enumerate(groups_of(probes)):
         landing = epilogue = 0
         if g.el == 2:
-            a.emit(isa.msr_pan(int(g.pan)))
+            if features.has("PAN"):
+                a.emit(isa.msr_pan(int(g.pan)))
             a.mov(R_RES, el2_base + HARNESS_CODE_SIZE)
             if step:
                 landing = a.here

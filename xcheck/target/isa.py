@@ -7,12 +7,16 @@ tests/target/test_isa.py. Functions return 32-bit instruction words.
 
 from __future__ import annotations
 
+from xcheck import sysregs
 from xcheck.machine import AtOp
+from xcheck.sysregs import Encoding
 
 XZR = 31
 
-SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
-    # name: (op0, op1, CRn, CRm, op2), Arm ARM D24 register descriptions
+SYSREGS: dict[str, Encoding] = {
+    # name: (op0, op1, CRn, CRm, op2), Arm ARM D24 register descriptions;
+    # the translation registers come from xcheck.sysregs.TABLE
+    **{r.name: r.encoding for r in sysregs.TABLE},
     "MIDR_EL1": (3, 0, 0, 0, 0),
     "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
     "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
@@ -21,10 +25,6 @@ SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
     "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
     "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
     "ID_AA64MMFR3_EL1": (3, 0, 0, 7, 3),
-    "SCTLR_EL1": (3, 0, 1, 0, 0),
-    "TTBR0_EL1": (3, 0, 2, 0, 0),
-    "TTBR1_EL1": (3, 0, 2, 0, 1),
-    "TCR_EL1": (3, 0, 2, 0, 2),
     "SPSR_EL1": (3, 0, 4, 0, 0),
     "ELR_EL1": (3, 0, 4, 0, 1),
     "SP_EL0": (3, 0, 4, 1, 0),
@@ -34,26 +34,17 @@ SYSREGS: dict[str, tuple[int, int, int, int, int]] = {
     "ESR_EL1": (3, 0, 5, 2, 0),
     "FAR_EL1": (3, 0, 6, 0, 0),
     "PAR_EL1": (3, 0, 7, 4, 0),
-    "MAIR_EL1": (3, 0, 10, 2, 0),
     "VBAR_EL1": (3, 0, 12, 0, 0),
     "DAIF": (3, 3, 4, 2, 1),
-    "SCTLR_EL2": (3, 4, 1, 0, 0),
-    "HCR_EL2": (3, 4, 1, 1, 0),
     "MDCR_EL2": (3, 4, 1, 1, 1),
     "CPTR_EL2": (3, 4, 1, 1, 2),
     "HSTR_EL2": (3, 4, 1, 1, 3),
     "HCRX_EL2": (3, 4, 1, 2, 2),
-    "TTBR0_EL2": (3, 4, 2, 0, 0),
-    "TTBR1_EL2": (3, 4, 2, 0, 1),
-    "TCR_EL2": (3, 4, 2, 0, 2),
-    "VTTBR_EL2": (3, 4, 2, 1, 0),
-    "VTCR_EL2": (3, 4, 2, 1, 2),
     "SPSR_EL2": (3, 4, 4, 0, 0),
     "ELR_EL2": (3, 4, 4, 0, 1),
     "SP_EL1": (3, 4, 4, 1, 0),
     "ESR_EL2": (3, 4, 5, 2, 0),
     "FAR_EL2": (3, 4, 6, 0, 0),
-    "MAIR_EL2": (3, 4, 10, 2, 0),
     "VBAR_EL2": (3, 4, 12, 0, 0),
     "CNTHCTL_EL2": (3, 4, 14, 1, 0),
     "SCTLR_EL12": (3, 5, 1, 0, 0),

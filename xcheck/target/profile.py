@@ -132,9 +132,11 @@ def _from_mapping(name: str, path: str, data: Mapping[str, Any]) -> Profile:
     return prof
 
 
-def load_profile(name: str | None = None, *, qemu: str | None = None) -> Profile:
+def load_profile(
+    name: str | None = None, *, qemu: str | None = None, cpu: str | None = None
+) -> Profile:
     """Load a profile by name (from qemu_configs/) or path; ``qemu`` replaces
-    its binary (``--qemu``)."""
+    its binary (``--qemu``), ``cpu`` its CPU model (``--cpu``)."""
     path = _find(name or DEFAULT_PROFILE)
     try:
         data = yaml.safe_load(path.read_text()) or {}
@@ -145,6 +147,8 @@ def load_profile(name: str | None = None, *, qemu: str | None = None) -> Profile
     prof = _from_mapping(path.stem, str(path), data)
     if qemu:
         prof = replace(prof, binary=qemu, name=f"{prof.name}+{Path(qemu).name}")
+    if cpu:
+        prof = replace(prof, cpu=cpu, name=f"{prof.name}/{cpu}")
     return prof
 
 

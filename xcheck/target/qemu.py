@@ -45,6 +45,28 @@ def qemu_argv(profile: Profile, gdb_socket: Path, serial: str = "none") -> list[
     ]
 
 
+AARCH32_ONLY = ("arm", "sa1", "ti9", "pxa", "cortex-m", "cortex-r", "host")
+"""Name prefixes of QEMU's CPU models that have no AArch64 state (or need
+KVM), left out of ``--cpu all``."""
+AARCH32_CORES = ("cortex-a7", "cortex-a8", "cortex-a9", "cortex-a15", "cortex-a17")
+"""Cortex-A models without AArch64 (ARMv7-A)."""
+
+
+def cpu_models(binary: str, timeout: float = 10.0) -> list[str]:
+    """The AArch64 CPU models ``binary`` offers on the virt machine (its
+    ``-cpu help``, without the AArch32-only ones)."""
+    exe = shutil.which(binary) or binary
+    try:
+        out = subprocess.run(
+            [exe, "-machine", "virt", "-cpu", "help"],
+            capture_output=True, text=True, timeout=timeout, check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise QemuLaunchError(f"cannot list the CPU models of {binary!r}: {err}") from None
+    names = [line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()]
+    return [n for n in names if not n.startswith(AARCH32_ONLY) and n not in AARCH32_CORES]
+
+
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
     """The version QEMU reports (``QEMU emulator version 7.2.22 (...)`` -> 7.2.22)."""
     exe = shutil.which(binary) or binary

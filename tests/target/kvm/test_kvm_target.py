@@ -11,12 +11,17 @@ a stage 2 set up by the guest hypervisor adds its own mapping (D8.2, AT S12E1R).
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+from rich.console import Console
 
+from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
+from xcheck.check import check_scenario
 from xcheck.machine import (
     ARENA_PA,
     HARNESS_PA,
@@ -27,7 +32,10 @@ from xcheck.machine import (
     TargetException,
     sysreg_defaults,
 )
+from xcheck.outcome import Kind
+from xcheck.scenario.loader import parse_scenario
 from xcheck.target import isa
+from xcheck.target.doctor import FEATURE_LABELS, doctor
 from xcheck.target.errors import QemuLaunchError
 from xcheck.target.kvm.protocol import EXIT_PA
 from xcheck.target.kvm.target import KvmTarget
@@ -85,6 +93,43 @@ def test_identifies_qemu_and_the_guest_kernel(kvm: KvmTarget) -> None:
     assert kvm.id_regs["ID_AA64MMFR0_EL1"] != 0
     assert mmfr1 >> 20 & 0xF != 0, "FEAT_PAN at vEL2"
     assert kvm.ram_size == 128 << 20
+
+
+# --- what the guest hypervisor sees ---------------------------------------------------
+
+NEEDS_DIRTY_STATE = """
+name: needs-dirty-state
+about: needs hardware dirty state management (FEAT_HAFDBS, HAFDBS = 2)
+requires: [HAFDBS_DIRTY]
+probes:
+  - {op: S1E2R, va: 0x4000_1000, el: 2}
+"""
+
+
+def test_doctor_shows_the_cpu_the_guest_hypervisor_sees(kvm: KvmTarget) -> None:
+    """`xcheck doctor --config kvm-nested` decodes the ID registers read at vEL2
+    (KVM's sanitised view, without FEAT_NV), not the host QEMU's."""
+    out = io.StringIO()
+    code = doctor(load_profile("kvm-nested"), Console(file=out, width=200, highlight=False))
+    text = out.getvalue()
+    assert code == 0, text
+    for name, value in kvm.id_regs.items():
+        assert re.search(rf"{name} \(at vEL2\)\s*│\s*0x{value:016x}", text), name
+    feats = Features.from_id_regs(kvm.id_regs)
+    assert feats.nv == 0, "KVM shows its guest hypervisor no FEAT_NV"
+    for name in ("nv", "hafdbs", "pa_range_bits", "lva"):
+        value = getattr(feats, name)
+        shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
+        label = re.escape(FEATURE_LABELS[name])
+        assert re.search(rf"{label}\s*│\s*{shown} │", text), (name, shown)
+
+
+def test_requires_is_judged_on_the_cpu_the_guest_hypervisor_sees(kvm: KvmTarget) -> None:
+    """The host QEMU's CPU has dirty state management; KVM hides it at vEL2."""
+    assert Features.from_id_regs(kvm.id_regs).hafdbs < 2
+    scenario = parse_scenario(NEEDS_DIRTY_STATE, Path("needs-dirty-state.yaml"))
+    (outcome,) = check_scenario(kvm, scenario, target_name="kvm-nested")
+    assert outcome.kind is Kind.SKIPPED and outcome.detail == "the CPU lacks HAFDBS_DIRTY"
 
 
 # --- AT with translation off ----------------------------------------------------------

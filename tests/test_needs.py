@@ -1,0 +1,84 @@
+"""What a probe needs of the CPU, derived from the scenario (no QEMU):
+which probes the harness cannot run on a CPU, and which pinned expectations
+depend on a feature the CPU lacks."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from xcheck.arch.features import Features
+from xcheck.check import _unjudged
+from xcheck.model import run_model
+from xcheck.needs import unrunnable
+from xcheck.scenario.loader import load_scenario, parse_scenario
+
+SUITE = Path(__file__).resolve().parent.parent / "scenarios"
+MAX = Features.everything()
+RAM = 128 << 20
+
+
+def test_the_max_cpu_runs_every_probe_of_the_suite_folders() -> None:
+    for name in ("vhe/e2h-tge0.yaml", "el2/s1e2-16k.yaml", "stage2/s2-16k-l2-concat16.yaml"):
+        setup = load_scenario(SUITE / name).build()
+        assert not any(unrunnable(setup, MAX, RAM)), name
+
+
+def test_el2_and_0_without_vhe_cannot_host_the_harness() -> None:
+    """E2H is RES0 without FEAT_VHE (D24.2 HCR_EL2): EL2 code then runs in the
+    EL2 regime, where descriptor bit 54 is XN, not UXN (D8.4.1.3): the
+    harness's EL2&0 mapping (UXN = 1, PXN = 0) is not executable there."""
+    setup = load_scenario(SUITE / "vhe/e2h-tge0.yaml").build()
+    why = unrunnable(setup, dataclasses.replace(MAX, vh=False), RAM)
+    assert all(why) and "EL2 regime is not executable" in why[0]
+
+
+def test_a_granule_the_cpu_lacks_in_the_harness_regime() -> None:
+    """The EL2 regime with the 16KB granule on a CPU without it: the TG0
+    encoding selects an implemented granule instead (D24.2 TCR_EL2.TG0),
+    so the harness's 16KB tables are read as tables of another granule."""
+    setup = load_scenario(SUITE / "el2/s1e2-16k.yaml").build()
+    why = unrunnable(setup, dataclasses.replace(MAX, tgran16=False), RAM)
+    assert all(why) and "harness" in why[0]
+
+
+def test_pan_probes_need_feat_pan() -> None:
+    s = parse_scenario(
+        "name: p\nprobes:\n  - {op: S1E1R, va: 0x4000_0000, el: 2, pan: [0, 1]}\n",
+        Path("p.yaml"),
+    )
+    why = unrunnable(s.build(), dataclasses.replace(MAX, pan=0), RAM)
+    assert why == ["", "PSTATE.PAN = 1 needs FEAT_PAN, which this CPU lacks"]
+
+
+EXPECT_48 = """
+name: pa48
+about: a page at PA 0x80_0000_0000 (bit 39 set); with a 40-bit PA that is the
+  top of the space, with a 36-bit PA it is beyond it
+regs:
+  SCTLR_EL1: {M: 1}
+  TCR_EL1: {TG0: 4K, T0SZ: 25, IPS: 48bit, EPD1: 1}
+  MAIR_EL1: {Attr0: 0xff}
+tables:
+  TTBR0_EL1:
+    - {va: 0x1000_0000, pa: 0x80_0000_0000, size: 4K, ap: RW_ANY}
+    - {va: 0x1000_1000, pa: 0x4800_0000, size: 4K, ap: RW_ANY}
+probes:
+  - {op: S1E1R, va: [0x1000_0000, 0x1000_1000], el: 2}
+expect:
+  - {op: S1E1R, va: 0x1000_0000, pa: 0x80_0000_0000}
+  - {op: S1E1R, va: 0x1000_1000, pa: 0x4800_0000}
+"""
+
+
+def test_an_expectation_written_for_a_48_bit_pa_is_not_judged_on_36_bits() -> None:
+    """AArch64.PhysicalAddressSize is min(IPS, PAMax): on a 36-bit PE the
+    output 0x80_0000_0000 is an Address size fault (D8.3), not the page the
+    expectation pins. That expectation is not judged there, and says why;
+    the other one (a PA within 36 bits) still is."""
+    s = parse_scenario(EXPECT_48, Path("pa48.yaml"))
+    setup = s.build()
+    pa36 = dataclasses.replace(MAX, pa_range_bits=36)
+    model = run_model(setup, pa36, RAM)
+    assert _unjudged(s, setup, pa36, model, RAM) == ["PA40", ""]
+    assert _unjudged(s, setup, MAX, run_model(setup, MAX, RAM), RAM) == ["", ""]

@@ -1,0 +1,97 @@
+"""What a probe needs of the CPU, derived from its setup rather than declared.
+
+A scenario's ``requires:`` names features by hand; a probe also needs things
+nobody wrote down. The harness runs in the EL2 regime, and for probes at EL1
+in the EL1&0 regime with stage 2: on a CPU without a granule, a PA size or
+FEAT_VHE that a scenario's tables assume, the harness's own code and data may
+not translate to where they are, and the program cannot run at all. This
+module asks the model (with the CPU's features and every IMPLEMENTATION
+DEFINED choice it permits) where the harness's addresses go, so that such
+probes are skipped with the reason before anything runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from xcheck.arch.at import ArchState, translate
+from xcheck.arch.fault import FaultRecord
+from xcheck.arch.features import Features
+from xcheck.arch.memory import MemoryImage
+from xcheck.arch.par import decode_par, describe_par
+from xcheck.arch.perms import S1Access
+from xcheck.arch.regime import Regime
+from xcheck.arch.walk import Access, s1_translate
+from xcheck.machine import (
+    HARNESS_CODE_SIZE,
+    HARNESS_DATA_PA,
+    HARNESS_PA,
+    RAM_BASE,
+    AtOp,
+    MachineSetup,
+)
+from xcheck.model import arch_states
+from xcheck.target.harness import el2_regime
+
+REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0"}
+"""code_va's regime keys, as xcheck.arch.regime.Regime values."""
+
+
+def _reaches(setup: MachineSetup, features: Features, ram_size: int, el1: bool) -> str:
+    """"" when the harness's code and data translate to their physical
+    addresses under every permitted decoding of the setup's registers, from
+    EL2 (``el1``: through the EL1&0 regime and stage 2), else why not."""
+    regime = "EL10" if el1 else el2_regime(setup.sysregs, features)
+    base = setup.code_va.get(regime, HARNESS_PA)
+    read, write = (AtOp.S12E1R, AtOp.S12E1W) if el1 else (AtOp.S1E2R, AtOp.S1E2W)
+    mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
+    where = "the EL1&0 regime and stage 2" if el1 else f"the {regime} regime"
+    for state in arch_states(setup, features, 2, False):
+        for op, va, pa, what in ((read, base, HARNESS_PA, "code"),
+                                 (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data")):
+            res = translate(op, va, state, mem)
+            if res.kind != "par":
+                return f"the harness's {what} at VA 0x{va:x} cannot be reached ({res.kind})"
+            fields = decode_par(res.par)
+            if fields.get("F") or fields.get("PA", 0) << 12 != pa:
+                return (f"on this CPU, {where} does not map the harness's {what} at VA 0x{va:x} "
+                        f"to PA 0x{pa:x}: AT {op.value} gives {describe_par(res.par)}")
+        denied = _fetch_denied(state, regime, base, mem)
+        if denied:
+            return f"on this CPU, the harness's code at VA 0x{base:x} in {where} {denied}"
+    return ""
+
+
+def _fetch_denied(state: ArchState, regime: str, va: int, mem: MemoryImage) -> str:
+    """Why stage 1 of ``regime`` does not let its own EL fetch code at
+    ``va`` ("" when it does). A regime's descriptors read differently in
+    another regime: bit 54 is UXN in EL2&0 and XN in EL2 (D8.4.1.3)."""
+    rp = state.regime(Regime(REGIMES[regime]))
+    el = 1 if regime == "EL10" else 2
+    acc = Access(S1Access(el=el, write=False, pan_op=False, fetch=True), False, False,
+                 state.features.pan)
+    s2 = state.s2 if regime == "EL10" and state.s2.enabled else None
+    out = s1_translate(rp, va, acc, s2, mem, [])
+    if isinstance(out, FaultRecord):
+        return f"is not executable: {out.describe()}"
+    return ""
+
+
+def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequence[str]:
+    """Per probe of ``setup``: "" when the harness can run it on a CPU with
+    ``features``, else the reason it cannot."""
+    el2 = _reaches(setup, features, ram_size, el1=False)
+    el1: str | None = None
+    out = []
+    for p in setup.probes:
+        if p.pan and not features.has("PAN"):
+            out.append("PSTATE.PAN = 1 needs FEAT_PAN, which this CPU lacks")
+        elif el2:
+            out.append(el2)
+        elif p.el == 1:
+            if el1 is None:
+                el1 = _reaches(setup, features, ram_size, el1=True)
+            out.append(el1)
+        else:
+            out.append("")
+    return out
