@@ -47,9 +47,9 @@ test: venv testdeps
 	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
 
 # What the integration tests use beside the default QEMU, when it can be had:
-# QEMU 10.0 (matrix and bisection tests), the nested-KVM target, and chromium
-# with its chromedriver (the HTML report's browser test). Without them (no
-# network, not root) those tests are skipped, each saying why.
+# QEMU 10.0 (matrix and bisection tests), QEMU 11.1, the nested-KVM target, and
+# chromium with its chromedriver (the HTML report's browser test). Without them
+# (no network, not root) those tests are skipped, each saying why.
 .PHONY: testdeps
 testdeps: venv
 	-@missing=""; \
@@ -63,6 +63,7 @@ testdeps: venv
 	  echo "note: the HTML report's browser test needs:$$missing (sudo apt-get install --no-install-recommends$$missing); it will be skipped"; \
 	fi
 	-@$(BIN)/python -m xcheck.debfetch qemu || echo "note: QEMU 10.0 not installed: its tests will be skipped"
+	-@$(BIN)/python -m xcheck.debfetch qemu --suite $(QEMU11_SUITE) || echo "note: QEMU 11.1 not installed: its tests will be skipped"
 	-@$(BIN)/python -m xcheck.target.kvm setup || echo "note: the nested-KVM target is not set up: its tests will be skipped"
 
 unit: venv
@@ -83,6 +84,14 @@ clean:
 .PHONY: qemu10
 qemu10: venv
 	$(BIN)/python -m xcheck.debfetch qemu
+
+# QEMU 11.1 from Debian's trixie-backports, with the libraries of its own suite, run
+# through their dynamic loader by a wrapper (per-user cache, the system untouched);
+# qemu_configs/qemu11.yaml names it.
+QEMU11_SUITE ?= trixie-backports
+.PHONY: qemu11
+qemu11: venv
+	$(BIN)/python -m xcheck.debfetch qemu --suite $(QEMU11_SUITE)
 
 # The nested-KVM target (docs/kvm-target.md): QEMU 10.0, Debian's arm64 kernel and the
 # in-guest agent, all in the per-user cache; the cross compiler comes from apt-get.

@@ -7,18 +7,21 @@ when it cannot be reached. Downloads land in the per-user cache, so reruns are q
 from __future__ import annotations
 
 import os
-import shutil
+import re
 import subprocess
-import tempfile
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import yaml
+from click.testing import CliRunner
 
 from xcheck import debfetch
+from xcheck.cli import main
 from xcheck.debfetch import AptState, DebFetchError, Mirror
+from xcheck.runtime_root import not_needed
+from xcheck.scenario.versions import parse_range
+from xcheck.target.profile import load_profile
+from xcheck.target.qemu import QemuProcess, qemu_version
 
 REPO = Path(__file__).resolve().parents[1]
 SYSTEM_APT = (Path("/etc/apt"), Path("/var/lib/apt"), Path("/var/cache/apt"))
@@ -230,7 +233,7 @@ def qemu10(mirror: Mirror) -> Path:
 
 @pytest.mark.network
 def test_install_qemu_is_cached_and_reused(qemu10: Path) -> None:
-    entry = qemu10.parents[2]
+    entry = qemu10.parent
     marker = entry / debfetch.MARKER
     stamps = (marker.stat().st_mtime_ns, qemu10.stat().st_mtime_ns, qemu10.stat().st_ino)
     again = debfetch.install_qemu()
@@ -243,72 +246,107 @@ def test_install_qemu_is_cached_and_reused(qemu10: Path) -> None:
     assert out.stdout.startswith("QEMU emulator version 10.0.")
 
 
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    d = Path(tempfile.mkdtemp(prefix="xq"))  # short: unix socket paths are limited
-    yield d
-    shutil.rmtree(d, ignore_errors=True)
-
-
-@pytest.mark.network
-@pytest.mark.qemu
-def test_qemu10_from_the_cache_has_feat_nv(qemu10: Path, sock_dir: Path) -> None:
-    sock = sock_dir / "g"
-    cmd = [
-        str(qemu10),
-        "-nodefaults",
-        "-machine",
-        "virt,virtualization=on",
-        "-cpu",
-        "max",
-        "-m",
-        "128M",
-        "-display",
-        "none",
-        "-serial",
-        "none",
-        "-monitor",
-        "none",
-        "-S",
-        "-chardev",
-        f"socket,path={sock},server=on,wait=off,id=g0",
-        "-gdb",
-        "chardev:g0",
-    ]
-    vm = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _at_reset(profile: str, binary: Path, exprs: list[str]) -> tuple[list[int], str]:
+    """Boot `binary` halted (-S) with its GDB stub as `profile` does; the values gdb
+    reads for `exprs` and the files QEMU's process maps."""
+    vm = QemuProcess(load_profile(profile, qemu=str(binary)))
     try:
-        for _ in range(100):
-            if sock.exists() or vm.poll() is not None:
-                break
-            time.sleep(0.05)
+        vm.start()
+        maps = Path(f"/proc/{vm.pid}/maps").read_text()
+        cmds = ["set architecture aarch64", f"target remote {vm.socket}"]
+        cmds += [f"p/x {e}" for e in exprs]
         gdb = subprocess.run(
-            [
-                "gdb-multiarch",
-                "-q",
-                "-nx",
-                "-batch",
-                "-ex",
-                "set architecture aarch64",
-                "-ex",
-                f"target remote {sock}",
-                "-ex",
-                "p/x $ID_AA64MMFR2_EL1",
-                "-ex",
-                "p/x $cpsr",
-            ],
+            ["gdb-multiarch", "-q", "-nx", "-batch", *(a for c in cmds for a in ("-ex", c))],
             capture_output=True,
             text=True,
             timeout=30,
             check=False,
         )
     finally:
-        vm.kill()
-        vm.wait()
+        vm.close()
     values = [int(line.split("=")[1], 16) for line in gdb.stdout.splitlines() if "= 0x" in line]
-    assert len(values) == 2, gdb.stdout + gdb.stderr
-    mmfr2, cpsr = values
+    assert len(values) == len(exprs), gdb.stdout + gdb.stderr
+    return values, maps
+
+
+@pytest.mark.network
+@pytest.mark.qemu
+def test_qemu10_from_the_cache_has_feat_nv(qemu10: Path) -> None:
+    (mmfr2, cpsr), _ = _at_reset("qemu10", qemu10, ["$ID_AA64MMFR2_EL1", "$cpsr"])
     assert (mmfr2 >> 24) & 0xF >= 1  # ID_AA64MMFR2_EL1.NV: FEAT_NV arrived in QEMU 9.0
     assert cpsr & 0xF == 0x9  # EL2h at reset with virtualization=on
+
+
+QEMU11_SUITE = "trixie-backports"
+"""Where `make qemu11` takes QEMU 11.1 from (built for Debian 13)."""
+
+
+@pytest.fixture(scope="module")
+def qemu11() -> Path:
+    """QEMU 11.1 as `make qemu11` installs it: fetched when the mirror answers, else
+    the one already in the per-user cache; skipped, saying why, when neither."""
+    why = debfetch.mirror_reachable()
+    if why is None:
+        return debfetch.install_qemu(QEMU11_SUITE)
+    installed = Path(load_profile("qemu11").executable)
+    if not installed.exists():
+        pytest.skip(f"QEMU 11.1 is not in the per-user cache and cannot be fetched: {why}")
+    return installed
+
+
+@pytest.mark.qemu
+def test_qemu11_runs_on_this_system_and_says_its_version(qemu11: Path) -> None:
+    assert Path(load_profile("qemu11").executable).samefile(qemu11)
+    first = subprocess.run(
+        [str(qemu11), "--version"], check=True, capture_output=True, text=True
+    ).stdout.splitlines()[0]
+    assert re.fullmatch(r"QEMU emulator version 11\.1\.\d+ \(Debian 1:11\.1\.[^)]*\)", first)
+    version = qemu_version(str(qemu11))  # what `known:` ranges are compared against
+    assert version.startswith("11.1.")
+    assert parse_range(">=10.1,<12").contains(version)
+    assert not parse_range("<=10.0.2").contains(version)
+
+
+@pytest.mark.qemu
+def test_qemu11_boots_to_its_gdb_stub_with_its_own_libraries(qemu11: Path) -> None:
+    (pc, mmfr3), maps = _at_reset("qemu11", qemu11, ["$pc", "$ID_AA64MMFR3_EL1"])
+    assert pc == 0  # halted at reset
+    assert (mmfr3 >> 8) & 0xF >= 1  # ID_AA64MMFR3_EL1.S1PIE: -cpu max has it from 10.2
+    root = os.path.realpath(qemu11.parent)
+    libc = {line.split()[-1] for line in maps.splitlines() if "/libc.so" in line}
+    assert libc == {f"{root}/usr/lib/x86_64-linux-gnu/libc.so.6"}  # not the system's
+
+
+@pytest.mark.qemu
+def test_doctor_on_qemu11_reads_its_id_registers(qemu11: Path) -> None:
+    res = CliRunner().invoke(main, ["doctor", "--config", "qemu11"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "11.1." in res.output and "usable" in res.output
+    mmfr3 = next(ln for ln in res.output.splitlines() if "ID_AA64MMFR3_EL1" in ln)
+    assert int(mmfr3.split("0x")[1].split()[0], 16) >> 8 & 0xF >= 1  # S1PIE, as the stub says
+
+
+@pytest.mark.qemu
+def test_qemu_list_shows_qemu11_with_its_version(qemu11: Path) -> None:
+    res = CliRunner().invoke(main, ["qemu", "list"], env={"COLUMNS": "200"})
+    row = next(ln for ln in res.output.splitlines() if " qemu11 " in ln)
+    assert re.search(r"\b11\.1\.\d+\b", row) and "qemu-11.1/qemu-system-aarch64" in row
+
+
+@pytest.mark.network
+def test_installing_qemu11_again_is_a_no_op_that_leaves_the_system_alone(
+    mirror: Mirror, qemu11: Path
+) -> None:
+    entry = Path(os.path.realpath(qemu11.parent))
+    marker = entry / debfetch.MARKER
+    stamps = (marker.stat().st_mtime_ns, entry.stat().st_ino, qemu11.stat().st_mtime_ns)
+    before = _snapshot(SYSTEM_APT)
+    assert debfetch.install_qemu(QEMU11_SUITE) == qemu11
+    assert _snapshot(SYSTEM_APT) == before
+    assert (marker.stat().st_mtime_ns, entry.stat().st_ino, qemu11.stat().st_mtime_ns) == stamps
+    packages = debfetch.cached_versions(entry) or {}
+    assert "libc6" in packages and "qemu-system-arm" in packages  # the runtime closure
+    assert not any(not_needed(p) for p in packages)
 
 
 @pytest.mark.network
@@ -368,3 +406,22 @@ def test_a_binary_that_does_not_run_is_a_typed_error(tmp_path: Path) -> None:
     with pytest.raises(DebFetchError, match=r"failed \(exit 3\)") as err:
         debfetch.check_binary_runs(fake)
     assert "cannot run here" in err.value.stderr_tail
+
+
+def test_the_minor_link_names_the_newest_complete_tree(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    cache = debfetch.cache_root()
+    for name, complete in (
+        ("qemu-11.1.2", True),
+        ("qemu-11.1.10", True),  # newest: compared as numbers, not text
+        ("qemu-11.1.11", False),  # no marker: unpacking, or broken off
+        ("qemu-11.1.12.partial", True),
+        ("qemu-11.10.1", True),  # another minor release
+    ):
+        (cache / name).mkdir(parents=True)
+        if complete:
+            (cache / name / debfetch.MARKER).write_text('{"packages": {}}')
+    debfetch._link_newest("11.1")
+    assert os.readlink(cache / "qemu-11.1") == "qemu-11.1.10"

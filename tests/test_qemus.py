@@ -30,7 +30,7 @@ def test_profile_infos_report_each_binarys_version(qemu_profile: Profile, tmp_pa
 @pytest.mark.qemu
 def test_qemu_list_prints_every_shipped_profile(qemu_profile: Profile) -> None:
     res = CliRunner().invoke(main, ["qemu", "list"], env={"COLUMNS": "200"})
-    assert "tcg-max" in res.output and "qemu10" in res.output
+    assert "tcg-max" in res.output and "qemu10" in res.output and "qemu11" in res.output
     assert "7.2." in res.output
     assert res.exit_code in (0, 1)  # 1 only when a profile's binary is not installed
 
@@ -52,12 +52,14 @@ def test_qemu_fetch_names_the_profile_of_the_installed_binary(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    binary = tmp_path / "xcheck/qemu-10.0.2/usr/bin/qemu-system-aarch64"
+    entry = tmp_path / "xcheck/qemu-10.0.2"
+    binary = entry / "usr/bin/qemu-system-aarch64"
     binary.parent.mkdir(parents=True)
     binary.write_text("#!/bin/sh\necho 'QEMU emulator version 10.0.2 (Debian)'\n")
     binary.chmod(0o755)
+    (entry / "qemu-system-aarch64").symlink_to("usr/bin/qemu-system-aarch64")
     (tmp_path / "xcheck/qemu-10.0").symlink_to("qemu-10.0.2")
-    monkeypatch.setattr(qemus, "install_qemu", lambda suite: binary)
+    monkeypatch.setattr(qemus, "install_qemu", lambda suite: entry / "qemu-system-aarch64")
     out = io.StringIO()
     assert qemus.fetch_command("bookworm-backports", Console(file=out, width=200)) == 0
     text = out.getvalue()

@@ -290,8 +290,9 @@ def qemu() -> None:
     \b
     Examples:
       xcheck qemu fetch                          # QEMU 10.0 from bookworm-backports
+      xcheck qemu fetch --suite trixie-backports # QEMU 11.1, with its own libraries
       xcheck qemu list
-      xcheck run --config tcg-max --config qemu10 scenarios
+      xcheck run --config tcg-max --config qemu10 --config qemu11 scenarios
     """
 
 
@@ -300,12 +301,17 @@ def qemu() -> None:
               help="Debian suite to take qemu-system-arm from.")
 def qemu_fetch(suite: str) -> None:
     """Install Debian's qemu-system-arm from SUITE into the per-user cache,
-    beside the system QEMU (the system's apt state is not touched). Same as
-    `make qemu10`. Exit 1 when fetching or running it fails.
+    beside the system QEMU (the system's apt state is not touched). SUITE may
+    be any Debian suite with a QEMU (bookworm-backports, trixie,
+    trixie-backports, forky, sid): a QEMU built for a newer Debian than this
+    one is run with its own suite's libraries through their dynamic loader.
+    Same as `make qemu10` (bookworm-backports) and `make qemu11`
+    (trixie-backports). Exit 1 when fetching or running it fails.
 
     \b
-    Example:
+    Examples:
       xcheck qemu fetch --suite bookworm-backports
+      xcheck qemu fetch --suite sid
     """
     from xcheck.qemus import fetch_command
 

@@ -28,6 +28,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from xcheck.runtime_root import (
+    DEPENDS_OPTIONS,
+    RootError,
+    parse_depends,
+    runtime_closure,
+    write_wrapper,
+)
+
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 """Used only when no Debian mirror can be read from the system's apt sources."""
 
@@ -35,6 +43,8 @@ CACHE_PREFIX = "@cache/"
 MARKER = ".xcheck-complete"
 QEMU_PACKAGES = ("qemu-system-arm", "qemu-system-common", "qemu-system-data")
 QEMU_BINARY = "usr/bin/qemu-system-aarch64"
+QEMU_RUNNER = "qemu-system-aarch64"
+"""What runs QEMU, at the top of its cache entry: a link to QEMU_BINARY or a wrapper."""
 STDERR_TAIL_LINES = 12
 KERNEL_EXCLUDE = (  # modules and device trees: -kernel on the virt machine needs neither
     "./lib/modules/*/kernel",
@@ -124,6 +134,13 @@ def mirror_reachable(mirror: Mirror | None = None, timeout: float = 5.0) -> str 
         return f"Debian mirror {base} cannot be reached: {err}"
 
 
+def base_suites(suite: str) -> list[str]:
+    """The suites `suite` is built on: a backports suite needs its release
+    (trixie-backports -> trixie), whose libraries its packages depend on."""
+    base = suite.removesuffix("-backports")
+    return [base] if base != suite else []
+
+
 def cache_root() -> Path:
     """Per-user cache directory of xcheck."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
@@ -163,10 +180,15 @@ def _run(cmd: Sequence[str], *, cwd: Path | None = None, what: str) -> str:
 class AptState:
     """apt-get/apt-cache confined to `root`: own sources, lists, status and cache."""
 
-    def __init__(self, root: Path, sources_line: str, arch: str) -> None:
+    def __init__(
+        self, root: Path, sources_line: str, arch: str, default_release: str | None = None
+    ) -> None:
         self.root = root
         self.sources_line = sources_line
+        """One sources.list line per suite."""
         self.arch = arch
+        self.default_release = default_release
+        """The suite whose versions apt prefers (a backports suite over its base suite)."""
         for sub in ("lists/partial", "cache/archives/partial", "preferences.d"):
             (root / sub).mkdir(parents=True, exist_ok=True)
         (root / "sources.list").write_text(sources_line + "\n")
@@ -185,11 +207,16 @@ class AptState:
             "Dir::State::status": r / "status",
             "Dir::State::extended_states": r / "extended_states",
             "Dir::Cache": r / "cache",
+            # kept even where the system's apt.conf turns it off (Docker images do):
+            # without it every apt-cache call parses all package lists again (6 s, not 1)
+            "Dir::Cache::pkgcache": "pkgcache.bin",
             "APT::Architecture": self.arch,
             "APT::Architectures::": self.arch,
             "Acquire::Languages": "none",
             "Acquire::GzipIndexes": "true",
         }
+        if self.default_release:
+            opts["APT::Default-Release"] = self.default_release
         if os.geteuid() == 0:
             opts["APT::Sandbox::User"] = "root"  # files of ours that _apt cannot write
         return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
@@ -200,17 +227,36 @@ class AptState:
 
     def candidate(self, package: str) -> tuple[str, list[str]]:
         """(version, dependency names) of the version apt would fetch."""
-        out = _run(
-            ["apt-cache", *self.options(), "show", "--no-all-versions", package],
-            what=f"looking up {package}",
-        )
-        fields = dict(
-            line.split(": ", 1) for line in out.splitlines() if ": " in line and line[0] != " "
-        )
-        if "Version" not in fields:
+        fields = self._show([package]).get(package)
+        if fields is None:
             raise DebFetchError(f"package {package} not found in: {self.sources_line}")
-        deps = [d.split()[0] for d in fields.get("Depends", "").split(",") if d.strip()]
-        return fields["Version"], deps
+        deps = [d.split()[0] for d in fields.get("depends", "").split(",") if d.strip()]
+        return fields["version"], deps
+
+    def candidates(self, packages: Sequence[str]) -> dict[str, str]:
+        """Package -> the version apt would fetch, in one query."""
+        found = self._show(packages)
+        missing = [p for p in packages if p not in found]
+        if missing:
+            raise DebFetchError(f"not found in {self.sources_line}: {', '.join(missing)}")
+        return {p: found[p]["version"] for p in packages}
+
+    def _show(self, packages: Sequence[str]) -> dict[str, dict[str, str]]:
+        out = _run(
+            ["apt-cache", *self.options(), "show", "--no-all-versions", *packages],
+            what=f"looking up {', '.join(packages)}",
+        )
+        return {
+            st["package"]: st for st in _deb822_stanzas(out) if "package" in st and "version" in st
+        }
+
+    def depends(self, package: str) -> str:
+        """`apt-cache depends --recurse` of `package`, Depends and Pre-Depends only
+        (parsed by `xcheck.runtime_root.parse_depends`)."""
+        return _run(
+            ["apt-cache", *self.options(), "depends", *DEPENDS_OPTIONS, package],
+            what=f"listing the dependencies of {package}",
+        )
 
     def download(self, packages: Sequence[str], dest: Path) -> list[Path]:
         """apt-get download into `dest`; the .deb paths, in the order of `packages`."""
@@ -282,22 +328,31 @@ def _apt_for(suite: str, arch: str) -> Iterator[AptState]:
     """The cache's apt state for `suite` on the system mirror, updated, held exclusively."""
     name = f"{suite}-{arch}"
     with _locked(cache_root() / f".lock-apt-{name}"):
-        apt = AptState(cache_root() / "apt" / name, system_mirror().sources_line(suite), arch)
+        mirror = system_mirror()
+        lines = [mirror.sources_line(s) for s in (*base_suites(suite), suite)]
+        apt = AptState(cache_root() / "apt" / name, "\n".join(lines), arch, default_release=suite)
         apt.update()
         yield apt
 
 
 def _fill_entry(
-    entry: Path, apt: AptState, packages: dict[str, str], exclude: Sequence[str] = ()
+    entry: Path,
+    apt: AptState,
+    packages: dict[str, str],
+    exclude: Sequence[str] = (),
+    also: Callable[[Path], dict[str, str]] | None = None,
 ) -> None:
-    """Download and unpack into a scratch dir, write the marker, then move it into place."""
+    """Download and unpack into a scratch dir, write the marker, then move it into place.
+    `also` may add to the scratch tree; it returns the further packages it unpacked."""
     scratch = entry.with_name(entry.name + ".partial")
     shutil.rmtree(scratch, ignore_errors=True)
     shutil.rmtree(entry, ignore_errors=True)
     debs = apt.download(list(packages), scratch / ".debs")
     unpack(debs, scratch, exclude=exclude)
     shutil.rmtree(scratch / ".debs")
-    info = {"sources": apt.sources_line, "arch": apt.arch, "packages": packages}
+    extra = also(scratch) if also else {}
+    shutil.rmtree(scratch / ".debs", ignore_errors=True)
+    info = {"sources": apt.sources_line, "arch": apt.arch, "packages": {**packages, **extra}}
     (scratch / MARKER).write_text(json.dumps(info, indent=1) + "\n")
     scratch.rename(entry)
 
@@ -310,21 +365,66 @@ def _link(link: Path, target: str) -> None:
 
 
 def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path:
-    """Install Debian's QEMU from `suite` beside the system one; the aarch64 binary.
+    """Install Debian's QEMU from `suite` beside the system one; the command that runs it.
 
-    The tree goes to cache/qemu-<X.Y.Z>; cache/qemu-<X.Y> links to the newest such tree,
-    so a profile can name ``@cache/qemu-10.0/usr/bin/qemu-system-aarch64``.
+    The tree goes to cache/qemu-<X.Y.Z>; cache/qemu-<X.Y> links to the newest such tree
+    (whichever suite it came from), and a profile names
+    ``@cache/qemu-<X.Y>/qemu-system-aarch64``: a link to the unpacked binary when that
+    runs with the system's libraries, else a wrapper that runs it with those of its own
+    suite (`xcheck.runtime_root`). Suites sharing an upstream version share the tree.
     """
     with _apt_for(suite, arch) as apt:
-        versions = {p: apt.candidate(p)[0] for p in QEMU_PACKAGES}
+        versions = apt.candidates(QEMU_PACKAGES)
         upstream = upstream_version(versions["qemu-system-arm"])
         entry = cache_root() / f"qemu-{upstream}"
-        if cached_versions(entry) != versions:
-            _fill_entry(entry, apt, versions)
-        binary = entry / QEMU_BINARY
-        check_binary_runs(binary)
-        _link(cache_root() / f"qemu-{'.'.join(upstream.split('.')[:2])}", entry.name)
-    return binary
+        with _locked(cache_root() / f".lock-{entry.name}"):  # other suites may fill it too
+            cached = cached_versions(entry) or {}
+            if any(cached.get(p) != v for p, v in versions.items()):
+                _fill_qemu_entry(entry, apt, suite, versions)
+            runner = entry / QEMU_RUNNER
+            if not runner.exists():  # an entry unpacked before runners existed
+                _link(runner, QEMU_BINARY)
+            check_binary_runs(runner)
+            _link_newest(".".join(upstream.split(".")[:2]))
+    return runner
+
+
+def _link_newest(minor: str) -> None:
+    """Point cache/qemu-<minor> at the newest complete cache/qemu-<minor>.<patch>."""
+    entries = [
+        e
+        for e in cache_root().glob(f"qemu-{minor}.*")
+        if re.fullmatch(rf"qemu-{re.escape(minor)}\.\d+", e.name)
+        and cached_versions(e) is not None
+    ]
+    newest = max(entries, key=lambda e: int(e.name.rsplit(".", 1)[1]))
+    _link(cache_root() / f"qemu-{minor}", newest.name)
+
+
+def _fill_qemu_entry(entry: Path, apt: AptState, suite: str, versions: dict[str, str]) -> None:
+    """Unpack QEMU's packages; when the binary does not run here, add its runtime closure
+    and a wrapper; the marker records every package unpacked."""
+
+    def add_closure(scratch: Path) -> dict[str, str]:
+        try:
+            check_binary_runs(scratch / QEMU_BINARY)
+        except DebFetchError:
+            graph = parse_depends(apt.depends(QEMU_PACKAGES[0]))
+            extra = apt.candidates(runtime_closure(graph, list(versions)))
+            unpack(apt.download(list(extra), scratch / ".debs"), scratch)
+            about = (
+                f"qemu-system-arm {versions[QEMU_PACKAGES[0]]} from Debian {suite},\n"
+                "run with that suite's libraries through its dynamic loader (xcheck.debfetch)"
+            )
+            try:
+                write_wrapper(scratch, QEMU_RUNNER, QEMU_BINARY, about)
+            except RootError as err:
+                raise DebFetchError(f"cannot run {QEMU_BINARY} from its own root: {err}") from err
+            return extra
+        _link(scratch / QEMU_RUNNER, QEMU_BINARY)
+        return {}
+
+    _fill_entry(entry, apt, versions, also=add_closure)
 
 
 def check_binary_runs(binary: Path) -> None:
@@ -397,8 +497,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         "system state. Example: python -m xcheck.debfetch kernel --suite trixie-backports",
     )
     sub = ap.add_subparsers(dest="what", required=True)
-    q = sub.add_parser("qemu", help="install Debian's backported QEMU beside the system one")
-    q.add_argument("--suite", default="bookworm-backports")
+    q = sub.add_parser("qemu", help="install Debian's QEMU of a suite beside the system one")
+    q.add_argument(
+        "--suite",
+        default="bookworm-backports",
+        help="any Debian suite with a QEMU, e.g. trixie-backports or sid (default: %(default)s)",
+    )
     k = sub.add_parser("kernel", help="fetch a Debian arm64 kernel, print its vmlinuz path")
     k.add_argument("package", nargs="?", help="default: the suite's current arm64 kernel")
     k.add_argument("--suite", default="bookworm")

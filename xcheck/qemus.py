@@ -12,7 +12,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from xcheck.debfetch import DebFetchError, cache_root, install_qemu
+from xcheck.debfetch import (
+    CACHE_PREFIX,
+    QEMU_BINARY,
+    QEMU_RUNNER,
+    DebFetchError,
+    cache_root,
+    install_qemu,
+)
 from xcheck.target.errors import ProfileError, QemuLaunchError
 from xcheck.target.profile import CONFIG_DIR, load_profile
 from xcheck.target.qemu import qemu_version
@@ -48,8 +55,13 @@ def profile_infos(config_dir: Path = CONFIG_DIR) -> list[ProfileInfo]:
 
 
 def cached_qemus() -> list[Path]:
-    """qemu-system-aarch64 binaries installed in the per-user cache."""
-    return sorted(cache_root().glob("qemu-*.*.*/usr/bin/qemu-system-aarch64"))
+    """What runs each QEMU installed in the per-user cache (see `install_qemu`; the
+    binary itself for a tree unpacked before runners existed)."""
+    found = []
+    for binary in sorted(cache_root().glob(f"qemu-*.*.*/{QEMU_BINARY}")):
+        runner = binary.parents[2] / QEMU_RUNNER
+        found.append(runner if runner.exists() else binary)
+    return found
 
 
 def list_command(console: Console) -> int:
@@ -104,6 +116,6 @@ def fetch_command(suite: str, console: Console) -> int:
         short = ".".join(version.split(".")[:2])
         console.print(
             "no profile names it yet; a profile in qemu_configs/ would say:\n"
-            f'  binary: "@cache/qemu-{short}/usr/bin/qemu-system-aarch64"'
+            f'  binary: "{CACHE_PREFIX}qemu-{short}/{QEMU_RUNNER}"'
         )
     return 0
