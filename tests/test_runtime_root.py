@@ -184,6 +184,9 @@ def test_the_wrapper_runs_the_binary_through_the_roots_loader_and_libraries(
         check=True,
     )
     assert out.stdout == "a b||$HOME|"  # arguments pass through unchanged
+    env = subprocess.run([str(via_link)], capture_output=True, text=True, check=True).stdout
+    # QEMU's loadable modules are looked for in the root, not the system's QEMU's
+    assert f"QEMU_MODULE_DIR={root.resolve()}/usr/lib/x86_64-linux-gnu/qemu" in env
     write_wrapper(root, "cat", "usr/bin/cat", "cat from a test root")
     maps = subprocess.run(
         [str(tmp_path / "latest" / "cat"), "/proc/self/maps"],

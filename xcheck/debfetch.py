@@ -32,6 +32,7 @@ from xcheck.runtime_root import (
     DEPENDS_OPTIONS,
     RootError,
     parse_depends,
+    refresh_wrapper,
     runtime_closure,
     write_wrapper,
 )
@@ -384,6 +385,8 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
             runner = entry / QEMU_RUNNER
             if not runner.exists():  # an entry unpacked before runners existed
                 _link(runner, QEMU_BINARY)
+            elif not runner.is_symlink():  # a wrapper written by an older xcheck
+                refresh_wrapper(entry, QEMU_RUNNER, QEMU_BINARY)
             check_binary_runs(runner)
             _link_newest(".".join(upstream.split(".")[:2]))
     return runner

@@ -179,12 +179,17 @@ def library_dirs(root: Path) -> list[Path]:
 def wrapper_script(root: Path, binary: str, about: str) -> str:
     """A shell script, kept at the top of `root`, that runs ``root/binary`` through the
     root's loader with the root's library directories (found from the script's own path,
-    so the root may be renamed or reached through a symlink)."""
-    libs = ":".join(f"$root/{_plain(d)}" for d in library_dirs(root))
+    so the root may be renamed or reached through a symlink). QEMU looks for its loadable
+    modules in the root first (QEMU_MODULE_DIR): the system's, of another QEMU build, are
+    refused ("Only modules from the same build can be loaded")."""
+    dirs = library_dirs(root)
+    libs = ":".join(f"$root/{_plain(d)}" for d in dirs)
+    modules = f"export QEMU_MODULE_DIR=\"$root/{_plain(dirs[0])}/qemu\"\n"
     return (
         "#!/bin/sh\n"
         + "".join(f"# {line}\n" for line in about.splitlines())
         + 'root=$(dirname "$(readlink -f "$0")")\n'
+        + modules
         + f'exec "$root/{_plain(loader(root))}" --library-path "{libs}" '
         + f'"$root/{_plain(binary)}" "$@"\n'
     )
@@ -203,3 +208,12 @@ def write_wrapper(root: Path, name: str, binary: str, about: str) -> Path:
     path.write_text(wrapper_script(root, binary, about))
     path.chmod(0o755)
     return path
+
+
+def refresh_wrapper(root: Path, name: str, binary: str) -> None:
+    """Rewrite the wrapper ``root/name`` as this xcheck writes it, keeping its comment."""
+    path = root / name
+    text = path.read_text()
+    about = "\n".join(line[2:] for line in text.splitlines()[1:] if line.startswith("# "))
+    if text != wrapper_script(root, binary, about):
+        write_wrapper(root, name, binary, about)

@@ -28,7 +28,10 @@ from xcheck.target.process import spawn, stop
 Record = dict[str, Any]
 
 REGISTER_ALIASES = {"SCTLR_EL1": "SCTLR"}
-"""Names gdb gives some system registers (QEMU's stub calls SCTLR_EL1 SCTLR)."""
+"""Other names QEMU's stub gives some system registers (up to 10.0 it calls
+SCTLR_EL1 SCTLR). An ``*_EL12`` name the stub lacks (11.x describes none)
+reads its ``*_EL1`` register: the stub reads registers, not instructions,
+so nothing is redirected by HCR_EL2.E2H."""
 
 MAX_WRITE = 1 << 16
 """Bytes per -data-write-memory-bytes (gdb splits further into stub packets)."""
@@ -233,7 +236,9 @@ class Gdb:
 
     def _number(self, name: str) -> int:
         numbers = self.register_numbers()
-        num = numbers.get(name, numbers.get(REGISTER_ALIASES.get(name, ""), -1))
+        el1 = name.removesuffix("_EL12") + "_EL1" if name.endswith("_EL12") else name
+        num = next((numbers[n] for n in (name, REGISTER_ALIASES.get(name, ""), el1,
+                                          REGISTER_ALIASES.get(el1, "")) if n in numbers), -1)
         if num < 0:
             raise GdbError(f"gdb has no register ${name} (QEMU's stub does not describe it)")
         return num
