@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
 from xcheck.check import compare, target_failed
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
 from xcheck.model import run_model
 from xcheck.outcome import Kind
-from xcheck.scenario.loader import parse_scenario
+from xcheck.scenario.loader import ScenarioError, parse_scenario
 from xcheck.target.errors import TargetError
 
 ABOVE_MAX = """
@@ -110,3 +112,33 @@ def test_known_entries_for_kvm_apply_to_the_kvm_target_only() -> None:
     assert kvm_bug.applies(w, "10.0.2/kvm-7.3.4")
     assert not kvm_bug.applies(w, "10.0.2/kvm-7.4.0")
     assert not kvm_bug.applies(w, "10.0.2") and not kvm_bug.applies(w, "7.2.22")
+
+
+LACKS = """
+name: lacks
+about: a QEMU bug that shows only on CPUs without FEAT_HPDS
+probes:
+  - {op: S1E1R, va: 0x4000_1000, el: 2}
+known:
+  - {op: S1E1R, lacks: [HPDS], why: "TCR.HPD honoured without FEAT_HPDS"}
+"""
+
+
+def test_a_known_entry_with_lacks_applies_only_on_cpus_without_the_feature() -> None:
+    s = parse_scenario(LACKS, Path("l.yaml"))
+    setup = s.build()
+    (probe,) = setup.probes
+    (model,) = run_model(setup, Features.everything(), 128 << 20)
+    wrong = model.par ^ (1 << 12)  # another PA: a mismatch
+    without = compare(s, probe, wrong, model, target="qemu", version="7.2.22",
+                      features=Features(hpds=0))
+    assert without.kind is Kind.KNOWN and "HPD" in without.detail
+    with_it = compare(s, probe, wrong, model, target="qemu", version="7.2.22",
+                      features=Features(hpds=1))
+    assert with_it.kind is Kind.MISMATCH
+
+
+def test_lacks_names_known_features(tmp_path: Path) -> None:
+    bad = LACKS.replace("[HPDS]", "[HPDX]")
+    with pytest.raises(ScenarioError, match=r"l.yaml:7: known\[0\].lacks\[0\]: unknown feature"):
+        parse_scenario(bad, Path("l.yaml"))

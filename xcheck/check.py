@@ -88,6 +88,7 @@ def compare(
     target: str,
     version: str,
     unjudged: str = "",
+    features: Features | None = None,
 ) -> Outcome:
     """One probe's outcome from the target's result and the model's.
     ``unjudged`` names the lacking features the probe's pinned expectation
@@ -99,7 +100,7 @@ def compare(
                         detail=f"both: {model.kind} ({got.describe()})")
         else:
             want = describe_par(model.par) if model.kind == "par" else model.kind
-            out = _known(scenario, probe, version, _base(
+            out = _known(scenario, probe, version, features, _base(
                 scenario, probe, target, version,
                 kind=Kind.MISMATCH,
                 par_model=model.par if model.kind == "par" else None,
@@ -107,7 +108,7 @@ def compare(
                 trace=model.render(),
             ))
     elif model.kind != "par":
-        out = _known(scenario, probe, version, _base(
+        out = _known(scenario, probe, version, features, _base(
             scenario, probe, target, version,
             kind=Kind.MISMATCH,
             par_target=got,
@@ -128,7 +129,7 @@ def compare(
             out = replace(out, par_model=alt.par, mask=alt.mask, fields=(),
                           detail=f"matches the other IMPLEMENTATION DEFINED choice: {why}"[:400])
         elif deltas:
-            out = _known(scenario, probe, version,
+            out = _known(scenario, probe, version, features,
                          replace(out, kind=Kind.MISMATCH, trace=model.render()))
     if unjudged:
         note = f"expectation not judged: it depends on {unjudged}, which this CPU lacks"
@@ -140,10 +141,11 @@ def compare(
     return out
 
 
-def _known(scenario: Scenario, probe: Probe, version: str, out: Outcome) -> Outcome:
+def _known(scenario: Scenario, probe: Probe, version: str, features: Features | None,
+           out: Outcome) -> Outcome:
     """A mismatch that a `known` entry records for this QEMU version is KNOWN
     (with the entry's reason; the mismatch detail stays in the trace)."""
-    known = [k for k in scenario.known if k.applies(probe, version)]
+    known = [k for k in scenario.known if k.applies(probe, version, features)]
     if not known:
         return out
     return replace(out, kind=Kind.KNOWN, detail=f"{known[0].why} ({out.detail})" if out.detail
@@ -204,7 +206,8 @@ def check_scenario(
                                     kind=Kind.SKIPPED, detail=why))
         else:
             outcomes.append(compare(scenario, p, next(ran), m, target=target_name,
-                                    version=target.version, unjudged=depends))
+                                    version=target.version, unjudged=depends,
+                                    features=features))
     if traces:
         outcomes = [
             o if o.trace else replace(o, trace=m.render())
@@ -247,16 +250,19 @@ def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
 
 
 def target_failed(
-    scenario: Scenario, err: TargetError, *, target: str, version: str
+    scenario: Scenario, err: TargetError, *, target: str, version: str,
+    features: Features | None = None,
 ) -> list[Outcome]:
     """Every probe of a scenario whose run the target could not finish: a
     target error, or KNOWN where a `known` entry records that QEMU fails
-    there (a QEMU abort is a QEMU bug like any other)."""
+    there (a QEMU abort is a QEMU bug like any other). ``features``: the
+    CPU's, for entries that apply only where a feature is lacking."""
     detail = str(err)
     out = []
     for p in scenario.probes:
         o = replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
-        k = _known(scenario, p, version, replace(o, detail=f"target error: {detail}"))
+        k = _known(scenario, p, version, features,
+                   replace(o, detail=f"target error: {detail}"))
         out.append(k if k.kind is Kind.KNOWN else o)
     return out
 

@@ -85,6 +85,7 @@ class ScenarioFile(pytest.File):
 
 
 def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
+    from xcheck.arch.features import Features
     from xcheck.check import check_scenario, target_failed
     from xcheck.target.errors import QemuLaunchError, TargetError
     from xcheck.target.factory import make_target
@@ -113,7 +114,8 @@ def _run(config: pytest.Config, scenario: Any) -> list[Outcome]:
     except TargetError as err:
         target.close()
         del targets[profile]
-        return target_failed(scenario, err, target=profile.kind, version=target.version)
+        return target_failed(scenario, err, target=profile.kind, version=target.version,
+                             features=Features.from_id_regs(target.id_regs))
 
 
 class ProbeFailed(Exception):

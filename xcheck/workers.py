@@ -17,6 +17,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from xcheck.arch.features import Features
 from xcheck.check import check_scenario, target_failed
 from xcheck.outcome import Kind, Outcome
 from xcheck.scenario.loader import Scenario
@@ -58,7 +59,8 @@ def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> It
             try:
                 yield check_scenario(target, s, mode=mode, target_name=wanted.kind)
             except TargetError as err:
-                failed = target_failed(s, err, target=wanted.kind, version=target.version)
+                failed = target_failed(s, err, target=wanted.kind, version=target.version,
+                                       features=Features.from_id_regs(target.id_regs))
                 target.close()
                 target = None
                 yield _retry_unexplained(s, failed, wanted, mode)

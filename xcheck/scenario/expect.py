@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par, describe_par
 from xcheck.machine import AtOp, Probe
 from xcheck.scenario.versions import VersionRange, split_target_version
@@ -160,9 +161,14 @@ class KnownDivergence:
     why: str
     link: str = ""
     kvm: VersionRange | None = None
+    lacks: tuple[str, ...] = ()
+    """Features the CPU must lack for the entry to apply (the bug shows only
+    on such CPUs, e.g. a RES0 control honoured without its feature)."""
 
-    def applies(self, probe: Probe, version: str) -> bool:
+    def applies(self, probe: Probe, version: str, features: Features | None = None) -> bool:
         qemu, kernel = split_target_version(version)
         if self.kvm is not None and (kernel is None or not self.kvm.contains(kernel)):
+            return False
+        if self.lacks and (features is None or any(features.has(n) for n in self.lacks)):
             return False
         return self.select.matches(probe) and self.qemu.contains(qemu)

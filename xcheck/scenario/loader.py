@@ -73,7 +73,7 @@ PSTATE_KEYS = ("EL", "PAN")
 SELECT_KEYS = ("op", "va", "el", "pan")
 PROBE_KEYS = (*SELECT_KEYS, "label")
 EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
-KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "why", "link")
+KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
            "contiguous", "pxn", "uxn", "xn", "dbm", "table")
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
@@ -224,17 +224,19 @@ class _Parser:
         return as_list(top[key], key, top.at(key))
 
     def requires(self, top: YMap) -> tuple[str, ...]:
-        if "requires" not in top:
-            return ()
-        line = top.at("requires")
-        raw = top["requires"]
+        return self.feature_list(top, "requires", "requires") if "requires" in top else ()
+
+    def feature_list(self, m: YMap, key: str, field: str) -> tuple[str, ...]:
+        """A feature name or a list of them (xcheck.requires.FEATURE_NAMES)."""
+        line = m.at(key)
+        raw = m[key]
         items = raw if isinstance(raw, list) else [raw]
         out = []
         for i, item in enumerate(items):
             at = raw.at(i) if isinstance(raw, YList) else line
-            feat = as_str(item, f"requires[{i}]", at).strip()
+            feat = as_str(item, f"{field}[{i}]", at).strip()
             if feat not in FEATURE_NAMES:
-                raise Located(at, f"requires[{i}]", f"unknown feature {feat!r}; expected one "
+                raise Located(at, f"{field}[{i}]", f"unknown feature {feat!r}; expected one "
                               f"of {', '.join(FEATURE_NAMES)}")
             out.append(feat)
         return tuple(out)
@@ -583,7 +585,9 @@ class _Parser:
                 raise Located(m.at("kvm"), f"{field}.kvm", str(err)) from None
         why = as_str(m["why"], f"{field}.why", m.at("why")).strip()
         link = as_str(m["link"], f"{field}.link", m.at("link")).strip() if "link" in m else ""
-        return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link, kvm=kvm)
+        lacks = self.feature_list(m, "lacks", f"{field}.lacks") if "lacks" in m else ()
+        return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link, kvm=kvm,
+                               lacks=lacks)
 
 
 def _parse_fault(value: Any, field: str, line: int) -> Any:

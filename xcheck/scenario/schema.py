@@ -129,6 +129,9 @@ def json_schema() -> Schema:
                                   "\"<10.1\", \">=7.2,<8.1\", \"*\""},
                   "kvm": {"type": "string", "description": "a guest kernel version range: "
                           "the entry records a bug of KVM's AT emulation (nested-KVM target)"},
+                  "lacks": {"type": "array", "items": {"enum": list(FEATURE_NAMES)},
+                            "description": "the entry applies only on CPUs without these "
+                            "features"},
                   "why": {"type": "string"}, "link": {"type": "string"}}, ("why",),
                  about="a recorded QEMU divergence: reported as known, not failed")
     memory = _obj({"addr": _ref("address"),

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 
+from xcheck.arch.features import Features
 from xcheck.machine import (
     HARNESS_DATA_PA,
     HARNESS_PA,
@@ -263,7 +264,7 @@ class KvmTarget:
         if mode != "batch":
             raise ValueError(f"mode must be batch or step, not {mode!r}")
         regs = setup.sysregs
-        regime = harness.el2_regime(regs)
+        regime = harness.el2_regime(regs, Features.from_id_regs(self.id_regs))
         base = setup.code_va.get(regime, HARNESS_PA)
         if base != HARNESS_PA:
             raise Unsupported(
@@ -286,7 +287,8 @@ class KvmTarget:
         self, setup: MachineSetup, probes: Sequence[Probe], flavour: str
     ) -> list[ProbeResult]:
         program = harness.assemble(
-            setup, probes, el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA
+            setup, probes, el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA,
+            features=Features.from_id_regs(self.id_regs),
         )
         memory = [
             *chunks(setup.memory),
