@@ -21,7 +21,7 @@ BENCHES: list[tuple[str, str]] = [
 
 TARGETS = {
     "walks_per_s": ">= 50000",
-    "step_probes_per_s": ">= 200",
+    "step_probes_per_s": ">= 0.9 x bare_gdb_step_loop_per_s",
     "batch_probes_per_s": ">= 5000 end to end",
     "target_batch_probes_per_s": ">= 10000",
     "boot_to_first_probe_s": "<= 0.5",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import time
 
-from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import HARNESS_PA, RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.target import isa
 from xcheck.target.guest import QemuTarget
 from xcheck.target.profile import load_profile
 
@@ -16,6 +17,22 @@ def _setup(n: int) -> MachineSetup:
     )
     probes = tuple(p if p.el == 2 or p.op.min_el == 1 else Probe(p.op, p.va, 2) for p in probes)
     return MachineSetup(sysreg_defaults(), {}, probes)
+
+
+def bare_step_loop(target: QemuTarget, n: int) -> float:
+    """The floor for step mode: per probe the least a gdb driver can do (one
+    MI command setting x0 and the PC on an AT instruction, one single step,
+    one register read of PAR_EL1), with nothing of xcheck's around it."""
+    g = target.gdb
+    at = HARNESS_PA + 0x8000
+    g.write_memory(at, isa.at(AtOp.S1E1R, 0).to_bytes(4, "little"))
+    par = g.register_numbers()["PAR_EL1"]
+    t = time.perf_counter()
+    for k in range(n):
+        g.command(f"-data-evaluate-expression \"$x0=0x{RAM_BASE + 0x1000 * k:x},$pc=0x{at:x}\"")
+        g.resume("-exec-step-instruction", 5)
+        g.command(f"-data-list-register-values x {par}")
+    return n / (time.perf_counter() - t)
 
 
 def bench_target() -> dict[str, float]:
@@ -30,6 +47,8 @@ def bench_target() -> dict[str, float]:
         t = time.perf_counter()
         target.run(step, "step")
         step_rate = len(step.probes) / (time.perf_counter() - t)
+        bare = bare_step_loop(target, 200)
+        target.restart()
         batch = _setup(4000)
         t = time.perf_counter()
         for _ in range(3):
@@ -40,5 +59,6 @@ def bench_target() -> dict[str, float]:
     return {
         "boot_to_first_probe_s": boot,
         "step_probes_per_s": step_rate,
+        "bare_gdb_step_loop_per_s": bare,
         "target_batch_probes_per_s": batch_rate,
     }

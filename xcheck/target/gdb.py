@@ -15,7 +15,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +257,11 @@ class Gdb:
             return int(value, 0) & ((1 << 64) - 1)
         except ValueError:
             raise GdbError(f"gdb reads register ${name} as {value!r}, not a number") from None
+
+    def write_regs(self, values: Mapping[str, int]) -> None:
+        """Write several registers with one MI command (a comma expression)."""
+        expr = ",".join(f"${n}=0x{v & ((1 << 64) - 1):x}" for n, v in values.items())
+        self.command(f'-data-evaluate-expression "{expr}"')
 
     def write_reg(self, name: str, value: int) -> None:
         """Write a register through gdb (assignment works for every type QEMU

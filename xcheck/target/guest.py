@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
+from typing import Any
 
 from xcheck.arch.features import Features
 from xcheck.machine import (
@@ -219,8 +220,9 @@ class QemuTarget:
                 looping = seen
         finally:
             g.command(f"-break-delete {number}")
-        frame = (stop.get("payload") or {}).get("frame") or {}
-        pc = int(frame.get("addr", "0x0"), 16) if frame.get("addr") else g.read_reg("pc")
+        pc = _stop_pc(stop)
+        if pc is None:
+            pc = g.read_reg("pc")
         if pc != addr:
             reason = (stop.get("payload") or {}).get("reason", "unknown")
             raise TargetError(
@@ -308,11 +310,9 @@ class QemuTarget:
             self._continue_to(base + group.landing, timeout)
             for i in group.indices:
                 stub = base + program.stubs[probes[i].op]
-                g.write_reg("x21", i)
-                g.write_reg("x0", probes[i].va)
-                g.write_reg("pc", stub)
-                g.resume("-exec-step-instruction", timeout)
-                if g.read_reg("pc") == stub + 4:
+                g.write_regs({"x21": i, "x0": probes[i].va, "pc": stub})
+                stop = g.resume("-exec-step-instruction", timeout)
+                if _stop_pc(stop) == stub + 4:
                     results[i] = g.read_reg("PAR_EL1")
                 else:
                     self._continue_to(stub + 4, timeout)
@@ -327,3 +327,10 @@ class QemuTarget:
             g.write_reg("pc", base + group.epilogue)
         self._continue_to(program.el2_base + program.end, timeout)
         return results
+
+
+def _stop_pc(stop: Mapping[str, Any]) -> int | None:
+    """The PC of a ``*stopped`` record (its frame's address), if it has one."""
+    frame = (stop.get("payload") or {}).get("frame") or {}
+    addr = frame.get("addr")
+    return int(addr, 16) if addr else None
