@@ -206,3 +206,19 @@ def test_doctor_exit_codes(qemu_profile: Profile) -> None:
         check=False,
     )
     assert bad.returncode == 125 and "not found" in bad.stdout
+
+
+def test_guest_ram_is_shared_and_leaves_no_file(qemu_profile: Profile) -> None:
+    """The target maps QEMU's RAM (memory-backend-file, share=on): what the
+    stub writes the mapping reads and the reverse; the file is unlinked once
+    QEMU has it mapped, so nothing is left behind even if xcheck is killed."""
+    with QemuTarget(qemu_profile) as t:
+        assert t._stub is not None
+        ram = t._stub.ram
+        t.gdb.write_memory(ARENA_PA, b"\x5a" * 16)
+        assert ram.read(ARENA_PA, 16) == b"\x5a" * 16
+        ram.write(ARENA_PA + 16, b"\xa5" * 8)
+        assert t.gdb.read_memory(ARENA_PA + 16, 8) == b"\xa5" * 8
+        assert not ram.path.exists()
+        with pytest.raises(TargetError, match="outside the guest's RAM"):
+            ram.read(RAM_BASE - 8, 16)

@@ -18,8 +18,10 @@ from typing import Any
 
 from xcheck.arch.features import Features
 from xcheck.machine import (
+    HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
     HARNESS_PA,
+    RAM_BASE,
     MachineSetup,
     Probe,
     ProbeResult,
@@ -86,7 +88,7 @@ class QemuTarget:
     def start(self) -> None:
         """Launch QEMU and gdb, connect, switch the stub to physical memory,
         read the ID registers. Raises QemuLaunchError when unusable."""
-        self._stub = AttachedQemu(self.profile)
+        self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
         self._stub.start()
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
         self.phys_mode = True
@@ -187,12 +189,22 @@ class QemuTarget:
                 self.restart()
 
     def _load(self, setup: MachineSetup, program: harness.Program) -> None:
-        g = self.gdb
+        """Write what changed since the last setup: the harness's code through
+        the stub (so that QEMU drops what it translated there), everything
+        else straight into the shared RAM."""
+        assert self._stub is not None
+        ram = self._stub.ram
         image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
-        g.write_blocks([*self._shadow.update(image), (HARNESS_DATA_PA, program.initial_data())])
+        code = []
+        for addr, data in self._shadow.update(image):
+            if HARNESS_PA <= addr < HARNESS_PA + HARNESS_CODE_SIZE:
+                code.append((addr, data))
+            else:
+                ram.write(addr, data)
+        ram.write(HARNESS_DATA_PA, program.initial_data())
+        self.gdb.write_blocks(code)
         if _updates_descriptors(setup.sysregs):
             self._shadow.distrust()
-
     def _continue_to(self, addr: int, timeout: float) -> int:
         """Continue until the PC reaches ``addr``; the PC where it stopped.
         The guest is looked at every STALL_SLICE seconds: a harness caught in
@@ -284,7 +296,7 @@ class QemuTarget:
                 results = []
         except GdbTimeout as err:
             raise TargetError(f"{err}: the program did not finish ({self._state()})") from None
-        data = g.read_memory(HARNESS_DATA_PA, program.data_size)
+        data = self._stub.ram.read(HARNESS_DATA_PA, program.data_size)
         batch, setup_exc = harness.decode_results(program, data)
         if setup_exc is not None:
             raise TargetError(

@@ -34,6 +34,7 @@ X25-X27 handler scratch, X28 exception count, X29 where to give up.
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -423,21 +424,16 @@ def decode_results(
 ) -> tuple[list[int | TargetException], TargetException | None]:
     """PARs or exceptions per probe, and an exception of the setup code."""
     n = program.nprobes
-    out: list[int | TargetException] = []
-    records = program.records_offset
+    pars = struct.unpack_from(f"<{n}Q", data, 0)
+    records = list(struct.iter_unpack("<4Q", data[program.records_offset :][: RECORD * (n + 1)]))
 
     def record(i: int) -> TargetException | None:
-        flags, esr, elr, far = (
-            int.from_bytes(
-                data[records + RECORD * i + 8 * k : records + RECORD * i + 8 * k + 8], "little"
-            )
-            for k in range(4)
-        )
+        flags, esr, elr, far = records[i]
         return (
             TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF) if flags & 1 else None
         )
 
-    for i in range(n):
-        exc = record(i)
-        out.append(exc if exc is not None else int.from_bytes(data[8 * i : 8 * i + 8], "little"))
+    out: list[int | TargetException] = [
+        pars[i] if (exc := record(i)) is None else exc for i in range(n)
+    ]
     return out, record(n)

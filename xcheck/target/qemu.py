@@ -7,13 +7,16 @@ never clash on ports; its stderr is kept in a file for reports.
 
 from __future__ import annotations
 
+import mmap
+import os
 import shutil
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
-from xcheck.target.errors import QemuLaunchError
+from xcheck.target.errors import QemuLaunchError, TargetError
 from xcheck.target.process import spawn, stop
 from xcheck.target.profile import Profile
 
@@ -91,19 +94,74 @@ def qemu_version(binary: str, timeout: float = 10.0) -> str:
     return words[words.index("version") + 1].rstrip(",")
 
 
-class QemuProcess:
-    """One running QEMU, halted at reset, its GDB stub on a unix socket."""
+SHARED_RAM_ID = "xcheck-ram"
 
-    def __init__(self, profile: Profile, serial: str = "none") -> None:
+
+class SharedRam:
+    """The guest's RAM as a file QEMU maps shared (-object memory-backend-file,
+    share=on) and xcheck maps too: bulk data moves by memory copy instead of
+    through the GDB stub (about a microsecond a byte there). What QEMU may
+    have translated into code must still be written through the stub, which
+    invalidates QEMU's translations; data written here is seen by the guest's
+    next load (page-table walks included, after its TLB maintenance)."""
+
+    def __init__(self, base: int, size: int) -> None:
+        self.base = base
+        self.size = size
+        shm = Path("/dev/shm")
+        where = str(shm) if shm.is_dir() and os.access(shm, os.W_OK) else None
+        fd, name = tempfile.mkstemp(prefix="xcheck-ram-", dir=where)
+        self.path = Path(name)
+        os.ftruncate(fd, size)
+        self._map: mmap.mmap | None = mmap.mmap(fd, size)
+        os.close(fd)
+
+    def qemu_args(self) -> list[str]:
+        return ["-object",
+                f"memory-backend-file,id={SHARED_RAM_ID},size={self.size},"
+                f"mem-path={self.path},share=on"]
+
+    def _span(self, addr: int, n: int) -> slice:
+        off = addr - self.base
+        if off < 0 or off + n > self.size or self._map is None:
+            raise TargetError(f"0x{addr:x}+{n} is outside the guest's RAM")
+        return slice(off, off + n)
+
+    def read(self, addr: int, n: int) -> bytes:
+        assert self._map is not None
+        return self._map[self._span(addr, n)]
+
+    def write(self, addr: int, data: bytes) -> None:
+        assert self._map is not None
+        self._map[self._span(addr, len(data))] = data
+
+    def close(self) -> None:
+        if self._map is not None:
+            self._map.close()
+            self._map = None
+        self.path.unlink(missing_ok=True)
+
+
+class QemuProcess:
+    """One running QEMU, halted at reset, its GDB stub on a unix socket;
+    with ``shared_ram``, its RAM also mapped into xcheck (:class:`SharedRam`)."""
+
+    def __init__(self, profile: Profile, serial: str = "none", *, shared_ram: bool = False,
+                 ram_base: int = 0) -> None:
         self.profile = profile
         self.serial = serial
         self._dir = Path(tempfile.mkdtemp(prefix="xcheck-"))
         self.socket = self._dir / "gdb.sock"
         self._stderr_path = self._dir / "qemu.stderr"
         self._proc: subprocess.Popen[bytes] | None = None
+        self.ram = SharedRam(ram_base, profile.ram_size()) if shared_ram else None
 
     def start(self) -> None:
-        argv = qemu_argv(self.profile, self.socket, self.serial)
+        prof = self.profile
+        if self.ram is not None:
+            prof = replace(prof, machine=f"{prof.machine},memory-backend={SHARED_RAM_ID}",
+                           extra_args=(*self.ram.qemu_args(), *prof.extra_args))
+        argv = qemu_argv(prof, self.socket, self.serial)
         with open(self._stderr_path, "wb") as err:
             try:
                 self._proc = spawn(argv, stderr=err)
@@ -149,4 +207,6 @@ class QemuProcess:
     def close(self) -> None:
         stop(self._proc)
         self._proc = None
+        if self.ram is not None:
+            self.ram.close()
         shutil.rmtree(self._dir, ignore_errors=True)

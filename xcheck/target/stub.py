@@ -8,16 +8,19 @@ import shutil
 from xcheck.target.errors import QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
-from xcheck.target.qemu import QemuProcess, qemu_version
+from xcheck.target.qemu import QemuProcess, SharedRam, qemu_version
 
 
 class AttachedQemu:
     """QEMU (``-S``) plus one gdb-multiarch on its stub. :meth:`start` raises
     QemuLaunchError, with QEMU's stderr, when either cannot be used."""
 
-    def __init__(self, profile: Profile, *, serial: str = "none") -> None:
+    def __init__(self, profile: Profile, *, serial: str = "none", shared_ram: bool = False,
+                 ram_base: int = 0) -> None:
         self.profile = profile
         self.serial = serial
+        self.shared_ram = shared_ram
+        self.ram_base = ram_base
         self.version = ""
         self.gdb_version = ""
         self.qemu: QemuProcess | None = None
@@ -30,7 +33,8 @@ class AttachedQemu:
             )
         self.version = qemu_version(self.profile.executable, self.profile.timeouts.launch)
         try:
-            self.qemu = QemuProcess(self.profile, serial=self.serial)
+            self.qemu = QemuProcess(self.profile, serial=self.serial,
+                                    shared_ram=self.shared_ram, ram_base=self.ram_base)
             self.qemu.start()
             self._gdb = Gdb(self.profile.gdb, self.profile.timeouts.command)
             self._gdb.start()
@@ -41,6 +45,10 @@ class AttachedQemu:
                 raise QemuLaunchError(
                     "QEMU's GDB stub does not support physical-memory mode (Qqemu.PhyMemMode)"
                 )
+            if self.qemu.ram is not None:
+                # QEMU has built the machine (its stub answers): both map the
+                # file now, so it can go, and nothing is left if xcheck is killed
+                self.qemu.ram.path.unlink()
         except QemuLaunchError as err:
             if not err.stderr:
                 err.stderr = self.stderr()
@@ -68,6 +76,13 @@ class AttachedQemu:
 
     def alive(self) -> bool:
         return self.qemu is not None and self.qemu.alive()
+
+    @property
+    def ram(self) -> SharedRam:
+        """The guest's RAM mapped here (started with ``shared_ram``)."""
+        if self.qemu is None or self.qemu.ram is None:
+            raise TargetError("QEMU's RAM is not shared with xcheck")
+        return self.qemu.ram
 
     def stderr(self) -> str:
         return self.qemu.stderr() if self.qemu is not None else ""
