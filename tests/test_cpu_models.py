@@ -19,7 +19,7 @@ from xcheck.outcome import ExitCode
 from xcheck.target.profile import Profile, load_profile
 
 SUITE = Path(__file__).resolve().parent.parent / "scenarios"
-FOLDERS = ("el2", "permissions", "stage2", "vhe", "attributes")
+FOLDERS = ("el2", "permissions", "stage2", "vhe")
 FINE = {"match", "known", "skipped"}
 
 
@@ -80,7 +80,7 @@ def test_a_harness_the_cpu_cannot_run_is_skipped_with_the_reason(
 @pytest.mark.qemu
 def test_qemu11_cpu_models_end_explained(qemu11: str, tmp_path: Path) -> None:
     code, lines = _run(tmp_path, qemu11, ["cortex-a57", "cortex-a710"],
-                       [SUITE / f for f in ("el2", "permissions", "stage2")])
+                       [SUITE / f for f in ("permissions", "stage2")])
     assert not _not_fine(lines)
     assert code == ExitCode.OK
     assert {d["target_version"].split(".")[0] for d in lines} == {"11"}
