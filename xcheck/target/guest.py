@@ -16,14 +16,19 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 
 from xcheck.arch.features import Features
+from xcheck.arch.memory import MemoryImage
 from xcheck.machine import (
     HARNESS_DATA_PA,
     HARNESS_PA,
+    RAM_BASE,
     MachineSetup,
     Probe,
     ProbeResult,
+    Readback,
     TargetException,
     chunks,
+    word_spans,
+    words_in,
 )
 from xcheck.target import harness, isa
 from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
@@ -71,6 +76,8 @@ class QemuTarget:
         self._el2_base = HARNESS_PA
         self._el1_base = HARNESS_PA
         self._id_program: dict[int, bytes] = {}
+        self.readbacks: list[Readback] = []
+        """The watched words read back by the last :meth:`run`."""
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -151,10 +158,11 @@ class QemuTarget:
             raise ValueError(f"mode must be batch or step, not {mode!r}")
         probes = list(setup.probes)
         out: list[ProbeResult] = []
+        self.readbacks = []
         for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
             part = probes[start : start + harness.MAX_BATCH]
             try:
-                out += self._run_part(setup, part, step=(mode == "step"))
+                out += self._run_part(setup, part, start, step=(mode == "step"))
             except TargetError as err:
                 raise self._explain(err) from None
         return out
@@ -252,8 +260,23 @@ class QemuTarget:
         except TargetError:
             return "(state unreadable)"
 
+    def read_back(self, setup: MachineSetup, ran: tuple[int, ...]) -> None:
+        """Read the setup's watched words (one stub read per word_spans
+        range) into :attr:`readbacks`, as memory stands after the probes
+        ``ran``. A word that is no longer what xcheck wrote makes the shadow
+        rewrite everything next time."""
+        if not setup.watch:
+            return
+        g = self.gdb
+        got = words_in({a: g.read_memory(a, n) for a, n in word_spans(setup.watch)},
+                       setup.watch)
+        self.readbacks.append(Readback(ran, got))
+        image = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
+        if any(image.read64(pa) != v for pa, v in got.items()):
+            self._shadow.distrust()
+
     def _run_part(
-        self, setup: MachineSetup, probes: Sequence[Probe], *, step: bool
+        self, setup: MachineSetup, probes: Sequence[Probe], offset: int, *, step: bool
     ) -> list[ProbeResult]:
         if self._stub is None or not self._stub.alive():
             raise TargetError("QEMU is not running")
@@ -276,9 +299,11 @@ class QemuTarget:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
                 g.write_reg("pc", program.el2_base + program.resume)
             if step:
-                results = self._step_groups(program, probes)
+                results = self._step_groups(program, probes, setup, offset)
             else:
                 self._continue_to(program.el2_base + program.end, timeout)
+                self.read_back(setup, tuple(offset + i for grp in program.groups
+                                            for i in grp.indices))
                 results = []
         except GdbTimeout as err:
             raise TargetError(f"{err}: the program did not finish ({self._state()})") from None
@@ -298,11 +323,14 @@ class QemuTarget:
             )
         return results
 
-    def _step_groups(self, program: harness.Program, probes: Sequence[Probe]) -> list[ProbeResult]:
-        """Step mode: one AT per round trip at each group's landing point."""
+    def _step_groups(self, program: harness.Program, probes: Sequence[Probe],
+                     setup: MachineSetup, offset: int) -> list[ProbeResult]:
+        """Step mode: one AT per round trip at each group's landing point,
+        the watched words read back after each."""
         g = self.gdb
         timeout = self.profile.timeouts.command
         results: list[ProbeResult] = [0] * len(probes)
+        ran: list[int] = []
         for group in program.groups:
             base = program.el2_base if group.el == 2 else program.el1_base
             self._continue_to(base + group.landing, timeout)
@@ -324,6 +352,8 @@ class QemuTarget:
                         int.from_bytes(raw[8 * k : 8 * k + 8], "little") for k in range(4)
                     )
                     results[i] = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
+                ran.append(offset + i)
+                self.read_back(setup, tuple(ran))
             g.write_reg("pc", base + group.epilogue)
         self._continue_to(program.el2_base + program.end, timeout)
         return results
