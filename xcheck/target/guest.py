@@ -78,6 +78,7 @@ class QemuTarget:
         self._id_program: dict[int, bytes] = {}
         self.readbacks: list[Readback] = []
         """The watched words read back by the last :meth:`run`."""
+        self._written: MemoryImage | None = None
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -159,6 +160,7 @@ class QemuTarget:
         probes = list(setup.probes)
         out: list[ProbeResult] = []
         self.readbacks = []
+        self._written = None
         for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
             part = probes[start : start + harness.MAX_BATCH]
             try:
@@ -271,8 +273,9 @@ class QemuTarget:
         got = words_in({a: g.read_memory(a, n) for a, n in word_spans(setup.watch)},
                        setup.watch)
         self.readbacks.append(Readback(ran, got))
-        image = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
-        if any(image.read64(pa) != v for pa, v in got.items()):
+        if self._written is None:
+            self._written = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
+        if any(self._written.read64(pa) != v for pa, v in got.items()):
             self._shadow.distrust()
 
     def _run_part(
