@@ -6,13 +6,14 @@ from pathlib import Path
 
 import pytest
 
+from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
-from xcheck.check import compare, target_failed
-from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.check import compare, memory_fields, target_failed
+from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, Readback, sysreg_defaults
 from xcheck.model import run_model
-from xcheck.outcome import Kind
-from xcheck.scenario.loader import ScenarioError, parse_scenario
+from xcheck.outcome import FieldDelta, Kind
+from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.target.errors import TargetError
 
 ABOVE_MAX = """
@@ -142,3 +143,65 @@ def test_lacks_names_known_features(tmp_path: Path) -> None:
     bad = LACKS.replace("[HPDS]", "[HPDX]")
     with pytest.raises(ScenarioError, match=r"l.yaml:7: known\[0\].lacks\[0\]: unknown feature"):
         parse_scenario(bad, Path("l.yaml"))
+
+
+SIDE_EFFECTS = """
+name: side-effects
+about: one page with AF == 0 (HA == 1), one writable-clean page (HD == 1)
+regs:
+  SCTLR_EL1: {M: 1, C: 1}
+  TCR_EL1: {TG0: 4K, T0SZ: 25, IPS: 40bit, EPD1: 1, HA: 1, HD: 1}
+  MAIR_EL1: {Attr0: 0xff}
+pstate: {EL: 2}
+tables:
+  TTBR0_EL1:
+    - {va: 0x1000_0000, pa: 0x8000_0000, size: 4K, af: false}
+    - {va: 0x1000_1000, pa: 0x8000_1000, size: 4K, ap: RO_EL1, dbm: 1}
+probes:
+  - {op: [S1E1R, S1E1W], va: [0x1000_0000, 0x1000_1000], el: 2}
+known:
+  - {op: S1E1W, va: 0x1000_1000, qemu: "<2", why: an old version updated the dirty state}
+"""
+
+
+def _side_effects() -> tuple[Scenario, list[AtResult], int, int]:
+    s = parse_scenario(SIDE_EFFECTS, Path("x.yaml"))
+    model = run_model(s.build(), Features().upgraded(), 128 << 20)
+    af_page, clean_page = model[0].memory[-1], model[3].memory[-1]
+    return s, model, af_page.pa, clean_page.pa
+
+
+def test_memory_af_set_is_permitted_dirty_state_update_is_a_mismatch() -> None:
+    _, model, af_pa, clean_pa = _side_effects()
+    words = {w.pa: w.value for m in model for w in m.memory}
+    words[af_pa] |= 1 << 10  # AF set: permitted (HA == 1)
+    words[clean_pa] &= ~(1 << 7)  # AP[2] cleared: a dirty state update (R_ZYGHJ)
+    fields = memory_fields(model, [Readback((0, 1, 2, 3), words)])
+    # a batch: the word goes to the probes that read it (both on the clean page)
+    assert [len(f) for f in fields] == [0, 1, 0, 1]
+    (delta,) = fields[3]
+    assert delta.name == f"memory@0x{clean_pa:x}"
+    assert delta.target == words[clean_pa] and delta.model == words[clean_pa] | 1 << 7
+
+
+def test_memory_step_readbacks_name_the_probe_and_report_a_word_once() -> None:
+    _, model, _, clean_pa = _side_effects()
+    start = {w.pa: w.value for m in model for w in m.memory}
+    dirty = {**start, clean_pa: start[clean_pa] & ~(1 << 7)}
+    steps = [Readback((0,), start), Readback((0, 1), start), Readback((0, 1, 3), dirty),
+             Readback((0, 1, 3, 2), dirty)]
+    fields = memory_fields(model, steps)
+    assert [len(f) for f in fields] == [0, 0, 0, 1]
+
+
+def test_memory_fields_make_a_mismatch_or_a_known_one() -> None:
+    s, model, _, clean_pa = _side_effects()
+    probe = s.build().probes[3]
+    delta = (FieldDelta(f"memory@0x{clean_pa:x}", 0, 1 << 7),)
+    out = compare(s, probe, model[3].par, model[3], target="qemu", version="3.0",
+                  memory=delta)
+    assert out.kind is Kind.MISMATCH and out.fields == delta and "R_ZYGHJ" in out.detail
+    old = compare(s, probe, model[3].par, model[3], target="qemu", version="1.0", memory=delta)
+    assert old.kind is Kind.KNOWN
+    assert compare(s, probe, model[3].par, model[3], target="qemu", version="3.0").kind \
+        is Kind.MATCH

@@ -3,6 +3,9 @@
 The two sides meet only here: the target returns a PAR_EL1 (or an exception)
 per probe, the model returns the PAR the Arm ARM requires with a mask of the
 bits it determines, and :func:`compare` turns the pair into one Outcome.
+The descriptors the model's walks read are read back by the target after
+each batch (and each step); :func:`memory_fields` compares them with what
+the model permits the ATs to have changed.
 """
 
 from __future__ import annotations
@@ -13,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from xcheck.arch.at import AtResult
+from xcheck.arch.descupdate import permitted_together
 from xcheck.arch.features import Features
 from xcheck.arch.par import describe_par, diff_par
-from xcheck.machine import MachineSetup, Probe, ProbeResult, TargetException
+from xcheck.machine import MachineSetup, Probe, ProbeResult, Readback, TargetException
 from xcheck.model import run_model
 from xcheck.needs import unrunnable
 from xcheck.outcome import FieldDelta, Kind, Outcome
@@ -89,10 +93,13 @@ def compare(
     version: str,
     unjudged: str = "",
     features: Features | None = None,
+    memory: tuple[FieldDelta, ...] = (),
 ) -> Outcome:
     """One probe's outcome from the target's result and the model's.
     ``unjudged`` names the lacking features the probe's pinned expectation
-    depends on: the expectation is then noted, not judged."""
+    depends on: the expectation is then noted, not judged. ``memory``: the
+    descriptor words this probe left as the model does not permit
+    (:func:`memory_fields`), a mismatch like a PAR field."""
     failed = "" if unjudged else _failed_expectation(scenario, probe, model)
     if isinstance(got, TargetException):
         if model.kind != "par" and _exception_agrees(model, got):
@@ -131,6 +138,8 @@ def compare(
         elif deltas:
             out = _known(scenario, probe, version, features,
                          replace(out, kind=Kind.MISMATCH, trace=model.render()))
+    if memory:
+        out = _memory_mismatch(scenario, probe, version, features, model, out, memory)
     if unjudged:
         note = f"expectation not judged: it depends on {unjudged}, which this CPU lacks"
         out = replace(out, detail=f"{out.detail}; {note}" if out.detail else note)
@@ -139,6 +148,49 @@ def compare(
     elif failed:
         out = replace(out, detail=f"{out.detail}; also {failed}")
     return out
+
+
+def _memory_mismatch(scenario: Scenario, probe: Probe, version: str, features: Features | None,
+                     model: AtResult, out: Outcome, memory: tuple[FieldDelta, ...]) -> Outcome:
+    """``out`` with the descriptor words the AT changed against the rules
+    (D8.5: only AF may be set, and the dirty state is never updated by an
+    AT, R_ZYGHJ) added to its fields; a match becomes a mismatch."""
+    why = ("the AT changed a descriptor in memory where the Arm ARM permits no change but "
+           "setting AF (D8.5; an AT never updates the dirty state, R_ZYGHJ)")
+    out = replace(out, fields=(*out.fields, *memory), trace=out.trace or model.render(),
+                  detail=f"{out.detail}; {why}" if out.detail else why)
+    if out.kind is Kind.MATCH:
+        out = _known(scenario, probe, version, features, replace(out, kind=Kind.MISMATCH))
+    return out
+
+
+def memory_fields(model: Sequence[AtResult],
+                  readbacks: Sequence[Readback]) -> list[tuple[FieldDelta, ...]]:
+    """Per probe of ``model`` (the probes the target ran, in setup order),
+    the watched words it left with a value none of the ATs that had run
+    permits, each a FieldDelta ``memory@0x<PA>`` (the target's value, the
+    nearest permitted one). A word is reported once per memory load, at the
+    first read back that shows it, against the probes that ran since the
+    previous read back and read it (all of them when none did)."""
+    out: list[list[FieldDelta]] = [[] for _ in model]
+    prev: tuple[int, ...] = ()
+    reported: set[int] = set()
+    for rb in readbacks:
+        fresh = rb.ran[:len(prev)] != prev or not prev
+        if fresh:
+            reported = set()
+        new = rb.ran if fresh else rb.ran[len(prev):]
+        prev = rb.ran
+        allowed = permitted_together(w for i in rb.ran for w in model[i].memory)
+        for pa, got in sorted(rb.words.items()):
+            word = allowed.get(pa)
+            if word is None or word.permits(got) or pa in reported:
+                continue
+            reported.add(pa)
+            readers = [i for i in new if any(w.pa == pa for w in model[i].memory)]
+            for i in readers or new[-1:]:
+                out[i].append(FieldDelta(f"memory@0x{pa:x}", got, word.nearest(got)))
+    return [tuple(f) for f in out]
 
 
 def _known(scenario: Scenario, probe: Probe, version: str, features: Features | None,
@@ -188,10 +240,13 @@ def check_scenario(
         return [invalid(scenario.path, err)]
     model = run_model(setup, features, target.ram_size)
     blocked = unrunnable(setup, features, target.ram_size)
+    ran_model = [m for m, why in zip(model, blocked, strict=True) if not why]
     runnable = replace(setup, probes=tuple(p for p, why in zip(setup.probes, blocked,
-                                                                strict=True) if not why))
+                                                                strict=True) if not why),
+                       watch=tuple(sorted({w.pa for m in ran_model for w in m.memory})))
     try:
         ran = iter(target.run(runnable, mode) if runnable.probes else [])
+        memory = iter(_memory_per_probe(target, runnable, ran_model, mode))
     except Unsupported as err:
         return [
             replace(_base(scenario, p, target_name, target.version),
@@ -207,13 +262,30 @@ def check_scenario(
         else:
             outcomes.append(compare(scenario, p, next(ran), m, target=target_name,
                                     version=target.version, unjudged=depends,
-                                    features=features))
+                                    features=features, memory=next(memory)))
     if traces:
         outcomes = [
             o if o.trace else replace(o, trace=m.render())
             for o, m in zip(outcomes, model, strict=True)
         ]
     return outcomes
+
+
+def _memory_per_probe(target: Target, runnable: MachineSetup, model: Sequence[AtResult],
+                      mode: str) -> list[tuple[FieldDelta, ...]]:
+    """memory_fields of the run just made. When a batch's read back cannot
+    tell which probe changed a word, the setup is run again in step mode (a
+    read back after each probe), where the target has one."""
+    if not runnable.probes:
+        return []
+    fields = memory_fields(model, target.readbacks)
+    if mode == "batch" and sum(1 for f in fields if f) > 1:
+        try:
+            target.run(runnable, "step")
+        except Unsupported:
+            return fields
+        fields = memory_fields(model, target.readbacks)
+    return fields
 
 
 def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,

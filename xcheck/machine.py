@@ -98,12 +98,54 @@ class MachineSetup:
     wrote before). ``code_va`` gives, per regime name ("EL10", "EL2",
     "EL20"), the virtual address at which the harness is mapped when that
     regime's stage 1 is enabled; absent means identity (VA = HARNESS_PA).
+    ``watch`` lists the physical addresses of 64-bit words the target reads
+    back after each batch and after each probe in step mode (the
+    descriptors the model's walks read): :class:`Readback`.
     """
 
     sysregs: Mapping[str, int]
     memory: Mapping[int, bytes]
     probes: tuple[Probe, ...]
     code_va: Mapping[str, int] = field(default_factory=dict)
+    watch: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Readback:
+    """The watched words as the target held them after the probes ``ran``
+    (indices into the setup's probes, in the order they ran) had run on
+    memory loaded fresh before the first of them."""
+
+    ran: tuple[int, ...]
+    words: Mapping[int, int]
+
+
+SPAN_GAP = 0x400
+"""Watched words closer than this are read back in one stub read: a read
+through QEMU's stub costs about 1.8 ms plus 1.3 us a byte (QEMU 10.0),
+so reading a KiB between two words costs less than a second read."""
+
+
+def word_spans(watch: tuple[int, ...]) -> list[tuple[int, int]]:
+    """The (address, length) ranges that cover the watched words, as few as
+    reading at most SPAN_GAP bytes between two words allows."""
+    spans: list[tuple[int, int]] = []
+    for pa in sorted(set(watch)):
+        if spans and pa - (spans[-1][0] + spans[-1][1]) < SPAN_GAP:
+            spans[-1] = (spans[-1][0], pa + 8 - spans[-1][0])
+        else:
+            spans.append((pa, 8))
+    return spans
+
+
+def words_in(spans: Mapping[int, bytes], watch: tuple[int, ...]) -> dict[int, int]:
+    """The watched words out of the bytes read back per span start."""
+    out: dict[int, int] = {}
+    for addr, data in spans.items():
+        for pa in watch:
+            if addr <= pa and pa + 8 <= addr + len(data):
+                out[pa] = int.from_bytes(data[pa - addr : pa - addr + 8], "little")
+    return out
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from functools import lru_cache
 from typing import Literal
 
 from xcheck.arch import attrs, perms
+from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
 from xcheck.arch.memory import PhysMem
@@ -104,6 +105,9 @@ class AtResult:
     """Other results the architecture permits, from IMPLEMENTATION DEFINED
     choices (walkparams.ImpDef) that decided this AT; a target matching any
     of them conforms."""
+    memory: tuple[DescriptorWord, ...] = ()
+    """Every descriptor word the AT's walks read, with the bits it may set
+    there (xcheck.arch.descupdate); the rest of each word must not change."""
 
     def render(self) -> str:
         if self.kind == "par":
@@ -131,7 +135,16 @@ def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[str, .
 
 
 def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
-    """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan."""
+    """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan:
+    the result, and the descriptors it read with the updates it may make."""
+    updates: list[PermittedUpdate] = []
+    res = _translate(op, va, state, mem, updates)
+    words = descriptor_words(res.trace, updates, mem)
+    return replace(res, memory=words) if words else res
+
+
+def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
+               updates: list[PermittedUpdate]) -> AtResult:
     trace: list[TraceStep] = []
     r, acc = state.route(op)
     if isinstance(r, NotExecuted):
@@ -140,11 +153,11 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
     rp = state.regime(r.regime)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
-    out = s1_translate(rp, va, acc, s2_walks, mem, trace)
+    out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
         s1 = out
-        out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace)
+        out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace, updates)
         if isinstance(out, Translated) and s1.descriptor_attrs is not None:
             s2_plain = s2_translate(state.s2, s1.address, s1.descriptor_attrs, r.write,
                                     False, mem, [])

@@ -3,7 +3,7 @@
 A translation table walk reads 64-bit descriptors; the model never writes
 (an AT instruction never updates dirty state, Arm ARM D8.5 R_ZYGHJ, and the
 Access flag update it is permitted to make, R_XQSMX, does not change the
-reported result).
+reported result; xcheck.arch.descupdate says what an AT may change).
 """
 
 from __future__ import annotations

@@ -15,6 +15,7 @@ from functools import lru_cache
 
 from xcheck.arch import attrs, perms
 from xcheck.arch.attrs import MemAttrs
+from xcheck.arch.descupdate import AF_BIT, S2_DIRTY_BIT, PermittedUpdate
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
@@ -52,6 +53,19 @@ class Translated:
     an AT is permitted to set AF there (D8.5), a write that stage 2 translates
     as a table walk access and that can fault (AArch64.S1Translate,
     CreateAccDescTTEUpdate)."""
+
+
+Updates = list[PermittedUpdate] | None
+"""Where a walk records the descriptor updates it permits (None: nowhere)."""
+
+
+def _permit(updates: Updates, pa: int, bits: int, ee: bool, why: str,
+            trace: list[TraceStep], stage: int) -> None:
+    """Record that the AT may set ``bits`` (descriptor order) of the word at ``pa``."""
+    if updates is None:
+        return
+    updates.append(PermittedUpdate(pa, _bswap(bits) if ee else bits, why))
+    trace.append(TraceStep(stage, "may update", f"0x{pa:x}: {why}"))
 
 
 @lru_cache(maxsize=8192)
@@ -129,9 +143,12 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
 
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
-                 mem: PhysMem, trace: list[TraceStep]) -> FaultRecord | Translated:
+                 mem: PhysMem, trace: list[TraceStep],
+                 updates: Updates = None) -> FaultRecord | Translated:
     """AArch64.S1Translate for an AT access. ``s2`` is given when stage 2
-    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set)."""
+    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set).
+    ``updates`` receives the descriptor updates the architecture permits
+    (xcheck.arch.descupdate)."""
     if not rp.enabled:
         return _s1_disabled(rp, va, acc, trace)
     p = rp.params(va)
@@ -171,7 +188,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         descaddr = table | (index << 3)
         pa = descaddr
         if s2 is not None:
-            out = s2_translate(s2, descaddr, None, False, True, mem, trace)
+            out = s2_translate(s2, descaddr, None, False, True, mem, trace, updates)
             if isinstance(out, FaultRecord):
                 return out
             pa = out.address
@@ -218,6 +235,8 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     if not (desc >> 10) & 1 and not p.ha:
         return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
                          "(AArch64.S1Walk; D8.5)", trace, Rule.S1_ACCESS_FLAG)
+    if not (desc >> 10) & 1:
+        _permit_s1_af(p.ee, descaddr, pa, s2, mem, trace, updates)
     if two:
         ap, uxn, pxn = (desc >> 6) & 3, bool((desc >> 54) & 1), bool((desc >> 53) & 1)
     else:
@@ -250,6 +269,27 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     return Translated(oa, mem_attrs, level, descriptor_attrs, af_update)
 
 
+def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem: PhysMem,
+                  trace: list[TraceStep], updates: Updates) -> None:
+    """AF == 0 with TCR.HA == 1: the walk is permitted to set AF
+    (AArch64.S1Translate: ``walkparams.ha == '1' &&
+    AArch64.SettingAccessFlagPermitted(fault)``: no fault, or CONSTRAINED
+    UNPREDICTABLE with the Permission fault that is the only fault left after
+    this point). AT is not excluded from AF updates; it is from dirty state
+    updates (R_ZYGHJ). The write goes through stage 2 as a table walk write
+    (CreateAccDescTTEUpdate); when that faults no update is made."""
+    if updates is None:
+        return
+    if s2 is not None:
+        through: list[PermittedUpdate] = []
+        out = s2_translate(s2, descaddr, None, True, True, mem, [], through)
+        if isinstance(out, FaultRecord):
+            return
+        updates.extend(through)
+    _permit(updates, pa, AF_BIT, ee, "AF == 0 with TCR.HA == 1: the AT may set AF "
+            "(D8.5.2; AArch64.S1Translate, SettingAccessFlagPermitted)", trace, 1)
+
+
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
     trace.append(TraceStep(2, "fault", f"{status.value} fault, level {level}"
@@ -258,10 +298,12 @@ def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
 
 
 def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: bool, ttw: bool,
-                 mem: PhysMem, trace: list[TraceStep]) -> FaultRecord | Translated:
+                 mem: PhysMem, trace: list[TraceStep],
+                 updates: Updates = None) -> FaultRecord | Translated:
     """AArch64.S2Translate of ``ipa``: a stage 1 table access (``ttw``, a
-    read, fault reported with PAR.PTW == 1) or the stage 1 output (attributes
-    combined with ``s1_attrs``)."""
+    read, or with ``write`` the Access flag update of a stage 1 descriptor;
+    fault reported with PAR.PTW == 1) or the stage 1 output (attributes
+    combined with ``s1_attrs``). ``updates`` as for s1_translate."""
     if not p.enabled:
         return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0)
     what = "stage 1 table address" if ttw else "IPA"
@@ -323,7 +365,16 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if not (desc >> 10) & 1 and not p.ha:
         return _s2_fault(Fault.ACCESS_FLAG, level, ttw, write, "AF == 0 and VTCR_EL2.HA == 0 "
                          "(AArch64.S2Walk)", trace, Rule.S2_ACCESS_FLAG)
+    if not (desc >> 10) & 1:
+        _permit(updates, descaddr, AF_BIT, p.ee, "AF == 0 with VTCR_EL2.HA == 1: the walk may "
+                "set AF (AArch64.S2Translate, SettingAccessFlagPermitted)", trace, 2)
     s2ap = (desc >> 6) & 3
+    if write and ttw and p.hd and (desc >> 51) & 1 and not s2ap & 2:
+        # the update of a stage 1 descriptor is a write that is not an AT
+        # (CreateAccDescTTEUpdate), so it may set the stage 2 dirty state
+        _permit(updates, descaddr, S2_DIRTY_BIT, p.ee, "DBM == 1 with VTCR_EL2.HD == 1: the "
+                "Access flag write to a stage 1 descriptor may set S2AP[1] (AArch64.S2Translate,"
+                " SettingDirtyStatePermitted; the acctype is TTW, not AT)", trace, 2)
     if p.hd and (desc >> 51) & 1:
         s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
     memattr = (desc >> 2) & 0xF

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from xcheck.machine import MachineSetup, ProbeResult
+from xcheck.machine import MachineSetup, ProbeResult, Readback
 from xcheck.target.profile import Profile
 
 
 class Target(Protocol):
-    """What the runner needs of a target: start/close, identity, run."""
+    """What the runner needs of a target: start/close, identity, run, and
+    the setup's watched words as each :meth:`run` read them back."""
 
     version: str
     id_regs: dict[str, int]
     ram_size: int
+    readbacks: list[Readback]
 
     def start(self) -> None: ...
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from xcheck.arch.features import Features
+from xcheck.arch.memory import MemoryImage
 from xcheck.machine import (
     HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
@@ -25,8 +26,11 @@ from xcheck.machine import (
     MachineSetup,
     Probe,
     ProbeResult,
+    Readback,
     TargetException,
     chunks,
+    word_spans,
+    words_in,
 )
 from xcheck.target import harness, isa
 from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
@@ -74,6 +78,9 @@ class QemuTarget:
         self._el2_base = HARNESS_PA
         self._el1_base = HARNESS_PA
         self._id_program: dict[int, bytes] = {}
+        self.readbacks: list[Readback] = []
+        """The watched words read back by the last :meth:`run`."""
+        self._written: MemoryImage | None = None
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -154,10 +161,12 @@ class QemuTarget:
             raise ValueError(f"mode must be batch or step, not {mode!r}")
         probes = list(setup.probes)
         out: list[ProbeResult] = []
+        self.readbacks = []
+        self._written = None
         for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
             part = probes[start : start + harness.MAX_BATCH]
             try:
-                out += self._run_part(setup, part, step=(mode == "step"))
+                out += self._run_part(setup, part, start, step=(mode == "step"))
             except TargetError as err:
                 raise self._explain(err) from None
         return out
@@ -266,8 +275,29 @@ class QemuTarget:
         except TargetError:
             return "(state unreadable)"
 
+    def read_back(self, setup: MachineSetup, ran: tuple[int, ...]) -> None:
+        """Read the setup's watched words (from the shared RAM, or one stub
+        read per word_spans range outside it) into :attr:`readbacks`, as
+        memory stands after the probes ``ran``. A word that is no longer what
+        xcheck wrote makes the shadow rewrite everything next time."""
+        if not setup.watch:
+            return
+        g = self.gdb
+        assert self._stub is not None
+        ram = self._stub.ram
+
+        def read(addr: int, n: int) -> bytes:
+            return ram.read(addr, n) if ram.holds(addr, n) else g.read_memory(addr, n)
+
+        got = words_in({a: read(a, n) for a, n in word_spans(setup.watch)}, setup.watch)
+        self.readbacks.append(Readback(ran, got))
+        if self._written is None:
+            self._written = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
+        if any(self._written.read64(pa) != v for pa, v in got.items()):
+            self._shadow.distrust()
+
     def _run_part(
-        self, setup: MachineSetup, probes: Sequence[Probe], *, step: bool
+        self, setup: MachineSetup, probes: Sequence[Probe], offset: int, *, step: bool
     ) -> list[ProbeResult]:
         if self._stub is None or not self._stub.alive():
             raise TargetError("QEMU is not running")
@@ -290,9 +320,11 @@ class QemuTarget:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
                 g.write_reg("pc", program.el2_base + program.resume)
             if step:
-                results = self._step_groups(program, probes)
+                results = self._step_groups(program, probes, setup, offset)
             else:
                 self._continue_to(program.el2_base + program.end, timeout)
+                self.read_back(setup, tuple(offset + i for grp in program.groups
+                                            for i in grp.indices))
                 results = []
         except GdbTimeout as err:
             raise TargetError(f"{err}: the program did not finish ({self._state()})") from None
@@ -312,11 +344,14 @@ class QemuTarget:
             )
         return results
 
-    def _step_groups(self, program: harness.Program, probes: Sequence[Probe]) -> list[ProbeResult]:
-        """Step mode: one AT per round trip at each group's landing point."""
+    def _step_groups(self, program: harness.Program, probes: Sequence[Probe],
+                     setup: MachineSetup, offset: int) -> list[ProbeResult]:
+        """Step mode: one AT per round trip at each group's landing point,
+        the watched words read back after each."""
         g = self.gdb
         timeout = self.profile.timeouts.command
         results: list[ProbeResult] = [0] * len(probes)
+        ran: list[int] = []
         for group in program.groups:
             base = program.el2_base if group.el == 2 else program.el1_base
             self._continue_to(base + group.landing, timeout)
@@ -336,6 +371,8 @@ class QemuTarget:
                         int.from_bytes(raw[8 * k : 8 * k + 8], "little") for k in range(4)
                     )
                     results[i] = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
+                ran.append(offset + i)
+                self.read_back(setup, tuple(ran))
             g.write_reg("pc", base + group.epilogue)
         self._continue_to(program.el2_base + program.end, timeout)
         return results

@@ -121,6 +121,10 @@ class SharedRam:
                 f"memory-backend-file,id={SHARED_RAM_ID},size={self.size},"
                 f"mem-path={self.path},share=on"]
 
+    def holds(self, addr: int, n: int) -> bool:
+        """Whether [addr, addr + n) is guest RAM."""
+        return self.base <= addr and addr + n <= self.base + self.size
+
     def _span(self, addr: int, n: int) -> slice:
         off = addr - self.base
         if off < 0 or off + n > self.size or self._map is None:

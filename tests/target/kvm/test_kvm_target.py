@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 from xcheck.arch.features import Features
+from xcheck.arch.memory import MemoryImage
 from xcheck.arch.par import decode_par
 from xcheck.check import check_scenario
 from xcheck.machine import (
@@ -32,8 +33,8 @@ from xcheck.machine import (
     TargetException,
     sysreg_defaults,
 )
-from xcheck.outcome import Kind
-from xcheck.scenario.loader import parse_scenario
+from xcheck.outcome import FAILING, Kind
+from xcheck.scenario.loader import load_scenario, parse_scenario
 from xcheck.target import isa
 from xcheck.target.doctor import FEATURE_LABELS, doctor
 from xcheck.target.errors import QemuLaunchError
@@ -274,3 +275,18 @@ def test_an_exception_at_vel2_without_vectors_is_reported(kvm: KvmTarget) -> Non
     ans = kvm.run_job("vhe", [], HARNESS_PA, timeout=1.0)
     assert not ans.ok and ans.error
     kvm.session.ping()
+
+
+def test_descriptors_are_read_back_after_the_job(kvm: KvmTarget) -> None:
+    # READ lines after the run return the descriptors the walks read; an AF
+    # set by KVM's AT emulation is permitted (D8.5), nothing else may change.
+    path = Path(__file__).resolve().parents[3] / "scenarios/access-flag/at-may-set-af.yaml"
+    scenario = load_scenario(path)
+    out = check_scenario(kvm, scenario)
+    assert not [o for o in out if o.kind in FAILING]
+    (rb,) = kvm.readbacks
+    assert len(rb.ran) == len(out) and len(rb.words) == 16
+    image = MemoryImage(scenario.build().memory, RAM_BASE, kvm.ram_size)
+    for pa, got in rb.words.items():
+        was = image.read64(pa)
+        assert was is not None and got & ~(1 << 10) == was & ~(1 << 10)

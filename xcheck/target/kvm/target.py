@@ -31,7 +31,10 @@ from xcheck.machine import (
     MachineSetup,
     Probe,
     ProbeResult,
+    Readback,
     chunks,
+    word_spans,
+    words_in,
 )
 from xcheck.target import harness, isa
 from xcheck.target.errors import QemuLaunchError, TargetError, Unsupported
@@ -120,6 +123,8 @@ class KvmTarget:
         self.artifacts: Artifacts | None = None
         self.boot_s = 0.0
         self.last_stats: Mapping[str, int] = {}
+        self.readbacks: list[Readback] = []
+        """The watched words read back by the last :meth:`run` (one per job)."""
         self._session: AgentSession | None = None
         self._ids = itertools.count(1)
 
@@ -279,13 +284,17 @@ class KvmTarget:
         flavour = guest_hypervisor_for(setup, self.options.guest_hypervisor)
         probes = list(setup.probes)
         out: list[ProbeResult] = []
+        self.readbacks = []
         for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
-            out += self._run_part(setup, probes[start : start + harness.MAX_BATCH], flavour)
+            out += self._run_part(setup, probes[start : start + harness.MAX_BATCH], start,
+                                  flavour)
         return out
 
     def _run_part(
-        self, setup: MachineSetup, probes: Sequence[Probe], flavour: str
+        self, setup: MachineSetup, probes: Sequence[Probe], offset: int, flavour: str
     ) -> list[ProbeResult]:
+        """One job; the watched words come back with the results (READ
+        lines after the run) as one Readback of the whole batch."""
         program = harness.assemble(
             setup, probes, el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA,
             features=Features.from_id_regs(self.id_regs),
@@ -295,8 +304,10 @@ class KvmTarget:
             (HARNESS_PA, program.code),
             (HARNESS_DATA_PA, program.initial_data()),
         ]
+        spans = word_spans(setup.watch)
         ans = self.run_job(
-            flavour, memory, HARNESS_PA + program.entry, [(HARNESS_DATA_PA, program.data_size)]
+            flavour, memory, HARNESS_PA + program.entry,
+            [(HARNESS_DATA_PA, program.data_size), *spans],
         )
         if ans.klog:
             raise TargetError(kernel_complaint(ans.klog), stderr="\n".join(ans.klog))
@@ -323,4 +334,8 @@ class KvmTarget:
                 f"{len(missing)} probe(s) did not run (the program gave up after "
                 f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
             )
+        if spans:
+            words = words_in({a: ans.data.get(a, b"") for a, _ in spans}, setup.watch)
+            ran = tuple(offset + i for grp in program.groups for i in grp.indices)
+            self.readbacks.append(Readback(ran, words))
         return results
