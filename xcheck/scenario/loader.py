@@ -410,7 +410,8 @@ class _Parser:
                               "(HCR_EL2.E2H == 0) has no EL0; expected RW or RO")
             ap = get("ap", _parse_choice_or_int, AP_ONE_RANGE if one_range else AP_TWO_RANGES,
                      3)
-            bits |= ((0b01 if one_range else 0) if ap is None else ap) << 6
+            if "pi_index" not in m:  # the EL2 regime's AP[1] is RES1 (R_MGGZM): not a PIIndex bit
+                bits |= ((0b01 if one_range else 0) if ap is None else ap) << 6
             if get("ng", as_bool):
                 bits |= 1 << 11
             if get("pxn", as_bool):
