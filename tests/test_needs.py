@@ -82,3 +82,16 @@ def test_an_expectation_written_for_a_48_bit_pa_is_not_judged_on_36_bits() -> No
     model = run_model(setup, pa36, RAM)
     assert _unjudged(s, setup, pa36, model, RAM) == ["PA40", ""]
     assert _unjudged(s, setup, MAX, run_model(setup, MAX, RAM), RAM) == ["", ""]
+
+
+def test_pie_without_execute_for_the_harness_code_index() -> None:
+    """With TCR2_EL1.PIE = 1 the harness's EL1 code page (AP[2:1] = 0b10, UXN)
+    is PIIndex 8 (AArch64.S1ApplyOutputPerms); PIR_EL1.Perm8 = 0b1000 grants
+    read only (D8.4 R_LLZDZ), so EL1 cannot fetch it: EL1 probes are skipped.
+    The shipped scenario gives Perm8 0b1010 (RX) and runs."""
+    text = (SUITE / "s1pie/pir-at-el1.yaml").read_text()
+    assert "Perm8: 0b1010" in text
+    assert not any(unrunnable(load_scenario(SUITE / "s1pie/pir-at-el1.yaml").build(), MAX, RAM))
+    broken = text.replace("Perm8: 0b1010", "Perm8: 0b1000").split("expect:")[0]
+    why = unrunnable(parse_scenario(broken, Path("p.yaml")).build(), MAX, RAM)
+    assert all(why) and "not executable" in why[0]

@@ -13,7 +13,7 @@ Encodings and existence: Arm ARM DDI 0487, D24.2 (each register's
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 Encoding = tuple[int, int, int, int, int]
@@ -32,6 +32,16 @@ class SysReg:
     feature: str | None = None
     """The feature without which the register does not exist (its encoding
     is UNDEFINED: D24.2, "Configurations")."""
+    feature_bits: tuple[tuple[str, int], ...] = ()
+    """(feature, bits): bits that are RES0 on a PE without the feature; the
+    harness clears them there (software writes RES0 bits as 0)."""
+
+    def value_for(self, value: int, has: Callable[[str], bool]) -> int:
+        """``value`` as written on a PE with the feature test ``has``."""
+        for feature, bits in self.feature_bits:
+            if not has(feature):
+                value &= ~bits
+        return value
 
 
 SCTLR_EL1_RESET = 0x30D0_0800
@@ -45,6 +55,11 @@ HCR_EL2_RESET = 1 << 31
 """HCR_EL2.RW = 1: EL1 is AArch64."""
 VTCR_EL2_RESET = 1 << 31
 """VTCR_EL2 bit 31 is RES1."""
+HCRX_TCR2EN = 1 << 14
+"""HCRX_EL2.TCR2En: without it TCR2_EL1 is not effective in the EL1&0
+regime (D24.2 TCR2_EL1, "the PE behaves as if ... 0" when EL2 is enabled and
+HCRX_EL2.TCR2En == 0; AArch64 IsTCR2EL1Enabled). A setup gives it 1 so that
+the scenario's TCR2_EL1 takes effect."""
 
 TABLE: tuple[SysReg, ...] = (
     SysReg("SCTLR_EL1", (3, 0, 1, 0, 0), "EL10", SCTLR_EL1_RESET),
@@ -52,12 +67,22 @@ TABLE: tuple[SysReg, ...] = (
     SysReg("TTBR0_EL1", (3, 0, 2, 0, 0), "EL10"),
     SysReg("TTBR1_EL1", (3, 0, 2, 0, 1), "EL10"),
     SysReg("MAIR_EL1", (3, 0, 10, 2, 0), "EL10"),
+    SysReg("TCR2_EL1", (3, 0, 2, 0, 3), "EL10", feature="TCR2"),
+    SysReg("PIR_EL1", (3, 0, 10, 2, 3), "EL10", feature="S1PIE"),
+    SysReg("PIRE0_EL1", (3, 0, 10, 2, 2), "EL10", feature="S1PIE"),
+    SysReg("MAIR2_EL1", (3, 0, 10, 2, 1), "EL10", feature="AIE"),
     SysReg("SCTLR_EL2", (3, 4, 1, 0, 0), "EL2", SCTLR_EL2_RESET),
     SysReg("TCR_EL2", (3, 4, 2, 0, 2), "EL2", TCR_EL2_RESET),
     SysReg("TTBR0_EL2", (3, 4, 2, 0, 0), "EL2"),
     SysReg("TTBR1_EL2", (3, 4, 2, 0, 1), "EL2", feature="VHE"),
     SysReg("MAIR_EL2", (3, 4, 10, 2, 0), "EL2"),
+    SysReg("TCR2_EL2", (3, 4, 2, 0, 3), "EL2", feature="TCR2"),
+    SysReg("PIR_EL2", (3, 4, 10, 2, 3), "EL2", feature="S1PIE"),
+    SysReg("PIRE0_EL2", (3, 4, 10, 2, 2), "EL2", feature="S1PIE"),
+    SysReg("MAIR2_EL2", (3, 4, 10, 1, 1), "EL2", feature="AIE"),
     SysReg("HCR_EL2", (3, 4, 1, 1, 0), "EL2ctl", HCR_EL2_RESET),
+    SysReg("HCRX_EL2", (3, 4, 1, 2, 2), "EL2ctl", HCRX_TCR2EN, feature="HCX",
+           feature_bits=(("TCR2", HCRX_TCR2EN),)),
     SysReg("VTCR_EL2", (3, 4, 2, 1, 2), "S2", VTCR_EL2_RESET),
     SysReg("VTTBR_EL2", (3, 4, 2, 1, 0), "S2"),
 )
@@ -65,8 +90,26 @@ TABLE: tuple[SysReg, ...] = (
 
 BY_NAME = {r.name: r for r in TABLE}
 
+EL1_NAMES = tuple(r.name for r in TABLE if r.regime == "EL10")
+"""The EL1&0 regime's registers (with HCR_EL2.E2H == 1 an MSR at EL2 to
+these names reaches their EL2 twins: D5.8.4)."""
+
 
 def implemented(has: Callable[[str], bool]) -> tuple[str, ...]:
     """The names of the registers that exist on a PE, given its feature test
     (``Features.has``)."""
     return tuple(r.name for r in TABLE if r.feature is None or has(r.feature))
+
+
+def written(name: str, regs: Mapping[str, int]) -> bool:
+    """Whether a program that cannot ask the CPU what it has must write
+    ``name`` of ``regs``: a register every PE with EL2 has, one a feature
+    adds when its value is not its default, or one whose bits enable
+    (``feature_bits``) a register the setup gives a value other than its
+    default. Left alone, a register keeps its reset value where it exists,
+    and is never touched where its encoding is UNDEFINED."""
+    reg = BY_NAME[name]
+    if reg.feature is None or regs.get(name, reg.reset) != reg.reset:
+        return True
+    enabled = {feature for feature, _ in reg.feature_bits}
+    return any(r.feature in enabled and regs.get(r.name, r.reset) != r.reset for r in TABLE)

@@ -215,3 +215,22 @@ def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(ScenarioError) as info:
         load_scenario(f)
     assert str(info.value).startswith(f"{f}:1: file: cannot read it")
+
+
+def test_v9_registers_and_descriptor_fields() -> None:
+    """TCR2_EL1.PIE/AIE, PIR_EL1.Perm<n> and HCRX_EL2.TCR2En by name (D24.2);
+    pi_index in bits 54, 53, 51, 6 (AArch64.S1ApplyOutputPerms), ndirty in bit 7,
+    AttrIndx[3] in bit 59 (FEAT_AIE)."""
+    s = scenario("regs:\n  TCR_EL1: {T0SZ: 25}\n  TCR2_EL1: {PIE: 1, AIE: 1}\n"
+                 "  PIR_EL1: {Perm5: 0b1100}\n"
+                 "  HCRX_EL2: {TCR2En: 0}\n  MAIR2_EL2: {Attr7: 0x04}\n"
+                 "tables:\n  TTBR0_EL1:\n"
+                 "    - {va: 0x1000, pa: 0x4100_0000, size: 4K, pi_index: 0b1011, ndirty: 1,"
+                 " attr: 12}\n" + MIN)
+    regs = dict(s.layout.sysregs)
+    assert regs["TCR2_EL1"] == 0b10010
+    assert regs["PIR_EL1"] == 0b1100 << 20
+    assert regs["HCRX_EL2"] == 0
+    assert regs["MAIR2_EL2"] == 0x04 << 56
+    (m,) = s.layout.mappings
+    assert m.bits == (1 << 10) | (1 << 54) | (1 << 51) | (1 << 6) | (1 << 7) | (4 << 2) | (1 << 59)

@@ -1,7 +1,7 @@
 """CPU features the model needs, decoded from the ID registers.
 
 Field positions: Arm ARM DDI 0487, D24.2 (ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
-ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1).
+ID_AA64MMFR2_EL1, ID_AA64MMFR3_EL1, ID_AA64PFR0_EL1).
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ PARANGE_BITS = {0: 32, 1: 36, 2: 40, 3: 42, 4: 44, 5: 48, 6: 52, 7: 56}
 
 FIELDS_READ: dict[str, int] = {
     "ID_AA64MMFR0_EL1": 0xFFF0_000F | 0xFFF << 32,
-    "ID_AA64MMFR1_EL1": 0xF0F0_FF0F,
+    "ID_AA64MMFR1_EL1": 0xF0F0_FF0F | 0xF << 40,
     "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
+    "ID_AA64MMFR3_EL1": 0xF00_0FFF,
     "ID_AA64PFR0_EL1": 0xFF00,
 }
 """The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
@@ -66,6 +67,17 @@ class Features:
     s2fwb: bool = False
     el2: bool = True
     el3: bool = False
+    hcx: bool = False
+    """FEAT_HCX: HCRX_EL2 (ID_AA64MMFR1_EL1.HCX)."""
+    tcr2: bool = False
+    """FEAT_TCR2: TCR2_EL1/EL2 (ID_AA64MMFR3_EL1.TCRX)."""
+    sctlr2: bool = False
+    """FEAT_SCTLR2: SCTLR2_EL1/EL2 (ID_AA64MMFR3_EL1.SCTLRX)."""
+    s1pie: bool = False
+    """FEAT_S1PIE: stage 1 Indirect permissions, PIR_ELx/PIRE0_ELx
+    (ID_AA64MMFR3_EL1.S1PIE)."""
+    aie: bool = False
+    """FEAT_AIE: AttrIndx[3] and MAIR2_ELx (ID_AA64MMFR3_EL1.AIE)."""
 
     @property
     def fwb(self) -> bool:
@@ -116,16 +128,17 @@ class Features:
         explaining a scenario without an emulator to ask."""
         return cls(
             lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
-            s2fwb=True,
+            s2fwb=True, hcx=True, tcr2=True, sctlr2=True, s1pie=True, aie=True,
         )
 
     @classmethod
     def from_id_regs(cls, id_regs: Mapping[str, int]) -> Features:
-        """Decode ``ID_AA64MMFR0_EL1``, ``ID_AA64MMFR1_EL1``, ``ID_AA64MMFR2_EL1``
-        and ``ID_AA64PFR0_EL1`` (absent registers read as zero)."""
+        """Decode ``ID_AA64MMFR0_EL1`` to ``ID_AA64MMFR3_EL1`` and
+        ``ID_AA64PFR0_EL1`` (absent registers read as zero)."""
         mmfr0 = id_regs.get("ID_AA64MMFR0_EL1", 0)
         mmfr1 = id_regs.get("ID_AA64MMFR1_EL1", 0)
         mmfr2 = id_regs.get("ID_AA64MMFR2_EL1", 0)
+        mmfr3 = id_regs.get("ID_AA64MMFR3_EL1", 0)
         pfr0 = id_regs.get("ID_AA64PFR0_EL1", 0)
         parange = PARANGE_BITS.get(_f(mmfr0, 0), 48)
         tgran16, tgran64, tgran4 = _f(mmfr0, 20), _f(mmfr0, 24), _f(mmfr0, 28)
@@ -156,6 +169,11 @@ class Features:
             s2fwb=_f(mmfr2, 40) >= 1,
             el2=_f(pfr0, 8) != 0,
             el3=_f(pfr0, 12) != 0,
+            hcx=_f(mmfr1, 40) >= 1,
+            tcr2=_f(mmfr3, 0) >= 1,
+            sctlr2=_f(mmfr3, 4) >= 1,
+            s1pie=_f(mmfr3, 8) >= 1,
+            aie=_f(mmfr3, 24) >= 1,
         )
 
 
@@ -182,6 +200,11 @@ PREDICATES: dict[str, Callable[[Features], bool]] = {
     "TTST": lambda f: f.ttst,
     "XNX": lambda f: f.xnx,
     "EL3": lambda f: f.el3,
+    "HCX": lambda f: f.hcx,
+    "TCR2": lambda f: f.tcr2,
+    "SCTLR2": lambda f: f.sctlr2,
+    "S1PIE": lambda f: f.s1pie,
+    "AIE": lambda f: f.aie,
     "PA40": lambda f: f.pa_range_bits >= 40,
     "PA44": lambda f: f.pa_range_bits >= 44,
     "PA48": lambda f: f.pa_range_bits >= 48,
@@ -193,7 +216,8 @@ FIELD_NAMES = {
     "tgran4": "TGRAN4", "tgran16": "TGRAN16", "tgran64": "TGRAN64",
     "tgran4_2": "TGRAN4_S2", "tgran16_2": "TGRAN16_S2", "tgran64_2": "TGRAN64_S2",
     "lpa": "LPA", "lpa2": "LPA2", "lva": "LVA", "vh": "VHE", "xnx": "XNX", "ttst": "TTST",
-    "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3",
+    "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3", "hcx": "HCX",
+    "tcr2": "TCR2", "sctlr2": "SCTLR2", "s1pie": "S1PIE", "aie": "AIE",
 }
 """The feature name each boolean Features field stands for."""
 

@@ -10,8 +10,8 @@ an AT read or write (D8.4.4 R_WRCYB, "Except for the purposes of PSTATE.PAN,
 the descriptor execute-never fields do not prevent data accesses"), and WXN
 only removes execute permission (D8.4.1.4 R_SYMMB, R_QXXPC; in the ASL
 ``s1perms.x = x AND NOT(wxn)``), so it never denies a read or a write.
-Stage 1 Indirect and Overlay permissions (FEAT_S1PIE, FEAT_S1POE) are not
-modelled.
+Stage 1 Indirect permissions (FEAT_S1PIE) are in xcheck.arch.indirect;
+Overlay permissions (FEAT_S1POE, FEAT_S2POE) are not modelled.
 """
 
 from __future__ import annotations

@@ -79,6 +79,23 @@ class SCTLR:
     EPAN = 57
 
 
+class TCR2:
+    """TCR2_EL1, and TCR2_EL2 (PIE and AIE at the same positions in both
+    layouts; D24.2 TCR2_EL1, TCR2_EL2)."""
+
+    PnCH = 0
+    PIE = 1
+    E0POE = 2
+    POE = 3
+    AIE = 4
+    D128 = 5
+
+
+class HCRX:
+    TCR2En = 14
+    SCTLR2En = 15
+
+
 class HCR:
     VM = 0
     PTW = 2

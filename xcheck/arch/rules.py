@@ -64,6 +64,20 @@ class Rule(Enum):
     PERM_AP_READ_ONLY_SINGLE = "D8.4.1.2.1 R_CBNKR: AP[2] == 1 read-only, single privilege"
     PERM_APTABLE_NO_PRIV_WRITE = "D8.4.1.2 R_YTXKB: APTable removes privileged write"
 
+    # FEAT_S1PIE, FEAT_AIE: AArch64.S1ApplyOutputPerms, S1IndirectBasePermissions,
+    # S1CheckPermissions, S1AttrDecode (D8.4, D8.6)
+    S1_PIE = ("AArch64.S1ApplyOutputPerms: TCR2_ELx.PIE == 1, permissions from PIR_ELx/"
+              "PIRE0_ELx by the PIIndex")
+    PERM_PI_NO_READ = "D8.4 R_LLZDZ: the PIR/PIRE0 entry gives no read permission"
+    PERM_PI_NO_WRITE = "D8.4 R_LLZDZ: the PIR/PIRE0 entry gives no write permission"
+    PERM_PI_PX_UW = "D8.4 R_VFPJF: privileged execute with unprivileged write removes all"
+    PERM_PI_PAN = ("AArch64.S1IndirectBasePermissions: PSTATE.PAN with a PIRE0 entry other "
+                   "than 0b0000 (AT S1E1RP/WP)")
+    PERM_PI_NDIRTY = ("AArch64.S1CheckPermissions: write with nDirty == 1 and no hardware "
+                      "dirty state (FEAT_S1PIE)")
+    FETCH_PI_WXN = "D8.4 R_HJYGR: instruction fetch, PIR/PIRE0 entry 0b0110 and writable"
+    S1_ATTR_MAIR2 = "AArch64.S1Walk: TCR2_ELx.AIE == 1, AttrIndx[3] == 1 selects MAIR2_ELx"
+
     # AArch64.S2Translate, AArch64.S2Walk (D8.2, D8.3, D8.4.2)
     S2_CONFIG_FAULT = "AArch64.S2Walk: VTCR_EL2 configuration invalid, level 0 fault"
     S2_IPA_OUT_OF_RANGE = "AArch64.IPAIsOutOfRange: IPA above the stage 2 input size"

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 
-from xcheck.arch import attrs, perms
+from xcheck.arch import attrs, indirect, perms
 from xcheck.arch.attrs import MemAttrs
 from xcheck.arch.descupdate import AF_BIT, S2_DIRTY_BIT, PermittedUpdate
 from xcheck.arch.fault import Fault, FaultRecord
@@ -79,6 +79,7 @@ def _s1_permission(two: bool, ap: int, uxn: bool, pxn: bool, ap_table: int, xn_u
         acc, pstate_pan, epan, wxn, pan_feature)
 
 
+_s1_indirect = lru_cache(maxsize=8192)(indirect.s1_indirect_permission_fault)
 _s1_attrs = lru_cache(maxsize=8192)(attrs.s1_attrs)
 
 
@@ -206,7 +207,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
-        if not p.hpd:
+        if not p.hpd and not rp.pie:  # AArch64.S1Walk: no table permissions with PIE
             if two:
                 ap_table |= (desc >> 61) & 3
                 xn_u |= (desc >> 60) & 1
@@ -237,23 +238,19 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                          "(AArch64.S1Walk; D8.5)", trace, Rule.S1_ACCESS_FLAG)
     if not (desc >> 10) & 1:
         _permit_s1_af(p.ee, descaddr, pa, s2, mem, trace, updates)
-    if two:
-        ap, uxn, pxn = (desc >> 6) & 3, bool((desc >> 54) & 1), bool((desc >> 53) & 1)
-    else:
-        ap, uxn, pxn = (((desc >> 7) & 1) << 1) | 1, False, bool((desc >> 54) & 1)
-    if p.hd and (desc >> 51) & 1 and ap & 2:
-        # R_RKMHW: an AT write to a writable-clean descriptor with hardware
-        # dirty state management is permitted (and never updates it, R_ZYGHJ).
-        ap &= 1
-        trace.append(TraceStep(1, "dirty", "DBM == 1 with TCR.HD == 1: writable-clean, "
-                               "AP[2] treated as 0", rule="D8.5 R_RKMHW",
-                               cites=Rule.S1_WRITABLE_CLEAN))
-    denied = _s1_permission(two, ap, uxn, pxn, ap_table, bool(xn_u), bool(xn_p), acc.s1,
-                            acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
+    denied = _s1_leaf_permission(rp, p.hd, desc, two, ap_table, bool(xn_u), bool(xn_p), acc,
+                                 trace)
     if denied is not None:
         return _s1_fault(Fault.PERMISSION, level, acc, denied.why, trace, denied.rule)
     sh = p.sh if ds else (desc >> 8) & 3
-    mem_attrs = _s1_attrs(p.mair, (desc >> 2) & 7, sh)
+    attr_index = (desc >> 2) & 7
+    mair = p.mair
+    if p.aie and (desc >> 59) & 1:
+        attr_index, mair = attr_index | 8, p.mair2
+        trace.append(TraceStep(1, "attrs", f"AttrIndx = {attr_index} (bit 59 is AttrIndx[3] "
+                               f"with TCR2_ELx.AIE == 1): MAIR2_ELx.Attr{attr_index - 8}",
+                               rule="AArch64.S1Walk, FEAT_AIE", cites=Rule.S1_ATTR_MAIR2))
+    mem_attrs = _s1_attrs(mair, attr_index & 7, sh)
     descriptor_attrs = None
     if not rp.sctlr_c and mem_attrs.attr >> 4:
         descriptor_attrs = mem_attrs
@@ -288,6 +285,38 @@ def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem:
         updates.extend(through)
     _permit(updates, pa, AF_BIT, ee, "AF == 0 with TCR.HA == 1: the AT may set AF "
             "(D8.5.2; AArch64.S1Translate, SettingAccessFlagPermitted)", trace, 1)
+
+
+def _s1_leaf_permission(rp: S1RegimeParams, hw_dirty: bool, desc: int, two: bool,
+                        ap_table: int, xn_u: bool, xn_p: bool, acc: Access,
+                        trace: list[TraceStep]) -> perms.Denied | None:
+    """The stage 1 permission check of the leaf ``desc``: Indirect
+    (TCR2_ELx.PIE, xcheck.arch.indirect) or Direct with hierarchical
+    control (xcheck.arch.perms); AArch64.S1ApplyOutputPerms,
+    AArch64.S1CheckPermissions."""
+    if rp.pie:
+        index = indirect.pi_index(desc)
+        ppi, upi = indirect.pi_entry(rp.pir, index), indirect.pi_entry(rp.pire0, index)
+        trace.append(TraceStep(1, "indirect", f"PIIndex {index} (UXN:PXN:DBM:AP[1]): PIR "
+                               f"0b{ppi:04b} ({indirect.PI_NAMES[ppi]})"
+                               + (f", PIRE0 0b{upi:04b} ({indirect.PI_NAMES[upi]})" if two
+                                  else "") + f", nDirty {(desc >> 7) & 1}",
+                               rule="AArch64.S1ApplyOutputPerms", cites=Rule.S1_PIE))
+        return _s1_indirect(two, ppi, upi, acc.s1, acc.pstate_pan, acc.pan_feature,
+                            bool((desc >> 7) & 1), hw_dirty)
+    if two:
+        ap, uxn, pxn = (desc >> 6) & 3, bool((desc >> 54) & 1), bool((desc >> 53) & 1)
+    else:
+        ap, uxn, pxn = (((desc >> 7) & 1) << 1) | 1, False, bool((desc >> 54) & 1)
+    if hw_dirty and (desc >> 51) & 1 and ap & 2:
+        # R_RKMHW: an AT write to a writable-clean descriptor with hardware
+        # dirty state management is permitted (and never updates it, R_ZYGHJ).
+        ap &= 1
+        trace.append(TraceStep(1, "dirty", "DBM == 1 with TCR.HD == 1: writable-clean, "
+                               "AP[2] treated as 0", rule="D8.5 R_RKMHW",
+                               cites=Rule.S1_WRITABLE_CLEAN))
+    return _s1_permission(two, ap, uxn, pxn, ap_table, xn_u, xn_p, acc.s1,
+                          acc.pstate_pan, rp.epan, rp.wxn, acc.pan_feature)
 
 
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,

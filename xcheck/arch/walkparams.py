@@ -10,11 +10,11 @@ AArch64.S1TTBaseAddress / S2TTBaseAddress, AArch64.PhysicalAddressSize.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from xcheck.arch.features import PARANGE_BITS, Features
 from xcheck.arch.regime import HcrState, Regime
-from xcheck.arch.regs import SCTLR, TCR, TCR_EL2, VTCR, bit, field, ttbr_base
+from xcheck.arch.regs import HCRX, SCTLR, TCR, TCR2, TCR_EL2, VTCR, bit, field, ttbr_base
 
 FINAL_LEVEL = 3
 
@@ -119,6 +119,10 @@ class S1TTWParams:
     pa52_64k: bool
     """Descriptor bits [15:12] are OA[51:48] (64KB granule, PAMax >= 52)."""
     notes: tuple[str, ...]
+    aie: bool = False
+    """FEAT_AIE with TCR2_ELx.AIE effective: AttrIndx[3] is descriptor bit 59."""
+    mair2: int = 0
+    """MAIR2_ELx: the attributes of AttrIndx 8 to 15."""
 
     @property
     def summary(self) -> str:
@@ -141,6 +145,13 @@ class S1RegimeParams:
     pamax: int
     lower: S1TTWParams
     upper: S1TTWParams | None
+    pie: bool = False
+    """FEAT_S1PIE with TCR2_ELx.PIE effective: Indirect permissions."""
+    pir: int = 0
+    """PIR_ELx: the privileged permission of each PIIndex."""
+    pire0: int = 0
+    """PIRE0_ELx: the unprivileged permission of each PIIndex (two-range
+    regimes)."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -207,18 +218,39 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     )
 
 
+def tcr2_enabled(regime: Regime, sysregs: Mapping[str, int], features: Features) -> bool:
+    """IsTCR2EL1Enabled / IsTCR2EL2Enabled: FEAT_TCR2, and for the EL1&0
+    regime (EL2 being enabled) FEAT_HCX with HCRX_EL2.TCR2En == 1; without
+    it TCR2_EL1 is treated as 0 (D24.2 TCR2_EL1, HCRX_EL2.TCR2En). This
+    machine has no EL3, so SCR_EL3.{TCR2En, HXEn} do not apply."""
+    if not features.tcr2:
+        return False
+    if regime is Regime.EL10:
+        return features.hcx and bit(sysregs.get("HCRX_EL2", 0), HCRX.TCR2En)
+    return True
+
+
 def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
                      features: Features, impdef: ImpDef) -> S1RegimeParams:
-    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges."""
+    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges; with
+    TCR2_ELx effective, PIE (FEAT_S1PIE) and AIE (FEAT_AIE) from it
+    (AArch64.S1TTWParamsEL10/EL2/EL20)."""
     sfx = "EL1" if regime is Regime.EL10 else "EL2"
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
     mair = sysregs.get(f"MAIR_{sfx}", 0)
+    tcr2 = sysregs.get(f"TCR2_{sfx}", 0) if tcr2_enabled(regime, sysregs, features) else 0
+    pie = features.s1pie and bit(tcr2, TCR2.PIE)
+    aie = features.aie and bit(tcr2, TCR2.AIE)
+    mair2 = sysregs.get(f"MAIR2_{sfx}", 0) if aie else 0
     lower = _s1_params(regime, "lower", tcr, sysregs.get(f"TTBR0_{sfx}", 0), mair, sctlr,
                        features, impdef)
     upper = None
     if regime.two_ranges:
         upper = _s1_params(regime, "upper", tcr, sysregs.get(f"TTBR1_{sfx}", 0), mair, sctlr,
                            features, impdef)
+    if aie:
+        lower = replace(lower, aie=True, mair2=mair2)
+        upper = None if upper is None else replace(upper, aie=True, mair2=mair2)
     enabled = bit(sctlr, SCTLR.M)
     if regime is Regime.EL10:
         enabled = enabled and not hcr.dc and not hcr.tge
@@ -226,7 +258,9 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         regime=regime, enabled=enabled, sctlr_c=bit(sctlr, SCTLR.C),
         dc=regime is Regime.EL10 and hcr.dc, wxn=bit(sctlr, SCTLR.WXN),
         epan=features.pan >= 3 and bit(sctlr, SCTLR.EPAN), pamax=features.pa_range_bits,
-        lower=lower, upper=upper,
+        lower=lower, upper=upper, pie=pie,
+        pir=sysregs.get(f"PIR_{sfx}", 0) if pie else 0,
+        pire0=sysregs.get(f"PIRE0_{sfx}", 0) if pie and regime.two_ranges else 0,
     )
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
+from xcheck import sysregs
 from xcheck.arch.features import FIELDS_READ
 from xcheck.export.answers import Cpu, Expected, Refusal
 from xcheck.machine import HARNESS_PA, TRANSLATION_SYSREGS, MachineSetup, Probe, chunks
@@ -114,11 +115,13 @@ def probes_s(setup: MachineSetup, probes: Sequence[Probe], source: str) -> str:
     ]
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     for name in (*EL1_FIRST, *extra):
-        lines += _msr(name, regs.get(name, 0))
+        if name not in sysregs.BY_NAME or sysregs.written(name, regs):
+            lines += _msr(name, regs.get(name, 0))
     lines += ["    adr x1, vectors_el1", "    add x1, x1, x10", "    msr vbar_el1, x1", "    isb"]
     lines += [*_msr("HCR_EL2", regs.get("HCR_EL2", HCR_RESET)), "    isb"]
     for name in TRANSLATION_SYSREGS:
-        if name not in (*EL1_FIRST, "SCTLR_EL2", "HCR_EL2"):
+        if name not in (*EL1_FIRST, "SCTLR_EL2", "HCR_EL2") and \
+                sysregs.written(name, regs):
             lines += _msr(name, regs.get(name, 0))
     lines += ["    dsb sy", "    tlbi alle2", "    tlbi alle1", "    dsb sy", "    isb",
               *_msr("SCTLR_EL2", regs.get("SCTLR_EL2", SCTLR_EL2_OFF)), "    isb"]

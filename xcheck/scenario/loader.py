@@ -75,7 +75,10 @@ PROBE_KEYS = (*SELECT_KEYS, "label")
 EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
 KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
-           "contiguous", "pxn", "uxn", "xn", "dbm", "table")
+           "contiguous", "pxn", "uxn", "xn", "dbm", "table", "pi_index", "ndirty")
+PI_INDEX_BITS = ("ap", "pxn", "uxn", "xn", "dbm")
+"""The fields whose bits [54:53], [51] and [6] pi_index sets (AArch64.S1ApplyOutputPerms:
+PIIndex = UXN:PXN:DBM:AP[1]); with pi_index, ndirty sets bit 7 (AP[2])."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
            "contiguous", "dbm")
 TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
@@ -393,14 +396,22 @@ class _Parser:
                          "XN[1:0] (0..3) or true")) << 53
         else:
             one_range = base == "TTBR0_EL2" and not self.e2h
-            bits |= (get("attr", as_int, 0, 7, "a MAIR index (0..7)") or 0) << 2
+            attr = get("attr", as_int, 0, 15, "a MAIR index 0..7, or 8..15 (MAIR2, FEAT_AIE: "
+                       "bit 3 is descriptor bit 59)") or 0
+            bits |= (attr & 7) << 2 | (attr >> 3) << 59
+            if "pi_index" in m:
+                bits |= self.pi_bits(m, field)
+            elif "ndirty" in m:
+                raise Located(m.at("ndirty"), f"{field}.ndirty", "ndirty (bit 7) goes with "
+                              "pi_index (Indirect permissions); without it write ap")
             if one_range and isinstance(m.get("ap"), str) and m["ap"] in AP_TWO_RANGES \
                     and m["ap"] not in AP_ONE_RANGE:
                 raise Located(m.at("ap"), f"{field}.ap", f"{m['ap']!r}: the EL2 regime "
                               "(HCR_EL2.E2H == 0) has no EL0; expected RW or RO")
             ap = get("ap", _parse_choice_or_int, AP_ONE_RANGE if one_range else AP_TWO_RANGES,
                      3)
-            bits |= ((0b01 if one_range else 0) if ap is None else ap) << 6
+            if "pi_index" not in m:  # the EL2 regime's AP[1] is RES1 (R_MGGZM): not a PIIndex bit
+                bits |= ((0b01 if one_range else 0) if ap is None else ap) << 6
             if get("ng", as_bool):
                 bits |= 1 << 11
             if get("pxn", as_bool):
@@ -417,6 +428,20 @@ class _Parser:
             base=base, n=n, line=line, va=va, pa=pa, size=size, level=level, raw=raw,
             force=force, bits=bits, sh=sh, table=table, key_lines=tuple(m.lines.items()),
         )
+
+    def pi_bits(self, m: YMap, field: str) -> int:
+        """Descriptor bits of ``pi_index`` (and ``ndirty``): PIIndex[3:0] in
+        bits 54, 53, 51 and 6, nDirty in bit 7 (AArch64.S1ApplyOutputPerms)."""
+        clash = [k for k in PI_INDEX_BITS if k in m]
+        if clash:
+            raise Located(m.at(clash[0]), f"{field}.{clash[0]}", f"pi_index sets descriptor "
+                          f"bits 54, 53, 51 and 6 (UXN, PXN, DBM, AP[1]): give pi_index or "
+                          f"{', '.join(PI_INDEX_BITS)}, not both")
+        index = as_int(m["pi_index"], f"{field}.pi_index", m.at("pi_index"), 0, 15,
+                       "a PIIndex 0..15")
+        ndirty = "ndirty" in m and as_bool(m["ndirty"], f"{field}.ndirty", m.at("ndirty"))
+        return ((index >> 2) << 53 | ((index >> 1) & 1) << 51 | (index & 1) << 6
+                | int(ndirty) << 7)
 
     def table_attrs(self, value: Any, field: str, line: int) -> TableAttrs:
         t = as_map(value, field, line, TABLE_ATTR_KEYS)

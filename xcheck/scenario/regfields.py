@@ -1,7 +1,8 @@
 """System register fields by name, for ``regs:`` in a scenario.
 
 Field positions are those of Arm ARM DDI 0487, D24.2 (SCTLR_EL1/EL2,
-TCR_EL1, TCR_EL2, VTCR_EL2, HCR_EL2, MAIR_ELx, TTBRn_ELx, VTTBR_EL2); the
+TCR_EL1, TCR_EL2, VTCR_EL2, HCR_EL2, HCRX_EL2, MAIR_ELx, MAIR2_ELx,
+TCR2_ELx, PIR_ELx, PIRE0_ELx, TTBRn_ELx, VTTBR_EL2); the
 fields the model reads come from xcheck.arch.regs. Some fields take a named
 value: a granule (TG0/TG1, whose encodings differ), a size (IPS/PS), a
 shareability or a cacheability.
@@ -12,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from xcheck.arch.features import PARANGE_BITS
-from xcheck.arch.regs import HCR, SCTLR, TCR, TCR_EL2, VTCR, Field
+from xcheck.arch.regs import HCR, HCRX, SCTLR, TCR, TCR2, TCR_EL2, VTCR, Field
 from xcheck.arch.walkparams import TG0_BITS, TG1_BITS
 
 MASK64 = (1 << 64) - 1
@@ -64,7 +65,30 @@ HCR_FIELDS: dict[str, Field] = {
     "FWB": _bit(HCR.FWB),
 }
 
+HCRX_FIELDS: dict[str, Field] = {
+    "EnAS0": _bit(0), "EnALS": _bit(1), "EnASR": _bit(2), "FnXS": _bit(3),
+    "FGTnXS": _bit(4), "SMPME": _bit(5), "TALLINT": _bit(6), "VINMI": _bit(7),
+    "VFNMI": _bit(8), "CMOW": _bit(9), "MCE2": _bit(10), "MSCEn": _bit(11),
+    "TCR2En": _bit(HCRX.TCR2En), "SCTLR2En": _bit(HCRX.SCTLR2En), "PTTWI": _bit(16),
+    "D128En": _bit(17), "EnSNERR": _bit(18), "TMEA": _bit(19), "EnSDERR": _bit(20),
+    "EnIDCP128": _bit(21), "GCSEn": _bit(22), "EnFPM": _bit(23), "PACMEn": _bit(24),
+    "SRMASKEn": _bit(26),
+}
+
+TCR2_FIELDS: dict[str, Field] = {
+    "PnCH": _bit(TCR2.PnCH), "PIE": _bit(TCR2.PIE), "E0POE": _bit(TCR2.E0POE),
+    "POE": _bit(TCR2.POE), "AIE": _bit(TCR2.AIE), "D128": _bit(TCR2.D128),
+    "PTTWI": _bit(10), "HAFT": _bit(11), "DisCH0": _bit(14), "DisCH1": _bit(15),
+    "A2": _bit(16), "FNG0": _bit(17), "FNG1": _bit(18), "FNGNA0": _bit(20),
+    "FNGNA1": _bit(21),
+}
+"""TCR2_EL1, and TCR2_EL2 (whose fields are a subset at the same positions)."""
+
+PIR_FIELDS: dict[str, Field] = {f"Perm{i}": (4 * i, 4) for i in range(16)}
+"""PIR_ELx and PIRE0_ELx: one 4-bit permission encoding per PIIndex."""
+
 MAIR_FIELDS: dict[str, Field] = {f"Attr{i}": (8 * i, 8) for i in range(8)}
+"""MAIR_ELx, and MAIR2_ELx (Attr0..7 there are AttrIndx 8..15)."""
 
 TTBR_FIELDS: dict[str, Field] = {"CnP": (0, 1), "BADDR": (1, 47), "ASID": (48, 16)}
 VTTBR_FIELDS: dict[str, Field] = {"CnP": (0, 1), "BADDR": (1, 47), "VMID": (48, 16)}
@@ -82,7 +106,13 @@ def layout(reg: str, e2h: bool) -> dict[str, Field]:
         return VTCR_FIELDS
     if reg == "HCR_EL2":
         return HCR_FIELDS
-    if reg.startswith("MAIR_"):
+    if reg == "HCRX_EL2":
+        return HCRX_FIELDS
+    if reg.startswith("TCR2_"):
+        return TCR2_FIELDS
+    if reg.startswith(("PIR_", "PIRE0_")):
+        return PIR_FIELDS
+    if reg.startswith(("MAIR_", "MAIR2_")):
         return MAIR_FIELDS
     if reg == "VTTBR_EL2":
         return VTTBR_FIELDS

@@ -94,8 +94,9 @@ def _mapping(stage: int) -> Schema:
                       "aptable": _int(3), "pxntable": flag, "uxntable": flag,
                       "xntable": flag, "nstable": flag},
                      about="attributes of a table descriptor on this mapping's walk")
-        props = {"va": addr, **common, "ap": _named(ap_names, 2), "attr": _int(7), "ng": flag,
-                 "pxn": flag, "uxn": flag, "xn": flag, "table": table}
+        props = {"va": addr, **common, "ap": _named(ap_names, 2), "attr": _int(15), "ng": flag,
+                 "pxn": flag, "uxn": flag, "xn": flag, "table": table, "pi_index": _int(15),
+                 "ndirty": flag}
         key = "va"
     out = _obj(props, (key,))
     out["anyOf"] = [{"required": ["pa"]}, {"required": ["raw"]}]

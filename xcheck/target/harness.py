@@ -76,7 +76,7 @@ HCR_RESET = 1 << 31
 """HCR_EL2 with only RW set while the registers are written."""
 SCTLR_EL2_OFF = 0x30C5_0830
 """SCTLR_EL2 with RES1 bits and M = 0 (teardown)."""
-EL1_FIRST = ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1")
+EL1_FIRST = sysregs.EL1_NAMES
 """Written while HCR_EL2.E2H = 0, before HCR_EL2 (D5.8.4 redirection)."""
 ALL = Features.everything()
 """The CPU a program is written for when the caller does not say."""
@@ -311,15 +311,20 @@ def assemble(
     def el1_reg(name: str) -> str:
         return el12_name(name) if el1_via_el12 else name
 
-    for name in (*EL1_FIRST, *extra):
-        a.mov(R_PAR, regs.get(name, 0))
+    def value(name: str) -> int:
+        reg = sysregs.BY_NAME.get(name)
+        v = regs.get(name, 0)
+        return v if reg is None else reg.value_for(v, features.has)
+
+    for name in (*(r for r in EL1_FIRST if r in exists), *extra):
+        a.mov(R_PAR, value(name))
         a.emit(isa.msr(el1_reg(name), R_PAR))
     a.mov(R_PAR, el1_base + VEC_EL1)
     a.emit(isa.msr(el1_reg("VBAR_EL1"), R_PAR), isa.ISB)
     a.mov(R_PAR, regs.get("HCR_EL2", HCR_RESET))
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     for name in late:
-        a.mov(R_PAR, regs.get(name, 0))
+        a.mov(R_PAR, value(name))
         a.emit(isa.msr(name, R_PAR))
     a.emit(isa.dsb("SY"), isa.tlbi("ALLE2"), isa.tlbi("ALLE1"), isa.dsb("SY"), isa.ISB)
     a.mov(R_PAR, el2_base + VEC_EL2)
