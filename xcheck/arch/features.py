@@ -17,7 +17,7 @@ FIELDS_READ: dict[str, int] = {
     "ID_AA64MMFR0_EL1": 0xFFF0_000F | 0xFFF << 32,
     "ID_AA64MMFR1_EL1": 0xF0F0_FF0F,
     "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
-    "ID_AA64PFR0_EL1": 0xFF00,
+    "ID_AA64PFR0_EL1": 0xFF00 | 0xF << 36 | 0xF << 52,
 }
 """The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
 in these decode to the same Features (a standalone test checks them)."""
@@ -66,6 +66,11 @@ class Features:
     s2fwb: bool = False
     el2: bool = True
     el3: bool = False
+    sel2: bool = False
+    """FEAT_SEL2: Secure EL2 (ID_AA64PFR0_EL1.SEL2)."""
+    rme: int = 0
+    """0 none, 1 FEAT_RME, 2 and 3 with the GPC2 and GPC3 additions
+    (ID_AA64PFR0_EL1.RME)."""
 
     @property
     def fwb(self) -> bool:
@@ -156,6 +161,8 @@ class Features:
             s2fwb=_f(mmfr2, 40) >= 1,
             el2=_f(pfr0, 8) != 0,
             el3=_f(pfr0, 12) != 0,
+            sel2=_f(pfr0, 36) >= 1,
+            rme=min(_f(pfr0, 52), 3),
         )
 
 
@@ -181,7 +188,11 @@ PREDICATES: dict[str, Callable[[Features], bool]] = {
     "HPDS": lambda f: f.hpds >= 1,
     "TTST": lambda f: f.ttst,
     "XNX": lambda f: f.xnx,
+    "RME_GPC2": lambda f: f.rme >= 2,
+    "RME_GPC3": lambda f: f.rme >= 3,
     "EL3": lambda f: f.el3,
+    "SEL2": lambda f: f.sel2,
+    "RME": lambda f: f.rme >= 1,
     "PA40": lambda f: f.pa_range_bits >= 40,
     "PA44": lambda f: f.pa_range_bits >= 44,
     "PA48": lambda f: f.pa_range_bits >= 48,
@@ -194,6 +205,7 @@ FIELD_NAMES = {
     "tgran4_2": "TGRAN4_S2", "tgran16_2": "TGRAN16_S2", "tgran64_2": "TGRAN64_S2",
     "lpa": "LPA", "lpa2": "LPA2", "lva": "LVA", "vh": "VHE", "xnx": "XNX", "ttst": "TTST",
     "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3",
+    "sel2": "SEL2",
 }
 """The feature name each boolean Features field stands for."""
 
@@ -202,5 +214,6 @@ LEVEL_NAMES = {
     "hafdbs": {1: "HAFDBS", 2: "HAFDBS_DIRTY"},
     "hpds": {1: "HPDS", 2: "HPDS2"},
     "nv": {1: "NV", 2: "NV2"},
+    "rme": {1: "RME", 2: "RME_GPC2", 3: "RME_GPC3"},
 }
 """The feature name of each level of the leveled Features fields."""

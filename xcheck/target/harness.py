@@ -7,7 +7,8 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
-         +0x2000 the program
+         +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
+         +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
          +8n    one exception record per probe and one for the setup code:
                 flags (bit 0 taken, [15:8] EL, [23:16] vector), ESR, ELR, FAR
@@ -24,11 +25,19 @@ PAR_EL1; STR X1, [X20, X21, LSL #3]``. An exception the probes did not
 expect is recorded by the handler of the EL it is taken to, which resumes
 after the faulting instruction; after MAX_EXCEPTIONS it gives up.
 
+On a CPU that starts at EL3 (``scr_el3`` given), the program starts there
+instead (segment E3, at physical addresses): it installs the EL3 vectors,
+writes SCR_EL3 (Non-secure, EL2 in AArch64, the feature enables of
+target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
+program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
+SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
+
 Step mode uses the same program with each group's probes replaced by a
 landing point: the driver steps one ``AT`` stub per probe there.
 
 Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
-X22/X23 exception records (EL1/EL2 VA), X24 where HVC returns to at EL2,
+X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
+EL2 (and where SMC goes at EL3),
 X25-X27 handler scratch, X28 exception count, X29 where to give up.
 """
 
@@ -49,13 +58,14 @@ from xcheck.machine import (
     Probe,
     TargetException,
 )
-from xcheck.target import isa
+from xcheck.target import el3, isa
 
 VEC_EL2 = 0x000
 VEC_EL1 = 0x800
 HANDLERS = 0x1000
 TEARDOWN = 0x1F00
-PROGRAM = 0x2000
+VEC_EL3 = 0x2000
+PROGRAM = 0x2800
 SENTINEL = (1 << 64) - 1
 """Pre-filled PAR slot: all ones has RES0 bits set, no AT can return it."""
 MAX_BATCH = 4000
@@ -68,6 +78,8 @@ fetched) is caught by the driver instead (QemuTarget's stall check)."""
 PLACEHOLDER = (1 << 64) - 1
 """A four-word constant load, patched once the label it names is placed."""
 RECORD = 32
+SCTLR_EL3_OFF = 0x30C5_0830
+"""SCTLR_EL3 with its RES1 bits and M = 0 (D24.2 SCTLR_EL3)."""
 SPSR_EL1H = 0x3C5
 """SPSR_EL2 for an ERET to EL1h with D, A, I, F masked (C5.2.19)."""
 PSTATE_PAN_BIT = 22
@@ -80,11 +92,13 @@ EL1_FIRST = ("SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1")
 ALL = Features.everything()
 """The CPU a program is written for when the caller does not say."""
 EC_HVC64 = 0x16
+EC_SMC64 = 0x17
 VECTOR_LOWER_SYNC = 8
 """Vector slot of a synchronous exception from a lower EL using AArch64 (+0x400)."""
 
 R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
+R_EXC3 = 19
 
 
 class Asm:
@@ -149,6 +163,9 @@ class Program:
     groups: tuple[Group, ...]
     stubs: Mapping[AtOp, int] = field(default_factory=dict)
     """Step mode: offset of ``AT <op>, X0`` followed by a stop point."""
+    stop: int = 0
+    """The address where the program stops when done (EL2's ``end``, or
+    EL3's when the program started at EL3)."""
 
     @property
     def data_size(self) -> int:
@@ -189,17 +206,18 @@ def _vectors(a: Asm, handler: str) -> None:
 def _handler(a: Asm, el: int, records: int, give_up: Callable[[Asm], None]) -> None:
     """Record ESR/ELR/FAR of an unexpected exception in the probe's slot,
     resume after the faulting instruction (ELR + 4). At EL2 an HVC from EL1
-    is the end of an EL1 group: branch to X24."""
+    is the end of an EL1 group, at EL3 an SMC from EL2 asks for EL3: branch
+    to X24."""
     esr, elr, far = (f"ESR_EL{el}", f"ELR_EL{el}", f"FAR_EL{el}")
     a.label(f"handler{el}")
     a.emit(isa.mrs(R_T0, esr))
-    if el == 2:
-        a.emit(isa.ubfx(R_T1, R_T0, 26, 6), isa.cmp_imm(R_T1, EC_HVC64))
-        a.branch("record2", lambda off: isa.b_cond("NE", off))
+    if el in (2, 3):
+        a.emit(isa.ubfx(R_T1, R_T0, 26, 6), isa.cmp_imm(R_T1, EC_HVC64 if el == 2 else EC_SMC64))
+        a.branch(f"record{el}", lambda off: isa.b_cond("NE", off))
         a.emit(isa.cmp_imm(R_T2, VECTOR_LOWER_SYNC))
-        a.branch("record2", lambda off: isa.b_cond("NE", off))
+        a.branch(f"record{el}", lambda off: isa.b_cond("NE", off))
         a.emit(isa.br(R_CONT))
-        a.label("record2")
+        a.label(f"record{el}")
     a.emit(isa.add_imm(R_COUNT, R_COUNT, 1), isa.cmp_imm(R_COUNT, MAX_EXCEPTIONS))
     a.branch(f"giveup{el}", lambda off: isa.b_cond("HI", off))
     a.emit(
@@ -248,6 +266,7 @@ def assemble(
     el1_via_el12: bool = False,
     exit_store: int | None = None,
     features: Features = ALL,
+    scr_el3: int | None = None,
 ) -> Program:
     """The program for ``setup`` (or a slice of its probes), batch or step.
 
@@ -263,6 +282,9 @@ def assemble(
     harness runs at VA = PA in the EL2 regime (no ``code_va`` for it): the
     instruction after the MSR is fetched with the MMU off.
 
+    ``scr_el3``: the CPU starts at EL3; the program starts there (segment
+    E3), runs the lower ELs with this SCR_EL3 and ends there.
+
     ``features``: what the CPU implements. Only the registers it has are
     written (xcheck.sysregs; the others' encodings are UNDEFINED), and
     PSTATE.PAN is touched only with FEAT_PAN.
@@ -270,6 +292,8 @@ def assemble(
     probes = list(setup.probes if probes is None else probes)
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} probes per program")
+    if scr_el3 is not None and exit_store is not None:
+        raise ValueError("exit_store is for a target without EL3")
     regs = dict(setup.sysregs)
     el2_base = setup.code_va.get(el2_regime(regs, features), HARNESS_PA)
     if not features.has("PAN") and any(p.pan for p in probes):
@@ -287,11 +311,38 @@ def assemble(
         a.emit(isa.NOP)
     _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
     _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
+    if scr_el3 is not None:
+        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
+    if a.here > TEARDOWN:
+        raise AssertionError("the handlers overlap the teardown instruction")
     while a.here < TEARDOWN:
         a.emit(isa.NOP)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    while a.here < VEC_EL3:
+        a.emit(isa.NOP)
+    if scr_el3 is not None:
+        _vectors(a, "handler3")
     while a.here < PROGRAM:
         a.emit(isa.NOP)
+    if scr_el3 is not None:
+        # Segment E3: EL3, MMU off, physical addresses.
+        a.label("entry3")
+        a.mov(R_IDX, n)
+        a.mov(R_COUNT, 0)
+        a.mov(R_EXC3, HARNESS_DATA_PA + rec)
+        a.mov(R_PAR, HARNESS_PA + VEC_EL3)
+        a.emit(isa.msr("VBAR_EL3", R_PAR))
+        a.mov(R_PAR, scr_el3)
+        a.emit(isa.msr("SCR_EL3", R_PAR))
+        a.mov(R_PAR, el3.CPTR_EL3_NO_TRAPS)
+        a.emit(isa.msr("CPTR_EL3", R_PAR))
+        a.mov(R_PAR, SCTLR_EL2_OFF)
+        a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
+        a.mov(R_PAR, el3.SPSR_EL2H)
+        a.emit(isa.msr("SPSR_EL3", R_PAR))
+        entry_at = len(a.words)
+        a.emit(*isa.mov_imm(R_PAR, PLACEHOLDER))
+        a.emit(isa.msr("ELR_EL3", R_PAR), isa.ERET)
 
     # Segment A: EL2, MMU off, physical addresses.
     a.label("entry")
@@ -381,6 +432,16 @@ def assemble(
             raise ValueError(f"probes run at EL1 or EL2, not EL{g.el}")
         groups.append(Group(g.el, g.pan, g.indices, landing, epilogue))
     a.label("end")
+    if scr_el3 is not None:
+        end3_at = len(a.words)
+        a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER))
+        a.emit(isa.smc(0))
+        a.label("end3")
+        a.mov(R_PAR, SCTLR_EL3_OFF)
+        a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        a.label("halt3")
+        _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
+        _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
     if exit_store is not None:
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
@@ -401,12 +462,13 @@ def assemble(
         nprobes=n,
         el2_base=el2_base,
         el1_base=el1_base,
-        entry=a.labels["entry"],
+        entry=a.labels["entry3" if scr_el3 is not None else "entry"],
         mmu_stop=a.labels["mmu_stop"],
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(groups),
         stubs=stubs,
+        stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
 
 

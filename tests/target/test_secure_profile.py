@@ -1,0 +1,61 @@
+"""The `secure` profile end to end (virt,secure=on: the CPU starts at EL3);
+real QEMU, real gdb-multiarch (marker qemu).
+
+With every stage of translation off the PA is the VA (Arm ARM D8.2.11), and
+PAR_EL1.NS is UNKNOWN for a Non-secure regime (D24.2 PAR_EL1), so only
+F and PA are compared.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import pytest
+from click.testing import CliRunner
+
+from xcheck.cli import main
+from xcheck.machine import AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.target.guest import QemuTarget
+from xcheck.target.profile import Profile, load_profile
+
+pytestmark = pytest.mark.qemu
+
+PROBES = (Probe(AtOp.S1E1R, 0x4000_1000, 2), Probe(AtOp.S12E1W, 0x4123_4000, 2),
+          Probe(AtOp.S1E0R, 0x4020_0000, 1))
+PA = 0xF_FFFF_FFFF_F000
+
+
+@pytest.fixture(scope="module")
+def secure(qemu_profile: Profile) -> Iterator[QemuTarget]:
+    with QemuTarget(load_profile("secure")) as t:
+        yield t
+
+
+def test_the_cpu_starts_at_el3_and_the_harness_drops_to_nonsecure_el2(secure: QemuTarget) -> None:
+    assert secure.scr_el3 is not None and secure.scr_el3 & 0b1_0000_0001 == 0b1_0000_0001
+    for _ in range(2):  # the second setup starts again at EL3
+        for mode in ("batch", "step"):
+            pars = secure.run(MachineSetup(sysreg_defaults(), {}, PROBES), mode)
+            assert [p & (PA | 1) for p in pars if isinstance(p, int)] == [p.va for p in PROBES]
+    assert secure.gdb.read_reg("cpsr") >> 2 & 3 == 3
+
+
+def test_doctor_on_secure_shows_el3_and_the_security_features(qemu_profile: Profile) -> None:
+    res = CliRunner().invoke(main, ["doctor", "--config", "secure"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    assert "EL3: the harness drops to Non-secure EL2" in res.output
+    row = next(ln for ln in res.output.splitlines() if "FEAT_SEL2" in ln)
+    assert "yes" in row  # QEMU 7.2 -cpu max has Secure EL2
+    assert "RME level" in res.output
+
+
+def test_doctor_on_rme_shows_the_granule_protection_configuration(qemu_profile: Profile) -> None:
+    if not shutil.which(load_profile("rme").executable):
+        pytest.skip("QEMU 11.1 is not installed (run `make qemu11`)")
+    res = CliRunner().invoke(main, ["doctor", "--config", "rme"], env={"COLUMNS": "200"})
+    assert res.exit_code == 0, res.output
+    row = next(ln for ln in res.output.splitlines() if "RME level" in ln)
+    assert row.split()[-2] in ("1", "2", "3")
+    assert "granule protection: GPCCR_EL3 = 0x" in res.output
+    assert "level 0 GPT entry covers 30 bits" in res.output  # QEMU's L0GPTSZ: 1 GB
