@@ -52,6 +52,9 @@ class Translated:
     an AT is permitted to set AF there (D8.5), a write that stage 2 translates
     as a table walk access and that can fault (AArch64.S1Translate,
     CreateAccDescTTEUpdate)."""
+    ns: bool = True
+    """The output is in the Non-secure PA space (always, from a Non-secure
+    regime; from a Secure one as NSTable and NS say: AArch64.S1Walk)."""
 
 
 @lru_cache(maxsize=8192)
@@ -115,7 +118,8 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
     """AArch64.S1DisabledOutput: VA = output address, checked against PAMax
     (Address size fault, level 0); data accesses are Device-nGnRnE, or Normal
     Write-Back Non-shareable with HCR_EL2.DC == 1 (D8.2.10, "Behavior when
-    stage 1 address translation is disabled")."""
+    stage 1 address translation is disabled"). The PA space is the regime's
+    own (Secure for a Secure regime)."""
     p = rp.params(va)
     trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
                            "disabled: output address = VA", rule="AArch64.S1Enabled",
@@ -125,7 +129,8 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"VA[{top}:{pamax}] != 0 with stage 1 "
                          "disabled (AArch64.S1DisabledOutput)", trace,
                          Rule.S1_DISABLED_ADDRESS_SIZE)
-    return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0)
+    return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0,
+                      ns=not rp.secure)
 
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
@@ -167,6 +172,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
                          trace, Rule.S1_BASE_ADDRESS_SIZE)
     ap_table = xn_u = xn_p = 0
+    ns = not rp.secure
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
@@ -189,6 +195,11 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
+        if not ns and desc >> 63:
+            ns = True
+            trace.append(TraceStep(1, "NSTable", "NSTable == 1: the next levels and the output "
+                                   "are in the Non-secure PA space", level,
+                                   rule="AArch64.S1Walk (D8.4.2)", cites=Rule.S1_NSTABLE))
         if not p.hpd:
             if two:
                 ap_table |= (desc >> 61) & 3
@@ -247,7 +258,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
                                cites=Rule.S1_DCACHE_DISABLED))
     af_update = descaddr if not (desc >> 10) & 1 else None
-    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update)
+    if rp.secure:
+        why = "NS == 1" if desc >> 5 & 1 else ("NSTable == 1 above" if ns else "NS == 0")
+        ns = ns or bool(desc >> 5 & 1)
+        trace.append(TraceStep(1, "PA space", f"{'Non-secure' if ns else 'Secure'} ({why})",
+                               level, rule="AArch64.S1Walk, AArch64.SS2OutputPASpace (D8.4.2)",
+                               cites=Rule.S1_OUTPUT_PASPACE))
+    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns)
 
 
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,

@@ -141,6 +141,9 @@ class S1RegimeParams:
     pamax: int
     lower: S1TTWParams
     upper: S1TTWParams | None
+    secure: bool = False
+    """A Secure regime: walks start in the Secure PA space, NSTable and NS
+    take effect (D8.4.2, AArch64.S1Walk)."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -154,7 +157,7 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     notes: list[str] = []
     supported = {12: features.tgran4, 14: features.tgran16, 16: features.tgran64}
     upper = varange == "upper"
-    if regime is Regime.EL2:
+    if regime in (Regime.EL2, Regime.EL3):  # TCR_EL3 has TCR_EL2's E2H == 0 layout
         tg, txsz = field(tcr, TCR_EL2.TG0), field(tcr, TCR_EL2.T0SZ)
         ps, sh, tbi = field(tcr, TCR_EL2.PS), field(tcr, TCR_EL2.SH0), bit(tcr, TCR_EL2.TBI[0])
         hpd, ha = bit(tcr, TCR_EL2.HPD[0]), bit(tcr, TCR_EL2.HA[0])
@@ -207,10 +210,19 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     )
 
 
+SUFFIX = {Regime.EL10: "EL1", Regime.EL2: "EL2", Regime.EL20: "EL2", Regime.EL3: "EL3"}
+"""The registers of each regime: SCTLR_<sfx>, TCR_<sfx>, TTBR0_<sfx>, MAIR_<sfx>."""
+
+
 def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
-                     features: Features, impdef: ImpDef) -> S1RegimeParams:
-    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges."""
-    sfx = "EL1" if regime is Regime.EL10 else "EL2"
+                     features: Features, impdef: ImpDef, secure: bool = False) -> S1RegimeParams:
+    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges; ``secure``:
+    the Secure EL1&0 regime, where EL2 is not enabled and HCR_EL2 has no
+    effect (the EL3 regime is always Secure here: no FEAT_RME Root state)."""
+    secure = secure or regime is Regime.EL3
+    if secure:
+        hcr = HcrState(False, False, False, False, False, False, False, False)
+    sfx = SUFFIX[regime]
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
     mair = sysregs.get(f"MAIR_{sfx}", 0)
     lower = _s1_params(regime, "lower", tcr, sysregs.get(f"TTBR0_{sfx}", 0), mair, sctlr,
@@ -226,7 +238,7 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         regime=regime, enabled=enabled, sctlr_c=bit(sctlr, SCTLR.C),
         dc=regime is Regime.EL10 and hcr.dc, wxn=bit(sctlr, SCTLR.WXN),
         epan=features.pan >= 3 and bit(sctlr, SCTLR.EPAN), pamax=features.pa_range_bits,
-        lower=lower, upper=upper,
+        lower=lower, upper=upper, secure=secure,
     )
 
 

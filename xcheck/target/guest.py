@@ -322,7 +322,7 @@ class QemuTarget:
         timeout = self.profile.timeouts.command
         results: list[ProbeResult] = [0] * len(probes)
         for group in program.groups:
-            base = program.el2_base if group.el == 2 else program.el1_base
+            base = {1: program.el1_base, 2: program.el2_base}.get(group.el, HARNESS_PA)
             self._continue_to(base + group.landing, timeout)
             for i in group.indices:
                 stub = base + program.stubs[probes[i].op]

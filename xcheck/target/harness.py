@@ -98,7 +98,9 @@ VECTOR_LOWER_SYNC = 8
 
 R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
-R_EXC3 = 19
+R_EXC3, R_ELR3, R_SPSR3 = 19, 17, 18
+EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime == "EL3")
+"""Written at EL3 (segment E3): their encodings are UNDEFINED at EL2."""
 
 
 class Asm:
@@ -136,7 +138,8 @@ class Asm:
 
 @dataclass(frozen=True)
 class Group:
-    """Consecutive probes run at one EL with one PSTATE.PAN value."""
+    """Consecutive probes run at one EL with one PSTATE.PAN value (and, at
+    EL3, one SCR_EL3.NS: ``secure``)."""
 
     el: int
     pan: bool
@@ -144,7 +147,9 @@ class Group:
     landing: int = 0
     """Step mode: the offset where the driver takes over at this EL."""
     epilogue: int = 0
-    """Step mode: the offset that leaves the group (HVC at EL1, a branch at EL2)."""
+    """Step mode: the offset that leaves the group (HVC at EL1, a branch at
+    EL2, the return to EL2 at EL3)."""
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -186,11 +191,11 @@ def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
 
 
 def groups_of(probes: Sequence[Probe]) -> list[Group]:
-    """Probes grouped by (EL, PAN), in order of first appearance."""
-    order: dict[tuple[int, bool], list[int]] = {}
+    """Probes grouped by (EL, PAN, Security state), in order of first appearance."""
+    order: dict[tuple[int, bool, bool], list[int]] = {}
     for i, p in enumerate(probes):
-        order.setdefault((p.el, p.pan), []).append(i)
-    return [Group(el, pan, tuple(ix)) for (el, pan), ix in order.items()]
+        order.setdefault((p.el, p.pan, p.secure), []).append(i)
+    return [Group(el, pan, tuple(ix), secure=sec) for (el, pan, sec), ix in order.items()]
 
 
 def _vectors(a: Asm, handler: str) -> None:
@@ -294,6 +299,10 @@ def assemble(
         raise ValueError(f"at most {MAX_BATCH} probes per program")
     if scr_el3 is not None and exit_store is not None:
         raise ValueError("exit_store is for a target without EL3")
+    if any(p.el == 3 for p in probes) and scr_el3 is None:
+        raise ValueError("probes at EL3 need a CPU that starts at EL3")
+    if setup.code_va.get("EL3", HARNESS_PA) != HARNESS_PA:
+        raise ValueError("the EL3 regime must map the harness at VA = PA")
     regs = dict(setup.sysregs)
     el2_base = setup.code_va.get(el2_regime(regs, features), HARNESS_PA)
     if not features.has("PAN") and any(p.pan for p in probes):
@@ -338,6 +347,16 @@ def assemble(
         a.emit(isa.msr("CPTR_EL3", R_PAR))
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
+        for name in EL3_REGS:
+            if name in exists and name != "SCTLR_EL3":
+                a.mov(R_PAR, regs.get(name, 0))
+                a.emit(isa.msr(name, R_PAR))
+        a.emit(isa.dsb("SY"), isa.tlbi("ALLE3"), isa.dsb("SY"), isa.ISB)
+        if "SCTLR_EL3" in exists:
+            # With the EL3 MMU on, the next fetch is at the same VA: the EL3
+            # regime maps the harness at VA = PA (checked above).
+            a.mov(R_PAR, regs.get("SCTLR_EL3", SCTLR_EL3_OFF))
+            a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
         a.mov(R_PAR, el3.SPSR_EL2H)
         a.emit(isa.msr("SPSR_EL3", R_PAR))
         entry_at = len(a.words)
@@ -355,7 +374,7 @@ def assemble(
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     late = [
         r for r in TRANSLATION_SYSREGS
-        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2") and r in exists
+        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
     ]
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     def el1_reg(name: str) -> str:
@@ -428,9 +447,12 @@ def assemble(
             a.label(cont)
             _patch_mov(a, cont_at, R_CONT, el2_base + a.labels[cont])
             _patch_mov(a, el1_at, R_PAR, el1_base + start)
+        elif g.el == 3:
+            assert scr_el3 is not None
+            landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features)
         else:
-            raise ValueError(f"probes run at EL1 or EL2, not EL{g.el}")
-        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue))
+            raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
+        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.secure))
     a.label("end")
     if scr_el3 is not None:
         end3_at = len(a.words)
@@ -470,6 +492,41 @@ def assemble(
         stubs=stubs,
         stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
+
+
+def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int, step: bool,
+               features: Features) -> tuple[int, int]:
+    """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
+    VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
+    handler may overwrite them), sets PSTATE.PAN and, for Secure probes,
+    SCR_EL3.NS = 0, runs its probes, restores both and returns by ERET to the
+    instruction after the SMC, which branches over the group. Returns the
+    step-mode landing and epilogue offsets."""
+    x24_at = len(a.words)
+    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
+    a.branch(f"after{gi}")
+    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+    a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
+    if features.has("PAN"):
+        a.emit(isa.msr_pan(int(g.pan)))
+    if g.secure:
+        a.mov(R_PAR, scr_el3 & ~el3.SCR_NS)
+        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
+    a.mov(R_RES, HARNESS_DATA_PA)
+    landing = epilogue = 0
+    if step:
+        landing = a.here
+        a.emit(isa.NOP)
+        epilogue = a.here
+    else:
+        for i in g.indices:
+            _probe(a, i, probes[i])
+    if g.secure:
+        a.mov(R_PAR, scr_el3)
+        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
+    a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
+    a.label(f"after{gi}")
+    return landing, epilogue
 
 
 def _patch_mov(a: Asm, at: int, reg: int, value: int) -> None:

@@ -49,7 +49,6 @@ SYSREGS: dict[str, Encoding] = {
     "FAR_EL2": (3, 4, 6, 0, 0),
     "VBAR_EL2": (3, 4, 12, 0, 0),
     "CNTHCTL_EL2": (3, 4, 14, 1, 0),
-    "SCTLR_EL3": (3, 6, 1, 0, 0),
     "SCR_EL3": (3, 6, 1, 1, 0),
     "GPCCR_EL3": (3, 6, 2, 1, 6),
     "CPTR_EL3": (3, 6, 1, 1, 2),
@@ -80,6 +79,8 @@ AT_OPS: dict[AtOp, tuple[int, int, int]] = {
     AtOp.S12E1W: (4, 8, 5),
     AtOp.S12E0R: (4, 8, 6),
     AtOp.S12E0W: (4, 8, 7),
+    AtOp.S1E3R: (6, 8, 0),
+    AtOp.S1E3W: (6, 8, 1),
 }
 
 # TLBI: SYS #op1, C8, CRm, #op2 (C5.5 "TLB maintenance instructions")
@@ -89,6 +90,7 @@ TLBI_OPS: dict[str, tuple[int, int, int]] = {
     "ALLE2": (4, 7, 0),
     "ALLE2IS": (4, 3, 0),
     "ALLE1": (4, 7, 4),
+    "ALLE3": (6, 7, 0),
     "ALLE1IS": (4, 3, 4),
     "VMALLS12E1": (4, 7, 6),
     "VMALLS12E1IS": (4, 3, 6),
