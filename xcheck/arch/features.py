@@ -121,7 +121,7 @@ class Features:
         explaining a scenario without an emulator to ask."""
         return cls(
             lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
-            s2fwb=True,
+            s2fwb=True, el3=True, sel2=True,
         )
 
     @classmethod

@@ -37,12 +37,15 @@ class Selector:
     vas: tuple[int, ...] = ()
     els: tuple[int, ...] = ()
     pans: tuple[bool, ...] = ()
+    spaces: tuple[bool, ...] = ()
+    """Security states (True: secure)."""
 
     def matches(self, probe: Probe) -> bool:
         return ((not self.ops or probe.op in self.ops)
                 and (not self.vas or probe.va in self.vas)
                 and (not self.els or probe.el in self.els)
-                and (not self.pans or probe.pan in self.pans))
+                and (not self.pans or probe.pan in self.pans)
+                and (not self.spaces or probe.secure in self.spaces))
 
     def describe(self) -> str:
         parts = []
@@ -54,6 +57,9 @@ class Selector:
             parts.append("el " + "|".join(str(e) for e in self.els))
         if self.pans:
             parts.append("pan " + "|".join(str(int(p)) for p in self.pans))
+        if self.spaces:
+            parts.append("space " + "|".join("secure" if s else "nonsecure"
+                                             for s in self.spaces))
         return ", ".join(parts) or "every probe"
 
 
