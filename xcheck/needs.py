@@ -83,8 +83,9 @@ def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequen
     """Per probe of ``setup``: "" when the harness can run it on a CPU with
     ``features``, else the reason it cannot."""
     el2 = _reaches(setup, features, ram_size, 2)
+    # On a CPU with EL3 every program starts and ends there (harness.py, segment E3).
+    el3 = _reaches(setup, features, ram_size, 3) if features.el3 else ""
     el1: str | None = None
-    el3: str | None = None
     out = []
     for p in setup.probes:
         if p.pan and not features.has("PAN"):
@@ -92,16 +93,12 @@ def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequen
         elif p.el == 3 and not features.el3:
             out.append("probes at EL3 need a CPU with EL3 that starts there (a machine with "
                        "secure=on: --config secure)")
-        elif el2:
-            out.append(el2)
+        elif el3 or el2:
+            out.append(el3 or el2)
         elif p.el == 1:
             if el1 is None:
                 el1 = _reaches(setup, features, ram_size, 1)
             out.append(el1)
-        elif p.el == 3:
-            if el3 is None:
-                el3 = _reaches(setup, features, ram_size, 3)
-            out.append(el3)
         else:
             out.append("")
     return out

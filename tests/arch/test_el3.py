@@ -5,12 +5,16 @@ Expected values from the Arm ARM (DDI 0487):
 - C5.4.8, C5.4.3 (AT S1E1R, S12E1R executed at EL3): the EL1&0 regime of the
   Security state SCR_EL3.NS selects; with NS == 0 and Secure EL2 not enabled,
   stage 1 only (!EL2Enabled()); C5.4.13 AT S1E2R at EL3 is UNDEFINED then;
-- D8.4.2 and AArch64.S1Walk: a Secure regime's walk starts in the Secure PA
-  space, NSTable == 1 puts the later levels and the output in the Non-secure
-  space, the leaf's NS bit selects the output space; Non-secure regimes
+- D8.4.6 (R_KZLVM, R_VZYQL, D8.4.6.1) and AArch64.S1Walk: a Secure regime's
+  walk starts in the Secure PA space, NSTable == 1 puts the later levels and
+  the output in the Non-secure space, the leaf's NS bit selects the output
+  space; Non-secure regimes
   ignore both; AArch64.S1DisabledOutput keeps the regime's own space;
 - AArch64.EncodePAR: PAR_EL1.NS is the output space for a Secure regime
-  (0 Secure) and UNKNOWN for a Non-secure one.
+  (0 Secure) and UNKNOWN for a Non-secure one; with FEAT_RME the EL3 regime
+  is the Root state's: its walk starts in the Root PA space, bit 63 is RES0,
+  the leaf's NSE and NS select the output space (DecodePASpace) and
+  PAR_EL1.{NSE, NS} report it.
 """
 
 from __future__ import annotations
@@ -116,7 +120,42 @@ def test_s1e2r_at_el3_needs_el2_enabled_in_the_selected_security_state() -> None
     assert res.kind == "par" and decode_par(res.par)["PA"] << 12 == PA
 
 
-def test_with_rme_the_el3_regime_leaves_nse_and_ns_uncompared() -> None:
-    res = at(AtOp.S1E3R, PA, regs(), Tables().image(), el=3, features=replace(EL3_CPU, rme=1))
-    assert not res.mask & (NS_BIT | NSE_BIT)
-    assert any("Root" in why for _, why in res.mask_notes)
+def test_with_rme_the_el3_regime_is_root_and_reports_nse_and_ns() -> None:
+    rme = replace(EL3_CPU, rme=1, sel2=True)
+    off = at(AtOp.S1E3R, PA, regs(), Tables().image(), el=3, features=rme)
+    f = decode_par(off.par)
+    assert (off.par >> 11 & 1, f["NS"]) == (1, 0)  # the Root PA space (MMU off)
+    assert off.mask & NS_BIT and off.mask & NSE_BIT
+    t = Tables()
+    t.map(VA, PA, table_flags=NSTABLE)  # bit 63 is RES0 in the Root state: no NSTable
+    t.map(VA + 0x1000, PA, flags=LEAF | NS | 1 << 11)  # NSE, NS: the Realm PA space
+    regs3 = el3_regs(t)
+    secure = at(AtOp.S1E3R, VA, regs3, t.image(), el=3, features=rme)
+    assert (secure.par >> 11 & 1, decode_par(secure.par)["NS"]) == (0, 0)
+    realm = at(AtOp.S1E3R, VA + 0x1000, regs3, t.image(), el=3, features=rme)
+    assert (realm.par >> 11 & 1, decode_par(realm.par)["NS"]) == (1, 1)
+    assert any(s.what == "PA space" and "Realm" in str(s.text) for s in realm.trace)
+
+
+def test_root_state_fetches_only_from_the_root_pa_space() -> None:
+    from xcheck.arch.at import ArchState
+    from xcheck.arch.perms import S1Access
+    from xcheck.arch.regime import Regime
+    from xcheck.arch.walk import Access, Translated, s1_translate
+
+    t = Tables()
+    t.map(VA, PA)  # {NSE, NS} = 00: Secure
+    t.map(VA + 0x1000, PA, flags=LEAF | 1 << 11)  # Root
+    rme = replace(EL3_CPU, rme=1, sel2=True)
+    rp = ArchState.from_sysregs(el3_regs(t), rme, 3, False).regime(Regime.EL3)
+    fetch = Access(S1Access(el=3, write=False, pan_op=False, fetch=True), False, False, 3)
+    denied = s1_translate(rp, VA, fetch, None, t.image(), [])
+    assert not isinstance(denied, Translated) and denied.fst == 0b001111
+    assert isinstance(s1_translate(rp, VA + 0x1000, fetch, None, t.image(), []), Translated)
+
+
+def test_root_state_00_is_nonsecure_without_secure_el2() -> None:
+    t = Tables()
+    t.map(VA, PA)
+    res = at(AtOp.S1E3R, VA, el3_regs(t), t.image(), el=3, features=replace(EL3_CPU, rme=1))
+    assert (res.par >> 11 & 1, decode_par(res.par)["NS"]) == (0, 1)  # D8.4.6 Table D8-88

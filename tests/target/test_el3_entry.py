@@ -49,7 +49,9 @@ def test_program_starts_at_el3_drops_to_el2_and_ends_by_smc() -> None:
     seg_e3 = listing(p, p.entry, p.entry + 0x100)
     seg_e3 = seg_e3[: seg_e3.index("eret") + 1]
     msrs = [line.split()[1].rstrip(",") for line in seg_e3 if line.startswith("msr")]
-    assert msrs == ["vbar_el3", "scr_el3", "cptr_el3", "sctlr_el2", "spsr_el3", "elr_el3"]
+    assert msrs == ["vbar_el3", "scr_el3", "cptr_el3", "sctlr_el2", "tcr_el3", "ttbr0_el3",
+                    "mair_el3", "sctlr_el3", "spsr_el3", "elr_el3"]  # SCTLR_EL3 after the TLBI
+    assert seg_e3.index("tlbi alle3") < seg_e3.index("msr sctlr_el3, x1")
     assert "mov x1, #0x3c9" in seg_e3  # SPSR_EL3.M = EL2h
     tail = listing(p, p.end, p.stop - HARNESS_PA + 4)
     assert "smc #0" in tail and "msr sctlr_el3, x1" in tail
@@ -82,3 +84,22 @@ def test_exit_store_is_refused_with_el3() -> None:
             MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0, 2),)),
             scr_el3=0x531, exit_store=0x0F00_0000,
         )
+
+
+def test_el3_groups_are_entered_by_smc_and_secure_ones_clear_scr_ns() -> None:
+    probes = (Probe(AtOp.S1E3R, 0x1000, 3), Probe(AtOp.S1E1R, 0x2000, 3, secure=True),
+              Probe(AtOp.S1E1W, 0x3000, 2))
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, probes), scr_el3=0x531)
+    assert [(g.el, g.secure) for g in p.groups] == [(3, False), (3, True), (2, False)]
+    body = listing(p, p.resume, p.end)
+    assert body.count("smc #0") == 2 and body.count("eret") == 2
+    ats = [ln for ln in body if ln.startswith("at ")]
+    assert ats == ["at s1e3r, x0", "at s1e1r, x0", "at s1e1w, x0"]
+    secure = body[body.index("at s1e3r, x0"):body.index("at s1e1r, x0")]
+    assert "mov x1, #0x530" in secure and "msr scr_el3, x1" in secure  # NS = 0 for the AT
+    assert "mrs x17, elr_el3" in secure and "msr elr_el3, x17" in body
+
+
+def test_probes_at_el3_need_a_cpu_that_starts_there() -> None:
+    with pytest.raises(ValueError, match="EL3"):
+        harness.assemble(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E3R, 0, 3),)))

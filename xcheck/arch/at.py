@@ -22,7 +22,6 @@ from xcheck.arch.par import (
     FAULT_NOTES,
     NSE_BIT,
     RME_NOTES,
-    ROOT_NOTES,
     SECURE_SUCCESS_MASK,
     SUCCESS_MASK,
     SUCCESS_NOTES,
@@ -181,13 +180,14 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
-    par = encode_success(out.address, reported.attr, reported.sh, out.ns)
+    # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
+    # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.
+    nse = out.nse if rp.root else None
+    par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
     success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
     if r.secure:
         success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
-        if state.features.rme and r.regime is Regime.EL3:
-            success_mask, success_notes = SUCCESS_MASK & ~NSE_BIT, SUCCESS_NOTES[1:] + ROOT_NOTES
-        elif state.features.rme:
+        if state.features.rme and not rp.root:
             success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
@@ -204,7 +204,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "
                "descriptor\"); an IMPLEMENTATION DEFINED choice")
-        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, out.ns),
+        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, out.ns, nse),
                       mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))

@@ -59,11 +59,6 @@ NSE_BIT = 1 << 11
 RME_NOTES: tuple[tuple[int, str], ...] = (
     (NSE_BIT, "PAR_EL1.NSE is UNKNOWN for a Secure regime with FEAT_RME (AArch64.EncodePAR)"),
 )
-ROOT_NOTES: tuple[tuple[int, str], ...] = (
-    (NSE_BIT | NS_BIT, "with FEAT_RME the EL3 regime is the Root state's and PAR_EL1.{NSE, NS} "
-                       "encode its four PA spaces; the model does not derive the Root PA spaces "
-                       "yet, so they are not compared (AArch64.EncodePAR)"),
-)
 FAULT_MASK = MASK64 & ~IMPDEF_FAULT
 FAULT_NOTES: tuple[tuple[int, str], ...] = (
     (IMPDEF_FAULT, "PAR_EL1 bits [63:48] are IMPLEMENTATION DEFINED on a fault "
@@ -71,11 +66,13 @@ FAULT_NOTES: tuple[tuple[int, str], ...] = (
 )
 
 
-def encode_success(pa: int, attr: int, sh: int, ns: bool = True) -> int:
-    """AArch64.EncodePAR, F == 0: PA<55:12>, ATTR, SH, bit [11] RES1, NS the
-    output PA space (1: Non-secure). NS is UNKNOWN for a Non-secure regime:
-    see SUCCESS_MASK; a Secure regime reports it (SECURE_SUCCESS_MASK)."""
-    return ((attr & 0xFF) << 56) | (pa & 0x00FF_FFFF_FFFF_F000) | (1 << 11) \
+def encode_success(pa: int, attr: int, sh: int, ns: bool = True, nse: bool | None = None) -> int:
+    """AArch64.EncodePAR, F == 0: PA<55:12>, ATTR, SH, bit [11] RES1 (NSE
+    when given: the EL3 regime with FEAT_RME), NS the output PA space (1:
+    Non-secure). NS is UNKNOWN for a Non-secure regime: see SUCCESS_MASK; a
+    Secure or Root regime reports it (SECURE_SUCCESS_MASK)."""
+    bit11 = 1 if nse is None else int(nse)
+    return ((attr & 0xFF) << 56) | (pa & 0x00FF_FFFF_FFFF_F000) | (bit11 << 11) \
         | (NS_BIT if ns else 0) | ((sh & 3) << 7)
 
 

@@ -83,8 +83,9 @@ class AtRoute:
     why: str
     rule: Rule
     secure: bool = False
-    """The regime is a Secure one (SecurityStateForRegime == SS_Secure): the
-    EL3 regime without FEAT_RME, or EL1&0 from EL3 with SCR_EL3.NS == 0."""
+    """The regime reports its output PA space in PAR_EL1: a Secure one (the EL3
+    regime without FEAT_RME, or EL1&0 from EL3 with SCR_EL3.NS == 0), or the
+    Root state's EL3 regime (FEAT_RME)."""
 
 
 @dataclass(frozen=True)

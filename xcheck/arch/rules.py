@@ -57,8 +57,10 @@ class Rule(Enum):
     S1_ACCESS_FLAG = "AArch64.S1Walk: AF == 0 with TCR.HA == 0, Access flag fault"
     S1_NSTABLE = ("AArch64.S1Walk: NSTable == 1 in a Secure regime, later levels and the output "
                   "in the Non-secure PA space")
-    S1_OUTPUT_PASPACE = ("AArch64.S1Walk, AArch64.SS2OutputPASpace: a Secure regime's output PA "
-                         "space from the leaf's NS bit")
+    S1_ROOT_FETCH = ("AArch64.S1ComputePermissions: no instruction fetch by the Root state from a "
+                     "non-Root PA space (FEAT_RME)")
+    S1_OUTPUT_PASPACE = ("AArch64.S1Walk (D8.4.6): a Secure regime's output PA space from the "
+                         "leaf's NS bit, the Root state's from NSE and NS")
     S1_WRITABLE_CLEAN = "D8.5 R_RKMHW: DBM with TCR.HD, writable-clean counts as writable"
     S1_DCACHE_DISABLED = "AArch64.S1DCacheEnabled: SCTLR_ELx.C == 0, Normal is Non-cacheable"
 

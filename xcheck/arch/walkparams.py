@@ -143,7 +143,13 @@ class S1RegimeParams:
     upper: S1TTWParams | None
     secure: bool = False
     """A Secure regime: walks start in the Secure PA space, NSTable and NS
-    take effect (D8.4.2, AArch64.S1Walk)."""
+    take effect (D8.4.6, AArch64.S1Walk)."""
+    root: bool = False
+    """The EL3 regime with FEAT_RME (the Root state): walks start in the Root
+    PA space, bit 63 is RES0 (no NSTable), a leaf's NSE (bit 11) and NS (bit
+    5) select one of four output PA spaces (AArch64.S1Walk, DecodePASpace)."""
+    root_secure: bool = True
+    """{NSE, NS} = 00 is the Secure PA space (FEAT_SEL2), else Non-secure."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -218,9 +224,10 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
                      features: Features, impdef: ImpDef, secure: bool = False) -> S1RegimeParams:
     """AArch64.GetS1TTWParams for ``regime`` and both VA ranges; ``secure``:
     the Secure EL1&0 regime, where EL2 is not enabled and HCR_EL2 has no
-    effect (the EL3 regime is always Secure here: no FEAT_RME Root state)."""
-    secure = secure or regime is Regime.EL3
-    if secure:
+    effect. The EL3 regime is Secure, or Root with FEAT_RME."""
+    root = regime is Regime.EL3 and features.rme >= 1
+    secure = (secure or regime is Regime.EL3) and not root
+    if secure or root:
         hcr = HcrState(False, False, False, False, False, False, False, False)
     sfx = SUFFIX[regime]
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
@@ -238,7 +245,7 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         regime=regime, enabled=enabled, sctlr_c=bit(sctlr, SCTLR.C),
         dc=regime is Regime.EL10 and hcr.dc, wxn=bit(sctlr, SCTLR.WXN),
         epan=features.pan >= 3 and bit(sctlr, SCTLR.EPAN), pamax=features.pa_range_bits,
-        lower=lower, upper=upper, secure=secure,
+        lower=lower, upper=upper, secure=secure, root=root, root_secure=features.sel2,
     )
 
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
-from xcheck.arch.par import decode_par, describe_par
+from xcheck.arch.par import NS_BIT, decode_par, describe_par
 from xcheck.machine import AtOp, Probe
 from xcheck.scenario.versions import VersionRange, split_target_version
 
@@ -91,7 +91,7 @@ class Expectation:
 
     Exactly one form: a fault (``fault`` with optional ``level``, ``stage``,
     ``ptw``), a successful translation (``pa`` with optional ``attr`` and
-    ``sh``), or a ``result`` that is not a PAR (undefined, trap, abort; an
+    ``sh`` and ``ns``), or a ``result`` that is not a PAR (undefined, trap, abort; an
     abort may also state its fault)."""
 
     line: int
@@ -104,6 +104,8 @@ class Expectation:
     attr: int | None = None
     sh: int | None = None
     result: str | None = None
+    ns: bool | None = None
+    """PAR_EL1.NS, the output PA space of a Secure regime (1: Non-secure)."""
 
     def matches(self, probe: Probe) -> bool:
         return self.select.matches(probe)
@@ -131,6 +133,8 @@ class Expectation:
                 wrong.append(f"ATTR {self.attr:#04x}")
             if self.sh is not None and fields["SH"] != self.sh:
                 wrong.append(f"SH 0b{self.sh:02b}")
+            if self.ns is not None and (fields["NS"] != self.ns or not model.mask & NS_BIT):
+                wrong.append(f"NS {int(self.ns)} (a Secure regime's output PA space)")
             return f"expected {', '.join(wrong)}, model: {got}" if wrong else ""
         if model.kind != "par" or model.fault is None:
             return f"expected {self.describe()}, model: {got}"

@@ -72,10 +72,11 @@ PROFILE_KEYS = ("machine", "cpu", "memory", "extra_args")
 PSTATE_KEYS = ("EL", "PAN")
 SELECT_KEYS = ("op", "va", "el", "pan", "space")
 PROBE_KEYS = (*SELECT_KEYS, "label")
-EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
+EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "ns",
+               "result")
 KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
-           "contiguous", "pxn", "uxn", "xn", "dbm", "table", "ns")
+           "contiguous", "pxn", "uxn", "xn", "dbm", "table", "ns", "nse")
 SPACES = {"secure": True, "nonsecure": False}
 """A probe's Security state (``space:``): at EL3, the SCR_EL3.NS its AT runs with."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
@@ -414,7 +415,9 @@ class _Parser:
             if get("uxn", as_bool) or get("xn", as_bool):
                 bits |= 1 << 54
             if get("ns", as_bool):
-                bits |= 1 << 5  # NS: Non-secure output, in Secure regimes (D8.4.2)
+                bits |= 1 << 5  # NS: Non-secure output, in Secure regimes (D8.4.6)
+            if get("nse", as_bool):
+                bits |= 1 << 11  # NSE, with NS: the output PA space of the Root state (RME)
             if "table" in m:
                 table = self.table_attrs(m["table"], f"{field}.table", m.at("table"))
         if raw is not None and len(set(m) - {addr_key, "raw", "size", "level", "force"}):
@@ -557,10 +560,10 @@ class _Parser:
             return parse(m[key], f"{field}.{key}", m.at(key), *args) if key in m else None
 
         success = "pa" in m
-        for key in ("attr", "sh") if not success else ("level", "stage", "ptw"):
+        for key in ("attr", "sh", "ns") if not success else ("level", "stage", "ptw"):
             if key in m:
                 raise Located(m.at(key), f"{field}.{key}", "does not apply: "
-                              + ("attr and sh go with pa:" if not success
+                              + ("attr, sh and ns go with pa:" if not success
                                  else "level, stage and ptw go with fault:"))
         result = (as_choice(m["result"], {r: r for r in RESULTS}, f"{field}.result",
                              m.at("result")) if "result" in m else None)
@@ -575,7 +578,7 @@ class _Parser:
             stage=get("stage", as_int, 1, 2, "stage 1 or 2"), ptw=get("ptw", as_bool),
             pa=get("pa", as_int, 0, (1 << 56) - 1, "a physical address"),
             attr=get("attr", as_int, 0, 255, "a MAIR-format attribute byte"),
-            sh=get("sh", _parse_sh), result=result,
+            sh=get("sh", _parse_sh), result=result, ns=get("ns", as_bool),
         )
 
     def known(self, value: Any, i: int, line: int, probes: Sequence[Probe]) -> KnownDivergence:

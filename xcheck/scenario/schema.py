@@ -97,7 +97,8 @@ def _mapping(stage: int) -> Schema:
                       "xntable": flag, "nstable": flag},
                      about="attributes of a table descriptor on this mapping's walk")
         props = {"va": addr, **common, "ap": _named(ap_names, 2), "attr": _int(7), "ng": flag,
-                 "pxn": flag, "uxn": flag, "xn": flag, "table": table, "ns": flag}
+                 "pxn": flag, "uxn": flag, "xn": flag, "table": table, "ns": flag,
+                 "nse": flag}
         key = "va"
     out = _obj(props, (key,))
     out["anyOf"] = [{"required": ["pa"]}, {"required": ["raw"]}]
@@ -125,7 +126,8 @@ def json_schema() -> Schema:
     expect = _obj({**sel, "fault": {"enum": list(FAULT_NAMES)},
                    "level": {"type": "integer", "minimum": -1, "maximum": 3},
                    "stage": {"enum": [1, 2]}, "ptw": _ref("flag"), "pa": _ref("address"),
-                   "attr": _int(255), "sh": _ref("sh"), "result": {"enum": list(RESULTS)}},
+                   "attr": _int(255), "sh": _ref("sh"), "ns": _ref("flag"),
+                   "result": {"enum": list(RESULTS)}},
                   about="what the Arm ARM requires of the selected probes")
     expect["anyOf"] = [{"required": ["fault"]}, {"required": ["pa"]}, {"required": ["result"]}]
     known = _obj({**sel, "qemu": {"type": "string", "description": "a version range: "
