@@ -10,12 +10,16 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from xcheck.check import check_scenario
 from xcheck.cli import main
 from xcheck.machine import AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.outcome import Kind
+from xcheck.scenario.loader import load_scenario
 from xcheck.target.guest import QemuTarget
 from xcheck.target.profile import Profile, load_profile
 
@@ -59,3 +63,25 @@ def test_doctor_on_rme_shows_the_granule_protection_configuration(qemu_profile: 
     assert row.split()[-2] in ("1", "2", "3")
     assert "granule protection: GPCCR_EL3 = 0x" in res.output
     assert "level 0 GPT entry covers 30 bits" in res.output  # QEMU's L0GPTSZ: 1 GB
+
+
+def test_at_from_el3_in_each_security_state_matches_the_model(secure: QemuTarget) -> None:
+    """The shipped EL3 scenarios on the secure profile: AT S1E3R/S1E3W and the
+    EL1&0 operations at EL3 with SCR_EL3.NS = 0 and 1 (known: QEMU < 8.2's
+    PAR_EL1.SH for Device memory, recorded in the files)."""
+    root = Path(__file__).resolve().parents[2] / "scenarios" / "el3"
+    outcomes = [o for f in sorted(root.glob("*.yaml"))
+                for o in check_scenario(secure, load_scenario(f))]
+    assert len(outcomes) >= 300
+    assert {o.kind for o in outcomes} <= {Kind.MATCH, Kind.KNOWN}
+    matched = [o.label for o in outcomes if o.kind is Kind.MATCH]
+    assert any(lb.startswith("S1E3W") and "el=3" in lb for lb in matched)
+    assert any("space=secure" in lb for lb in matched)
+    assert any("S12E1R" in lb and "el=3" in lb and "space" not in lb for lb in matched)
+
+
+def test_el3_probes_are_skipped_with_the_reason_without_el3(target: QemuTarget) -> None:
+    path = Path(__file__).resolve().parents[2] / "scenarios" / "el3" / "s1e3-mmu-off.yaml"
+    outcomes = check_scenario(target, load_scenario(path))
+    assert {o.kind for o in outcomes} == {Kind.SKIPPED}
+    assert "need a CPU with EL3" in outcomes[0].detail

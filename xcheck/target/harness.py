@@ -335,12 +335,7 @@ def assemble(
         a.emit(isa.NOP)
     if scr_el3 is not None:
         # Segment E3: EL3, MMU off, physical addresses.
-        a.label("entry3")
-        a.mov(R_IDX, n)
-        a.mov(R_COUNT, 0)
-        a.mov(R_EXC3, HARNESS_DATA_PA + rec)
-        a.mov(R_PAR, HARNESS_PA + VEC_EL3)
-        a.emit(isa.msr("VBAR_EL3", R_PAR))
+        _segment_start(a, 3, n, R_EXC3, HARNESS_DATA_PA + rec)
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR))
         a.mov(R_PAR, el3.CPTR_EL3_NO_TRAPS)
@@ -364,12 +359,7 @@ def assemble(
         a.emit(isa.msr("ELR_EL3", R_PAR), isa.ERET)
 
     # Segment A: EL2, MMU off, physical addresses.
-    a.label("entry")
-    a.mov(R_IDX, n)
-    a.mov(R_COUNT, 0)
-    a.mov(R_EXC2, HARNESS_DATA_PA + rec)
-    a.mov(R_PAR, HARNESS_PA + VEC_EL2)
-    a.emit(isa.msr("VBAR_EL2", R_PAR))
+    _segment_start(a, 2, n, R_EXC2, HARNESS_DATA_PA + rec)
     a.mov(R_PAR, HCR_RESET)
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     late = [
@@ -492,6 +482,18 @@ def assemble(
         stubs=stubs,
         stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
+
+
+def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> None:
+    """The start of segment E3 (``entry3``) or A (``entry``), MMU off: the
+    setup code's exceptions go to the record after the probes' (X21 = n), no
+    exception counted yet, and VBAR_ELx at xcheck's vectors for that EL."""
+    a.label("entry3" if el == 3 else "entry")
+    a.mov(R_IDX, n)
+    a.mov(R_COUNT, 0)
+    a.mov(records, setup_record)
+    a.mov(R_PAR, HARNESS_PA + (VEC_EL3 if el == 3 else VEC_EL2))
+    a.emit(isa.msr(f"VBAR_EL{el}", R_PAR))
 
 
 def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int, step: bool,
