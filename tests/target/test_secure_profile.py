@@ -20,6 +20,7 @@ from xcheck.cli import main
 from xcheck.machine import AtOp, MachineSetup, Probe, sysreg_defaults
 from xcheck.outcome import Kind
 from xcheck.scenario.loader import load_scenario
+from xcheck.target.errors import TargetError
 from xcheck.target.guest import QemuTarget
 from xcheck.target.profile import Profile, load_profile
 
@@ -85,3 +86,15 @@ def test_el3_probes_are_skipped_with_the_reason_without_el3(target: QemuTarget) 
     outcomes = check_scenario(target, load_scenario(path))
     assert {o.kind for o in outcomes} == {Kind.SKIPPED}
     assert "need a CPU with EL3" in outcomes[0].detail
+
+
+def test_an_exception_loop_at_el3_is_reported_and_the_next_setup_runs(
+        secure: QemuTarget) -> None:
+    """SCTLR_EL3.M = 1 with no tables: the fetch after the MSR takes an
+    Instruction Abort to EL3, whose vectors cannot be fetched either."""
+    regs = sysreg_defaults() | {"SCTLR_EL3": 0x30C5_0831, "TTBR0_EL3": 0x4100_0000,
+                                "TCR_EL3": 0x8080_0019}
+    with pytest.raises(TargetError, match="exception loop"):
+        secure.run(MachineSetup(regs, {}, (Probe(AtOp.S1E3R, 0x4000_1000, 3),)))
+    pars = secure.run(MachineSetup(sysreg_defaults(), {}, PROBES[:1]))
+    assert pars[0] == pars[0] & ~PA | 0x4000_1000 and not pars[0] & 1
