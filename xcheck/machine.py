@@ -65,6 +65,8 @@ class AtOp(enum.Enum):
     S12E0W = "S12E0W"
     S12E1R = "S12E1R"
     S12E1W = "S12E1W"
+    S1E3R = "S1E3R"
+    S1E3W = "S1E3W"
 
     @property
     def is_write(self) -> bool:
@@ -73,19 +75,24 @@ class AtOp(enum.Enum):
     @property
     def min_el(self) -> int:
         """The lowest EL at which the instruction is not UNDEFINED."""
+        if self.value.startswith("S1E3"):
+            return 3
         return 2 if self.value.startswith(("S1E2", "S12")) else 1
 
 
 @dataclass(frozen=True)
 class Probe:
     """One AT instruction to execute: op on va, at exception level ``el``
-    with PSTATE.PAN = ``pan``. ``label`` names it in reports."""
+    with PSTATE.PAN = ``pan``. ``label`` names it in reports. ``secure``:
+    executed at EL3 with SCR_EL3.NS = 0, so that AT S1E1*/S1E0*/S12* translate
+    the Secure EL1&0 regime (C5.4; at EL1 and EL2 the harness runs Non-secure)."""
 
     op: AtOp
     va: int
     el: int = 1
     pan: bool = False
     label: str = ""
+    secure: bool = False
 
 
 @dataclass(frozen=True)

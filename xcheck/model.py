@@ -27,8 +27,8 @@ def arch_states(setup: MachineSetup, features: Features, el: int, pan: bool) -> 
     states = [base]
     for choice in IMPDEF_VARIANTS:
         st = ArchState.from_sysregs(setup.sysregs, features, el, pan, impdef=choice)
-        if all((st.el10, st.el2, st.el20, st.s2) != (o.el10, o.el2, o.el20, o.s2)
-               for o in states):
+        if all((st.el10, st.el2, st.el20, st.s2, st.el3, st.el10_secure)
+               != (o.el10, o.el2, o.el20, o.s2, o.el3, o.el10_secure) for o in states):
             states.append(st)
     return states
 
@@ -46,13 +46,14 @@ def run_model(
         return []
     first = setup.probes[0]
     decoded = arch_states(setup, features, first.el, first.pan)
-    states: dict[tuple[int, bool], list[ArchState]] = {}
+    states: dict[tuple[int, bool, bool], list[ArchState]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
-        key = (probe.el, probe.pan)
+        key = (probe.el, probe.pan, probe.secure)
         variants = states.get(key)
         if variants is None:
-            variants = states[key] = [s.with_pstate(probe.el, probe.pan) for s in decoded]
+            variants = states[key] = [s.with_pstate(probe.el, probe.pan, probe.secure)
+                                      for s in decoded]
         res = translate(probe.op, probe.va, variants[0], mem)
         seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}
         for other in variants[1:]:

@@ -33,20 +33,22 @@ from xcheck.machine import (
 from xcheck.model import arch_states
 from xcheck.target.harness import el2_regime
 
-REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0"}
+REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0", "EL3": "EL3"}
 """code_va's regime keys, as xcheck.arch.regime.Regime values."""
 
 
-def _reaches(setup: MachineSetup, features: Features, ram_size: int, el1: bool) -> str:
+def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int) -> str:
     """"" when the harness's code and data translate to their physical
-    addresses under every permitted decoding of the setup's registers, from
-    EL2 (``el1``: through the EL1&0 regime and stage 2), else why not."""
-    regime = "EL10" if el1 else el2_regime(setup.sysregs, features)
+    addresses under every permitted decoding of the setup's registers, in the
+    regime it runs in at ``el`` (EL1: the EL1&0 regime and stage 2, asked from
+    EL2; EL3: the EL3 regime, at VA = PA), else why not."""
+    regime = {1: "EL10", 3: "EL3"}.get(el) or el2_regime(setup.sysregs, features)
     base = setup.code_va.get(regime, HARNESS_PA)
-    read, write = (AtOp.S12E1R, AtOp.S12E1W) if el1 else (AtOp.S1E2R, AtOp.S1E2W)
+    read, write = {1: (AtOp.S12E1R, AtOp.S12E1W), 3: (AtOp.S1E3R, AtOp.S1E3W)}.get(
+        el, (AtOp.S1E2R, AtOp.S1E2W))
     mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
-    where = "the EL1&0 regime and stage 2" if el1 else f"the {regime} regime"
-    for state in arch_states(setup, features, 2, False):
+    where = "the EL1&0 regime and stage 2" if el == 1 else f"the {regime} regime"
+    for state in arch_states(setup, features, max(el, 2), False):
         for op, va, pa, what in ((read, base, HARNESS_PA, "code"),
                                  (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data")):
             res = translate(op, va, state, mem)
@@ -67,7 +69,7 @@ def _fetch_denied(state: ArchState, regime: str, va: int, mem: MemoryImage) -> s
     ``va`` ("" when it does). A regime's descriptors read differently in
     another regime: bit 54 is UXN in EL2&0 and XN in EL2 (D8.4.1.3)."""
     rp = state.regime(Regime(REGIMES[regime]))
-    el = 1 if regime == "EL10" else 2
+    el = {"EL10": 1, "EL3": 3}.get(regime, 2)
     acc = Access(S1Access(el=el, write=False, pan_op=False, fetch=True), False, False,
                  state.features.pan)
     s2 = state.s2 if regime == "EL10" and state.s2.enabled else None
@@ -80,17 +82,22 @@ def _fetch_denied(state: ArchState, regime: str, va: int, mem: MemoryImage) -> s
 def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequence[str]:
     """Per probe of ``setup``: "" when the harness can run it on a CPU with
     ``features``, else the reason it cannot."""
-    el2 = _reaches(setup, features, ram_size, el1=False)
+    el2 = _reaches(setup, features, ram_size, 2)
+    # On a CPU with EL3 every program starts and ends there (harness.py, segment E3).
+    el3 = _reaches(setup, features, ram_size, 3) if features.el3 else ""
     el1: str | None = None
     out = []
     for p in setup.probes:
         if p.pan and not features.has("PAN"):
             out.append("PSTATE.PAN = 1 needs FEAT_PAN, which this CPU lacks")
-        elif el2:
-            out.append(el2)
+        elif p.el == 3 and not features.el3:
+            out.append("probes at EL3 need a CPU with EL3 that starts there (a machine with "
+                       "secure=on: --config secure)")
+        elif el3 or el2:
+            out.append(el3 or el2)
         elif p.el == 1:
             if el1 is None:
-                el1 = _reaches(setup, features, ram_size, el1=True)
+                el1 = _reaches(setup, features, ram_size, 1)
             out.append(el1)
         else:
             out.append("")

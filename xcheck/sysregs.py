@@ -25,8 +25,9 @@ class SysReg:
     name: str
     encoding: Encoding
     regime: str
-    """"EL10", "EL2" (the EL2 and EL2&0 regimes), "S2" (stage 2) or "EL2ctl"
-    (controls that select regimes and stages)."""
+    """"EL10", "EL2" (the EL2 and EL2&0 regimes), "S2" (stage 2), "EL2ctl"
+    (controls that select regimes and stages) or "EL3" (the EL3 regime,
+    written at EL3)."""
     reset: int = 0
     """The value a setup gives the register when the scenario does not."""
     feature: str | None = None
@@ -60,6 +61,11 @@ HCRX_TCR2EN = 1 << 14
 regime (D24.2 TCR2_EL1, "the PE behaves as if ... 0" when EL2 is enabled and
 HCRX_EL2.TCR2En == 0; AArch64 IsTCR2EL1Enabled). A setup gives it 1 so that
 the scenario's TCR2_EL1 takes effect."""
+SCTLR_EL3_RESET = 0x30C5_0830
+"""SCTLR_EL3 with its RES1 bits (D24.2 SCTLR_EL3: 4, 5, 11, 16, 18, 22, 23,
+28, 29)."""
+TCR_EL3_RESET = 0x8080_0000
+"""TCR_EL3 with its RES1 bits 31 and 23 (D24.2 TCR_EL3)."""
 
 TABLE: tuple[SysReg, ...] = (
     SysReg("SCTLR_EL1", (3, 0, 1, 0, 0), "EL10", SCTLR_EL1_RESET),
@@ -85,6 +91,10 @@ TABLE: tuple[SysReg, ...] = (
            feature_bits=(("TCR2", HCRX_TCR2EN),)),
     SysReg("VTCR_EL2", (3, 4, 2, 1, 2), "S2", VTCR_EL2_RESET),
     SysReg("VTTBR_EL2", (3, 4, 2, 1, 0), "S2"),
+    SysReg("SCTLR_EL3", (3, 6, 1, 0, 0), "EL3", SCTLR_EL3_RESET, feature="EL3"),
+    SysReg("TCR_EL3", (3, 6, 2, 0, 2), "EL3", TCR_EL3_RESET, feature="EL3"),
+    SysReg("TTBR0_EL3", (3, 6, 2, 0, 0), "EL3", feature="EL3"),
+    SysReg("MAIR_EL3", (3, 6, 10, 2, 0), "EL3", feature="EL3"),
 )
 """Every register a setup gives a value, in the order the loader lists them."""
 

@@ -104,5 +104,6 @@ def regs(**over: int) -> dict[str, int]:
 
 
 def at(op: AtOp, va: int, sysregs: Mapping[str, int], mem: PhysMem, el: int = 1,
-       pan: bool = False, features: Features = MAX) -> AtResult:
-    return translate(op, va, ArchState.from_sysregs(sysregs, features, el, pan), mem)
+       pan: bool = False, features: Features = MAX, secure: bool = False) -> AtResult:
+    state = ArchState.from_sysregs(sysregs, features, el, pan).with_pstate(el, pan, secure)
+    return translate(op, va, state, mem)

@@ -122,7 +122,7 @@ def test_doc_example_loads_validates_and_meets_its_expectations() -> None:
 
 @pytest.mark.parametrize("bad", [
     {"probes": [{"op": "S1E1R", "va": 1}], "colour": "blue"},
-    {"probes": [{"op": "S1E3R", "va": 1}]},
+    {"probes": [{"op": "S1E4R", "va": 1}]},
     {"probes": [{"op": "S1E1R", "va": 1, "el": 0}]},
     {"probes": []},
     {"regs": {"TCR_EL1": {"TG2": "4K"}}, "probes": [{"op": "S1E1R", "va": 1}]},

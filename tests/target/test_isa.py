@@ -91,6 +91,7 @@ def test_simple_words() -> None:
     assert dis(isa.dsb("SY")) == "dsb sy"
     assert dis(isa.dsb("ISH")) == "dsb ish"
     assert dis(isa.hvc(0x12)) == "hvc #0x12"
+    assert dis(isa.smc(0)) == "smc #0"
     assert dis(isa.brk(1)) == "brk #1"
     assert dis(isa.msr_pan(1)) == "msr pan, #1"
     assert dis(isa.msr_pan(0)) == "msr pan, #0"

@@ -21,6 +21,9 @@ from xcheck.arch.memory import PhysMem
 from xcheck.arch.par import (
     FAULT_MASK,
     FAULT_NOTES,
+    NSE_BIT,
+    RME_NOTES,
+    SECURE_SUCCESS_MASK,
     SUCCESS_MASK,
     SUCCESS_NOTES,
     describe_par,
@@ -48,8 +51,12 @@ class ArchState:
     el2: S1RegimeParams
     el20: S1RegimeParams
     s2: S2TTWParams
+    el3: S1RegimeParams
+    el10_secure: S1RegimeParams
     el: int = 1
     pan: bool = False
+    secure: bool = False
+    """At EL3: SCR_EL3.NS == 0 (the Secure state's regimes for EL1 and EL2 ops)."""
     _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -63,22 +70,28 @@ class ArchState:
             el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
             el2=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices),
             el20=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices),
-            s2=s2_params(sysregs, hcr, features, choices), el=el, pan=pan,
+            s2=s2_params(sysregs, hcr, features, choices),
+            el3=s1_regime_params(Regime.EL3, sysregs, hcr, features, choices),
+            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices,
+                                         secure=True),
+            el=el, pan=pan,
         )
 
-    def with_pstate(self, el: int, pan: bool) -> ArchState:
-        return replace(self, el=el, pan=pan, _routes={})
+    def with_pstate(self, el: int, pan: bool, secure: bool = False) -> ArchState:
+        return replace(self, el=el, pan=pan, secure=secure, _routes={})
 
-    def regime(self, regime: Regime) -> S1RegimeParams:
+    def regime(self, regime: Regime, secure: bool = False) -> S1RegimeParams:
         if regime is Regime.EL10:
-            return self.el10
+            return self.el10_secure if secure else self.el10
+        if regime is Regime.EL3:
+            return self.el3
         return self.el2 if regime is Regime.EL2 else self.el20
 
     def route(self, op: AtOp) -> tuple[AtRoute | NotExecuted, Access | None]:
         """The op's routing at this EL, and the access it makes (memoized)."""
         cached = self._routes.get(op)
         if cached is None:
-            r = route(op, self.el, self.hcr, self.features)
+            r = route(op, self.el, self.hcr, self.features, self.secure)
             acc = None
             if isinstance(r, AtRoute):
                 acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op),
@@ -151,8 +164,9 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
         return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace, r.rule)
     assert acc is not None
     trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
-    rp = state.regime(r.regime)
-    s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
+    rp = state.regime(r.regime, r.secure)
+    s2_walks = (state.s2 if r.regime is Regime.EL10 and not r.secure and state.s2.enabled
+                else None)
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
@@ -179,13 +193,21 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
-    par = encode_success(out.address, reported.attr, reported.sh)
+    # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
+    # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.
+    nse = out.nse if rp.root else None
+    par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
+    success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
+    if r.secure:
+        success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
+        if state.features.rme and not rp.root:
+            success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
                            cites=Rule.ENCODE_PAR))
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
-    result = AtResult("par", par, SUCCESS_MASK & attr_mask, SUCCESS_NOTES + tuple(notes), None,
+    result = AtResult("par", par, success_mask & attr_mask, success_notes + tuple(notes), None,
                       tuple(trace))
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
@@ -195,8 +217,8 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "
                "descriptor\"); an IMPLEMENTATION DEFINED choice")
-        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh),
-                      mask=SUCCESS_MASK & plain_mask,
+        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, out.ns, nse),
+                      mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))
     if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:

@@ -18,7 +18,7 @@ FIELDS_READ: dict[str, int] = {
     "ID_AA64MMFR1_EL1": 0xF0F0_FF0F | 0xF << 40,
     "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
     "ID_AA64MMFR3_EL1": 0xF00_0FFF,
-    "ID_AA64PFR0_EL1": 0xFF00,
+    "ID_AA64PFR0_EL1": 0xFF00 | 0xF << 36 | 0xF << 52,
 }
 """The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
 in these decode to the same Features (a standalone test checks them)."""
@@ -78,6 +78,11 @@ class Features:
     (ID_AA64MMFR3_EL1.S1PIE)."""
     aie: bool = False
     """FEAT_AIE: AttrIndx[3] and MAIR2_ELx (ID_AA64MMFR3_EL1.AIE)."""
+    sel2: bool = False
+    """FEAT_SEL2: Secure EL2 (ID_AA64PFR0_EL1.SEL2)."""
+    rme: int = 0
+    """0 none, 1 FEAT_RME, 2 and 3 with the GPC2 and GPC3 additions
+    (ID_AA64PFR0_EL1.RME)."""
 
     @property
     def fwb(self) -> bool:
@@ -128,7 +133,8 @@ class Features:
         explaining a scenario without an emulator to ask."""
         return cls(
             lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
-            s2fwb=True, hcx=True, tcr2=True, sctlr2=True, s1pie=True, aie=True,
+            s2fwb=True, hcx=True, tcr2=True, sctlr2=True, s1pie=True, aie=True, el3=True,
+            sel2=True,
         )
 
     @classmethod
@@ -174,6 +180,8 @@ class Features:
             sctlr2=_f(mmfr3, 4) >= 1,
             s1pie=_f(mmfr3, 8) >= 1,
             aie=_f(mmfr3, 24) >= 1,
+            sel2=_f(pfr0, 36) >= 1,
+            rme=min(_f(pfr0, 52), 3),
         )
 
 
@@ -199,12 +207,16 @@ PREDICATES: dict[str, Callable[[Features], bool]] = {
     "HPDS": lambda f: f.hpds >= 1,
     "TTST": lambda f: f.ttst,
     "XNX": lambda f: f.xnx,
+    "RME_GPC2": lambda f: f.rme >= 2,
+    "RME_GPC3": lambda f: f.rme >= 3,
     "EL3": lambda f: f.el3,
     "HCX": lambda f: f.hcx,
     "TCR2": lambda f: f.tcr2,
     "SCTLR2": lambda f: f.sctlr2,
     "S1PIE": lambda f: f.s1pie,
     "AIE": lambda f: f.aie,
+    "SEL2": lambda f: f.sel2,
+    "RME": lambda f: f.rme >= 1,
     "PA40": lambda f: f.pa_range_bits >= 40,
     "PA44": lambda f: f.pa_range_bits >= 44,
     "PA48": lambda f: f.pa_range_bits >= 48,
@@ -218,6 +230,7 @@ FIELD_NAMES = {
     "lpa": "LPA", "lpa2": "LPA2", "lva": "LVA", "vh": "VHE", "xnx": "XNX", "ttst": "TTST",
     "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3", "hcx": "HCX",
     "tcr2": "TCR2", "sctlr2": "SCTLR2", "s1pie": "S1PIE", "aie": "AIE",
+    "sel2": "SEL2",
 }
 """The feature name each boolean Features field stands for."""
 
@@ -226,5 +239,6 @@ LEVEL_NAMES = {
     "hafdbs": {1: "HAFDBS", 2: "HAFDBS_DIRTY"},
     "hpds": {1: "HPDS", 2: "HPDS2"},
     "nv": {1: "NV", 2: "NV2"},
+    "rme": {1: "RME", 2: "RME_GPC2", 3: "RME_GPC3"},
 }
 """The feature name of each level of the leveled Features fields."""

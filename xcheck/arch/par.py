@@ -52,6 +52,13 @@ SUCCESS_NOTES: tuple[tuple[int, str], ...] = (
     (IMPDEF_SUCCESS, "PAR_EL1 bit [10] is IMPLEMENTATION DEFINED on success "
                      "(D24.2 PAR_EL1; AArch64.EncodePAR \"Non-Faulting PAR\")"),
 )
+SECURE_SUCCESS_MASK = SUCCESS_MASK | NS_BIT
+"""A Secure regime's PAR_EL1.NS is the output PA space: 0 Secure, 1
+Non-secure (AArch64.EncodePAR: SecurityStateForRegime(regime) == SS_Secure)."""
+NSE_BIT = 1 << 11
+RME_NOTES: tuple[tuple[int, str], ...] = (
+    (NSE_BIT, "PAR_EL1.NSE is UNKNOWN for a Secure regime with FEAT_RME (AArch64.EncodePAR)"),
+)
 FAULT_MASK = MASK64 & ~IMPDEF_FAULT
 FAULT_NOTES: tuple[tuple[int, str], ...] = (
     (IMPDEF_FAULT, "PAR_EL1 bits [63:48] are IMPLEMENTATION DEFINED on a fault "
@@ -59,11 +66,14 @@ FAULT_NOTES: tuple[tuple[int, str], ...] = (
 )
 
 
-def encode_success(pa: int, attr: int, sh: int) -> int:
-    """AArch64.EncodePAR, F == 0: PA<55:12>, ATTR, SH, bit [11] RES1.
-    NS is written as 1 (Non-secure PA space) but is UNKNOWN: see SUCCESS_MASK."""
-    return ((attr & 0xFF) << 56) | (pa & 0x00FF_FFFF_FFFF_F000) | (1 << 11) | NS_BIT \
-        | ((sh & 3) << 7)
+def encode_success(pa: int, attr: int, sh: int, ns: bool = True, nse: bool | None = None) -> int:
+    """AArch64.EncodePAR, F == 0: PA<55:12>, ATTR, SH, bit [11] RES1 (NSE
+    when given: the EL3 regime with FEAT_RME), NS the output PA space (1:
+    Non-secure). NS is UNKNOWN for a Non-secure regime: see SUCCESS_MASK; a
+    Secure or Root regime reports it (SECURE_SUCCESS_MASK)."""
+    bit11 = 1 if nse is None else int(nse)
+    return ((attr & 0xFF) << 56) | (pa & 0x00FF_FFFF_FFFF_F000) | (bit11 << 11) \
+        | (NS_BIT if ns else 0) | ((sh & 3) << 7)
 
 
 def encode_fault(fault: FaultRecord) -> int:

@@ -1,8 +1,12 @@
 """Which translation regime an AT instruction translates, and at which EL.
 
 Arm ARM DDI 0487, C5.4 (A64 system instructions for address translation,
-"Executing AT ..." pseudocode) and J1.1.3.10 AArch64.AT. This machine has
-no EL3 (SCR_EL3 is effectively NS=1, RW=1), so EL2 is always enabled.
+"Executing AT ..." pseudocode) and J1.1.3.10 AArch64.AT. Below EL3 the
+harness runs Non-secure (SCR_EL3.NS == 1, or no EL3), where EL2 is always
+enabled. At EL3, SCR_EL3.NS selects the Security state the EL1 and EL2 ops
+translate for; Secure EL2 (SCR_EL3.EEL2, FEAT_SEL2) is never enabled here, so
+in the Secure state EL2 is not enabled: AT S1E2* is UNDEFINED, and the EL1&0
+ops translate the Secure EL1&0 regime, stage 1 only, HCR_EL2 without effect.
 """
 
 from __future__ import annotations
@@ -20,11 +24,12 @@ class Regime(enum.Enum):
     EL10 = "EL1&0"
     EL2 = "EL2"
     EL20 = "EL2&0"
+    EL3 = "EL3"
 
     @property
     def two_ranges(self) -> bool:
         """HasUnprivileged(regime): two VA ranges, EL0 and a privileged EL."""
-        return self is not Regime.EL2
+        return self not in (Regime.EL2, Regime.EL3)
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,10 @@ class AtRoute:
     pan_op: bool
     why: str
     rule: Rule
+    secure: bool = False
+    """The regime reports its output PA space in PAR_EL1: a Secure one (the EL3
+    regime without FEAT_RME, or EL1&0 from EL3 with SCR_EL3.NS == 0), or the
+    Root state's EL3 regime (FEAT_RME)."""
 
 
 @dataclass(frozen=True)
@@ -88,17 +97,36 @@ class NotExecuted:
     rule: Rule
 
 
-def route(op: AtOp, el: int, hcr: HcrState, features: Features) -> AtRoute | NotExecuted:
-    """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``."""
+def route(op: AtOp, el: int, hcr: HcrState, features: Features,
+          secure: bool = False) -> AtRoute | NotExecuted:
+    """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``;
+    ``secure``: at EL3, SCR_EL3.NS == 0."""
     name = op.value
     pan_op = name.endswith("P")
     write = op.is_write
-    if el not in (1, 2):
+    if el not in (1, 2, 3) or (el == 3 and not features.el3):
         return NotExecuted("undefined", f"AT is UNDEFINED at EL{el} here (C5.4)",
                            Rule.AT_UNDEFINED_AT_EL)
     if pan_op and features.pan < 2:
         return NotExecuted("undefined", f"AT {name} needs FEAT_PAN2 (C5.4.9)",
                            Rule.AT_NEEDS_PAN2)
+    if name.startswith("S1E3"):
+        if el != 3:
+            return NotExecuted("undefined", f"AT {name} is UNDEFINED below EL3 (C5.4.16)",
+                               Rule.AT_EL3_OP_UNDEFINED_BELOW_EL3)
+        return AtRoute(Regime.EL3, 3, False, write, False,
+                       f"AT {name}: the EL3 regime, a Secure regime (C5.4.16, "
+                       "TranslationRegime(EL3))", Rule.REGIME_EL3, secure=True)
+    if el == 3 and secure:
+        if name.startswith("S1E2"):
+            return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.NS == 0: EL2 is not "
+                                            "enabled in the Secure state (C5.4.13)",
+                               Rule.AT_S1E2_UNDEFINED_AT_EL3)
+        acc_el = 0 if name.startswith(("S1E0", "S12E0")) else 1
+        return AtRoute(Regime.EL10, acc_el, False, write, pan_op,
+                       f"AT {name} at EL3 with SCR_EL3.NS == 0: the Secure EL1&0 regime, "
+                       f"accessed from EL{acc_el}, stage 1 only (C5.4, AArch64.AT: "
+                       "!EL2Enabled())", Rule.REGIME_EL10_SECURE, secure=True)
     if name.startswith(("S1E2", "S12")):
         if el == 1:
             if hcr.nv:

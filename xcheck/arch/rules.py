@@ -25,6 +25,12 @@ class Rule(Enum):
     REGIME_HOST = "AArch64.AT: {E2H, TGE} == {1, 1}, EL1 and EL0 ops in the EL2&0 regime"
     REGIME_EL10 = "AArch64.AT: EL1&0 regime, stage 1"
     REGIME_EL10_S12 = "AArch64.AT: EL1&0 regime, stages 1 and 2"
+    AT_EL3_OP_UNDEFINED_BELOW_EL3 = "C5.4.16: AT S1E3* UNDEFINED below EL3"
+    AT_S1E2_UNDEFINED_AT_EL3 = ("C5.4.13: AT S1E2* at EL3 UNDEFINED when EL2 is not enabled in "
+                                "the Security state SCR_EL3.NS selects")
+    REGIME_EL3 = "C5.4.16 TranslationRegime(EL3): AT S1E3* in the EL3 regime (Secure)"
+    REGIME_EL10_SECURE = ("AArch64.AT at EL3 with SCR_EL3.NS == 0 and EL2 not enabled: the Secure "
+                          "EL1&0 regime, stage 1 only")
     AT_ABORT_EXTERNAL = "AArch64.AT: External abort on a walk taken as a Data Abort"
     AT_ABORT_S2_ON_WALK_EL1 = "AArch64.AT: stage 2 fault on the stage 1 walk from EL1 taken"
     ENCODE_PAR = "AArch64.EncodePAR: successful translation"
@@ -49,6 +55,12 @@ class Rule(Enum):
     S1_BLOCK_NOT_SUPPORTED = "AArch64.BlockDescSupported: stage 1 block not allowed at the level"
     S1_OUTPUT_ADDRESS_SIZE = "AArch64.S1Walk: output address above the OA size"
     S1_ACCESS_FLAG = "AArch64.S1Walk: AF == 0 with TCR.HA == 0, Access flag fault"
+    S1_NSTABLE = ("AArch64.S1Walk: NSTable == 1 in a Secure regime, later levels and the output "
+                  "in the Non-secure PA space")
+    S1_ROOT_FETCH = ("AArch64.S1ComputePermissions: no instruction fetch by the Root state from a "
+                     "non-Root PA space (FEAT_RME)")
+    S1_OUTPUT_PASPACE = ("AArch64.S1Walk (D8.4.6): a Secure regime's output PA space from the "
+                         "leaf's NS bit, the Root state's from NSE and NS")
     S1_WRITABLE_CLEAN = "D8.5 R_RKMHW: DBM with TCR.HD, writable-clean counts as writable"
     S1_DCACHE_DISABLED = "AArch64.S1DCacheEnabled: SCTLR_ELx.C == 0, Normal is Non-cacheable"
 

@@ -53,6 +53,12 @@ class Translated:
     an AT is permitted to set AF there (D8.5), a write that stage 2 translates
     as a table walk access and that can fault (AArch64.S1Translate,
     CreateAccDescTTEUpdate)."""
+    ns: bool = True
+    """The output is in the Non-secure PA space (always, from a Non-secure
+    regime; from a Secure one as NSTable and NS say: AArch64.S1Walk)."""
+    nse: bool = False
+    """With ``ns``, the output PA space of the Root state's EL3 regime:
+    {NSE, NS} = 00 Secure, 01 Non-secure, 10 Root, 11 Realm (DecodePASpace)."""
 
 
 Updates = list[PermittedUpdate] | None
@@ -130,7 +136,8 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
     """AArch64.S1DisabledOutput: VA = output address, checked against PAMax
     (Address size fault, level 0); data accesses are Device-nGnRnE, or Normal
     Write-Back Non-shareable with HCR_EL2.DC == 1 (D8.2.10, "Behavior when
-    stage 1 address translation is disabled")."""
+    stage 1 address translation is disabled"). The PA space is the regime's
+    own (Secure for a Secure regime)."""
     p = rp.params(va)
     trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
                            "disabled: output address = VA", rule="AArch64.S1Enabled",
@@ -140,7 +147,8 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"VA[{top}:{pamax}] != 0 with stage 1 "
                          "disabled (AArch64.S1DisabledOutput)", trace,
                          Rule.S1_DISABLED_ADDRESS_SIZE)
-    return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0)
+    return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0,
+                      ns=not (rp.secure or rp.root), nse=rp.root)
 
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
@@ -185,6 +193,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
                          trace, Rule.S1_BASE_ADDRESS_SIZE)
     ap_table = xn_u = xn_p = 0
+    ns = not (rp.secure or rp.root)
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
@@ -207,6 +216,11 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
+        if rp.secure and not ns and desc >> 63:
+            ns = True
+            trace.append(TraceStep(1, "NSTable", "NSTable == 1: the next levels and the output "
+                                   "are in the Non-secure PA space", level,
+                                   rule="AArch64.S1Walk (D8.4.6.1)", cites=Rule.S1_NSTABLE))
         if not p.hpd and not rp.pie:  # AArch64.S1Walk: no table permissions with PIE
             if two:
                 ap_table |= (desc >> 61) & 3
@@ -242,6 +256,21 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                  trace)
     if denied is not None:
         return _s1_fault(Fault.PERMISSION, level, acc, denied.why, trace, denied.rule)
+    nse = False
+    if rp.root:
+        # D8.4.6 Table D8-88: {NSE, NS} = 00 is Secure with FEAT_SEL2, else Non-secure.
+        ns, nse = bool(desc >> 5 & 1), bool(desc >> 11 & 1)
+        ns = ns or (not nse and not rp.root_secure)
+        space = ("Secure", "Non-secure", "Root", "Realm")[nse << 1 | ns]
+        trace.append(TraceStep(1, "PA space", f"{space} (NSE == {desc >> 11 & 1}, NS == "
+                               f"{desc >> 5 & 1})", level,
+                               rule="AArch64.S1Walk, DecodePASpace (D8.4.6, FEAT_RME)",
+                               cites=Rule.S1_OUTPUT_PASPACE))
+        if acc.s1.fetch and space != "Root":
+            return _s1_fault(Fault.PERMISSION, level, acc, "an instruction fetch in the Root "
+                             f"state from the {space} PA space (AArch64.S1ComputePermissions: "
+                             "no execution from non-Root space by Root)", trace,
+                             Rule.S1_ROOT_FETCH)
     sh = p.sh if ds else (desc >> 8) & 3
     attr_index = (desc >> 2) & 7
     mair = p.mair
@@ -263,7 +292,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
                                cites=Rule.S1_DCACHE_DISABLED))
     af_update = descaddr if not (desc >> 10) & 1 else None
-    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update)
+    if rp.secure:
+        why = "NS == 1" if desc >> 5 & 1 else ("NSTable == 1 above" if ns else "NS == 0")
+        ns = ns or bool(desc >> 5 & 1)
+        trace.append(TraceStep(1, "PA space", f"{'Non-secure' if ns else 'Secure'} ({why})",
+                               level, rule="AArch64.S1Walk (D8.4.6 R_KZLVM, D8.4.6.1)",
+                               cites=Rule.S1_OUTPUT_PASPACE))
+    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse)
 
 
 def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem: PhysMem,

@@ -152,6 +152,15 @@ class S1RegimeParams:
     pire0: int = 0
     """PIRE0_ELx: the unprivileged permission of each PIIndex (two-range
     regimes)."""
+    secure: bool = False
+    """A Secure regime: walks start in the Secure PA space, NSTable and NS
+    take effect (D8.4.6, AArch64.S1Walk)."""
+    root: bool = False
+    """The EL3 regime with FEAT_RME (the Root state): walks start in the Root
+    PA space, bit 63 is RES0 (no NSTable), a leaf's NSE (bit 11) and NS (bit
+    5) select one of four output PA spaces (AArch64.S1Walk, DecodePASpace)."""
+    root_secure: bool = True
+    """{NSE, NS} = 00 is the Secure PA space (FEAT_SEL2), else Non-secure."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -165,7 +174,7 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     notes: list[str] = []
     supported = {12: features.tgran4, 14: features.tgran16, 16: features.tgran64}
     upper = varange == "upper"
-    if regime is Regime.EL2:
+    if regime in (Regime.EL2, Regime.EL3):  # TCR_EL3 has TCR_EL2's E2H == 0 layout
         tg, txsz = field(tcr, TCR_EL2.TG0), field(tcr, TCR_EL2.T0SZ)
         ps, sh, tbi = field(tcr, TCR_EL2.PS), field(tcr, TCR_EL2.SH0), bit(tcr, TCR_EL2.TBI[0])
         hpd, ha = bit(tcr, TCR_EL2.HPD[0]), bit(tcr, TCR_EL2.HA[0])
@@ -230,12 +239,22 @@ def tcr2_enabled(regime: Regime, sysregs: Mapping[str, int], features: Features)
     return True
 
 
+SUFFIX = {Regime.EL10: "EL1", Regime.EL2: "EL2", Regime.EL20: "EL2", Regime.EL3: "EL3"}
+"""The registers of each regime: SCTLR_<sfx>, TCR_<sfx>, TTBR0_<sfx>, MAIR_<sfx>."""
+
+
 def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
-                     features: Features, impdef: ImpDef) -> S1RegimeParams:
+                     features: Features, impdef: ImpDef, secure: bool = False) -> S1RegimeParams:
     """AArch64.GetS1TTWParams for ``regime`` and both VA ranges; with
     TCR2_ELx effective, PIE (FEAT_S1PIE) and AIE (FEAT_AIE) from it
-    (AArch64.S1TTWParamsEL10/EL2/EL20)."""
-    sfx = "EL1" if regime is Regime.EL10 else "EL2"
+    (AArch64.S1TTWParamsEL10/EL2/EL20); ``secure``:
+    the Secure EL1&0 regime, where EL2 is not enabled and HCR_EL2 has no
+    effect. The EL3 regime is Secure, or Root with FEAT_RME."""
+    root = regime is Regime.EL3 and features.rme >= 1
+    secure = (secure or regime is Regime.EL3) and not root
+    if secure or root:
+        hcr = HcrState(False, False, False, False, False, False, False, False)
+    sfx = SUFFIX[regime]
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
     mair = sysregs.get(f"MAIR_{sfx}", 0)
     tcr2 = sysregs.get(f"TCR2_{sfx}", 0) if tcr2_enabled(regime, sysregs, features) else 0
@@ -261,6 +280,7 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         lower=lower, upper=upper, pie=pie,
         pir=sysregs.get(f"PIR_{sfx}", 0) if pie else 0,
         pire0=sysregs.get(f"PIRE0_{sfx}", 0) if pie and regime.two_ranges else 0,
+        secure=secure, root=root, root_secure=features.sel2,
     )
 
 

@@ -25,6 +25,7 @@ from xcheck.machine import HARNESS_PA, TRANSLATION_SYSREGS, MachineSetup, Probe,
 from xcheck.target import isa
 from xcheck.target.harness import (
     EL1_FIRST,
+    EL3_REGS,
     HCR_RESET,
     PSTATE_PAN_BIT,
     SCTLR_EL2_OFF,
@@ -120,8 +121,8 @@ def probes_s(setup: MachineSetup, probes: Sequence[Probe], source: str) -> str:
     lines += ["    adr x1, vectors_el1", "    add x1, x1, x10", "    msr vbar_el1, x1", "    isb"]
     lines += [*_msr("HCR_EL2", regs.get("HCR_EL2", HCR_RESET)), "    isb"]
     for name in TRANSLATION_SYSREGS:
-        if name not in (*EL1_FIRST, "SCTLR_EL2", "HCR_EL2") and \
-                sysregs.written(name, regs):
+        if name not in (*EL1_FIRST, "SCTLR_EL2", "HCR_EL2", *EL3_REGS) and \
+                sysregs.written(name, regs):  # the test has no EL3
             lines += _msr(name, regs.get(name, 0))
     lines += ["    dsb sy", "    tlbi alle2", "    tlbi alle1", "    dsb sy", "    isb",
               *_msr("SCTLR_EL2", regs.get("SCTLR_EL2", SCTLR_EL2_OFF)), "    isb"]

@@ -285,6 +285,11 @@ class _Build:
                             f"{why}, but TCR_{base[-3:]}.EPD0 == 1 disables TTBR0 walks"
                             + _el2_hint(regime))
         va = self.harness_slot(tree, regime, why)
+        if regime == "EL3" and va != HARNESS_PA:
+            raise self.fail(self.lay.table_line(base), f"tables.{base}",
+                            f"{why}, at VA = PA, but {hex_(HARNESS_PA)}.."
+                            f"{hex_(HARNESS_PA + HARNESS_SIZE - 1)} is taken or not allowed "
+                            "there: leave that range free")
         attr = _normal_index(mair) << 2
         if geo.one_range:
             code = AF | attr | (0b11 << 6)  # AP[2:1] = RO; AP[1] is RES1; XN = 0
@@ -347,6 +352,10 @@ class _Build:
             regime = "EL20" if e2h else "EL2"
             self.harness_stage1("TTBR0_EL2", regime, "SCTLR_EL2.M == 1 and the harness runs "
                                 "at EL2, so it must be mapped under TTBR0_EL2", regs["MAIR_EL2"])
+        if regs["SCTLR_EL3"] & 1:
+            self.harness_stage1("TTBR0_EL3", "EL3", "SCTLR_EL3.M == 1 and on a CPU with EL3 "
+                                "the harness starts and ends there, so it must be mapped under "
+                                "TTBR0_EL3", regs["MAIR_EL3"])
         el1 = any(p.el == 1 for p in self.probes)
         if el1 and not tge and not dc and regs["SCTLR_EL1"] & 1:
             self.harness_stage1("TTBR0_EL1", "EL10", "SCTLR_EL1.M == 1 and probes run at EL1, "

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
-from xcheck.arch.par import decode_par, describe_par
+from xcheck.arch.par import NS_BIT, decode_par, describe_par
 from xcheck.machine import AtOp, Probe
 from xcheck.scenario.versions import VersionRange, split_target_version
 
@@ -37,12 +37,15 @@ class Selector:
     vas: tuple[int, ...] = ()
     els: tuple[int, ...] = ()
     pans: tuple[bool, ...] = ()
+    spaces: tuple[bool, ...] = ()
+    """Security states (True: secure)."""
 
     def matches(self, probe: Probe) -> bool:
         return ((not self.ops or probe.op in self.ops)
                 and (not self.vas or probe.va in self.vas)
                 and (not self.els or probe.el in self.els)
-                and (not self.pans or probe.pan in self.pans))
+                and (not self.pans or probe.pan in self.pans)
+                and (not self.spaces or probe.secure in self.spaces))
 
     def describe(self) -> str:
         parts = []
@@ -54,6 +57,9 @@ class Selector:
             parts.append("el " + "|".join(str(e) for e in self.els))
         if self.pans:
             parts.append("pan " + "|".join(str(int(p)) for p in self.pans))
+        if self.spaces:
+            parts.append("space " + "|".join("secure" if s else "nonsecure"
+                                             for s in self.spaces))
         return ", ".join(parts) or "every probe"
 
 
@@ -85,7 +91,7 @@ class Expectation:
 
     Exactly one form: a fault (``fault`` with optional ``level``, ``stage``,
     ``ptw``), a successful translation (``pa`` with optional ``attr`` and
-    ``sh``), or a ``result`` that is not a PAR (undefined, trap, abort; an
+    ``sh`` and ``ns``), or a ``result`` that is not a PAR (undefined, trap, abort; an
     abort may also state its fault)."""
 
     line: int
@@ -98,6 +104,8 @@ class Expectation:
     attr: int | None = None
     sh: int | None = None
     result: str | None = None
+    ns: bool | None = None
+    """PAR_EL1.NS, the output PA space of a Secure regime (1: Non-secure)."""
 
     def matches(self, probe: Probe) -> bool:
         return self.select.matches(probe)
@@ -125,6 +133,8 @@ class Expectation:
                 wrong.append(f"ATTR {self.attr:#04x}")
             if self.sh is not None and fields["SH"] != self.sh:
                 wrong.append(f"SH 0b{self.sh:02b}")
+            if self.ns is not None and (fields["NS"] != self.ns or not model.mask & NS_BIT):
+                wrong.append(f"NS {int(self.ns)} (a Secure regime's output PA space)")
             return f"expected {', '.join(wrong)}, model: {got}" if wrong else ""
         if model.kind != "par" or model.fault is None:
             return f"expected {self.describe()}, model: {got}"

@@ -49,7 +49,7 @@ class Geometry:
 
     @property
     def one_range(self) -> bool:
-        return self.regime == "EL2"
+        return self.regime in ("EL2", "EL3")
 
     @property
     def stride(self) -> int:
@@ -113,15 +113,16 @@ def _granule(tg: int, encoding: Mapping[int, int], reg: str, name: str) -> int:
 
 
 def stage1(sysregs: Mapping[str, int], base: str) -> Geometry:
-    """TTBR0_EL1, TTBR1_EL1, TTBR0_EL2 or TTBR1_EL2 (HCR_EL2.E2H decides the
-    layout of TCR_EL2 and whether TTBR1_EL2 is used)."""
+    """TTBR0_EL1, TTBR1_EL1, TTBR0_EL2, TTBR1_EL2 or TTBR0_EL3 (HCR_EL2.E2H
+    decides the layout of TCR_EL2 and whether TTBR1_EL2 is used; TCR_EL3 has
+    TCR_EL2's E2H == 0 layout)."""
     e2h = bit(sysregs["HCR_EL2"], 34)
     el = base[-3:]
     upper = base.startswith("TTBR1")
     tcr_name = f"TCR_{el}"
     tcr = sysregs[tcr_name]
     ee = bit(sysregs[f"SCTLR_{el}"], SCTLR.EE)
-    if el == "EL2" and not e2h:
+    if el == "EL3" or (el == "EL2" and not e2h):
         if upper:
             raise GeometryError("TTBR1_EL2 is used only when HCR_EL2.E2H == 1 (the EL2&0 "
                                 "regime): set HCR_EL2.E2H or remove these tables")
@@ -129,7 +130,7 @@ def stage1(sysregs: Mapping[str, int], base: str) -> Geometry:
         ds = g != 16 and bit(tcr, TCR_EL2.DS[0])
         txsz = field(tcr, TCR_EL2.T0SZ)
         _txsz_range(txsz, g, ds, tcr_name, "T0SZ")
-        return Geometry(base, 1, "EL2", g, 64 - txsz, start_level(64 - txsz, g), False, ds,
+        return Geometry(base, 1, el, g, 64 - txsz, start_level(64 - txsz, g), False, ds,
                         ee, False, bit(tcr, TCR_EL2.HPD[0]))
     regime = "EL20" if el == "EL2" else "EL10"
     tg_name, tsz_name = ("TG1", "T1SZ") if upper else ("TG0", "T0SZ")

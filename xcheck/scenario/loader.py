@@ -70,15 +70,19 @@ TOP_KEYS = ("name", "about", "requires", "profile", "regs", "pstate", "tables", 
             "descriptors", "probes", "expect", "known")
 PROFILE_KEYS = ("machine", "cpu", "memory", "extra_args")
 PSTATE_KEYS = ("EL", "PAN")
-SELECT_KEYS = ("op", "va", "el", "pan")
+SELECT_KEYS = ("op", "va", "el", "pan", "space")
 PROBE_KEYS = (*SELECT_KEYS, "label")
-EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "result")
+EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "ns",
+               "result")
 KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
-           "contiguous", "pxn", "uxn", "xn", "dbm", "table", "pi_index", "ndirty")
+           "contiguous", "pxn", "uxn", "xn", "dbm", "table", "pi_index", "ndirty",
+           "ns", "nse")
 PI_INDEX_BITS = ("ap", "pxn", "uxn", "xn", "dbm")
 """The fields whose bits [54:53], [51] and [6] pi_index sets (AArch64.S1ApplyOutputPerms:
 PIIndex = UXN:PXN:DBM:AP[1]); with pi_index, ndirty sets bit 7 (AP[2])."""
+SPACES = {"secure": True, "nonsecure": False}
+"""A probe's Security state (``space:``): at EL3, the SCR_EL3.NS its AT runs with."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
            "contiguous", "dbm")
 TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
@@ -160,9 +164,12 @@ def parse_el(value: Any, field: str, line: int) -> int:
     el = as_int(value, field, line, 0, 3, what="an exception level")
     if el == 0:
         raise Located(line, field, EL0_PROBES)
-    if el == 3:
-        raise Located(line, field, "EL3 is not implemented by the machine: expected 1 or 2")
     return el
+
+
+def parse_space(value: Any, field: str, line: int) -> bool:
+    """``secure`` or ``nonsecure``: True for the Secure state."""
+    return bool(as_choice(value, SPACES, field, line))
 
 
 def parse_pan(value: Any, field: str, line: int) -> bool:
@@ -395,7 +402,7 @@ class _Parser:
                 bits |= (0b10 if xn is True else as_int(xn, f"{field}.xn", m.at("xn"), 0, 3,
                          "XN[1:0] (0..3) or true")) << 53
         else:
-            one_range = base == "TTBR0_EL2" and not self.e2h
+            one_range = base == "TTBR0_EL3" or (base == "TTBR0_EL2" and not self.e2h)
             attr = get("attr", as_int, 0, 15, "a MAIR index 0..7, or 8..15 (MAIR2, FEAT_AIE: "
                        "bit 3 is descriptor bit 59)") or 0
             bits |= (attr & 7) << 2 | (attr >> 3) << 59
@@ -406,8 +413,9 @@ class _Parser:
                               "pi_index (Indirect permissions); without it write ap")
             if one_range and isinstance(m.get("ap"), str) and m["ap"] in AP_TWO_RANGES \
                     and m["ap"] not in AP_ONE_RANGE:
-                raise Located(m.at("ap"), f"{field}.ap", f"{m['ap']!r}: the EL2 regime "
-                              "(HCR_EL2.E2H == 0) has no EL0; expected RW or RO")
+                regime = "EL3 regime" if base == "TTBR0_EL3" else "EL2 regime (HCR_EL2.E2H == 0)"
+                raise Located(m.at("ap"), f"{field}.ap", f"{m['ap']!r}: the {regime} has no "
+                              "EL0; expected RW or RO")
             ap = get("ap", _parse_choice_or_int, AP_ONE_RANGE if one_range else AP_TWO_RANGES,
                      3)
             if "pi_index" not in m:  # the EL2 regime's AP[1] is RES1 (R_MGGZM): not a PIIndex bit
@@ -418,6 +426,10 @@ class _Parser:
                 bits |= 1 << 53
             if get("uxn", as_bool) or get("xn", as_bool):
                 bits |= 1 << 54
+            if get("ns", as_bool):
+                bits |= 1 << 5  # NS: Non-secure output, in Secure regimes (D8.4.6)
+            if get("nse", as_bool):
+                bits |= 1 << 11  # NSE, with NS: the output PA space of the Root state (RME)
             if "table" in m:
                 table = self.table_attrs(m["table"], f"{field}.table", m.at("table"))
         if raw is not None and len(set(m) - {addr_key, "raw", "size", "level", "force"}):
@@ -527,16 +539,22 @@ class _Parser:
             vas = _sel_values(m, "va", field, parse_va)
             els = _sel_values(m, "el", field, parse_el) if "el" in m else [el]
             pans = _sel_values(m, "pan", field, parse_pan) if "pan" in m else [pan]
+            spaces = _sel_values(m, "space", field, parse_space) if "space" in m else [False]
+            if any(spaces) and any(e != 3 for e in els):
+                raise Located(m.at("space"), f"{field}.space", "space: secure is for probes at "
+                              "EL3 (SCR_EL3.NS == 0 for their AT); EL1 and EL2 run Non-secure: "
+                              "add el: 3")
             label = as_str(m["label"], f"{field}.label", m.at("label")).strip() \
                 if "label" in m else ""
-            for op, va, e, p in itertools.product(ops, vas, els, pans):
-                auto = f"{op.value} va={hex_(va)} el={e} pan={int(p)}"
+            for op, va, e, p, sec in itertools.product(ops, vas, els, pans, spaces):
+                auto = f"{op.value} va={hex_(va)} el={e} pan={int(p)}" + \
+                    (" space=secure" if sec else "")
                 full = f"{label}: {auto}" if label else auto
                 if full in seen:
                     raise Located(m.line, field, f"probe {full!r} is listed twice (also at "
                                   f"line {seen[full]}); give one a label to keep both")
                 seen[full] = m.line
-                probe = Probe(op=op, va=va, el=e, pan=p, label=full)
+                probe = Probe(op=op, va=va, el=e, pan=p, label=full, secure=sec)
                 probes.append(probe)
                 lines[probe] = m.line
         return probes, lines
@@ -547,10 +565,11 @@ class _Parser:
             vas=tuple(_sel_values(m, "va", field, parse_va)) if "va" in m else (),
             els=tuple(_sel_values(m, "el", field, parse_el)) if "el" in m else (),
             pans=tuple(_sel_values(m, "pan", field, parse_pan)) if "pan" in m else (),
+            spaces=tuple(_sel_values(m, "space", field, parse_space)) if "space" in m else (),
         )
         if not any(sel.matches(p) for p in probes):
             raise Located(m.line, field, f"this {what} selects no probe ({sel.describe()}); "
-                          "expected op/va/el/pan values that some probe has")
+                          "expected op/va/el/pan/space values that some probe has")
         return sel
 
     def expectation(self, value: Any, i: int, line: int, probes: Sequence[Probe]) -> Expectation:
@@ -567,10 +586,10 @@ class _Parser:
             return parse(m[key], f"{field}.{key}", m.at(key), *args) if key in m else None
 
         success = "pa" in m
-        for key in ("attr", "sh") if not success else ("level", "stage", "ptw"):
+        for key in ("attr", "sh", "ns") if not success else ("level", "stage", "ptw"):
             if key in m:
                 raise Located(m.at(key), f"{field}.{key}", "does not apply: "
-                              + ("attr and sh go with pa:" if not success
+                              + ("attr, sh and ns go with pa:" if not success
                                  else "level, stage and ptw go with fault:"))
         result = (as_choice(m["result"], {r: r for r in RESULTS}, f"{field}.result",
                              m.at("result")) if "result" in m else None)
@@ -585,7 +604,7 @@ class _Parser:
             stage=get("stage", as_int, 1, 2, "stage 1 or 2"), ptw=get("ptw", as_bool),
             pa=get("pa", as_int, 0, (1 << 56) - 1, "a physical address"),
             attr=get("attr", as_int, 0, 255, "a MAIR-format attribute byte"),
-            sh=get("sh", _parse_sh), result=result,
+            sh=get("sh", _parse_sh), result=result, ns=get("ns", as_bool),
         )
 
     def known(self, value: Any, i: int, line: int, probes: Sequence[Probe]) -> KnownDivergence:

@@ -1,7 +1,7 @@
 """System register fields by name, for ``regs:`` in a scenario.
 
-Field positions are those of Arm ARM DDI 0487, D24.2 (SCTLR_EL1/EL2,
-TCR_EL1, TCR_EL2, VTCR_EL2, HCR_EL2, HCRX_EL2, MAIR_ELx, MAIR2_ELx,
+Field positions are those of Arm ARM DDI 0487, D24.2 (SCTLR_EL1/EL2/EL3,
+TCR_EL1, TCR_EL2, TCR_EL3, VTCR_EL2, HCR_EL2, HCRX_EL2, MAIR_ELx, MAIR2_ELx,
 TCR2_ELx, PIR_ELx, PIRE0_ELx, TTBRn_ELx, VTTBR_EL2); the
 fields the model reads come from xcheck.arch.regs. Some fields take a named
 value: a granule (TG0/TG1, whose encodings differ), a size (IPS/PS), a
@@ -48,7 +48,7 @@ TCR_EL2_FIELDS: dict[str, Field] = {
     "HA": TCR_EL2.HA, "HD": TCR_EL2.HD, "HPD": TCR_EL2.HPD, "TBID": _bit(29),
     "TCMA": _bit(30), "DS": TCR_EL2.DS,
 }
-"""TCR_EL2 when HCR_EL2.E2H == 0 (bits 31 and 23 are RES1)."""
+"""TCR_EL2 when HCR_EL2.E2H == 0, and TCR_EL3 (bits 31 and 23 are RES1)."""
 
 VTCR_FIELDS: dict[str, Field] = {
     "T0SZ": VTCR.T0SZ, "SL0": VTCR.SL0, "IRGN0": (8, 2), "ORGN0": (10, 2),
@@ -100,7 +100,7 @@ def layout(reg: str, e2h: bool) -> dict[str, Field]:
         return SCTLR_FIELDS
     if reg == "TCR_EL1" or (reg == "TCR_EL2" and e2h):
         return TCR_FIELDS
-    if reg == "TCR_EL2":
+    if reg in ("TCR_EL2", "TCR_EL3"):
         return TCR_EL2_FIELDS
     if reg == "VTCR_EL2":
         return VTCR_FIELDS

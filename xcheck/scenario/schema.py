@@ -73,7 +73,9 @@ def _register(reg: str) -> Schema:
 
 def _selector() -> dict[str, Schema]:
     return {"op": _one_or_list(_ref("op")), "va": _one_or_list(_ref("address")),
-            "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag"))}
+            "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag")),
+            "space": _one_or_list({"enum": list(loader.SPACES), "description": "the Security "
+                                   "state of a probe at EL3 (SCR_EL3.NS of its AT)"})}
 
 
 def _mapping(stage: int) -> Schema:
@@ -96,7 +98,7 @@ def _mapping(stage: int) -> Schema:
                      about="attributes of a table descriptor on this mapping's walk")
         props = {"va": addr, **common, "ap": _named(ap_names, 2), "attr": _int(15), "ng": flag,
                  "pxn": flag, "uxn": flag, "xn": flag, "table": table, "pi_index": _int(15),
-                 "ndirty": flag}
+                 "ndirty": flag, "ns": flag, "nse": flag}
         key = "va"
     out = _obj(props, (key,))
     out["anyOf"] = [{"required": ["pa"]}, {"required": ["raw"]}]
@@ -110,7 +112,8 @@ def json_schema() -> Schema:
         "address": _int(),
         "flag": {"anyOf": [{"type": "boolean"}, {"enum": [0, 1]}]},
         "op": {"enum": [op.value for op in AtOp]},
-        "el": {"enum": [1, 2], "description": "probes run at EL1 or EL2 (EL0: use S1E0R/W)"},
+        "el": {"enum": [1, 2, 3], "description": "probes run at EL1, EL2 or EL3 (EL0: use "
+                                                 "S1E0R/W; EL3 needs a CPU that starts there)"},
         "size": {"anyOf": [{"type": "integer", "minimum": 1},
                            {"type": "string", "pattern": SIZE_TEXT}]},
         "sh": _named(list(SH_VALUES), 2),
@@ -123,7 +126,8 @@ def json_schema() -> Schema:
     expect = _obj({**sel, "fault": {"enum": list(FAULT_NAMES)},
                    "level": {"type": "integer", "minimum": -1, "maximum": 3},
                    "stage": {"enum": [1, 2]}, "ptw": _ref("flag"), "pa": _ref("address"),
-                   "attr": _int(255), "sh": _ref("sh"), "result": {"enum": list(RESULTS)}},
+                   "attr": _int(255), "sh": _ref("sh"), "ns": _ref("flag"),
+                   "result": {"enum": list(RESULTS)}},
                   about="what the Arm ARM requires of the selected probes")
     expect["anyOf"] = [{"required": ["fault"]}, {"required": ["pa"]}, {"required": ["result"]}]
     known = _obj({**sel, "qemu": {"type": "string", "description": "a version range: "

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-BASE_REGS: tuple[str, ...] = ("TTBR0_EL1", "TTBR1_EL1", "TTBR0_EL2", "TTBR1_EL2", "VTTBR_EL2")
+BASE_REGS: tuple[str, ...] = ("TTBR0_EL1", "TTBR1_EL1", "TTBR0_EL2", "TTBR1_EL2", "VTTBR_EL2",
+                              "TTBR0_EL3")
 """The registers whose tables a scenario may describe under ``tables:``."""
 
 DEFAULT_RAM_SIZE = 128 << 20

@@ -40,7 +40,12 @@ FEATURE_LABELS = {
     "s2fwb": "FEAT_S2FWB",
     "el2": "EL2",
     "el3": "EL3",
+    "sel2": "FEAT_SEL2 (Secure EL2)",
+    "rme": "RME level (1 FEAT_RME, 2 GPC2, 3 GPC3)",
 }
+
+L0GPTSZ_BITS = {0b0000: 30, 0b0100: 34, 0b0110: 36, 0b1001: 39}
+"""GPCCR_EL3.L0GPTSZ: the PA bits one level 0 GPT entry covers (D24.2 GPCCR_EL3)."""
 
 
 def doctor(profile: Profile, console: Console) -> int:
@@ -68,6 +73,10 @@ def doctor(profile: Profile, console: Console) -> int:
                 info.add_row(*row)
             for name, value in target.id_regs.items():
                 info.add_row(f"{name} (at {at})" if kvm else name, f"0x{value:016x}")
+            scr = getattr(target, "scr_el3", None)
+            if scr is not None:
+                info.add_row("CPU starts at", f"EL3: the harness drops to Non-secure EL2 with "
+                             f"SCR_EL3 = 0x{scr:x}")
             probe = target.run(
                 MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0x4000_1000, 2),))
             )
@@ -98,6 +107,8 @@ def doctor(profile: Profile, console: Console) -> int:
         shown = ("yes" if value else "no") if isinstance(value, bool) else str(value)
         table.add_row(FEATURE_LABELS.get(f.name, f.name), shown)
     console.print(table)
+    if feats.rme:
+        console.print(_gpc(feats, target.id_regs.get("GPCCR_EL3", 0)))
     console.print("[green]usable[/]")
     return int(ExitCode.OK)
 
@@ -117,3 +128,17 @@ def _identity(target: Target, start_s: float) -> list[tuple[str, str]]:
         ("start + attach", f"{start_s * 1000:.0f} ms"),
         ("physical-memory mode (Qqemu.PhyMemMode)", "yes" if target.phys_mode else "no"),
     ]
+
+
+def _gpc(feats: Features, gpccr: int) -> str:
+    """The granule protection configurations the CPU supports: GPCCR_EL3.PGS
+    takes the granules the CPU implements, GPCCR_EL3.PPS the PA sizes up to
+    PARange, and L0GPTSZ is fixed (D24.2 GPCCR_EL3, D9.1 "Granule
+    protection checks")."""
+    l0 = gpccr >> 20 & 0xF
+    size = f"{L0GPTSZ_BITS[l0]} bits" if l0 in L0GPTSZ_BITS else f"reserved value {l0:#x}"
+    pgs = "/".join(g for g, ok in (("4KB", feats.tgran4), ("16KB", feats.tgran16),
+                                   ("64KB", feats.tgran64)) if ok)
+    return (f"granule protection: GPCCR_EL3 = 0x{gpccr:x}, level 0 GPT entry covers {size} "
+            f"(L0GPTSZ), GPT granule (PGS) {pgs}, protected PA size (PPS) up to "
+            f"{feats.pa_range_bits} bits")

@@ -2,7 +2,9 @@
 
 One QEMU and one gdb per target, kept across setups. Before each setup the
 target checks the CPU is back at EL2 with its MMU off (turning it off with
-the harness's teardown instruction when a setup left it on), clears what the
+the harness's teardown instruction when a setup left it on), or at EL3 with
+its MMU off when the CPU starts at EL3 (``-machine virt,secure=on``: the
+program then starts and ends at EL3 and drops to Non-secure EL2), clears what the
 previous setup wrote, writes the tables and the generated program in
 physical-memory mode, and runs it (see harness.py). Batch mode: one stop at
 the end, one bulk read. Step mode: the driver steps one AT per probe and
@@ -32,7 +34,7 @@ from xcheck.machine import (
     word_spans,
     words_in,
 )
-from xcheck.target import harness, isa
+from xcheck.target import el3, harness, isa
 from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
@@ -40,6 +42,8 @@ from xcheck.target.shadow import Shadow
 from xcheck.target.stub import AttachedQemu
 
 ID_REGISTERS = (
+    "ID_AA64ISAR1_EL1",
+    "ID_AA64ISAR2_EL1",
     "ID_AA64MMFR0_EL1",
     "ID_AA64MMFR1_EL1",
     "ID_AA64MMFR2_EL1",
@@ -81,6 +85,8 @@ class QemuTarget:
         self.readbacks: list[Readback] = []
         """The watched words read back by the last :meth:`run`."""
         self._written: MemoryImage | None = None
+        self.scr_el3: int | None = None
+        """SCR_EL3 the harness runs the lower ELs with, when the CPU starts at EL3."""
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -97,16 +103,20 @@ class QemuTarget:
         read the ID registers. Raises QemuLaunchError when unusable."""
         self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
         self._stub.start()
+        self._id_program = {}
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
         self.phys_mode = True
         try:
             self.id_regs = self._read_id_regs()
             el = self.gdb.read_reg("cpsr") >> 2 & 3
-            if el != 2:
+            if el not in (2, 3) or not Features.from_id_regs(self.id_regs).el2:
                 raise QemuLaunchError(
-                    f"the CPU starts at EL{el}, not EL2: the machine needs virtualization=on "
-                    f"(machine is {self.profile.machine!r})"
+                    f"the CPU starts at EL{el} without EL2: the machine needs "
+                    f"virtualization=on (machine is {self.profile.machine!r})"
                 )
+            self.scr_el3 = el3.scr_el3(self.id_regs) if el == 3 else None
+            if el == 3 and Features.from_id_regs(self.id_regs).rme:
+                self.id_regs |= self._read_id_regs(el3.GPC_REGISTERS)
         except TargetError as err:
             stderr = self._stub.stderr()
             self.close()
@@ -116,25 +126,26 @@ class QemuTarget:
         self._shadow.forget(self._id_program)
         self._el2_base = self._el1_base = HARNESS_PA
 
-    def _read_id_regs(self) -> dict[str, int]:
-        """Read the ID registers by running MRS at EL2 with the MMU off (gdb
-        does not name them all on every QEMU version); the ID register space
-        reads as zero where a register is unallocated (D24.1.2)."""
+    def _read_id_regs(self, names: Sequence[str] = ID_REGISTERS) -> dict[str, int]:
+        """Read the ID registers (or ``names``) by running MRS at the EL the
+        CPU starts at, MMU off (gdb does not name them all on every QEMU
+        version); the ID register space reads as zero where a register is
+        unallocated (D24.1.2)."""
         g = self.gdb
         code: list[int] = isa.mov_imm(2, HARNESS_DATA_PA)
-        for k, name in enumerate(ID_REGISTERS):
+        for k, name in enumerate(names):
             code += [isa.mrs(1, name), isa.str_imm(1, 2, 8 * k)]
         end = HARNESS_PA + 4 * len(code)
         code.append(isa.b(0))
         blob = b"".join(w.to_bytes(4, "little") for w in code)
         g.write_memory(HARNESS_PA, blob)
-        self._id_program = {HARNESS_PA: blob}
+        earlier = self._id_program.get(HARNESS_PA, b"")
+        self._id_program = {HARNESS_PA: blob + earlier[len(blob):]}
         g.write_reg("pc", HARNESS_PA)
         self._continue_to(end, self.profile.timeouts.command)
-        raw = g.read_memory(HARNESS_DATA_PA, 8 * len(ID_REGISTERS))
+        raw = g.read_memory(HARNESS_DATA_PA, 8 * len(names))
         return {
-            name: int.from_bytes(raw[8 * k : 8 * k + 8], "little")
-            for k, name in enumerate(ID_REGISTERS)
+            name: int.from_bytes(raw[8 * k : 8 * k + 8], "little") for k, name in enumerate(names)
         }
 
     def close(self) -> None:
@@ -184,9 +195,14 @@ class QemuTarget:
         return err
 
     def _ensure_clean(self) -> None:
-        """EL2 with its MMU off, or restart QEMU."""
+        """EL2 with its MMU off (EL3 with its MMU off when the CPU starts at
+        EL3), or restart QEMU."""
         g = self.gdb
         el = g.read_reg("cpsr") >> 2 & 3
+        if self.scr_el3 is not None:
+            if el != 3 or g.read_reg("SCTLR_EL3") & SCTLR_M:
+                self.restart()
+            return
         if el != 2:
             self.restart()
             return
@@ -269,7 +285,8 @@ class QemuTarget:
         g = self.gdb
         try:
             parts = [f"pc=0x{g.read_reg('pc'):x}", f"EL{g.read_reg('cpsr') >> 2 & 3}"]
-            for name in ("ESR_EL2", "ELR_EL2", "FAR_EL2"):
+            els = (2, 3) if self.scr_el3 is not None else (2,)
+            for name in (f"{r}_EL{n}" for n in els for r in ("ESR", "ELR", "FAR")):
                 parts.append(f"{name}=0x{g.read_reg(name):x}")
             return " ".join(parts)
         except TargetError:
@@ -309,7 +326,8 @@ class QemuTarget:
         self._ensure_clean()  # may restart QEMU, and with it gdb
         g = self.gdb
         program = harness.assemble(
-            setup, probes, step=step, features=Features.from_id_regs(self.id_regs)
+            setup, probes, step=step, features=Features.from_id_regs(self.id_regs),
+            scr_el3=self.scr_el3,
         )
         self._load(setup, program)
         timeout = self.profile.timeouts.batch
@@ -322,7 +340,7 @@ class QemuTarget:
             if step:
                 results = self._step_groups(program, probes, setup, offset)
             else:
-                self._continue_to(program.el2_base + program.end, timeout)
+                self._continue_to(program.stop, timeout)
                 self.read_back(setup, tuple(offset + i for grp in program.groups
                                             for i in grp.indices))
                 results = []
@@ -353,7 +371,7 @@ class QemuTarget:
         results: list[ProbeResult] = [0] * len(probes)
         ran: list[int] = []
         for group in program.groups:
-            base = program.el2_base if group.el == 2 else program.el1_base
+            base = {1: program.el1_base, 2: program.el2_base}.get(group.el, HARNESS_PA)
             self._continue_to(base + group.landing, timeout)
             for i in group.indices:
                 stub = base + program.stubs[probes[i].op]
@@ -374,7 +392,7 @@ class QemuTarget:
                 ran.append(offset + i)
                 self.read_back(setup, tuple(ran))
             g.write_reg("pc", base + group.epilogue)
-        self._continue_to(program.el2_base + program.end, timeout)
+        self._continue_to(program.stop, timeout)
         return results
 
 

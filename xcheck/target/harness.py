@@ -7,7 +7,8 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
-         +0x2000 the program
+         +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
+         +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
          +8n    one exception record per probe and one for the setup code:
                 flags (bit 0 taken, [15:8] EL, [23:16] vector), ESR, ELR, FAR
@@ -24,11 +25,19 @@ PAR_EL1; STR X1, [X20, X21, LSL #3]``. An exception the probes did not
 expect is recorded by the handler of the EL it is taken to, which resumes
 after the faulting instruction; after MAX_EXCEPTIONS it gives up.
 
+On a CPU that starts at EL3 (``scr_el3`` given), the program starts there
+instead (segment E3, at physical addresses): it installs the EL3 vectors,
+writes SCR_EL3 (Non-secure, EL2 in AArch64, the feature enables of
+target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
+program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
+SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
+
 Step mode uses the same program with each group's probes replaced by a
 landing point: the driver steps one ``AT`` stub per probe there.
 
 Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
-X22/X23 exception records (EL1/EL2 VA), X24 where HVC returns to at EL2,
+X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
+EL2 (and where SMC goes at EL3),
 X25-X27 handler scratch, X28 exception count, X29 where to give up.
 """
 
@@ -50,13 +59,14 @@ from xcheck.machine import (
     Probe,
     TargetException,
 )
-from xcheck.target import isa
+from xcheck.target import el3, isa
 
 VEC_EL2 = 0x000
 VEC_EL1 = 0x800
 HANDLERS = 0x1000
 TEARDOWN = 0x1F00
-PROGRAM = 0x2000
+VEC_EL3 = 0x2000
+PROGRAM = 0x2800
 SENTINEL = (1 << 64) - 1
 """Pre-filled PAR slot: all ones has RES0 bits set, no AT can return it."""
 MAX_BATCH = 4000
@@ -69,6 +79,8 @@ fetched) is caught by the driver instead (QemuTarget's stall check)."""
 PLACEHOLDER = (1 << 64) - 1
 """A four-word constant load, patched once the label it names is placed."""
 RECORD = 32
+SCTLR_EL3_OFF = 0x30C5_0830
+"""SCTLR_EL3 with its RES1 bits and M = 0 (D24.2 SCTLR_EL3)."""
 SPSR_EL1H = 0x3C5
 """SPSR_EL2 for an ERET to EL1h with D, A, I, F masked (C5.2.19)."""
 PSTATE_PAN_BIT = 22
@@ -81,11 +93,15 @@ EL1_FIRST = sysregs.EL1_NAMES
 ALL = Features.everything()
 """The CPU a program is written for when the caller does not say."""
 EC_HVC64 = 0x16
+EC_SMC64 = 0x17
 VECTOR_LOWER_SYNC = 8
 """Vector slot of a synchronous exception from a lower EL using AArch64 (+0x400)."""
 
 R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
+R_EXC3, R_ELR3, R_SPSR3 = 19, 17, 18
+EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime == "EL3")
+"""Written at EL3 (segment E3): their encodings are UNDEFINED at EL2."""
 
 
 class Asm:
@@ -123,7 +139,8 @@ class Asm:
 
 @dataclass(frozen=True)
 class Group:
-    """Consecutive probes run at one EL with one PSTATE.PAN value."""
+    """Consecutive probes run at one EL with one PSTATE.PAN value (and, at
+    EL3, one SCR_EL3.NS: ``secure``)."""
 
     el: int
     pan: bool
@@ -131,7 +148,9 @@ class Group:
     landing: int = 0
     """Step mode: the offset where the driver takes over at this EL."""
     epilogue: int = 0
-    """Step mode: the offset that leaves the group (HVC at EL1, a branch at EL2)."""
+    """Step mode: the offset that leaves the group (HVC at EL1, a branch at
+    EL2, the return to EL2 at EL3)."""
+    secure: bool = False
 
 
 @dataclass(frozen=True)
@@ -150,6 +169,9 @@ class Program:
     groups: tuple[Group, ...]
     stubs: Mapping[AtOp, int] = field(default_factory=dict)
     """Step mode: offset of ``AT <op>, X0`` followed by a stop point."""
+    stop: int = 0
+    """The address where the program stops when done (EL2's ``end``, or
+    EL3's when the program started at EL3)."""
 
     @property
     def data_size(self) -> int:
@@ -170,11 +192,11 @@ def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
 
 
 def groups_of(probes: Sequence[Probe]) -> list[Group]:
-    """Probes grouped by (EL, PAN), in order of first appearance."""
-    order: dict[tuple[int, bool], list[int]] = {}
+    """Probes grouped by (EL, PAN, Security state), in order of first appearance."""
+    order: dict[tuple[int, bool, bool], list[int]] = {}
     for i, p in enumerate(probes):
-        order.setdefault((p.el, p.pan), []).append(i)
-    return [Group(el, pan, tuple(ix)) for (el, pan), ix in order.items()]
+        order.setdefault((p.el, p.pan, p.secure), []).append(i)
+    return [Group(el, pan, tuple(ix), secure=sec) for (el, pan, sec), ix in order.items()]
 
 
 def _vectors(a: Asm, handler: str) -> None:
@@ -190,17 +212,18 @@ def _vectors(a: Asm, handler: str) -> None:
 def _handler(a: Asm, el: int, records: int, give_up: Callable[[Asm], None]) -> None:
     """Record ESR/ELR/FAR of an unexpected exception in the probe's slot,
     resume after the faulting instruction (ELR + 4). At EL2 an HVC from EL1
-    is the end of an EL1 group: branch to X24."""
+    is the end of an EL1 group, at EL3 an SMC from EL2 asks for EL3: branch
+    to X24."""
     esr, elr, far = (f"ESR_EL{el}", f"ELR_EL{el}", f"FAR_EL{el}")
     a.label(f"handler{el}")
     a.emit(isa.mrs(R_T0, esr))
-    if el == 2:
-        a.emit(isa.ubfx(R_T1, R_T0, 26, 6), isa.cmp_imm(R_T1, EC_HVC64))
-        a.branch("record2", lambda off: isa.b_cond("NE", off))
+    if el in (2, 3):
+        a.emit(isa.ubfx(R_T1, R_T0, 26, 6), isa.cmp_imm(R_T1, EC_HVC64 if el == 2 else EC_SMC64))
+        a.branch(f"record{el}", lambda off: isa.b_cond("NE", off))
         a.emit(isa.cmp_imm(R_T2, VECTOR_LOWER_SYNC))
-        a.branch("record2", lambda off: isa.b_cond("NE", off))
+        a.branch(f"record{el}", lambda off: isa.b_cond("NE", off))
         a.emit(isa.br(R_CONT))
-        a.label("record2")
+        a.label(f"record{el}")
     a.emit(isa.add_imm(R_COUNT, R_COUNT, 1), isa.cmp_imm(R_COUNT, MAX_EXCEPTIONS))
     a.branch(f"giveup{el}", lambda off: isa.b_cond("HI", off))
     a.emit(
@@ -249,6 +272,7 @@ def assemble(
     el1_via_el12: bool = False,
     exit_store: int | None = None,
     features: Features = ALL,
+    scr_el3: int | None = None,
 ) -> Program:
     """The program for ``setup`` (or a slice of its probes), batch or step.
 
@@ -264,6 +288,9 @@ def assemble(
     harness runs at VA = PA in the EL2 regime (no ``code_va`` for it): the
     instruction after the MSR is fetched with the MMU off.
 
+    ``scr_el3``: the CPU starts at EL3; the program starts there (segment
+    E3), runs the lower ELs with this SCR_EL3 and ends there.
+
     ``features``: what the CPU implements. Only the registers it has are
     written (xcheck.sysregs; the others' encodings are UNDEFINED), and
     PSTATE.PAN is touched only with FEAT_PAN.
@@ -271,6 +298,12 @@ def assemble(
     probes = list(setup.probes if probes is None else probes)
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} probes per program")
+    if scr_el3 is not None and exit_store is not None:
+        raise ValueError("exit_store is for a target without EL3")
+    if any(p.el == 3 for p in probes) and scr_el3 is None:
+        raise ValueError("probes at EL3 need a CPU that starts at EL3")
+    if setup.code_va.get("EL3", HARNESS_PA) != HARNESS_PA:
+        raise ValueError("the EL3 regime must map the harness at VA = PA")
     regs = dict(setup.sysregs)
     el2_base = setup.code_va.get(el2_regime(regs, features), HARNESS_PA)
     if not features.has("PAN") and any(p.pan for p in probes):
@@ -288,24 +321,51 @@ def assemble(
         a.emit(isa.NOP)
     _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
     _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
+    if scr_el3 is not None:
+        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
+    if a.here > TEARDOWN:
+        raise AssertionError("the handlers overlap the teardown instruction")
     while a.here < TEARDOWN:
         a.emit(isa.NOP)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    while a.here < VEC_EL3:
+        a.emit(isa.NOP)
+    if scr_el3 is not None:
+        _vectors(a, "handler3")
     while a.here < PROGRAM:
         a.emit(isa.NOP)
+    if scr_el3 is not None:
+        # Segment E3: EL3, MMU off, physical addresses.
+        _segment_start(a, 3, n, R_EXC3, HARNESS_DATA_PA + rec)
+        a.mov(R_PAR, scr_el3)
+        a.emit(isa.msr("SCR_EL3", R_PAR))
+        a.mov(R_PAR, el3.CPTR_EL3_NO_TRAPS)
+        a.emit(isa.msr("CPTR_EL3", R_PAR))
+        a.mov(R_PAR, SCTLR_EL2_OFF)
+        a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
+        for name in EL3_REGS:
+            if name in exists and name != "SCTLR_EL3":
+                a.mov(R_PAR, regs.get(name, 0))
+                a.emit(isa.msr(name, R_PAR))
+        a.emit(isa.dsb("SY"), isa.tlbi("ALLE3"), isa.dsb("SY"), isa.ISB)
+        if "SCTLR_EL3" in exists:
+            # With the EL3 MMU on, the next fetch is at the same VA: the EL3
+            # regime maps the harness at VA = PA (checked above).
+            a.mov(R_PAR, regs.get("SCTLR_EL3", SCTLR_EL3_OFF))
+            a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        a.mov(R_PAR, el3.SPSR_EL2H)
+        a.emit(isa.msr("SPSR_EL3", R_PAR))
+        entry_at = len(a.words)
+        a.emit(*isa.mov_imm(R_PAR, PLACEHOLDER))
+        a.emit(isa.msr("ELR_EL3", R_PAR), isa.ERET)
 
     # Segment A: EL2, MMU off, physical addresses.
-    a.label("entry")
-    a.mov(R_IDX, n)
-    a.mov(R_COUNT, 0)
-    a.mov(R_EXC2, HARNESS_DATA_PA + rec)
-    a.mov(R_PAR, HARNESS_PA + VEC_EL2)
-    a.emit(isa.msr("VBAR_EL2", R_PAR))
+    _segment_start(a, 2, n, R_EXC2, HARNESS_DATA_PA + rec)
     a.mov(R_PAR, HCR_RESET)
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
     late = [
         r for r in TRANSLATION_SYSREGS
-        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2") and r in exists
+        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
     ]
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     def el1_reg(name: str) -> str:
@@ -383,10 +443,23 @@ def assemble(
             a.label(cont)
             _patch_mov(a, cont_at, R_CONT, el2_base + a.labels[cont])
             _patch_mov(a, el1_at, R_PAR, el1_base + start)
+        elif g.el == 3:
+            assert scr_el3 is not None
+            landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features)
         else:
-            raise ValueError(f"probes run at EL1 or EL2, not EL{g.el}")
-        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue))
+            raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
+        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.secure))
     a.label("end")
+    if scr_el3 is not None:
+        end3_at = len(a.words)
+        a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER))
+        a.emit(isa.smc(0))
+        a.label("end3")
+        a.mov(R_PAR, SCTLR_EL3_OFF)
+        a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        a.label("halt3")
+        _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
+        _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
     if exit_store is not None:
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
@@ -407,13 +480,61 @@ def assemble(
         nprobes=n,
         el2_base=el2_base,
         el1_base=el1_base,
-        entry=a.labels["entry"],
+        entry=a.labels["entry3" if scr_el3 is not None else "entry"],
         mmu_stop=a.labels["mmu_stop"],
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(groups),
         stubs=stubs,
+        stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
+
+
+def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> None:
+    """The start of segment E3 (``entry3``) or A (``entry``), MMU off: the
+    setup code's exceptions go to the record after the probes' (X21 = n), no
+    exception counted yet, and VBAR_ELx at xcheck's vectors for that EL."""
+    a.label("entry3" if el == 3 else "entry")
+    a.mov(R_IDX, n)
+    a.mov(R_COUNT, 0)
+    a.mov(records, setup_record)
+    a.mov(R_PAR, HARNESS_PA + (VEC_EL3 if el == 3 else VEC_EL2))
+    a.emit(isa.msr(f"VBAR_EL{el}", R_PAR))
+
+
+def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int, step: bool,
+               features: Features) -> tuple[int, int]:
+    """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
+    VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
+    handler may overwrite them), sets PSTATE.PAN and, for Secure probes,
+    SCR_EL3.NS = 0, runs its probes, restores both and returns by ERET to the
+    instruction after the SMC, which branches over the group. Returns the
+    step-mode landing and epilogue offsets."""
+    x24_at = len(a.words)
+    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
+    a.branch(f"after{gi}")
+    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+    a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
+    if features.has("PAN"):
+        a.emit(isa.msr_pan(int(g.pan)))
+    if g.secure:
+        a.mov(R_PAR, scr_el3 & ~el3.SCR_NS)
+        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
+    a.mov(R_RES, HARNESS_DATA_PA)
+    landing = epilogue = 0
+    if step:
+        landing = a.here
+        a.emit(isa.NOP)
+        epilogue = a.here
+    else:
+        for i in g.indices:
+            _probe(a, i, probes[i])
+    if g.secure:
+        a.mov(R_PAR, scr_el3)
+        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
+    a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
+    a.label(f"after{gi}")
+    return landing, epilogue
 
 
 def _patch_mov(a: Asm, at: int, reg: int, value: int) -> None:

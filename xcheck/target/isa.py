@@ -21,6 +21,8 @@ SYSREGS: dict[str, Encoding] = {
     "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
     "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
     "ID_AA64ISAR0_EL1": (3, 0, 0, 6, 0),
+    "ID_AA64ISAR1_EL1": (3, 0, 0, 6, 1),
+    "ID_AA64ISAR2_EL1": (3, 0, 0, 6, 2),
     "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
     "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
     "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
@@ -46,6 +48,14 @@ SYSREGS: dict[str, Encoding] = {
     "FAR_EL2": (3, 4, 6, 0, 0),
     "VBAR_EL2": (3, 4, 12, 0, 0),
     "CNTHCTL_EL2": (3, 4, 14, 1, 0),
+    "SCR_EL3": (3, 6, 1, 1, 0),
+    "GPCCR_EL3": (3, 6, 2, 1, 6),
+    "CPTR_EL3": (3, 6, 1, 1, 2),
+    "SPSR_EL3": (3, 6, 4, 0, 0),
+    "ELR_EL3": (3, 6, 4, 0, 1),
+    "ESR_EL3": (3, 6, 5, 2, 0),
+    "FAR_EL3": (3, 6, 6, 0, 0),
+    "VBAR_EL3": (3, 6, 12, 0, 0),
     "SCTLR_EL12": (3, 5, 1, 0, 0),
     "TTBR0_EL12": (3, 5, 2, 0, 0),
     "TTBR1_EL12": (3, 5, 2, 0, 1),
@@ -72,6 +82,8 @@ AT_OPS: dict[AtOp, tuple[int, int, int]] = {
     AtOp.S12E1W: (4, 8, 5),
     AtOp.S12E0R: (4, 8, 6),
     AtOp.S12E0W: (4, 8, 7),
+    AtOp.S1E3R: (6, 8, 0),
+    AtOp.S1E3W: (6, 8, 1),
 }
 
 # TLBI: SYS #op1, C8, CRm, #op2 (C5.5 "TLB maintenance instructions")
@@ -81,6 +93,7 @@ TLBI_OPS: dict[str, tuple[int, int, int]] = {
     "ALLE2": (4, 7, 0),
     "ALLE2IS": (4, 3, 0),
     "ALLE1": (4, 7, 4),
+    "ALLE3": (6, 7, 0),
     "ALLE1IS": (4, 3, 4),
     "VMALLS12E1": (4, 7, 6),
     "VMALLS12E1IS": (4, 3, 6),
@@ -191,6 +204,11 @@ def dsb(option: str = "SY") -> int:
 def hvc(imm: int = 0) -> int:
     """HVC #imm16 (C6.2 HVC)."""
     return 0xD4000002 | (imm & 0xFFFF) << 5
+
+
+def smc(imm: int = 0) -> int:
+    """SMC #imm16 (C6.2 SMC)."""
+    return 0xD4000003 | (imm & 0xFFFF) << 5
 
 
 def brk(imm: int = 0) -> int:
