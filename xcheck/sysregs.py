@@ -60,6 +60,7 @@ TABLE: tuple[SysReg, ...] = (
     SysReg("HCR_EL2", (3, 4, 1, 1, 0), "EL2ctl", HCR_EL2_RESET),
     SysReg("VTCR_EL2", (3, 4, 2, 1, 2), "S2", VTCR_EL2_RESET),
     SysReg("VTTBR_EL2", (3, 4, 2, 1, 0), "S2"),
+    SysReg("S2PIR_EL2", (3, 4, 10, 2, 5), "S2", feature="S2PIE"),
 )
 """Every register a setup gives a value, in the order the loader lists them."""
 

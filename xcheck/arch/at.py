@@ -80,7 +80,8 @@ class ArchState:
             r = route(op, self.el, self.hcr, self.features)
             acc = None
             if isinstance(r, AtRoute):
-                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op),
+                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
+                                            any_access=not op.checks_permissions),
                              r.write, self.pan, self.features.pan)
             cached = self._routes[op] = (r, acc)
         return cached
@@ -138,6 +139,11 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
         return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace, r.rule)
     assert acc is not None
     trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
+    if not op.checks_permissions:
+        trace.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
+                               "write: no stage 1 permission check (CreateAccDescAT, "
+                               "AArch64.S1CheckPermissions; C5.4.7)",
+                               cites=Rule.AT_ANY_NO_PERMISSIONS))
     rp = state.regime(r.regime)
     s2_walks = state.s2 if r.regime is Regime.EL10 and state.s2.enabled else None
     out = s1_translate(rp, va, acc, s2_walks, mem, trace)

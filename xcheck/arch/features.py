@@ -1,7 +1,7 @@
 """CPU features the model needs, decoded from the ID registers.
 
 Field positions: Arm ARM DDI 0487, D24.2 (ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
-ID_AA64MMFR2_EL1, ID_AA64PFR0_EL1).
+ID_AA64MMFR2_EL1, ID_AA64MMFR3_EL1, ID_AA64ISAR2_EL1, ID_AA64PFR0_EL1).
 """
 
 from __future__ import annotations
@@ -18,6 +18,8 @@ FIELDS_READ: dict[str, int] = {
     "ID_AA64MMFR1_EL1": 0xF0F0_FF0F,
     "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
     "ID_AA64PFR0_EL1": 0xFF00,
+    "ID_AA64MMFR3_EL1": 0xF << 12,
+    "ID_AA64ISAR2_EL1": 0xF << 60,
 }
 """The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
 in these decode to the same Features (a standalone test checks them)."""
@@ -66,6 +68,11 @@ class Features:
     s2fwb: bool = False
     el2: bool = True
     el3: bool = False
+    s2pie: bool = False
+    """FEAT_S2PIE: stage 2 Indirect permissions, S2PIR_EL2 (ID_AA64MMFR3_EL1.S2PIE)."""
+    ats1a: bool = False
+    """FEAT_ATS1A: AT S1E1A/S1E2A, stage 1 without permission checks
+    (ID_AA64ISAR2_EL1.ATS1A)."""
 
     @property
     def fwb(self) -> bool:
@@ -116,7 +123,7 @@ class Features:
         explaining a scenario without an emulator to ask."""
         return cls(
             lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
-            s2fwb=True,
+            s2fwb=True, s2pie=True, ats1a=True,
         )
 
     @classmethod
@@ -127,6 +134,8 @@ class Features:
         mmfr1 = id_regs.get("ID_AA64MMFR1_EL1", 0)
         mmfr2 = id_regs.get("ID_AA64MMFR2_EL1", 0)
         pfr0 = id_regs.get("ID_AA64PFR0_EL1", 0)
+        mmfr3 = id_regs.get("ID_AA64MMFR3_EL1", 0)
+        isar2 = id_regs.get("ID_AA64ISAR2_EL1", 0)
         parange = PARANGE_BITS.get(_f(mmfr0, 0), 48)
         tgran16, tgran64, tgran4 = _f(mmfr0, 20), _f(mmfr0, 24), _f(mmfr0, 28)
         has4, has16, has64 = tgran4 != 0xF, tgran16 != 0, tgran64 != 0xF
@@ -156,6 +165,8 @@ class Features:
             s2fwb=_f(mmfr2, 40) >= 1,
             el2=_f(pfr0, 8) != 0,
             el3=_f(pfr0, 12) != 0,
+            s2pie=_f(mmfr3, 12) >= 1,
+            ats1a=_f(isar2, 60) >= 1,
         )
 
 
@@ -182,6 +193,8 @@ PREDICATES: dict[str, Callable[[Features], bool]] = {
     "TTST": lambda f: f.ttst,
     "XNX": lambda f: f.xnx,
     "EL3": lambda f: f.el3,
+    "S2PIE": lambda f: f.s2pie,
+    "ATS1A": lambda f: f.ats1a,
     "PA40": lambda f: f.pa_range_bits >= 40,
     "PA44": lambda f: f.pa_range_bits >= 44,
     "PA48": lambda f: f.pa_range_bits >= 48,
@@ -194,6 +207,7 @@ FIELD_NAMES = {
     "tgran4_2": "TGRAN4_S2", "tgran16_2": "TGRAN16_S2", "tgran64_2": "TGRAN64_S2",
     "lpa": "LPA", "lpa2": "LPA2", "lva": "LVA", "vh": "VHE", "xnx": "XNX", "ttst": "TTST",
     "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3",
+    "s2pie": "S2PIE", "ats1a": "ATS1A",
 }
 """The feature name each boolean Features field stands for."""
 

@@ -10,7 +10,7 @@ AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from xcheck.arch import attrs, perms
@@ -323,9 +323,6 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if not (desc >> 10) & 1 and not p.ha:
         return _s2_fault(Fault.ACCESS_FLAG, level, ttw, write, "AF == 0 and VTCR_EL2.HA == 0 "
                          "(AArch64.S2Walk)", trace, Rule.S2_ACCESS_FLAG)
-    s2ap = (desc >> 6) & 3
-    if p.hd and (desc >> 51) & 1:
-        s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
     memattr = (desc >> 2) & 0xF
     if ttw:
         device = not memattr & 4 if p.fwb else not memattr & 0xC
@@ -333,13 +330,22 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
             return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
                              "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
                              trace, Rule.S2_PTW_DEVICE)
-        # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
-        denied = perms.s2_permission_fault(s2ap, write)
+    # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
+    if p.s2pie:
+        index = perms.s2_pi_index(desc)
+        denied = perms.s2_indirect_permission_fault((p.s2pir >> (4 * index)) & 0xF,
+                                                    bool((desc >> 7) & 1), write, ttw, p.hd)
+        if denied is not None:
+            denied = denied._replace(why=f"PIIndex {index}: {denied.why}")
     else:
+        s2ap = (desc >> 6) & 3
+        if p.hd and (desc >> 51) & 1:
+            s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
         denied = perms.s2_permission_fault(s2ap, write)
     if denied is not None:
-        return _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
-                         denied.rule)
+        fault = _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
+                          denied.rule)
+        return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level)
     sh = p.sh if ds else (desc >> 8) & 3

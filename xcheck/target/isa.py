@@ -21,6 +21,7 @@ SYSREGS: dict[str, Encoding] = {
     "ID_AA64PFR0_EL1": (3, 0, 0, 4, 0),
     "ID_AA64PFR1_EL1": (3, 0, 0, 4, 1),
     "ID_AA64ISAR0_EL1": (3, 0, 0, 6, 0),
+    "ID_AA64ISAR2_EL1": (3, 0, 0, 6, 2),
     "ID_AA64MMFR0_EL1": (3, 0, 0, 7, 0),
     "ID_AA64MMFR1_EL1": (3, 0, 0, 7, 1),
     "ID_AA64MMFR2_EL1": (3, 0, 0, 7, 2),
@@ -69,6 +70,8 @@ AT_OPS: dict[AtOp, tuple[int, int, int]] = {
     AtOp.S12E1W: (4, 8, 5),
     AtOp.S12E0R: (4, 8, 6),
     AtOp.S12E0W: (4, 8, 7),
+    AtOp.S1E1A: (0, 9, 2),
+    AtOp.S1E2A: (4, 9, 2),
 }
 
 # TLBI: SYS #op1, C8, CRm, #op2 (C5.5 "TLB maintenance instructions")
