@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from importlib import resources
 
+from xcheck import sysregs
 from xcheck.arch.features import FIELDS_READ
 from xcheck.export.answers import Cpu, Expected, Refusal
 from xcheck.machine import HARNESS_PA, TRANSLATION_SYSREGS, MachineSetup, Probe, chunks
@@ -63,8 +64,9 @@ def refusals(setup: MachineSetup) -> list[Refusal]:
 
 def _msr(name: str, value: int) -> list[str]:
     """Load ``value`` and write it by MSR; registers outside the translation
-    set are named by their encoding (S<op0>_<op1>_C<n>_C<m>_<op2>)."""
-    if name in TRANSLATION_SYSREGS:
+    set, and those a feature adds (an assembler may not know them), are
+    named by their encoding (S<op0>_<op1>_C<n>_C<m>_<op2>)."""
+    if name in TRANSLATION_SYSREGS and sysregs.BY_NAME[name].feature is None:
         target = name.lower()
     else:
         op0, op1, crn, crm, op2 = isa.SYSREGS[name]
@@ -118,6 +120,9 @@ def probes_s(setup: MachineSetup, probes: Sequence[Probe], source: str) -> str:
     lines += ["    adr x1, vectors_el1", "    add x1, x1, x10", "    msr vbar_el1, x1", "    isb"]
     lines += [*_msr("HCR_EL2", regs.get("HCR_EL2", HCR_RESET)), "    isb"]
     for name in TRANSLATION_SYSREGS:
+        reg = sysregs.BY_NAME[name]
+        if reg.feature is not None and regs.get(name, reg.reset) == reg.reset:
+            continue  # left at reset: its encoding is UNDEFINED where the CPU lacks it
         if name not in (*EL1_FIRST, "SCTLR_EL2", "HCR_EL2"):
             lines += _msr(name, regs.get(name, 0))
     lines += ["    dsb sy", "    tlbi alle2", "    tlbi alle1", "    dsb sy", "    isb",
