@@ -40,6 +40,8 @@ FEATURE_LABELS = {
     "s2fwb": "FEAT_S2FWB",
     "el2": "EL2",
     "el3": "EL3",
+    "s2pie": "FEAT_S2PIE (stage 2 Indirect permissions)",
+    "ats1a": "FEAT_ATS1A (AT S1E1A/S1E2A)",
 }
 
 
