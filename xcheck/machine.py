@@ -67,10 +67,19 @@ class AtOp(enum.Enum):
     S12E1W = "S12E1W"
     S1E3R = "S1E3R"
     S1E3W = "S1E3W"
+    S1E1A = "S1E1A"
+    S1E2A = "S1E2A"
+    """FEAT_ATS1A: stage 1 without permission checks (C5.4.7, C5.4.12)."""
 
     @property
     def is_write(self) -> bool:
         return self.value.endswith("W") or self.value.endswith("WP")
+
+    @property
+    def checks_permissions(self) -> bool:
+        """False for AT S1E*A (CreateAccDescAT with ATAccess_Any: neither a
+        read nor a write, so no permission check decides it)."""
+        return not self.value.endswith("A")
 
     @property
     def min_el(self) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import capstone
 import pytest
+from test_isa import at_texts
 
 from xcheck.arch.features import Features
 from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, TargetException, sysreg_defaults
@@ -76,7 +77,7 @@ def test_step_program_has_landings_and_one_stub_per_op() -> None:
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES), step=True)
     assert set(p.stubs) == set(AtOp)
     for op, off in p.stubs.items():
-        assert listing(p, off, off + 4) == [f"at {op.value.lower()}, x0"]
+        assert listing(p, off, off + 4)[0] in at_texts(op, 0)
     body = listing(p, p.resume, p.end)
     assert not [line for line in body if line.startswith("at ")]
     assert all(g.landing for g in p.groups)

@@ -94,7 +94,8 @@ class ArchState:
             r = route(op, self.el, self.hcr, self.features, self.secure)
             acc = None
             if isinstance(r, AtRoute):
-                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op),
+                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
+                                            any_access=not op.checks_permissions),
                              r.write, self.pan, self.features.pan)
             cached = self._routes[op] = (r, acc)
         return cached
@@ -164,6 +165,11 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
         return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace, r.rule)
     assert acc is not None
     trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
+    if not op.checks_permissions:
+        trace.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
+                               "write: no stage 1 permission check (CreateAccDescAT, "
+                               "AArch64.S1CheckPermissions; C5.4.7)",
+                               cites=Rule.AT_ANY_NO_PERMISSIONS))
     rp = state.regime(r.regime, r.secure)
     s2_walks = (state.s2 if r.regime is Regime.EL10 and not r.secure and state.s2.enabled
                 else None)

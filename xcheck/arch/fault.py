@@ -54,6 +54,9 @@ class FaultRecord:
     s2fs1walk: bool = False
     write: bool = False
     rule: str = ""
+    dirtybit: bool = False
+    """A Permission fault due to dirty state managed by software with
+    Indirect permissions (PAR_EL1.DirtyBit)."""
 
     @property
     def secondstage(self) -> bool:

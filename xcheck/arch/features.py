@@ -1,7 +1,7 @@
 """CPU features the model needs, decoded from the ID registers.
 
 Field positions: Arm ARM DDI 0487, D24.2 (ID_AA64MMFR0_EL1, ID_AA64MMFR1_EL1,
-ID_AA64MMFR2_EL1, ID_AA64MMFR3_EL1, ID_AA64PFR0_EL1).
+ID_AA64MMFR2_EL1, ID_AA64MMFR3_EL1, ID_AA64ISAR2_EL1, ID_AA64PFR0_EL1).
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ FIELDS_READ: dict[str, int] = {
     "ID_AA64MMFR0_EL1": 0xFFF0_000F | 0xFFF << 32,
     "ID_AA64MMFR1_EL1": 0xF0F0_FF0F | 0xF << 40,
     "ID_AA64MMFR2_EL1": 0xF << 60 | 0xF << 40 | 0xFF << 24 | 0xF << 16,
-    "ID_AA64MMFR3_EL1": 0xF00_0FFF,
+    "ID_AA64MMFR3_EL1": 0xF00_FFFF,
     "ID_AA64PFR0_EL1": 0xFF00 | 0xF << 36 | 0xF << 52,
+    "ID_AA64ISAR2_EL1": 0xF << 60,
 }
 """The ID register bits :meth:`Features.from_id_regs` reads: two CPUs equal
 in these decode to the same Features (a standalone test checks them)."""
@@ -83,6 +84,11 @@ class Features:
     rme: int = 0
     """0 none, 1 FEAT_RME, 2 and 3 with the GPC2 and GPC3 additions
     (ID_AA64PFR0_EL1.RME)."""
+    s2pie: bool = False
+    """FEAT_S2PIE: stage 2 Indirect permissions, S2PIR_EL2 (ID_AA64MMFR3_EL1.S2PIE)."""
+    ats1a: bool = False
+    """FEAT_ATS1A: AT S1E1A/S1E2A, stage 1 without permission checks
+    (ID_AA64ISAR2_EL1.ATS1A)."""
 
     @property
     def fwb(self) -> bool:
@@ -134,7 +140,8 @@ class Features:
         return cls(
             lpa2=True, pan=3, hafdbs=2, hpds=2, xnx=True, ttst=True, nv=2, e0pd=True,
             s2fwb=True, hcx=True, tcr2=True, sctlr2=True, s1pie=True, aie=True, el3=True,
-            sel2=True,
+            sel2=True, s2pie=True,
+            ats1a=True,
         )
 
     @classmethod
@@ -146,6 +153,8 @@ class Features:
         mmfr2 = id_regs.get("ID_AA64MMFR2_EL1", 0)
         mmfr3 = id_regs.get("ID_AA64MMFR3_EL1", 0)
         pfr0 = id_regs.get("ID_AA64PFR0_EL1", 0)
+        mmfr3 = id_regs.get("ID_AA64MMFR3_EL1", 0)
+        isar2 = id_regs.get("ID_AA64ISAR2_EL1", 0)
         parange = PARANGE_BITS.get(_f(mmfr0, 0), 48)
         tgran16, tgran64, tgran4 = _f(mmfr0, 20), _f(mmfr0, 24), _f(mmfr0, 28)
         has4, has16, has64 = tgran4 != 0xF, tgran16 != 0, tgran64 != 0xF
@@ -182,6 +191,8 @@ class Features:
             aie=_f(mmfr3, 24) >= 1,
             sel2=_f(pfr0, 36) >= 1,
             rme=min(_f(pfr0, 52), 3),
+            s2pie=_f(mmfr3, 12) >= 1,
+            ats1a=_f(isar2, 60) >= 1,
         )
 
 
@@ -217,6 +228,8 @@ PREDICATES: dict[str, Callable[[Features], bool]] = {
     "AIE": lambda f: f.aie,
     "SEL2": lambda f: f.sel2,
     "RME": lambda f: f.rme >= 1,
+    "S2PIE": lambda f: f.s2pie,
+    "ATS1A": lambda f: f.ats1a,
     "PA40": lambda f: f.pa_range_bits >= 40,
     "PA44": lambda f: f.pa_range_bits >= 44,
     "PA48": lambda f: f.pa_range_bits >= 48,
@@ -231,6 +244,7 @@ FIELD_NAMES = {
     "e0pd": "E0PD", "s2fwb": "S2FWB", "el2": "EL2", "el3": "EL3", "hcx": "HCX",
     "tcr2": "TCR2", "sctlr2": "SCTLR2", "s1pie": "S1PIE", "aie": "AIE",
     "sel2": "SEL2",
+    "s2pie": "S2PIE", "ats1a": "ATS1A",
 }
 """The feature name each boolean Features field stands for."""
 

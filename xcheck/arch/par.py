@@ -24,11 +24,14 @@ SUCCESS_FIELDS: tuple[tuple[str, int, int], ...] = (
     ("RES0[6:1]", 1, 6),
     ("F", 0, 1),
 )
-# Fault format (F == 1): IMPLEMENTATION DEFINED [63:48], RES0 [47:12],
+# Fault format (F == 1): IMPLEMENTATION DEFINED [63:48], RES0 [47:16],
+# DirtyBit [15] (FEAT_S1PIE or FEAT_S2PIE, else RES0), RES0 [14:12],
 # RES1 [11], RES0 [10], S [9], PTW [8], RES0 [7], FST [6:1], F [0].
 FAULT_FIELDS: tuple[tuple[str, int, int], ...] = (
     ("IMPDEF[63:48]", 48, 16),
-    ("RES0[47:12]", 12, 36),
+    ("RES0[47:16]", 16, 32),
+    ("DirtyBit", 15, 1),
+    ("RES0[14:12]", 12, 3),
     ("RES1[11]", 11, 1),
     ("RES0[10]", 10, 1),
     ("S", 9, 1),
@@ -77,9 +80,9 @@ def encode_success(pa: int, attr: int, sh: int, ns: bool = True, nse: bool | Non
 
 
 def encode_fault(fault: FaultRecord) -> int:
-    """AArch64.EncodePAR, F == 1: FST, PTW, S, bit [11] RES1."""
-    return (1 << 11) | (int(fault.secondstage) << 9) | (int(fault.s2fs1walk) << 8) \
-        | (fault.fst << 1) | 1
+    """AArch64.EncodePAR, F == 1: DirtyBit, FST, PTW, S, bit [11] RES1."""
+    return (int(fault.dirtybit) << 15) | (1 << 11) | (int(fault.secondstage) << 9) \
+        | (int(fault.s2fs1walk) << 8) | (fault.fst << 1) | 1
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ the descriptor execute-never fields do not prevent data accesses"), and WXN
 only removes execute permission (D8.4.1.4 R_SYMMB, R_QXXPC; in the ASL
 ``s1perms.x = x AND NOT(wxn)``), so it never denies a read or a write.
 Stage 1 Indirect permissions (FEAT_S1PIE) are in xcheck.arch.indirect;
-Overlay permissions (FEAT_S1POE, FEAT_S2POE) are not modelled.
+Overlay permissions (FEAT_S1POE, FEAT_S2POE) are not modelled. Stage 2
+Indirect permissions (FEAT_S2PIE, D8.4.2.2) are: AArch64.S2IndirectBasePermissions
+and the checks of AArch64.S2CheckPermissions.
 """
 
 from __future__ import annotations
@@ -33,6 +35,10 @@ class S1Access:
     el: int
     write: bool
     pan_op: bool
+    any_access: bool = False
+    """AT S1E1A/S1E2A (ATAccess_Any: accdesc.read and accdesc.write both
+    FALSE), which no stage 1 permission check denies (AArch64.S1CheckPermissions
+    tests only reads and writes; C5.4.7 "while ignoring the permission checks")."""
     fetch: bool = False
     """An instruction fetch at ``el`` rather than an AT's data access: not an
     AT, but what decides whether code runs at a VA (xcheck.needs)."""
@@ -151,6 +157,8 @@ def s1_permission_fault(regime_two_priv: bool, leaf: S1LeafPerms, table: TablePe
     (HCR_EL2.{NV,NV1} == {1,1}, EL1&0 regime): AP[1] is treated as 0
     (I_ZRMQJ) and PSTATE.PAN is treated as 0 (I_YMLJD).
     """
+    if acc.any_access and not acc.fetch:
+        return None
     if nv1 and regime_two_priv:
         leaf = S1LeafPerms(ap=leaf.ap & 2, uxn=leaf.uxn, pxn=leaf.pxn)
     p = s1_direct_permissions(regime_two_priv, leaf, table)
@@ -214,3 +222,51 @@ def s2_permission_fault(s2ap: int, write: bool) -> Denied | None:
     return Denied(Rule.S2_NO_WRITE if write else Rule.S2_NO_READ,
                   f"D8.4.2.1.1 R_FQNDX S2AP=0b{s2ap & 3:02b}: no stage 2 "
                   f"{'write' if write else 'read'} permission")
+
+
+# Table D8-82 (R_CXFCS) and AArch64.S2IndirectBasePermissions: S2BasePerm ->
+# (r, w, w_mmu), r_mmu being r. MRO* give MMUWrite without data write; WO gives
+# a data write only; the reserved 0b0001 and 0b0101 are treated as NoAccess.
+_S2PI: dict[int, tuple[bool, bool, bool]] = {
+    0b0000: (False, False, False), 0b0001: (False, False, False),
+    0b0010: (True, False, True), 0b0011: (True, False, True),
+    0b0100: (False, True, False), 0b0101: (False, False, False),
+    0b0110: (True, False, True), 0b0111: (True, False, True),
+    **{perm: (True, False, False) for perm in range(0b1000, 0b1100)},
+    **{perm: (True, True, True) for perm in range(0b1100, 0b10000)},
+}
+S2PI_NAMES = ("NoAccess", "Reserved (NoAccess)", "MRO", "MRO-TL1", "WO", "Reserved (NoAccess)",
+              "MRO-TL0", "MRO-TL01", "RO", "RO+uX", "RO+pX", "RO+puX", "RW", "RW+uX", "RW+pX",
+              "RW+puX")
+"""S2PIR_EL2.Perm<m> encodings by name (D24.2 S2PIR_EL2, Table D8-82)."""
+
+
+def s2_pi_index(desc: int) -> int:
+    """AArch64.S2ApplyOutputPerms, VMSAv8-64: PIIndex = descriptor<54:53,51,6>."""
+    return ((desc >> 53) & 3) << 2 | ((desc >> 51) & 1) << 1 | ((desc >> 6) & 1)
+
+
+def s2_indirect_permission_fault(perm: int, s2dirty: bool, write: bool, ttw: bool,
+                                 hd: bool) -> Denied | None:
+    """None if the stage 2 Base permission ``perm`` (S2PIR_EL2.Perm<PIIndex>,
+    D8.4.2.2.1 R_CYQGN) allows the access, else the rule (a stage 2 Permission
+    fault). AArch64.S2CheckPermissions with VTCR_EL2.S2PIE == 1 and no stage 2
+    Overlay (R_QNYFF): a stage 1 walk (``ttw``) needs MMURead, its Access flag
+    update MMUWrite; an AT read needs Read, an AT write Write; then a write to
+    a location whose S2Dirty (descriptor bit 7) is 0 with dirty state managed by
+    software (VTCR_EL2.HD == 0) is a Permission fault with PAR.DirtyBit set."""
+    r, w, w_mmu = _S2PI[perm & 0xF]
+    name = f"S2BasePerm=0b{perm & 0xF:04b} ({S2PI_NAMES[perm & 0xF]})"
+    if ttw and not r:
+        return Denied(Rule.S2PIE_NO_READ, f"{name}: no MMURead for the stage 1 walk "
+                      "(AArch64.S2CheckPermissions)")
+    if not ttw and not write and not r:
+        return Denied(Rule.S2PIE_NO_READ, f"{name}: no read permission "
+                      "(AArch64.S2IndirectBasePermissions)")
+    if write and not (w_mmu if ttw else w):
+        return Denied(Rule.S2PIE_NO_WRITE, f"{name}: no {'MMUWrite' if ttw else 'write'} "
+                      "permission (AArch64.S2IndirectBasePermissions)")
+    if write and not hd and not s2dirty:
+        return Denied(Rule.S2PIE_DIRTY, f"{name}: S2Dirty (bit 7) == 0 and VTCR_EL2.HD == 0, "
+                      "dirty state managed by software (AArch64.S2CheckPermissions)")
+    return None

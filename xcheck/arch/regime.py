@@ -107,6 +107,9 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
     if el not in (1, 2, 3) or (el == 3 and not features.el3):
         return NotExecuted("undefined", f"AT is UNDEFINED at EL{el} here (C5.4)",
                            Rule.AT_UNDEFINED_AT_EL)
+    if not op.checks_permissions and not features.ats1a:
+        return NotExecuted("undefined", f"AT {name} needs FEAT_ATS1A (C5.4.7, C5.4.12)",
+                           Rule.AT_NEEDS_ATS1A)
     if pan_op and features.pan < 2:
         return NotExecuted("undefined", f"AT {name} needs FEAT_PAN2 (C5.4.9)",
                            Rule.AT_NEEDS_PAN2)

@@ -69,6 +69,7 @@ class VTCR:
     HD: Field = (22, 1)
     DS: Field = (32, 1)
     SL2: Field = (33, 1)
+    S2PIE: Field = (36, 1)
 
 
 class SCTLR:

@@ -20,6 +20,9 @@ class Rule(Enum):
     AT_EL2_OP_UNDEFINED_AT_EL1 = "C5.4: AT S1E2*/S12* UNDEFINED at EL1"
     AT_TRAP_NV = "C5.4: AT S1E2*/S12* at EL1 with HCR_EL2.NV == 1 traps to EL2"
     AT_TRAP_HCR_AT = "C5.4: AT at EL1 with HCR_EL2.AT == 1 traps to EL2"
+    AT_NEEDS_ATS1A = "C5.4.7, C5.4.12: AT S1E1A/S1E2A UNDEFINED without FEAT_ATS1A"
+    AT_ANY_NO_PERMISSIONS = ("CreateAccDescAT ATAccess_Any: AT S1E*A, no stage 1 "
+                             "permission check")
     REGIME_EL2 = "C5.4 TranslationRegime: AT S1E2* in the EL2 regime"
     REGIME_EL20 = "C5.4 TranslationRegime: AT S1E2* in the EL2&0 regime (E2H == 1)"
     REGIME_HOST = "AArch64.AT: {E2H, TGE} == {1, 1}, EL1 and EL0 ops in the EL2&0 regime"
@@ -107,6 +110,12 @@ class Rule(Enum):
     S2_PTW_DEVICE = "AArch64.S2CheckPermissions: stage 1 walk to Device with HCR_EL2.PTW"
     S2_NO_READ = "D8.4.2.1.1 R_FQNDX: S2AP gives no read permission"
     S2_NO_WRITE = "D8.4.2.1.1 R_FQNDX: S2AP gives no write permission"
+    S2PIE_NO_READ = ("D8.4.2.2.1 R_CYQGN, AArch64.S2IndirectBasePermissions: S2BasePerm "
+                     "gives no read (MMURead for a walk)")
+    S2PIE_NO_WRITE = ("D8.4.2.2.1 R_CYQGN, AArch64.S2IndirectBasePermissions: S2BasePerm "
+                      "gives no write (MMUWrite for a walk's update)")
+    S2PIE_DIRTY = ("AArch64.S2CheckPermissions: write with S2PIE, VTCR_EL2.HD == 0 and "
+                   "S2Dirty (descriptor bit 7) == 0, PAR.DirtyBit")
 
 
 DESCRIPTOR_RULES = {

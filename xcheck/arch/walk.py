@@ -10,7 +10,7 @@ AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from xcheck.arch import attrs, indirect, perms
@@ -432,15 +432,13 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if not (desc >> 10) & 1:
         _permit(updates, descaddr, AF_BIT, p.ee, "AF == 0 with VTCR_EL2.HA == 1: the walk may "
                 "set AF (AArch64.S2Translate, SettingAccessFlagPermitted)", trace, 2)
-    s2ap = (desc >> 6) & 3
-    if write and ttw and p.hd and (desc >> 51) & 1 and not s2ap & 2:
+    if (write and ttw and not p.s2pie and p.hd and (desc >> 51) & 1
+            and not (desc >> 6) & 2):
         # the update of a stage 1 descriptor is a write that is not an AT
         # (CreateAccDescTTEUpdate), so it may set the stage 2 dirty state
         _permit(updates, descaddr, S2_DIRTY_BIT, p.ee, "DBM == 1 with VTCR_EL2.HD == 1: the "
                 "Access flag write to a stage 1 descriptor may set S2AP[1] (AArch64.S2Translate,"
                 " SettingDirtyStatePermitted; the acctype is TTW, not AT)", trace, 2)
-    if p.hd and (desc >> 51) & 1:
-        s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
     memattr = (desc >> 2) & 0xF
     if ttw:
         device = not memattr & 4 if p.fwb else not memattr & 0xC
@@ -448,13 +446,22 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
             return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
                              "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
                              trace, Rule.S2_PTW_DEVICE)
-        # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
-        denied = perms.s2_permission_fault(s2ap, write)
+    # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
+    if p.s2pie:
+        index = perms.s2_pi_index(desc)
+        denied = perms.s2_indirect_permission_fault((p.s2pir >> (4 * index)) & 0xF,
+                                                    bool((desc >> 7) & 1), write, ttw, p.hd)
+        if denied is not None:
+            denied = denied._replace(why=f"PIIndex {index}: {denied.why}")
     else:
+        s2ap = (desc >> 6) & 3
+        if p.hd and (desc >> 51) & 1:
+            s2ap |= 2  # AArch64.S2DirectBasePermissions: DBM with VTCR_EL2.HD grants write
         denied = perms.s2_permission_fault(s2ap, write)
     if denied is not None:
-        return _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
-                         denied.rule)
+        fault = _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
+                          denied.rule)
+        return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level)
     sh = p.sh if ds else (desc >> 8) & 3

@@ -313,6 +313,11 @@ class S2TTWParams:
     ee: bool
     pa52_64k: bool
     notes: tuple[str, ...]
+    s2pie: bool = False
+    """VTCR_EL2.S2PIE with FEAT_S2PIE: stage 2 Indirect permissions (D8.4.2,
+    R_JMGVS; AArch64.NSS2TTWParams)."""
+    s2pir: int = 0
+    """S2PIR_EL2 (AArch64.NSS2TTWParams: read with FEAT_S2PIE; no EL3 here)."""
 
 
 def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
@@ -363,6 +368,8 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
         ds=ds, sh=field(vtcr, VTCR.SH0), fwb=hcr.fwb, ptw=hcr.ptw,
         ee=bit(sysregs.get("SCTLR_EL2", 0), SCTLR.EE),
         pa52_64k=g == 16 and features.pa_range_bits >= 52, notes=tuple(notes),
+        s2pie=features.s2pie and bit(vtcr, VTCR.S2PIE[0]),
+        s2pir=sysregs.get("S2PIR_EL2", 0) if features.s2pie else 0,
     )
 
 

@@ -65,8 +65,9 @@ def refusals(setup: MachineSetup) -> list[Refusal]:
 
 def _msr(name: str, value: int) -> list[str]:
     """Load ``value`` and write it by MSR; registers outside the translation
-    set are named by their encoding (S<op0>_<op1>_C<n>_C<m>_<op2>)."""
-    if name in TRANSLATION_SYSREGS:
+    set, and those a feature adds (an assembler may not know them), are
+    named by their encoding (S<op0>_<op1>_C<n>_C<m>_<op2>)."""
+    if name in TRANSLATION_SYSREGS and sysregs.BY_NAME[name].feature is None:
         target = name.lower()
     else:
         op0, op1, crn, crm, op2 = isa.SYSREGS[name]

@@ -84,7 +84,7 @@ PIIndex = UXN:PXN:DBM:AP[1]); with pi_index, ndirty sets bit 7 (AP[2])."""
 SPACES = {"secure": True, "nonsecure": False}
 """A probe's Security state (``space:``): at EL3, the SCR_EL3.NS its AT runs with."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
-           "contiguous", "dbm")
+           "contiguous", "dbm", "pi_index", "dirty")
 TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
 MEMORY_KEYS = ("addr", "words")
 OVERRIDE_KEYS = ("table", "level", "index", "va", "value")
@@ -395,8 +395,23 @@ class _Parser:
         table = None
         if s2:
             bits |= (get("attr", as_int, 0, 15, "a 4-bit MemAttr") if "attr" in m else 0xF) << 2
+            pi = get("pi_index", as_int, 0, 15, "a PIIndex (0..15)")
+            clash = [k for k in ("s2ap", "dbm", "xn") if k in m]
+            if pi is not None and clash:
+                raise Located(m.at(clash[0]), f"{field}.{clash[0]}", "with pi_index: "
+                              "PIIndex is descriptor bits <54:53,51,6>, where XN, DBM and S2AP[0] "
+                              "are (FEAT_S2PIE)")
+            if "dirty" in m and pi is None:
+                raise Located(m.at("dirty"), f"{field}.dirty", "S2Dirty (bit 7) goes with "
+                              "pi_index (FEAT_S2PIE); without it bit 7 is S2AP[1]")
+            if pi is not None:
+                # AArch64.S2ApplyOutputPerms: PIIndex = <54:53,51,6>, S2Dirty = <7>
+                dirty = get("dirty", as_bool)
+                bits |= (pi >> 2) << 53 | (pi >> 1 & 1) << 51 | (pi & 1) << 6 \
+                    | int(dirty is None or dirty) << 7
             s2ap = get("s2ap", _parse_choice_or_int, S2AP, 3)
-            bits |= (S2AP["RW"] if s2ap is None else s2ap) << 6
+            if pi is None:
+                bits |= (S2AP["RW"] if s2ap is None else s2ap) << 6
             xn = m.get("xn")
             if xn is not None:
                 bits |= (0b10 if xn is True else as_int(xn, f"{field}.xn", m.at("xn"), 0, 3,

@@ -54,6 +54,7 @@ VTCR_FIELDS: dict[str, Field] = {
     "T0SZ": VTCR.T0SZ, "SL0": VTCR.SL0, "IRGN0": (8, 2), "ORGN0": (10, 2),
     "SH0": VTCR.SH0, "TG0": VTCR.TG0, "PS": VTCR.PS, "VS": _bit(19), "HA": VTCR.HA,
     "HD": VTCR.HD, "NSW": _bit(29), "NSA": _bit(30), "DS": VTCR.DS, "SL2": VTCR.SL2,
+    "S2PIE": VTCR.S2PIE,
 }
 
 HCR_FIELDS: dict[str, Field] = {

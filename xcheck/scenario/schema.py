@@ -88,7 +88,8 @@ def _mapping(stage: int) -> Schema:
     }
     if stage == 2:
         props = {"ipa": addr, **common, "s2ap": _named(list(loader.S2AP), 2),
-                 "attr": _int(15), "xn": {"anyOf": [{"type": "boolean"}, _int(3)]}}
+                 "attr": _int(15), "xn": {"anyOf": [{"type": "boolean"}, _int(3)]},
+                 "pi_index": _int(15), "dirty": flag}
         key = "ipa"
     else:
         ap_names = list(dict.fromkeys([*loader.AP_TWO_RANGES, *loader.AP_ONE_RANGE]))

@@ -42,6 +42,8 @@ FEATURE_LABELS = {
     "el3": "EL3",
     "sel2": "FEAT_SEL2 (Secure EL2)",
     "rme": "RME level (1 FEAT_RME, 2 GPC2, 3 GPC3)",
+    "s2pie": "FEAT_S2PIE (stage 2 Indirect permissions)",
+    "ats1a": "FEAT_ATS1A (AT S1E1A/S1E2A)",
 }
 
 L0GPTSZ_BITS = {0b0000: 30, 0b0100: 34, 0b0110: 36, 0b1001: 39}

@@ -84,6 +84,8 @@ AT_OPS: dict[AtOp, tuple[int, int, int]] = {
     AtOp.S12E0W: (4, 8, 7),
     AtOp.S1E3R: (6, 8, 0),
     AtOp.S1E3W: (6, 8, 1),
+    AtOp.S1E1A: (0, 9, 2),
+    AtOp.S1E2A: (4, 9, 2),
 }
 
 # TLBI: SYS #op1, C8, CRm, #op2 (C5.5 "TLB maintenance instructions")
