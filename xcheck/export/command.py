@@ -71,6 +71,7 @@ def _kvm_file(s: Scenario, setup: MachineSetup, cpu: Cpu
     rejected = kvm_selftest.refusals(setup, cpu)
     if rejected:
         return {}, rejected
+    cpu = kvm_selftest.cpu_for(cpu, kvm_selftest.flavour_of(setup, cpu))
     answers, rejected = expected(setup, [cpu])
     if rejected:
         return {}, rejected

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 import textwrap
 from collections.abc import Sequence
+from dataclasses import replace
 from importlib import resources
 
 from xcheck.arch.features import FIELDS_READ, Features
@@ -32,6 +33,7 @@ GICD_GPA = 0x0800_0000
 GICR_GPA = 0x080A_0000
 """The virt machine's GICv3 layout, as the agent places the vGIC."""
 TIMEOUT_S = 30
+ID_MMFR1_VH = 0xF << 8
 
 
 def source_name(name: str) -> str:
@@ -53,6 +55,22 @@ def refusals(setup: MachineSetup, cpu: Cpu) -> list[Refusal]:
     return [Refusal(p.label, why) for p in setup.probes] if why else []
 
 
+def flavour_of(setup: MachineSetup, cpu: Cpu) -> str:
+    """vhe or nvhe: the guest hypervisor the setup's program runs on."""
+    return runnable(setup, cpu.features, "auto")
+
+
+def cpu_for(cpu: Cpu, flavour: str) -> Cpu:
+    """The CPU an nVHE guest hypervisor sees: KVM_ARM_VCPU_HAS_EL2_E2H0 hides
+    FEAT_VHE (ID_AA64MMFR1_EL1.VH = 0); the kvm-nested target reads the ID
+    registers of a VHE one."""
+    if flavour == "vhe":
+        return cpu
+    regs = dict(cpu.id_regs)
+    regs["ID_AA64MMFR1_EL1"] = regs.get("ID_AA64MMFR1_EL1", 0) & ~ID_MMFR1_VH
+    return replace(cpu, id_regs=regs)
+
+
 def _id_fields(cpu: Cpu) -> list[str]:
     out = []
     for name, mask in FIELDS_READ.items():
@@ -66,7 +84,7 @@ def test_c(name: str, source: str, about: str, setup: MachineSetup,
            expected: Sequence[Expected], cpu: Cpu) -> str:
     """The whole C file of one scenario's selftest."""
     features: Features = cpu.features
-    flavour = runnable(setup, features, "auto")
+    flavour = flavour_of(setup, cpu)
     probes = [e.probe for e in expected]
     program = harness.assemble(setup, probes, el1_via_el12=(flavour == "vhe"),
                                exit_store=EXIT_PA, features=features)
