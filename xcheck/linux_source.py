@@ -89,9 +89,10 @@ def fetch_linux_source(suite: str = DEFAULT_SUITE) -> Path:
 def tree_of(linux_src: Path) -> tuple[Path, Path]:
     """(the kernel tree, the UAPI include folder) of ``linux_src``: a cache
     entry of fetch_linux_source, or a kernel tree after ``make headers``."""
-    for tree, headers in ((linux_src / "linux", linux_src / HEADERS),
-                          (linux_src, linux_src / HEADERS)):
-        if (tree / KVM_SELFTESTS / "Makefile.kvm").is_file() and (headers / "linux/kvm.h").is_file():
+    headers = linux_src / HEADERS
+    for tree in (linux_src / "linux", linux_src):
+        makefile = tree / KVM_SELFTESTS / "Makefile.kvm"
+        if makefile.is_file() and (headers / "linux/kvm.h").is_file():
             return tree, headers
     raise SelftestBuildError(
         f"{linux_src} is not a Linux source tree with its UAPI headers (want "
@@ -100,9 +101,9 @@ def tree_of(linux_src: Path) -> tuple[Path, Path]:
 
 
 def _make(tree: Path, headers: Path, out: Path, source_dir: Path | None,
-          names: Sequence[str], targets: Sequence[str]) -> None:
+          names: Sequence[str], targets: Sequence[str], cflags: str = "") -> None:
     """Run Makefile.kvm for ``targets``, with ``names`` (arm64/<name>, their
-    .c under ``source_dir``) added to its tests."""
+    .c under ``source_dir``) added to its tests and ``cflags`` to its flags."""
     wrapper = out / "Makefile.xcheck"
     out.mkdir(parents=True, exist_ok=True)
     lines = [f"TEST_GEN_PROGS += {n}" for n in names]
@@ -114,7 +115,7 @@ def _make(tree: Path, headers: Path, out: Path, source_dir: Path | None,
     cmd = ["make", "-s", "-C", str(tree / KVM_SELFTESTS), "-f", str(wrapper),
            f"-j{os.cpu_count() or 1}", "ARCH=arm64", f"CROSS_COMPILE={CROSS_COMPILE}",
            f"KHDR_INCLUDES=-isystem {arch_headers} -isystem {headers}",
-           f"OUTPUT={out}", "EXTRA_CFLAGS=-static", *targets]
+           f"OUTPUT={out}", f"EXTRA_CFLAGS=-static {cflags}".strip(), *targets]
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, check=False,
                               timeout=BUILD_TIMEOUT_S)
@@ -129,8 +130,9 @@ def _make(tree: Path, headers: Path, out: Path, source_dir: Path | None,
 
 def build_selftests(linux_src: Path, folder: Path, names: Sequence[str]) -> list[Path]:
     """Build the arm64 tests ``folder/arm64/<name>.c`` with the tree's
-    selftest Makefile, the library objects first (kept in the tree, built
-    once); the static binaries ``folder/arm64/<name>``."""
+    selftest Makefile and flags (warnings are errors for them), the library
+    objects first (kept in the tree, built once); the static binaries
+    ``folder/arm64/<name>``."""
     if shutil.which(CROSS_COMPILE + "gcc") is None:
         raise SelftestBuildError(f"{CROSS_COMPILE}gcc is not installed (Debian: apt-get "
                                  "install gcc-aarch64-linux-gnu libc6-dev-arm64-cross)")
@@ -140,7 +142,8 @@ def build_selftests(linux_src: Path, folder: Path, names: Sequence[str]) -> list
     with (tree / KVM_SELFTESTS / ".xcheck-lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _make(tree, headers, out, None, [], [f"{out}/{LIB_PROBE}"])
-        _make(tree, headers, out, folder.resolve(), tests, [f"{out}/{t}" for t in tests])
+        _make(tree, headers, out, folder.resolve(), tests, [f"{out}/{t}" for t in tests],
+              "-Werror")
         for t in tests:
             shutil.copy2(out / t, folder / t)
     return [folder / t for t in tests]

@@ -111,6 +111,14 @@ def export_command(
     if missing:
         console.print(f"[red]error:[/] no such file or folder: {missing[0]}")
         return ExitCode.USAGE
+    if linux_src is not None:
+        from xcheck.linux_source import SelftestBuildError, tree_of
+
+        try:
+            tree_of(linux_src)
+        except SelftestBuildError as err:
+            console.print(f"[red]error:[/] {err}", markup=False)
+            return ExitCode.USAGE
     if fmt == "kvm-selftest" and len(configs) > 1:
         console.print("[red]error:[/] --format kvm-selftest takes one --config (the nested-KVM "
                       "target whose guest hypervisor's CPU the answers are for)")
