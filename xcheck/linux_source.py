@@ -86,6 +86,17 @@ def fetch_linux_source(suite: str = DEFAULT_SUITE) -> Path:
     return entry
 
 
+def cached_linux_source() -> Path | None:
+    """The newest complete cache entry of fetch_linux_source, without fetching."""
+    entries = [e for e in cache_root().glob("linux-source-*")
+               if cached_versions(e) is not None]
+    return max(entries, key=lambda e: _version(e.name), default=None)
+
+
+def _version(name: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in re.findall(r"\d+", name))
+
+
 def tree_of(linux_src: Path) -> tuple[Path, Path]:
     """(the kernel tree, the UAPI include folder) of ``linux_src``: a cache
     entry of fetch_linux_source, or a kernel tree after ``make headers``."""
