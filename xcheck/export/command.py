@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from xcheck.check import load_all, select
 from xcheck.export import kvm_selftest, qemu_tcg
@@ -117,7 +118,7 @@ def export_command(
         try:
             tree_of(linux_src)
         except SelftestBuildError as err:
-            console.print(f"[red]error:[/] {err}", markup=False)
+            console.print("[red]error:[/]", escape(str(err)))
             return ExitCode.USAGE
     if fmt == "kvm-selftest" and len(configs) > 1:
         console.print("[red]error:[/] --format kvm-selftest takes one --config (the nested-KVM "
@@ -132,7 +133,7 @@ def export_command(
         return ExitCode.USAGE
     scenarios, bad = load_all(paths)
     for o in bad:
-        console.print(f"[red]error:[/] {o.detail}", markup=False)
+        console.print("[red]error:[/]", escape(o.detail))
     scenarios = select(scenarios, keep)
     if bad or not scenarios:
         if not bad:
@@ -159,16 +160,16 @@ def export_command(
                     content = qemu_tcg.files(s.name, s.path.name, setup, answers, exported,
                                              wanted[0])
         except (ScenarioError, ProfileError) as err:
-            console.print(f"[red]error:[/] {s.path}: {err}", markup=False)
+            console.print("[red]error:[/]", escape(f"{s.path}: {err}"))
             return ExitCode.USAGE
         except QemuLaunchError as err:
-            console.print(f"[red]could not read the CPU's ID registers:[/] {err}", markup=False)
+            console.print("[red]could not read the CPU's ID registers:[/]", escape(str(err)))
             return ExitCode.CANNOT_TEST
         refused += [(str(s.path), r) for r in rejected]
         if rejected:
             continue
         if s.name in tests:
-            console.print(f"[red]error:[/] two scenarios are named {s.name}", markup=False)
+            console.print("[red]error:[/] two scenarios are named", escape(s.name))
             return ExitCode.USAGE
         tests[s.name] = content
     if refused:
@@ -213,7 +214,7 @@ def _selftests_written(out: Path, tests: dict[str, dict[str, str]], profile: Pro
     try:
         binaries = build_selftests(linux_src, out, names)
     except SelftestBuildError as err:
-        console.print(f"[red]the selftests do not build:[/] {err}", markup=False)
+        console.print("[red]the selftests do not build:[/]", escape(str(err)))
         return ExitCode.FAILED
     console.print(f"built against {linux_src}: {', '.join(str(b) for b in binaries)}",
                   highlight=False)

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 
 from xcheck.outcome import ExitCode
 from xcheck.target.errors import ProfileError, QemuLaunchError
@@ -36,10 +37,10 @@ from xcheck.target.profile import Profile
 
 BOOT_S = 90
 """Seconds for QEMU to boot the guest kernel and power off, beside the tests' own time."""
-TEST_S = 120
+TEST_S = 300
 """Seconds each test may take: its program has a 30 s alarm, but creating and
-destroying its VMs (the library's constructor makes one too) takes about a
-minute of guest time under TCG."""
+destroying its VMs (the library's constructor makes one too) takes a minute
+or more of guest time under TCG, several when a vCPU ran at vEL1."""
 CROSS_STRIP = "aarch64-linux-gnu-strip"
 KSFT_SKIP = 4
 """A kselftest's exit status when it cannot check here (kselftest.h)."""
@@ -118,11 +119,13 @@ def initramfs(binaries: Sequence[Path], work: Path) -> Path:
     return path
 
 
-def boot(binaries: Sequence[Path], profile: Profile) -> str:
+def boot(binaries: Sequence[Path], profile: Profile) -> tuple[str, bool]:
     """Boot the nested-KVM target's kernel with the tests as its userspace;
-    the console output. QemuLaunchError when it cannot be booted or hangs."""
+    the console output and whether init finished (False: QEMU was stopped
+    after its time ran out). QemuLaunchError when the tests did not start."""
     opts = KvmOptions.from_profile(profile)
     art = locate(profile, opts)
+    timeout = BOOT_S + TEST_S * len(binaries)
     with tempfile.TemporaryDirectory(prefix="xcheck-selftest-") as tmp:
         work = Path(tmp)
         append = " ".join(filter(None, (KERNEL_ARGS, "panic=-1", opts.kernel_args)))
@@ -131,18 +134,18 @@ def boot(binaries: Sequence[Path], profile: Profile) -> str:
                 "-monitor", "none", "-serial", "stdio", "-kernel", str(art.kernel),
                 "-initrd", str(initramfs(binaries, work)), "-append", append,
                 *profile.extra_args]
-        timeout = BOOT_S + TEST_S * len(binaries)
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, errors="replace",
-                                  timeout=timeout, check=False)
-        except subprocess.TimeoutExpired as err:
-            raise QemuLaunchError(f"the guest did not power off within {timeout} s; "
-                                  f"command: {' '.join(argv)}") from err
-    if "XCHECK-DONE" not in proc.stdout:
-        tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+        with subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, errors="replace") as proc:
+            try:
+                out, err = proc.communicate(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                out, err = proc.communicate()
+    if "XCHECK-START" not in out:
+        tail = "\n".join((out + err).strip().splitlines()[-15:])
         raise QemuLaunchError(f"the guest did not run the tests (QEMU exit {proc.returncode}); "
                               f"command: {' '.join(argv)}\n{tail}")
-    return proc.stdout
+    return out, "XCHECK-DONE" in out
 
 
 def run_command(binaries: Sequence[Path], profile: Profile, console: Console) -> int:
@@ -150,13 +153,18 @@ def run_command(binaries: Sequence[Path], profile: Profile, console: Console) ->
     every probe passes, 1 when one fails, 125 when the target cannot boot or
     a test skips (KVM without nested virtualisation, other CPU features)."""
     try:
-        text = boot(binaries, profile)
+        text, finished = boot(binaries, profile)
     except (QemuLaunchError, ProfileError) as err:
-        console.print(f"[red]cannot run the selftests:[/] {err}", markup=False)
+        console.print("[red]cannot run the selftests:[/]", escape(str(err)))
         return ExitCode.CANNOT_TEST
     worst = ExitCode.OK
     for run in parse_console(text):
-        console.print(f"test {run.name} (exit {run.status})", highlight=False)
+        if run.status is None:
+            console.print(f"test {run.name} did not finish: QEMU was stopped after "
+                          f"{BOOT_S + TEST_S * len(binaries)} s", highlight=False)
+            run.status = 1
+        else:
+            console.print(f"test {run.name} (exit {run.status})", highlight=False)
         for ok, label, notes in run.results:
             console.print(f"{'PASS' if ok else 'FAIL'} {label}", highlight=False)
             for note in notes if not ok else []:
@@ -172,4 +180,10 @@ def run_command(binaries: Sequence[Path], profile: Profile, console: Console) ->
             worst = ExitCode.FAILED
         elif verdict == "SKIP" and worst == ExitCode.OK:
             worst = ExitCode.CANNOT_TEST
+    if not finished:
+        done = {run.name for run in parse_console(text)}
+        for b in binaries:
+            if b.name not in done:
+                console.print(f"test {b.name} did not start", highlight=False)
+        worst = ExitCode.FAILED
     return worst
