@@ -18,7 +18,12 @@ from click.testing import CliRunner
 
 from xcheck.check import check_scenario
 from xcheck.cli import main
-from xcheck.linux_source import CROSS_COMPILE, cached_linux_source
+from xcheck.linux_source import (
+    CROSS_COMPILE,
+    SelftestBuildError,
+    build_selftests,
+    cached_linux_source,
+)
 from xcheck.outcome import Kind
 from xcheck.scenario.loader import load_scenario
 from xcheck.target.errors import QemuLaunchError
@@ -58,3 +63,15 @@ def test_the_selftest_says_what_xcheck_run_says(tmp_path: Path) -> None:
         outcomes = check_scenario(target, load_scenario(ROOT / SCENARIO))
     wrong = {o.label for o in outcomes if o.kind in (Kind.MISMATCH, Kind.KNOWN)}
     assert failed == wrong and len(wrong) == 4
+
+
+def test_a_file_that_does_not_build_is_reported_with_the_compilers_words(
+    tmp_path: Path,
+) -> None:
+    linux = cached_linux_source()
+    if linux is None or shutil.which(CROSS_COMPILE + "gcc") is None:
+        pytest.skip("no Linux source in the cache or no cross compiler (run `make test`)")
+    (tmp_path / "arm64").mkdir()
+    (tmp_path / "arm64/xcheck_broken.c").write_text("int main(void) { return missing; }\n")
+    with pytest.raises(SelftestBuildError, match="missing. undeclared"):
+        build_selftests(linux, tmp_path, ["xcheck_broken"])

@@ -86,6 +86,7 @@ TAP version 13
 # got  PAR 0x1
 #   want PAR 0x3
 not ok 1 0 S12E1R va=0x8000_0000 el=2 pan=0
+[   61.250000] WARNING: arch/arm64/kvm/nested.c:288 at kvm_walk_nested_s2
 ok 2 1 S12E1W va=0x8000_0000 el=2 pan=0
 # Totals: pass:1 fail:1 xfail:0 xpass:0 skip:0 error:0
 XCHECK-EXIT xcheck_a 1
@@ -104,6 +105,8 @@ def test_the_console_gives_each_tests_results_and_exit_status() -> None:
                           ["got  PAR 0x1", "  want PAR 0x3"]),
                          (True, "1 S12E1W va=0x8000_0000 el=2 pan=0", [])]
     assert b.results == []
+    assert a.klog == ["61.250000 WARNING: arch/arm64/kvm/nested.c:288 at kvm_walk_nested_s2"]
+    assert b.klog == []
 
 
 def test_bad_input_is_refused_in_seconds(tmp_path: Path) -> None:

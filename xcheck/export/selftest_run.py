@@ -5,7 +5,8 @@ devtmpfs, proc and sysfs, runs each test in /tests and powers off), which
 the nested-KVM profile's QEMU boots with its kernel (Debian's arm64 Linux,
 kvm-arm.mode=nested; docs/kvm-target.md). The tests' TAP output comes back
 on the serial console: one PASS or FAIL line per probe here, with the
-test's diagnostics for a failure.
+test's diagnostics for a failure. A kernel warning logged while a test runs
+fails it (as it is a target error for the nested-KVM target).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from xcheck.target.kvm.build import (
     CpioEntry,
     newc_archive,
 )
+from xcheck.target.kvm.target import kernel_complaint
 from xcheck.target.profile import Profile
 
 BOOT_S = 90
@@ -45,6 +47,9 @@ CROSS_STRIP = "aarch64-linux-gnu-strip"
 KSFT_SKIP = 4
 """A kselftest's exit status when it cannot check here (kselftest.h)."""
 TAP = re.compile(r"^(ok|not ok) \d+ (.*?)\s*$")
+KLOG = re.compile(r"^\[\s*(\d+\.\d+)\] (.*)$")
+LOGLEVEL = "loglevel=5"
+"""After quiet: the console shows kernel warnings (KERN_WARNING) and worse."""
 
 
 @dataclass
@@ -54,6 +59,8 @@ class TestRun:
     name: str
     results: list[tuple[bool, str, list[str]]] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    klog: list[str] = field(default_factory=list)
+    """Kernel warnings logged while the test ran."""
     status: int | None = None
 
 
@@ -69,6 +76,8 @@ def parse_console(text: str) -> list[TestRun]:
             pending = []
         elif line.startswith("XCHECK-EXIT ") and runs:
             runs[-1].status = int(line.split()[2])
+        elif runs and runs[-1].status is None and (k := KLOG.match(line)):
+            runs[-1].klog.append(f"{k.group(1)} {k.group(2)}")
         elif runs and runs[-1].status is None:
             m = TAP.match(line)
             if m:
@@ -128,7 +137,7 @@ def boot(binaries: Sequence[Path], profile: Profile) -> tuple[str, bool]:
     timeout = BOOT_S + TEST_S * len(binaries)
     with tempfile.TemporaryDirectory(prefix="xcheck-selftest-") as tmp:
         work = Path(tmp)
-        append = " ".join(filter(None, (KERNEL_ARGS, "panic=-1", opts.kernel_args)))
+        append = " ".join(filter(None, (KERNEL_ARGS, LOGLEVEL, "panic=-1", opts.kernel_args)))
         argv = [art.qemu, "-nodefaults", "-no-reboot", "-machine", profile.machine,
                 "-cpu", profile.cpu, "-smp", "1", "-m", profile.memory, "-display", "none",
                 "-monitor", "none", "-serial", "stdio", "-kernel", str(art.kernel),
@@ -172,6 +181,9 @@ def run_command(binaries: Sequence[Path], profile: Profile, console: Console) ->
         if not run.results:
             for note in run.notes:
                 console.print(f"    {note}", highlight=False)
+        if run.klog:
+            console.print(f"FAIL {kernel_complaint(run.klog)}", highlight=False)
+            run.status = run.status or 1
         passed = sum(ok for ok, _, _ in run.results)
         verdict = {0: "PASS", KSFT_SKIP: "SKIP"}.get(run.status or 0, "FAIL")
         console.print(f"RESULT: {verdict} {passed}/{len(run.results)} probes passed",
