@@ -153,6 +153,9 @@ def build_selftests(linux_src: Path, folder: Path, names: Sequence[str]) -> list
     with (tree / KVM_SELFTESTS / ".xcheck-lock").open("a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         _make(tree, headers, out, None, [], [f"{out}/{LIB_PROBE}"])
+        for t in tests:  # built from another folder before: its .d names that source
+            for suffix in ("", ".o", ".d"):
+                (out / f"{t}{suffix}").unlink(missing_ok=True)
         _make(tree, headers, out, folder.resolve(), tests, [f"{out}/{t}" for t in tests],
               "-Werror")
         for t in tests:

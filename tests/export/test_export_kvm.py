@@ -73,5 +73,5 @@ def test_a_file_that_does_not_build_is_reported_with_the_compilers_words(
         pytest.skip("no Linux source in the cache or no cross compiler (run `make test`)")
     (tmp_path / "arm64").mkdir()
     (tmp_path / "arm64/xcheck_broken.c").write_text("int main(void) { return missing; }\n")
-    with pytest.raises(SelftestBuildError, match="missing. undeclared"):
+    with pytest.raises(SelftestBuildError, match=r"missing. undeclared"):
         build_selftests(linux, tmp_path, ["xcheck_broken"])
