@@ -47,8 +47,9 @@ test: venv testdeps
 	$(BIN)/pytest -q -n 2 $(PYTEST_ARGS)
 
 # What the integration tests use beside the default QEMU, when it can be had:
-# QEMU 10.0 (matrix and bisection tests), QEMU 11.1, the nested-KVM target, and
-# chromium with its chromedriver (the HTML report's browser test). Without them
+# QEMU 10.0 (matrix and bisection tests), QEMU 11.1, the nested-KVM target, Debian's
+# Linux source (the KVM selftest export), and chromium with its chromedriver (the HTML
+# report's browser test). Without them
 # (no network, not root) those tests are skipped, each saying why.
 .PHONY: testdeps
 testdeps: venv
@@ -65,6 +66,7 @@ testdeps: venv
 	-@$(BIN)/python -m xcheck.debfetch qemu || echo "note: QEMU 10.0 not installed: its tests will be skipped"
 	-@$(BIN)/python -m xcheck.debfetch qemu --suite $(QEMU11_SUITE) || echo "note: QEMU 11.1 not installed: its tests will be skipped"
 	-@$(BIN)/python -m xcheck.target.kvm setup || echo "note: the nested-KVM target is not set up: its tests will be skipped"
+	-@$(BIN)/python -m xcheck.debfetch linux-source || echo "note: the Linux source is not fetched: the kvm-selftest export test will be skipped"
 
 unit: venv
 	$(BIN)/pytest -q -m "not qemu" $(PYTEST_ARGS)

@@ -212,28 +212,40 @@ def explain(
 
 @main.command()
 @click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
-@click.option("--format", "fmt", default="qemu-tcg", show_default=True, help="qemu-tcg.")
+@click.option("--format", "fmt", default="qemu-tcg", show_default=True,
+              help="qemu-tcg (bare-metal tests for QEMU) or kvm-selftest (KVM selftests).")
 @click.option("--out", type=click.Path(path_type=Path), required=True, help="Output folder.")
 @click.option("--config", "configs", metavar="PROFILE", multiple=True,
               help="Compute the answers for this profile's CPU (repeat for several QEMUs).")
 @click.option("--qemu", "qemu", metavar="BINARY", help="qemu-system-aarch64 to use.")
 @click.option("-k", "keyword", metavar="EXPR", help="Only probes matching EXPR.")
+@click.option("--linux-src", type=click.Path(path_type=Path), metavar="DIR",
+              help="kvm-selftest: build the tests against this Linux tree's selftests.")
+@click.option("--run", "run_tests", is_flag=True,
+              help="kvm-selftest: run the built tests under the nested-KVM target.")
 def export(paths: tuple[Path, ...], fmt: str, out: Path, configs: tuple[str, ...],
-           qemu: str | None, keyword: str | None) -> None:
+           qemu: str | None, keyword: str | None, linux_src: Path | None,
+           run_tests: bool) -> None:
     """Export scenarios as standalone tests (no xcheck, gdb or Python needed
     to run them): one folder per scenario under --out, and a Makefile.
     Exit status: 0 written, 2 a probe refused (nothing written) or bad input,
-    125 a profile's QEMU did not start. See docs/upstream.md.
+    125 a profile's QEMU did not start. kvm-selftest (one file per scenario
+    under --out/arm64, answers for the nested-KVM target's CPU): 1 when a
+    test does not build against --linux-src; with --run, 0 every probe
+    passes, 1 one fails, 125 the target cannot run them. See docs/upstream.md.
 
     \b
     Example:
       xcheck export tests/bisect/sh-mmu-off.yaml --config tcg-max --config qemu10 --out t/
       make -C t QEMU=qemu-system-aarch64
+      xcheck export scenarios/pan --format kvm-selftest --out k/ \\
+          --linux-src ~/.cache/xcheck/linux-source-7.3.4 --run
     """
     from xcheck.export.command import export_command
 
     sys.exit(export_command(paths, fmt=fmt, out=out, configs=configs, qemu=qemu,
-                            keyword=keyword, console=_console()))
+                            keyword=keyword, console=_console(), linux_src=linux_src,
+                            run=run_tests))
 
 
 @main.command()

@@ -8,7 +8,8 @@ kernels (`fetch_kernel`). Both cache their unpacked tree under
 ``$XDG_CACHE_HOME/xcheck/<what>-<version>/`` (``~/.cache`` without that variable);
 an entry counts as present once its marker file, written last, exists.
 
-Run ``python -m xcheck.debfetch qemu`` or ``python -m xcheck.debfetch kernel``.
+Run ``python -m xcheck.debfetch qemu``, ``... kernel`` or ``... linux-source``
+(xcheck.linux_source: a kernel tree for building KVM selftests).
 """
 
 from __future__ import annotations
@@ -325,7 +326,7 @@ def cached_versions(entry: Path) -> dict[str, str] | None:
 
 
 @contextmanager
-def _apt_for(suite: str, arch: str) -> Iterator[AptState]:
+def apt_for(suite: str, arch: str) -> Iterator[AptState]:
     """The cache's apt state for `suite` on the system mirror, updated, held exclusively."""
     name = f"{suite}-{arch}"
     with _locked(cache_root() / f".lock-apt-{name}"):
@@ -336,7 +337,7 @@ def _apt_for(suite: str, arch: str) -> Iterator[AptState]:
         yield apt
 
 
-def _fill_entry(
+def fill_entry(
     entry: Path,
     apt: AptState,
     packages: dict[str, str],
@@ -374,7 +375,7 @@ def install_qemu(suite: str = "bookworm-backports", arch: str = "amd64") -> Path
     runs with the system's libraries, else a wrapper that runs it with those of its own
     suite (`xcheck.runtime_root`). Suites sharing an upstream version share the tree.
     """
-    with _apt_for(suite, arch) as apt:
+    with apt_for(suite, arch) as apt:
         versions = apt.candidates(QEMU_PACKAGES)
         upstream = upstream_version(versions["qemu-system-arm"])
         entry = cache_root() / f"qemu-{upstream}"
@@ -427,7 +428,7 @@ def _fill_qemu_entry(entry: Path, apt: AptState, suite: str, versions: dict[str,
         _link(scratch / QEMU_RUNNER, QEMU_BINARY)
         return {}
 
-    _fill_entry(entry, apt, versions, also=add_closure)
+    fill_entry(entry, apt, versions, also=add_closure)
 
 
 def check_binary_runs(binary: Path) -> None:
@@ -473,19 +474,19 @@ def image_package(package: str, depends: Callable[[str], Sequence[str]]) -> str:
 
 def kernel_package(suite: str, flavour: str = "arm64", arch: str = "arm64") -> str:
     """The package holding the current `flavour` kernel image of `suite`."""
-    with _apt_for(suite, arch) as apt:
+    with apt_for(suite, arch) as apt:
         return image_package(f"linux-image-{flavour}", lambda p: apt.candidate(p)[1])
 
 
 def fetch_kernel(package: str, suite: str = "bookworm", arch: str = "arm64") -> Path:
     """Fetch a Debian kernel package and return its unpacked vmlinuz (modules left out);
     a meta package is followed to the package that holds the image."""
-    with _apt_for(suite, arch) as apt:
+    with apt_for(suite, arch) as apt:
         package = image_package(package, lambda p: apt.candidate(p)[1])
         version, _ = apt.candidate(package)
         entry = cache_root() / f"{package}-{version}"
         if cached_versions(entry) != {package: version}:
-            _fill_entry(entry, apt, {package: version}, exclude=KERNEL_EXCLUDE)
+            fill_entry(entry, apt, {package: version}, exclude=KERNEL_EXCLUDE)
     images = sorted(entry.glob("boot/vmlinuz-*")) + sorted(entry.glob("usr/lib/modules/*/vmlinuz"))
     if not images:
         raise DebFetchError(f"{package} {version} holds no vmlinuz")
@@ -493,7 +494,8 @@ def fetch_kernel(package: str, suite: str = "bookworm", arch: str = "arm64") -> 
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Command line: ``qemu`` installs QEMU side by side, ``kernel`` fetches a vmlinuz."""
+    """Command line: ``qemu`` installs QEMU side by side, ``kernel`` fetches a vmlinuz,
+    ``linux-source`` a kernel source tree for the KVM selftests."""
     ap = argparse.ArgumentParser(
         prog="python -m xcheck.debfetch",
         description="Fetch Debian packages into the per-user cache without touching apt's "
@@ -509,10 +511,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     k = sub.add_parser("kernel", help="fetch a Debian arm64 kernel, print its vmlinuz path")
     k.add_argument("package", nargs="?", help="default: the suite's current arm64 kernel")
     k.add_argument("--suite", default="bookworm")
+    s = sub.add_parser("linux-source", help="fetch Debian's kernel source (tools/ and what "
+                       "the KVM selftests build from) and UAPI headers, print the folder")
+    s.add_argument("--suite", default="trixie-backports")
     args = ap.parse_args(argv)
     try:
         if args.what == "qemu":
             print(install_qemu(args.suite))
+        elif args.what == "linux-source":
+            from xcheck.linux_source import fetch_linux_source
+
+            print(fetch_linux_source(args.suite))
         else:
             print(fetch_kernel(args.package or kernel_package(args.suite), args.suite))
     except DebFetchError as err:

@@ -106,6 +106,27 @@ def guest_hypervisor_for(setup: MachineSetup, choice: str) -> str:
     return choice
 
 
+def runnable(setup: MachineSetup, features: Features, choice: str) -> str:
+    """The guest hypervisor (vhe or nvhe) that runs ``setup``'s program;
+    Unsupported when no program can (the harness mapped at a VA other than
+    its PA in the EL2 regime, or an E2H the choice excludes), TargetError for
+    probes at EL1 with HCR_EL2.TGE = 1."""
+    regs = setup.sysregs
+    regime = harness.el2_regime(regs, features)
+    base = setup.code_va.get(regime, HARNESS_PA)
+    if base != HARNESS_PA:
+        raise Unsupported(
+            f"the setup maps the harness at VA 0x{base:x} in the {regime} regime; on "
+            "the kvm-nested target the program cannot be moved there when the EL2 MMU "
+            "turns on, so only VA = PA mappings of the harness at EL2 run"
+        )
+    if any(p.el == 1 for p in setup.probes) and regs.get("HCR_EL2", 0) & HCR_TGE:
+        raise TargetError(
+            "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
+        )
+    return guest_hypervisor_for(setup, choice)
+
+
 class KvmTarget:
     """Nested KVM inside QEMU. Use as a context manager, or call
     :meth:`start` and :meth:`close`; the same interface as QemuTarget (batch
@@ -268,20 +289,8 @@ class KvmTarget:
             )
         if mode != "batch":
             raise ValueError(f"mode must be batch or step, not {mode!r}")
-        regs = setup.sysregs
-        regime = harness.el2_regime(regs, Features.from_id_regs(self.id_regs))
-        base = setup.code_va.get(regime, HARNESS_PA)
-        if base != HARNESS_PA:
-            raise Unsupported(
-                f"the setup maps the harness at VA 0x{base:x} in the {regime} regime; on "
-                "the kvm-nested target the program cannot be moved there when the EL2 MMU "
-                "turns on, so only VA = PA mappings of the harness at EL2 run"
-            )
-        if any(p.el == 1 for p in setup.probes) and regs.get("HCR_EL2", 0) & HCR_TGE:
-            raise TargetError(
-                "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
-            )
-        flavour = guest_hypervisor_for(setup, self.options.guest_hypervisor)
+        features = Features.from_id_regs(self.id_regs)
+        flavour = runnable(setup, features, self.options.guest_hypervisor)
         probes = list(setup.probes)
         out: list[ProbeResult] = []
         self.readbacks = []
