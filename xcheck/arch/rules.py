@@ -81,6 +81,7 @@ class Rule(Enum):
     S2_PTW_DEVICE = "AArch64.S2CheckPermissions: stage 1 walk to Device with HCR_EL2.PTW"
     S2_NO_READ = "D8.4.2.1.1 R_FQNDX: S2AP gives no read permission"
     S2_NO_WRITE = "D8.4.2.1.1 R_FQNDX: S2AP gives no write permission"
+    S2_FWB = "AArch64.S2ApplyFWBMemAttrs: HCR_EL2.FWB == 1, stage 2 MemAttr decides the type"
 
 
 DESCRIPTOR_RULES = {
