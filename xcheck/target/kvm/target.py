@@ -120,6 +120,8 @@ class KvmTarget:
         self.artifacts: Artifacts | None = None
         self.boot_s = 0.0
         self.last_stats: Mapping[str, int] = {}
+        self.vcpu_seconds = 0.0
+        """The jobs' vCPU run time (the agent's run_us): AT emulated by KVM."""
         self._session: AgentSession | None = None
         self._ids = itertools.count(1)
 
@@ -220,6 +222,7 @@ class KvmTarget:
         )
         answer = self.session.run(job, seconds + ANSWER_SLACK)
         self.last_stats = answer.stats
+        self.vcpu_seconds += answer.stats.get("run_us", 0) / 1e6
         if answer.error.startswith("full") or self._full(answer.stats):
             self._retire_guest()
         return answer
