@@ -2,12 +2,14 @@
  * xcheck-agent: the /init of a small arm64 Linux guest that runs jobs in nested
  * KVM virtual machines whose vCPU starts at (virtual) EL2.
  *
- * It mounts devtmpfs and proc, puts the serial console in raw mode, prints a
- * banner (kernel release, KVM capabilities) and then serves jobs forever on a
- * line protocol (docs/kvm-target.md has the full grammar):
+ * It mounts devtmpfs, proc and sysfs, puts the serial console in raw mode, maps
+ * the shared memory of an ivshmem-plain device if QEMU offers one, prints a
+ * banner (kernel release, KVM capabilities, shared memory size) and then serves
+ * jobs forever on a line protocol (docs/kvm-target.md has the full grammar):
  *
  *   JOB <id> <vhe|nvhe>      open a job: fresh, zeroed guest RAM
  *   MEM <addr> <hex>         store bytes into guest RAM
+ *   MEMS <addr> <len>        store the next <len> bytes of the shared memory
  *   REG x<n>|sp_el1 <value>  set a core register before the run
  *   ENTRY <pc>               where the vCPU starts (PSTATE = EL2h, DAIF masked)
  *   READ <addr> <len>        a RAM range to send back after the run
@@ -16,6 +18,7 @@
  * Answer:  RESULT <id> ok <stats> | RESULT <id> error <reason>
  *          OUT <offset> <value>  (stores the program made to the exit page)
  *          DATA <addr> <hex>     (the READ ranges)
+ *          SDATA <addr> <len> <offset>  (a READ range, at <offset> in the shared memory)
  *          KLOG <level> <text>   (kernel warnings and worse logged meanwhile)
  *          END <id>
  * Outside a job: PING -> PONG; a line that is not a command -> ERROR <why>.
@@ -28,6 +31,7 @@
  */
 #define _GNU_SOURCE
 #include <ctype.h>
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -65,7 +69,7 @@
 #define KVM_CAP_ARM_EL2_E2H0 241
 #endif
 
-#define PROTOCOL_VERSION 1
+#define PROTOCOL_VERSION 2
 #define RAM_BASE 0x40000000ULL
 #define RAM_SIZE (128ULL << 20)
 #define EXIT_PA 0x0f000000ULL /* one page: the program's exit and report window */
@@ -149,6 +153,98 @@ static void out_hex(const uint8_t *p, size_t n)
 		p += k;
 		n -= k;
 	}
+}
+
+/* ---- shared memory: an ivshmem-plain PCI device whose BAR the host also maps --
+ * Job memory (MEMS) and READ ranges (SDATA) move through it instead of as hex on
+ * the console, which carries about 8 KB/s under TCG. Without the device the hex
+ * lines (MEM, DATA) still work. */
+#define IVSHMEM_VENDOR "0x1af4"
+#define IVSHMEM_DEVICE "0x1110"
+
+static volatile uint8_t *shm;
+static uint64_t shm_size;
+
+static int read_word(const char *path, char *buf, size_t n)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	ssize_t k = read(fd, buf, n - 1);
+	close(fd);
+	if (k <= 0)
+		return -1;
+	buf[k] = '\0';
+	buf[strcspn(buf, "\n")] = '\0';
+	return 0;
+}
+
+static void shm_open_device(void)
+{
+	DIR *d = opendir("/sys/bus/pci/devices");
+	struct dirent *e;
+	char path[300], word[32];
+	while (d && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/vendor", e->d_name);
+		if (read_word(path, word, sizeof(word)) < 0 || strcmp(word, IVSHMEM_VENDOR) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/device", e->d_name);
+		if (read_word(path, word, sizeof(word)) < 0 || strcmp(word, IVSHMEM_DEVICE) != 0)
+			continue;
+		snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/enable", e->d_name);
+		int en = open(path, O_WRONLY | O_CLOEXEC);
+		if (en >= 0) {
+			if (write(en, "1", 1) < 0)
+				out("INFO shm-enable errno=%d\n", errno);
+			close(en);
+		}
+		/* BAR 2 is the memory; write-combining (Normal Non-cacheable) if offered */
+		static const char *const bar[] = {"resource2_wc", "resource2"};
+		int fd = -1;
+		for (size_t k = 0; fd < 0 && k < 2; k++) {
+			snprintf(path, sizeof(path), "/sys/bus/pci/devices/%s/%s", e->d_name, bar[k]);
+			fd = open(path, O_RDWR | O_SYNC | O_CLOEXEC);
+		}
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && st.st_size > 0) {
+			void *p = mmap(NULL, (size_t)st.st_size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+			if (p != MAP_FAILED) {
+				shm = p;
+				shm_size = (uint64_t)st.st_size;
+			} else {
+				out("INFO shm-mmap errno=%d\n", errno);
+			}
+		}
+		if (fd >= 0)
+			close(fd);
+		break;
+	}
+	if (d)
+		closedir(d);
+}
+
+/* Copies that suit a BAR mapped as Device memory: 8-byte accesses when both
+ * sides are aligned, single bytes otherwise. */
+static void copy_in(uint8_t *dst, const volatile uint8_t *src, uint64_t len)
+{
+	uint64_t i = 0;
+	if (((uintptr_t)dst | (uintptr_t)src) % 8 == 0)
+		for (; i + 8 <= len; i += 8)
+			*(uint64_t *)(dst + i) = *(const volatile uint64_t *)(src + i);
+	for (; i < len; i++)
+		dst[i] = src[i];
+}
+
+static void copy_out(volatile uint8_t *dst, const uint8_t *src, uint64_t len)
+{
+	uint64_t i = 0;
+	if (((uintptr_t)dst | (uintptr_t)src) % 8 == 0)
+		for (; i + 8 <= len; i += 8)
+			*(volatile uint64_t *)(dst + i) = *(const uint64_t *)(src + i);
+	for (; i < len; i++)
+		dst[i] = src[i];
 }
 
 /* ---- input: lines from the console ------------------------------------- */
@@ -274,6 +370,7 @@ struct job {
 	struct range reads[MAX_READS];
 	int nreads;
 	uint64_t read_total;
+	uint64_t shm_in; /* where the next MEMS block starts in the shared memory */
 };
 
 static struct job job;
@@ -391,6 +488,28 @@ static void cmd_mem(char **w, int n)
 		}
 		dst[i] = (uint8_t)(hi << 4 | lo);
 	}
+}
+
+/* MEMS <addr> <len>: the next <len> bytes of the shared memory (blocks follow
+ * each other from offset 0) go to guest RAM at <addr>. */
+static void cmd_mems(char **w, int n)
+{
+	uint64_t addr, len;
+	if (n != 3 || parse_u64(w[1], &addr) < 0 || parse_u64(w[2], &len) < 0) {
+		job_fail("malformed MEMS");
+		return;
+	}
+	if (!in_ram(addr, len)) {
+		job_fail("MEMS outside RAM at 0x%" PRIx64 " len %" PRIu64, addr, len);
+		return;
+	}
+	if (shm == NULL || len > shm_size - job.shm_in) {
+		job_fail("MEMS beyond the shared memory (%" PRIu64 " bytes)", shm_size);
+		return;
+	}
+	if (job.ram)
+		copy_in(job.ram + (addr - RAM_BASE), shm + job.shm_in, len);
+	job.shm_in += len;
 }
 
 static void cmd_reg(char **w, int n)
@@ -743,8 +862,17 @@ static void answer(const char *id, const char *error, const struct outcome *o, i
 			if (o->written[i])
 				out("OUT 0x%zx 0x%" PRIx64 "\n", i * 8, o->slots[i]);
 	}
-	for (int r = 0; send_data && job.ram && r < job.nreads; r++)
-		send_range(job.reads[r].addr, job.reads[r].len);
+	uint64_t at = 0; /* with shared memory, the READ ranges follow each other from 0 */
+	for (int r = 0; send_data && job.ram && r < job.nreads; r++) {
+		uint64_t addr = job.reads[r].addr, len = job.reads[r].len;
+		if (shm != NULL && len <= shm_size - at) {
+			copy_out(shm + at, job.ram + (addr - RAM_BASE), len);
+			out("SDATA 0x%" PRIx64 " %" PRIu64 " %" PRIu64 "\n", addr, len, at);
+			at += len;
+		} else {
+			send_range(addr, len);
+		}
+	}
 	kmsg_report();
 	out("END %s\n", id);
 	out_flush();
@@ -809,6 +937,9 @@ static void handle_line(char *line, int too_long)
 	} else if (strcmp(w[0], "MEM") == 0) {
 		cmd_mem(w, n);
 		return;
+	} else if (strcmp(w[0], "MEMS") == 0) {
+		cmd_mems(w, n);
+		return;
 	} else if (strcmp(w[0], "REG") == 0) {
 		cmd_reg(w, n);
 		return;
@@ -839,6 +970,8 @@ static void open_console(void)
 	mkdir("/proc", 0555);
 	mount("devtmpfs", "/dev", "devtmpfs", 0, NULL);
 	mount("proc", "/proc", "proc", 0, NULL);
+	mkdir("/sys", 0555);
+	mount("sysfs", "/sys", "sysfs", 0, NULL);
 	console_fd = open("/dev/ttyAMA0", O_RDWR | O_NOCTTY);
 	if (console_fd < 0)
 		console_fd = open("/dev/console", O_RDWR | O_NOCTTY);
@@ -885,6 +1018,9 @@ static void banner(void)
 		    ioctl(kvm_fd, KVM_CHECK_EXTENSION, KVM_CAP_ARM_VM_IPA_SIZE));
 	}
 	banner_kvm_log();
+	shm_open_device();
+	if (shm != NULL)
+		out("INFO shm %" PRIu64 "\n", shm_size);
 	kmsg_open();
 	out("READY\n");
 	out_flush();

@@ -517,8 +517,8 @@ def live(
 @click.option("--out", type=click.Path(path_type=Path), default=Path("fuzz-findings"),
               show_default=True, help="Where shrunk failing scenarios are written.")
 @click.option("--known", "known_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="Folders of earlier findings: their signatures are not shrunk again "
-                   "[default: scenarios/fuzz-findings and --out].")
+              help="Folders of recorded findings (every scenario file under them): their "
+                   "signatures are not new, not shrunk again [default: scenarios and --out].")
 @click.option("--json", "json_path", type=click.Path(path_type=Path),
               help="Write findings and the final summary (with coverage) as JSON lines.")
 @click.option("--no-shrink", is_flag=True, help="Report failures without shrinking them.")
@@ -552,7 +552,7 @@ def fuzz(
         return
     from xcheck.fuzz.command import fuzz_command
 
-    known = known_dirs or ((DEFAULT_SUITE / "fuzz-findings",) if DEFAULT_SUITE.is_dir() else ())
+    known = known_dirs or ((DEFAULT_SUITE,) if DEFAULT_SUITE.is_dir() else ())
     sys.exit(fuzz_command(
         seed=seed, count=count, duration=duration, features=features, config=config,
         qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,

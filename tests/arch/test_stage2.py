@@ -172,6 +172,19 @@ def test_stage2_access_flag() -> None:
     assert f(at(AtOp.S12E1R, IPA, setup(s2), s2.image(), el=2).par) == (0b001011, 1, 0)
 
 
+def test_stage2_output_address_size_comes_before_the_access_flag() -> None:
+    """AArch64.S2Walk checks the output address against the PS size
+    (AArch64.OAOutOfRange) before it looks at the descriptor's AF: a level 2
+    block with AF == 0 beyond the 40-bit PS is an Address size fault at
+    level 2; within PS it is the Access flag fault."""
+    s2 = s2_tables()
+    s2.map(IPA, 1 << 40, level=2, flags=S2_RW & ~AF)
+    s2.map(IPA + (2 << 20), PA & ~((2 << 20) - 1), level=2, flags=S2_RW & ~AF)
+    image = s2.image()
+    assert f(at(AtOp.S12E1R, IPA, setup(s2), image, el=2).par) == (0b000010, 1, 0)
+    assert f(at(AtOp.S12E1R, IPA + (2 << 20), setup(s2), image, el=2).par) == (0b001010, 1, 0)
+
+
 def test_hcr_dc_disables_stage1_and_enables_stage2() -> None:
     """HCR_EL2.DC == 1: SCTLR_EL1.M treated as 0, HCR_EL2.VM treated as 1
     (D24.2 HCR_EL2.DC)."""

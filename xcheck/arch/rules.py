@@ -116,6 +116,7 @@ class Rule(Enum):
                       "gives no write (MMUWrite for a walk's update)")
     S2PIE_DIRTY = ("AArch64.S2CheckPermissions: write with S2PIE, VTCR_EL2.HD == 0 and "
                    "S2Dirty (descriptor bit 7) == 0, PAR.DirtyBit")
+    S2_FWB = "AArch64.S2ApplyFWBMemAttrs: HCR_EL2.FWB == 1, stage 2 MemAttr decides the type"
 
 
 DESCRIPTOR_RULES = {

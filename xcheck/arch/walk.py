@@ -140,8 +140,8 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
     own (Secure for a Secure regime)."""
     p = rp.params(va)
     trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
-                           "disabled: output address = VA", rule="AArch64.S1Enabled",
-                           cites=Rule.S1_DISABLED))
+                           f"disabled ({rp.disabled_by}): output address = VA",
+                           rule="AArch64.S1Enabled", cites=Rule.S1_DISABLED))
     top, pamax = p.addrtop, rp.pamax
     if (va >> pamax) & ((1 << (top + 1 - pamax)) - 1):
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"VA[{top}:{pamax}] != 0 with stage 1 "
@@ -465,4 +465,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level)
     sh = p.sh if ds else (desc >> 8) & 3
+    if p.fwb:
+        trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
+                               "decides the memory type", rule="AArch64.S2ApplyFWBMemAttrs",
+                               cites=Rule.S2_FWB))
     return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level)

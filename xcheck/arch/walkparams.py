@@ -138,6 +138,8 @@ class S1RegimeParams:
     regime: Regime
     enabled: bool
     """AArch64.S1Enabled: SCTLR_ELx.M, and for EL1&0 HCR_EL2.{DC,TGE} == {0,0}."""
+    disabled_by: str
+    """The control that disables stage 1 ("" when enabled)."""
     sctlr_c: bool
     dc: bool
     wxn: bool
@@ -270,11 +272,12 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
     if aie:
         lower = replace(lower, aie=True, mair2=mair2)
         upper = None if upper is None else replace(upper, aie=True, mair2=mair2)
-    enabled = bit(sctlr, SCTLR.M)
-    if regime is Regime.EL10:
-        enabled = enabled and not hcr.dc and not hcr.tge
+    disabled_by = "" if bit(sctlr, SCTLR.M) else f"SCTLR_{sfx}.M == 0"
+    if regime is Regime.EL10 and not disabled_by:
+        disabled_by = ("HCR_EL2.TGE == 1" if hcr.tge else "HCR_EL2.DC == 1" if hcr.dc else "")
     return S1RegimeParams(
-        regime=regime, enabled=enabled, sctlr_c=bit(sctlr, SCTLR.C),
+        regime=regime, enabled=not disabled_by, disabled_by=disabled_by,
+        sctlr_c=bit(sctlr, SCTLR.C),
         dc=regime is Regime.EL10 and hcr.dc, wxn=bit(sctlr, SCTLR.WXN),
         epan=features.pan >= 3 and bit(sctlr, SCTLR.EPAN), pamax=features.pa_range_bits,
         lower=lower, upper=upper, pie=pie,

@@ -142,7 +142,7 @@ def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
     for d in dirs:
         if not d.is_dir():
             continue
-        for f in sorted(d.glob("*.yaml")):
+        for f in sorted(d.rglob("*.yaml")):
             try:
                 text = f.read_text(encoding="utf-8")
             except OSError:

@@ -34,9 +34,11 @@ def normalize(text: str) -> str:
 def last_rule(trace: tuple[TraceStep, ...]) -> str:
     """The rule of the last trace step that names one (else its kind).
 
-    A successful translation always ends in AArch64.EncodePAR, so the way
-    there is added: stage 1 disabled or walked, SCTLR_ELx.C = 0 making
-    Normal memory Non-cacheable, stage 2 applied to the output."""
+    The way there is added: why stage 1 was disabled (SCTLR_ELx.M,
+    HCR_EL2.TGE or DC), and for a successful translation (always ending in
+    AArch64.EncodePAR) whether stage 1 was walked, SCTLR_ELx.C = 0 made
+    Normal memory Non-cacheable, stage 2 applied to the output, with
+    HCR_EL2.FWB. Two causes of one rule are two findings."""
     rule = ""
     for step in reversed(trace):
         if step.rule:
@@ -44,15 +46,22 @@ def last_rule(trace: tuple[TraceStep, ...]) -> str:
             break
     else:
         return normalize(trace[-1].what) if trace else ""
-    if trace and trace[-1].what == "output":
-        path = ["S1 off" if any(s.what == "disabled" for s in trace) else "S1 walk"]
+    off = next((s for s in trace if s.what == "disabled"), None)
+    path = [] if off is None else [f"S1 off ({_cause(off)})"]
+    if trace[-1].what == "output":
+        path = path or ["S1 walk"]
         if any(s.what == "attrs" for s in trace):
             path.append("C=0")
         if any(s.stage == 2 and s.what == "start" and str(s.text).startswith("IPA")
                for s in trace):
-            path.append("S2")
-        rule += f" [{', '.join(path)}]"
-    return rule
+            path.append("S2 FWB" if any(s.what == "fwb" for s in trace) else "S2")
+    return f"{rule} [{', '.join(path)}]" if path else rule
+
+
+def _cause(step: TraceStep) -> str:
+    """The control named in a "stage 1 disabled" step: "...disabled (X): ..."."""
+    text = str(step.text)
+    return normalize(text[text.find("(") + 1:text.find(")")]) if "(" in text else ""
 
 
 @dataclass(frozen=True, order=True)
@@ -116,7 +125,16 @@ def signature(outcome: Outcome, got: ProbeResult, model: AtResult) -> Signature 
     return Signature(outcome.kind.value, outcome.op, fields, last_rule(model.trace))
 
 
+_ASSERTION = re.compile(r"(\w+): Assertion (.+) failed")
+
+
 def target_error_signature(message: str) -> Signature:
-    """A whole case the target could not run (a crash, a hang)."""
-    head = message.splitlines()[0] if message else "target error"
-    return Signature("target-error", "*", (), normalize(head)[:120])
+    """A whole case the target could not run (a crash, a hang): the first
+    line of the error, and the assertion QEMU printed when it aborted on
+    one (the same signal is many bugs, one assertion is one)."""
+    lines = message.splitlines() if message else ["target error"]
+    head = lines[0]
+    failed = next((m for m in map(_ASSERTION.search, reversed(lines)) if m), None)
+    if failed:
+        head += f": {failed.group(1)}: Assertion {failed.group(2)} failed"
+    return Signature("target-error", "*", (), normalize(head)[:160])

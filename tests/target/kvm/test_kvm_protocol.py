@@ -22,6 +22,7 @@ from xcheck.target.kvm.protocol import (
     ProtocolError,
     job_lines,
     parse_answer,
+    shared_job_lines,
 )
 from xcheck.target.kvm.session import parse_banner
 from xcheck.target.kvm.target import KvmTarget, guest_hypervisor_for
@@ -49,6 +50,29 @@ def test_job_lines_leave_out_long_zero_runs_and_split_long_blocks() -> None:
         f"READ 0x{GUEST_RAM_BASE:x} 16",
         "RUN 30000",
     ]
+
+
+def test_shared_memory_jobs_put_the_blocks_one_after_another() -> None:
+    data = b"\x11" * 8 + bytes(200) + b"\x22" * 3
+    job = Job("s1", "vhe", [(GUEST_RAM_BASE, data)], GUEST_RAM_BASE, [(GUEST_RAM_BASE, 16)])
+    lines, blob = shared_job_lines(job, 1 << 20)
+    assert blob == b"\x11" * 8 + b"\x22" * 3
+    assert [ln for ln in lines if ln.startswith("MEM")] == [
+        f"MEMS 0x{GUEST_RAM_BASE:x} 8", f"MEMS 0x{GUEST_RAM_BASE + 208:x} 3"]
+    assert lines[0] == "JOB s1 vhe" and lines[-2:] == [f"READ 0x{GUEST_RAM_BASE:x} 16",
+                                                       "RUN 30000"]
+    with pytest.raises(ProtocolError, match="exceeds the shared memory"):
+        shared_job_lines(job, 10)
+
+
+def test_sdata_lines_read_the_shared_memory() -> None:
+    shared = bytes(32) + bytes(range(1, 17))
+    ans = parse_answer("s1", ["RESULT s1 ok run_us=5", f"SDATA 0x{GUEST_RAM_BASE:x} 16 32",
+                              "END s1"], [(GUEST_RAM_BASE, 16)], shared)
+    assert ans.data == {GUEST_RAM_BASE: bytes(range(1, 17))}
+    with pytest.raises(ProtocolError, match="outside the shared memory"):
+        parse_answer("s1", ["RESULT s1 ok", f"SDATA 0x{GUEST_RAM_BASE:x} 16 40"],
+                     [(GUEST_RAM_BASE, 16)], shared)
 
 
 def test_short_zero_runs_are_sent() -> None:
@@ -120,6 +144,8 @@ def test_banner() -> None:
     )
     assert (b.protocol, b.kernel) == (1, "7.3.4+deb13-arm64")
     assert b.caps == {"el2": 1, "e2h0": 0, "ipa": 52}
+    assert b.shared == 0 and parse_banner("HELLO xcheck-agent 2\nINFO shm 16777216\n").shared \
+        == 16 << 20
     assert b.kvm == ("kvm [1]: VHE+NV2 mode initialized successfully",)
     assert parse_banner("HELLO xcheck-agent 1\nINFO nokvm errno=2\n").nokvm == "errno=2"
 

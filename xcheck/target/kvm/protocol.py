@@ -4,6 +4,7 @@ The grammar (agent/xcheck-agent.c has the agent's side):
 
     JOB <id> <vhe|nvhe>      a job: a new VM (this EL2, a vGICv3), zeroed RAM
     MEM <addr> <hex>         bytes stored into guest RAM before the run
+    MEMS <addr> <len>        the next <len> bytes of the shared memory, likewise
     REG x<n>|sp_el1 <value>  a core register set before the run
     ENTRY <pc>               where the vCPU starts (PSTATE = EL2h, DAIF masked)
     READ <addr> <len>        a RAM range sent back after the run
@@ -12,14 +13,20 @@ The grammar (agent/xcheck-agent.c has the agent's side):
     RESULT <id> ok <k=v ...> | RESULT <id> error <reason>
     OUT <offset> <value>     a store the program made to the exit page
     DATA <addr> <hex>        part of a READ range (runs of zeros are left out)
+    SDATA <addr> <len> <off> a whole READ range, at <off> in the shared memory
     KLOG <level> <text>      a kernel warning (or worse) logged during the job
     END <id>
 
-Everything here is pure (no I/O), so it is tested without QEMU.
+With shared memory (an ivshmem-plain device the agent maps, its banner says
+``INFO shm <size>``) the job's memory goes there, one block after another from
+offset 0, and the READ ranges come back there: the console, about 8 KB/s under
+TCG, then carries only the short lines. Everything here is pure (no I/O), so
+it is tested without QEMU.
 """
 
 from __future__ import annotations
 
+import mmap
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,27 +100,53 @@ def _nonzero_runs(addr: int, data: bytes) -> Iterable[tuple[int, bytes]]:
 
 
 def job_lines(job: Job) -> list[str]:
-    """The lines that send ``job`` (each without its newline)."""
+    """The lines that send ``job`` (each without its newline), its memory as
+    MEM lines of hex."""
+    lines = [_job_line(job)]
+    for a, piece in _pieces(job):
+        for k in range(0, len(piece), MEM_CHUNK):
+            lines.append(f"MEM 0x{a + k:x} {piece[k : k + MEM_CHUNK].hex()}")
+    return lines + _run_lines(job)
+
+
+def shared_job_lines(job: Job, capacity: int) -> tuple[list[str], bytes]:
+    """The lines that send ``job`` with its memory in the shared memory
+    (MEMS lines), and the bytes to put there first, from offset 0."""
+    lines = [_job_line(job)]
+    blob = bytearray()
+    for a, piece in _pieces(job):
+        lines.append(f"MEMS 0x{a:x} {len(piece)}")
+        blob += piece
+    if len(blob) > capacity:
+        raise ProtocolError(f"the job's memory ({len(blob)} bytes) exceeds the shared "
+                            f"memory ({capacity} bytes)")
+    return lines + _run_lines(job), bytes(blob)
+
+
+def _job_line(job: Job) -> str:
     if not _ID.match(job.id):
         raise ProtocolError(f"job id {job.id!r}: 1-64 letters, digits, '-', '_' or '.'")
     if job.mode not in MODES:
         raise ProtocolError(f"job mode {job.mode!r}: expected one of {', '.join(MODES)}")
+    return f"JOB {job.id} {job.mode}"
+
+
+def _pieces(job: Job) -> Iterable[tuple[int, bytes]]:
+    """The job's memory without its long runs of zeros (job RAM starts zeroed)."""
     end = GUEST_RAM_BASE + GUEST_RAM_SIZE
-    lines = [f"JOB {job.id} {job.mode}"]
     for addr, data in job.memory:
         if addr < GUEST_RAM_BASE or addr + len(data) > end:
             raise ProtocolError(
                 f"memory at 0x{addr:x} (+{len(data)} bytes) is outside the VM's RAM "
                 f"0x{GUEST_RAM_BASE:x}-0x{end:x}"
             )
-        for a, piece in _nonzero_runs(addr, bytes(data)):
-            for k in range(0, len(piece), MEM_CHUNK):
-                lines.append(f"MEM 0x{a + k:x} {piece[k : k + MEM_CHUNK].hex()}")
-    for name, value in job.regs.items():
-        lines.append(f"REG {name} 0x{value:x}")
+        yield from _nonzero_runs(addr, bytes(data))
+
+
+def _run_lines(job: Job) -> list[str]:
+    lines = [f"REG {name} 0x{value:x}" for name, value in job.regs.items()]
     lines.append(f"ENTRY 0x{job.entry:x}")
-    for addr, size in job.reads:
-        lines.append(f"READ 0x{addr:x} {size}")
+    lines += [f"READ 0x{addr:x} {size}" for addr, size in job.reads]
     lines.append(f"RUN {job.timeout_ms}")
     return lines
 
@@ -126,10 +159,12 @@ def _int(text: str, line: str) -> int:
 
 
 def parse_answer(
-    job_id: str, lines: Iterable[str], reads: Sequence[tuple[int, int]] = ()
+    job_id: str, lines: Iterable[str], reads: Sequence[tuple[int, int]] = (),
+    shared: bytes | bytearray | mmap.mmap | None = None,
 ) -> Answer:
     """Parse the lines from ``RESULT`` to ``END`` of the job that asked for
-    ``reads`` (other lines, e.g. kernel console noise, are ignored)."""
+    ``reads`` (other lines, e.g. kernel console noise, are ignored);
+    ``shared``: the shared memory, where SDATA lines point."""
     error: str | None = None
     stats: dict[str, int] = {}
     out: dict[int, int] = {}
@@ -159,6 +194,14 @@ def parse_answer(
                 pieces.append((_int(where, line), bytes.fromhex(hexdata)))
             except ValueError:
                 raise ProtocolError(f"bad hex in agent line {line[:80]!r}") from None
+        elif word == "SDATA":
+            words = rest.split()
+            if len(words) != 3:
+                raise ProtocolError(f"unexpected agent line {line!r}")
+            addr, length, start = (_int(w, line) for w in words)
+            if shared is None or start + length > len(shared):
+                raise ProtocolError(f"agent line {line!r} points outside the shared memory")
+            pieces.append((addr, bytes(shared[start : start + length])))
         elif word == "KLOG":
             klog.append(rest)
     if error is None:

@@ -1,6 +1,10 @@
 """One QEMU running the guest Linux whose /init is the agent, and the
 conversation with the agent over the serial console.
 
+Bulk data (a job's memory, the ranges read back) goes through shared memory
+instead: a file in the private directory, mapped here and offered to the
+guest as an ivshmem-plain PCI device whose BAR the agent maps.
+
 The console is a unix socket in a private temporary directory (QEMU waits
 for the connection before it starts the guest, so no output is lost); pexpect
 reads it. QEMU's stderr goes to a file kept for error reports. QEMU runs as a
@@ -9,6 +13,7 @@ child that dies with xcheck (xcheck.target.process).
 
 from __future__ import annotations
 
+import mmap
 import os
 import select
 import shutil
@@ -25,10 +30,19 @@ import pexpect
 import pexpect.fdpexpect
 
 from xcheck.target.errors import QemuLaunchError, TargetError
-from xcheck.target.kvm.protocol import Answer, Job, ProtocolError, job_lines, parse_answer
+from xcheck.target.kvm.protocol import (
+    Answer,
+    Job,
+    ProtocolError,
+    job_lines,
+    parse_answer,
+    shared_job_lines,
+)
 from xcheck.target.process import spawn, stop
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
+SHARED_SIZE = 16 << 20
+"""Bytes of shared memory (a power of two, as ivshmem wants)."""
 PANIC = "Kernel panic"
 CONSOLE_TAIL = 1500
 """Characters of console output quoted when the guest goes astray."""
@@ -47,11 +61,13 @@ class Banner:
     """The kernel's own "kvm [1]: ... initialized" lines."""
     nokvm: str = ""
     """Why /dev/kvm could not be opened, if it could not."""
+    shared: int = 0
+    """Bytes of shared memory the agent mapped (0: none, hex on the console)."""
 
 
 def parse_banner(text: str) -> Banner:
     """The lines from HELLO up to READY."""
-    protocol, kernel, nokvm = 0, "", ""
+    protocol, kernel, nokvm, shared = 0, "", "", 0
     caps: dict[str, int] = {}
     kvm: list[str] = []
     for raw in text.splitlines():
@@ -68,7 +84,9 @@ def parse_banner(text: str) -> Banner:
             kvm.append(" ".join(words[2:]))
         elif words[:2] == ["INFO", "nokvm"]:
             nokvm = " ".join(words[2:])
-    return Banner(protocol, kernel, caps, tuple(kvm), nokvm)
+        elif words[:2] == ["INFO", "shm"] and len(words) == 3 and words[2].isdigit():
+            shared = int(words[2])
+    return Banner(protocol, kernel, caps, tuple(kvm), nokvm, shared)
 
 
 def qemu_kvm_argv(
@@ -102,6 +120,15 @@ def qemu_kvm_argv(
     ]  # fmt: skip
 
 
+def shared_memory_args(path: Path, size: int = SHARED_SIZE) -> list[str]:
+    """QEMU options that offer the file ``path`` (``size`` bytes) to the guest
+    as an ivshmem-plain PCI device; QEMU and xcheck both map the file."""
+    return [
+        "-object", f"memory-backend-file,id=xcheck-shm,mem-path={path},size={size},share=on",
+        "-device", "ivshmem-plain,memdev=xcheck-shm",
+    ]  # fmt: skip
+
+
 class AgentSession:
     """QEMU + guest Linux + agent. ``start`` boots and waits for READY;
     ``run`` sends one job and returns the agent's answer."""
@@ -112,6 +139,8 @@ class AgentSession:
         self._dir = Path(tempfile.mkdtemp(prefix="xcheck-kvm-"))
         self.console = self._dir / "console.sock"
         self._stderr_path = self._dir / "qemu.stderr"
+        self._shared_path = self._dir / "shared"
+        self._shared: mmap.mmap | None = None
         self._proc: subprocess.Popen[bytes] | None = None
         self._sock: socket.socket | None = None
         self._io: pexpect.fdpexpect.fdspawn[str] | None = None
@@ -124,7 +153,9 @@ class AgentSession:
         """Launch QEMU, connect the console, wait for the agent's READY.
         Raises QemuLaunchError (with QEMU's stderr) when that fails."""
         t0 = time.monotonic()
-        self.argv = self._argv_for(self.console)
+        with open(self._shared_path, "wb") as f:
+            f.truncate(SHARED_SIZE)
+        self.argv = self._argv_for(self.console) + shared_memory_args(self._shared_path)
         with open(self._stderr_path, "wb") as err:
             try:
                 self._proc = spawn(self.argv, stderr=err)
@@ -146,6 +177,9 @@ class AgentSession:
                 f"the agent speaks protocol {self.banner.protocol}, not {PROTOCOL_VERSION} "
                 "(rebuild it: python -m xcheck.target.kvm setup)"
             )
+        if self.banner.shared:
+            with open(self._shared_path, "r+b") as f:
+                self._shared = mmap.mmap(f.fileno(), min(self.banner.shared, SHARED_SIZE))
         self.boot_s = time.monotonic() - t0
         return self.banner
 
@@ -170,6 +204,9 @@ class AgentSession:
             self._sock.close()
             self._sock = None
         self._io = None
+        if self._shared is not None:
+            self._shared.close()
+            self._shared = None
         stop(self._proc)
         self._proc = None
         shutil.rmtree(self._dir, ignore_errors=True)
@@ -268,7 +305,12 @@ class AgentSession:
         line and should exceed the job's own timeout (the agent answers a
         hung program with a timeout error, then goes on serving)."""
         try:
-            text = "\n".join(job_lines(job)) + "\n"
+            if self._shared is not None:
+                lines, blob = shared_job_lines(job, len(self._shared))
+                self._shared[: len(blob)] = blob
+            else:
+                lines = job_lines(job)
+            text = "\n".join(lines) + "\n"
         except ProtocolError as err:
             raise TargetError(f"cannot send the job: {err}") from None
         self._send(text, time.monotonic() + answer_timeout + len(text) / 20_000)
@@ -283,6 +325,6 @@ class AgentSession:
         self._expect([rf"\nEND {job.id}\r?\n"], deadline)
         body = "RESULT " + job.id + " " + self._before()
         try:
-            return parse_answer(job.id, body.splitlines(), job.reads)
+            return parse_answer(job.id, body.splitlines(), job.reads, self._shared)
         except ProtocolError as err:
             raise TargetError(f"garbled answer from the agent: {err}") from None

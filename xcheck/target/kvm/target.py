@@ -146,6 +146,8 @@ class KvmTarget:
         self.last_stats: Mapping[str, int] = {}
         self.readbacks: list[Readback] = []
         """The watched words read back by the last :meth:`run` (one per job)."""
+        self.vcpu_seconds = 0.0
+        """The jobs' vCPU run time (the agent's run_us): AT emulated by KVM."""
         self._session: AgentSession | None = None
         self._ids = itertools.count(1)
 
@@ -246,6 +248,7 @@ class KvmTarget:
         )
         answer = self.session.run(job, seconds + ANSWER_SLACK)
         self.last_stats = answer.stats
+        self.vcpu_seconds += answer.stats.get("run_us", 0) / 1e6
         if answer.error.startswith("full") or self._full(answer.stats):
             self._retire_guest()
         return answer
