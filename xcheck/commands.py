@@ -14,6 +14,7 @@ from xcheck.check import DEFAULT_RAM_SIZE, check_scenario, load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
 from xcheck.model import run_model
 from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report import sigint_deferred
 from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
@@ -83,11 +84,12 @@ def run_command(
                 if isinstance(event, CannotTest):
                     cannot = event.reason
                     continue
-                for o in event:
-                    outcomes.append(o)
-                    term.add(o)
-                    if jsonl:
-                        jsonl.add(o)
+                with sigint_deferred():
+                    for o in event:
+                        outcomes.append(o)
+                        term.add(o)
+                        if jsonl:
+                            jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
             _write_reports(outcomes, profile.name, cannot, junit_path, html_path)

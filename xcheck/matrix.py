@@ -27,6 +27,7 @@ from rich.console import Console
 from xcheck.check import load_all, select
 from xcheck.keyword import KeywordError, compile_keyword
 from xcheck.outcome import ExitCode, Outcome, exit_code, target_version
+from xcheck.report import sigint_deferred
 from xcheck.report.html import write_html
 from xcheck.report.jsonl import JsonLinesReport
 from xcheck.report.junit import write_junit
@@ -203,12 +204,13 @@ def run_matrix(
                     if isinstance(event, CannotTest):
                         run.cannot = event.reason
                         continue
-                    for o in event:
-                        o = replace(o, target=run.target.label)
-                        run.outcomes.append(o)
-                        term.add(o)
-                        if jsonl:
-                            jsonl.add(o)
+                    with sigint_deferred():
+                        for o in event:
+                            o = replace(o, target=run.target.label)
+                            run.outcomes.append(o)
+                            term.add(o)
+                            if jsonl:
+                                jsonl.add(o)
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]: results so far are kept")
             _write_reports(runs, invalid, junit_path, html_path)
