@@ -84,3 +84,15 @@ def test_qemu11_cpu_models_end_explained(qemu11: str, tmp_path: Path) -> None:
     assert not _not_fine(lines)
     assert code == ExitCode.OK
     assert {d["target_version"].split(".")[0] for d in lines} == {"11"}
+
+
+@pytest.mark.qemu
+def test_cpu_all_lists_the_aarch64_models_the_virt_machine_takes(qemu_profile: Profile) -> None:
+    from xcheck.target.qemu import cpu_models
+
+    models = cpu_models(qemu_profile.executable)
+    assert {"max", "cortex-a57", "a64fx"} <= set(models)
+    assert not {"cortex-a15", "cortex-m3", "arm926"} & set(models)  # no AArch64 state
+    q11 = load_profile("qemu11").executable
+    if Path(q11).is_file():  # 11.1 lists cortex-a78ae, which the virt machine refuses
+        assert "cortex-a78ae" not in cpu_models(q11) and "cortex-a710" in cpu_models(q11)

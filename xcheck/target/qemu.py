@@ -56,8 +56,10 @@ AARCH32_CORES = ("cortex-a7", "cortex-a8", "cortex-a9", "cortex-a15", "cortex-a1
 
 
 def cpu_models(binary: str, timeout: float = 10.0) -> list[str]:
-    """The AArch64 CPU models ``binary`` offers on the virt machine (its
-    ``-cpu help``, without the AArch32-only ones)."""
+    """The AArch64 CPU models ``binary`` offers on the virt machine: its
+    ``-cpu help`` without the AArch32-only ones, each checked by building the
+    machine once (``dumpdtb`` makes QEMU exit right after; the virt machine
+    refuses models it does not support, e.g. 11.1's cortex-a78ae)."""
     exe = shutil.which(binary) or binary
     try:
         out = subprocess.run(
@@ -67,7 +69,19 @@ def cpu_models(binary: str, timeout: float = 10.0) -> list[str]:
     except (OSError, subprocess.TimeoutExpired) as err:
         raise QemuLaunchError(f"cannot list the CPU models of {binary!r}: {err}") from None
     names = [line.split()[0] for line in out.stdout.splitlines()[1:] if line.strip()]
-    return [n for n in names if not n.startswith(AARCH32_ONLY) and n not in AARCH32_CORES]
+    return [n for n in names if not n.startswith(AARCH32_ONLY) and n not in AARCH32_CORES
+            and _virt_accepts(exe, n, timeout)]
+
+
+def _virt_accepts(exe: str, cpu: str, timeout: float) -> bool:
+    try:
+        return subprocess.run(
+            [exe, "-machine", "virt,dumpdtb=/dev/null", "-cpu", cpu, "-nodefaults",
+             "-display", "none"],
+            capture_output=True, timeout=timeout, check=False,
+        ).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
