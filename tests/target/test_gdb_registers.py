@@ -6,30 +6,21 @@ xcheck reads raw values so that 7.2, 10.0 and 11.x read alike.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 
 import pytest
+from qemuprofiles import PROFILES, installed_profile
 
-from xcheck.target.errors import ProfileError
 from xcheck.target.gdb import GdbError
-from xcheck.target.profile import load_profile
 from xcheck.target.stub import AttachedQemu
 
 pytestmark = pytest.mark.qemu
 
-PROFILES = ("tcg-max", "qemu10", "qemu11")
 
 
 @pytest.fixture(scope="module", params=PROFILES)
 def stub(request: pytest.FixtureRequest) -> Iterator[AttachedQemu]:
-    try:
-        prof = load_profile(request.param)
-    except ProfileError as err:
-        pytest.skip(f"profile {request.param}: {err}")
-    lacking = [b for b in (prof.executable, prof.gdb) if shutil.which(b) is None]
-    if lacking:
-        pytest.skip(f"profile {request.param}: not installed: {', '.join(lacking)} (make test)")
+    prof = installed_profile(request.param)
     attached = AttachedQemu(prof)
     attached.start()
     try:

@@ -10,11 +10,11 @@ known) and leaves the stage 1 descriptors alone.
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from qemuprofiles import PROFILES, installed_profile
 
 from xcheck.arch.memory import MemoryImage
 from xcheck.check import check_scenario
@@ -22,26 +22,17 @@ from xcheck.machine import RAM_BASE, word_spans
 from xcheck.outcome import FAILING, Kind
 from xcheck.scenario.loader import load_scenario
 from xcheck.scenario.versions import parse_version
-from xcheck.target.errors import ProfileError
 from xcheck.target.guest import QemuTarget
-from xcheck.target.profile import load_profile
 
 pytestmark = pytest.mark.qemu
 
-PROFILES = ("tcg-max", "qemu10", "qemu11")
 SCENARIOS = Path(__file__).resolve().parents[2] / "scenarios" / "access-flag"
 AF = 1 << 10
 
 
 @pytest.fixture(scope="module", params=PROFILES)
 def qemu(request: pytest.FixtureRequest) -> Iterator[QemuTarget]:
-    try:
-        prof = load_profile(request.param)
-    except ProfileError as err:
-        pytest.skip(f"profile {request.param}: {err}")
-    lacking = [b for b in (prof.executable, prof.gdb) if shutil.which(b) is None]
-    if lacking:
-        pytest.skip(f"profile {request.param}: not installed: {', '.join(lacking)} (make test)")
+    prof = installed_profile(request.param)
     with QemuTarget(prof) as target:
         yield target
 
