@@ -6,15 +6,12 @@ matches the model or is a recorded known divergence."""
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-
-from xcheck.target.errors import ProfileError
-from xcheck.target.profile import load_profile
+from qemuprofiles import installed_profile
 
 pytestmark = pytest.mark.qemu
 
@@ -24,13 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.parametrize(("profile", "has_ats1a"),
                          [("tcg-max", False), ("qemu10", False), ("qemu11", True)])
 def test_ats1a_and_s2pie_folders(profile: str, has_ats1a: bool, tmp_path: Path) -> None:
-    try:
-        prof = load_profile(profile)
-    except ProfileError as err:
-        pytest.skip(f"profile {profile}: {err}")
-    lacking = [b for b in (prof.executable, prof.gdb) if shutil.which(b) is None]
-    if lacking:
-        pytest.skip(f"profile {profile}: not installed: {', '.join(lacking)} (make test)")
+    installed_profile(profile)
     out = tmp_path / "out.jsonl"
     r = subprocess.run([sys.executable, "-m", "xcheck.cli", "run", "--config", profile,
                         "scenarios/ats1a", "scenarios/s2pie", "--json", str(out)],

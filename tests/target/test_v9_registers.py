@@ -10,15 +10,12 @@ probe still runs.
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
+from qemuprofiles import installed_profile
 
 from xcheck.arch.par import decode_par
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
-from xcheck.target.errors import ProfileError
 from xcheck.target.guest import QemuTarget
-from xcheck.target.profile import Profile, load_profile
 
 pytestmark = pytest.mark.qemu
 
@@ -29,24 +26,13 @@ VALUES = {
 }
 
 
-def _profile(name: str) -> Profile:
-    try:
-        prof = load_profile(name)
-    except ProfileError as err:
-        pytest.skip(f"profile {name}: {err}")
-    lacking = [b for b in (prof.executable, prof.gdb) if shutil.which(b) is None]
-    if lacking:
-        pytest.skip(f"profile {name}: not installed: {', '.join(lacking)} (make test)")
-    return prof
-
-
 def _setup() -> MachineSetup:
     regs = {**sysreg_defaults(), **VALUES}
     return MachineSetup(regs, {}, (Probe(AtOp.S1E1R, RAM_BASE, 2),))
 
 
 def test_harness_writes_the_v9_registers_qemu11() -> None:
-    with QemuTarget(_profile("qemu11")) as t:
+    with QemuTarget(installed_profile("qemu11")) as t:
         (par,) = t.run(_setup())
         assert isinstance(par, int) and decode_par(par)["F"] == 0
         for name, value in VALUES.items():
@@ -54,6 +40,6 @@ def test_harness_writes_the_v9_registers_qemu11() -> None:
 
 
 def test_harness_leaves_them_alone_without_the_features_qemu10() -> None:
-    with QemuTarget(_profile("qemu10")) as t:
+    with QemuTarget(installed_profile("qemu10")) as t:
         (par,) = t.run(_setup())
         assert isinstance(par, int) and decode_par(par)["F"] == 0

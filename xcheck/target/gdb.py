@@ -266,7 +266,7 @@ class Gdb:
     def write_reg(self, name: str, value: int) -> None:
         """Write a register through gdb (assignment works for every type QEMU
         7.2 to 11.x give, flags-typed cpsr included)."""
-        self.command(f"-gdb-set var ${name}=0x{value & ((1 << 64) - 1):x}")
+        self.write_regs({name: value})
 
     def write_memory(self, addr: int, data: bytes) -> None:
         """Write ``data`` at ``addr``."""

@@ -140,10 +140,9 @@ class SharedRam:
         return self.base <= addr and addr + n <= self.base + self.size
 
     def _span(self, addr: int, n: int) -> slice:
-        off = addr - self.base
-        if off < 0 or off + n > self.size or self._map is None:
+        if not self.holds(addr, n) or self._map is None:
             raise TargetError(f"0x{addr:x}+{n} is outside the guest's RAM")
-        return slice(off, off + n)
+        return slice(addr - self.base, addr - self.base + n)
 
     def read(self, addr: int, n: int) -> bytes:
         assert self._map is not None
