@@ -35,7 +35,7 @@ from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
 from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
-from xcheck.machine import AtOp
+from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
 
@@ -55,8 +55,9 @@ class ArchState:
     el10_secure: S1RegimeParams
     el: int = 1
     pan: bool = False
-    secure: bool = False
-    """At EL3: SCR_EL3.NS == 0 (the Secure state's regimes for EL1 and EL2 ops)."""
+    space: SecurityState = SecurityState.NONSECURE
+    """The Security state the AT runs in (at EL3: the one SCR_EL3.{NSE, NS}
+    selects for the EL1 and EL2 operations)."""
     _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -77,12 +78,14 @@ class ArchState:
             el=el, pan=pan,
         )
 
-    def with_pstate(self, el: int, pan: bool, secure: bool = False) -> ArchState:
-        return replace(self, el=el, pan=pan, secure=secure, _routes={})
+    def with_pstate(self, el: int, pan: bool,
+                    space: SecurityState = SecurityState.NONSECURE) -> ArchState:
+        return replace(self, el=el, pan=pan, space=space, _routes={})
 
-    def regime(self, regime: Regime, secure: bool = False) -> S1RegimeParams:
+    def regime(self, regime: Regime,
+               space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
         if regime is Regime.EL10:
-            return self.el10_secure if secure else self.el10
+            return self.el10_secure if space is SecurityState.SECURE else self.el10
         if regime is Regime.EL3:
             return self.el3
         return self.el2 if regime is Regime.EL2 else self.el20
@@ -91,7 +94,7 @@ class ArchState:
         """The op's routing at this EL, and the access it makes (memoized)."""
         cached = self._routes.get(op)
         if cached is None:
-            r = route(op, self.el, self.hcr, self.features, self.secure)
+            r = route(op, self.el, self.hcr, self.features, self.space)
             acc = None
             if isinstance(r, AtRoute):
                 acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
@@ -170,8 +173,9 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                "write: no stage 1 permission check (CreateAccDescAT, "
                                "AArch64.S1CheckPermissions; C5.4.7)",
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
-    rp = state.regime(r.regime, r.secure)
-    s2_walks = (state.s2 if r.regime is Regime.EL10 and not r.secure and state.s2.enabled
+    rp = state.regime(r.regime, r.space)
+    nonsecure = r.space is SecurityState.NONSECURE
+    s2_walks = (state.s2 if r.regime is Regime.EL10 and nonsecure and state.s2.enabled
                 else None)
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
     s1_out = out
@@ -204,7 +208,7 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
     nse = out.nse if rp.root else None
     par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
     success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
-    if r.secure:
+    if not nonsecure:
         success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
         if state.features.rme and not rp.root:
             success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES
