@@ -27,8 +27,7 @@ def arch_states(setup: MachineSetup, features: Features, el: int, pan: bool) -> 
     states = [base]
     for choice in IMPDEF_VARIANTS:
         st = ArchState.from_sysregs(setup.sysregs, features, el, pan, impdef=choice)
-        if all((st.el10, st.el2, st.el20, st.s2, st.el3, st.el10_secure)
-               != (o.el10, o.el2, o.el20, o.s2, o.el3, o.el10_secure) for o in states):
+        if all(st.decoded != o.decoded for o in states):
             states.append(st)
     return states
 

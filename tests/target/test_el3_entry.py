@@ -50,7 +50,8 @@ def test_program_starts_at_el3_drops_to_el2_and_ends_by_smc() -> None:
     seg_e3 = seg_e3[: seg_e3.index("eret") + 1]
     msrs = [line.split()[1].rstrip(",") for line in seg_e3 if line.startswith("msr")]
     assert msrs == ["vbar_el3", "scr_el3", "cptr_el3", "sctlr_el2", "tcr_el3", "ttbr0_el3",
-                    "mair_el3", "sctlr_el3", "spsr_el3", "elr_el3"]  # SCTLR_EL3 after the TLBI
+                    "mair_el3", "vsttbr_el2", "vstcr_el2", "sctlr_el3", "spsr_el3",
+                    "elr_el3"]  # SCTLR_EL3 after the TLBI; Secure stage 2 (FEAT_SEL2) at EL3
     assert seg_e3.index("tlbi alle3") < seg_e3.index("msr sctlr_el3, x1")
     assert "mov x1, #0x3c9" in seg_e3  # SPSR_EL3.M = EL2h
     tail = listing(p, p.end, p.stop - HARNESS_PA + 4)

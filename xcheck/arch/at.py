@@ -34,7 +34,14 @@ from xcheck.arch.regime import AtRoute, HcrState, NotExecuted, Regime, route
 from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
-from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
+from xcheck.arch.walkparams import (
+    ImpDef,
+    S1RegimeParams,
+    S2TTWParams,
+    s1_regime_params,
+    s2_params,
+    secure_el2_enabled,
+)
 from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
@@ -53,6 +60,14 @@ class ArchState:
     s2: S2TTWParams
     el3: S1RegimeParams
     el10_secure: S1RegimeParams
+    el2_secure: S1RegimeParams
+    el20_secure: S1RegimeParams
+    ss2_nonsecure_ipa: S2TTWParams
+    """Stage 2 of a Non-secure IPA in the Secure state (VTTBR_EL2, VTCR_EL2.{NSW, NSA})."""
+    ss2_secure_ipa: S2TTWParams
+    """Stage 2 of a Secure IPA (VSTTBR_EL2, VSTCR_EL2)."""
+    eel2: bool = False
+    """EL2 is enabled in the Secure state (secure_el2_enabled)."""
     el: int = 1
     pan: bool = False
     space: SecurityState = SecurityState.NONSECURE
@@ -66,6 +81,7 @@ class ArchState:
                      impdef: ImpDef | None = None) -> ArchState:
         choices = impdef or ImpDef()
         hcr = HcrState.decode(sysregs.get("HCR_EL2", 0), features)
+        secure = SecurityState.SECURE
         return cls(
             features=features, hcr=hcr,
             el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
@@ -73,10 +89,20 @@ class ArchState:
             el20=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices),
             s2=s2_params(sysregs, hcr, features, choices),
             el3=s1_regime_params(Regime.EL3, sysregs, hcr, features, choices),
-            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices,
-                                         secure=True),
-            el=el, pan=pan,
+            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices, secure),
+            el2_secure=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices, secure),
+            el20_secure=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, secure),
+            ss2_nonsecure_ipa=s2_params(sysregs, hcr, features, choices, secure),
+            ss2_secure_ipa=s2_params(sysregs, hcr, features, choices, secure, secure_ipa=True),
+            eel2=secure_el2_enabled(sysregs, features), el=el, pan=pan,
         )
+
+    @property
+    def decoded(self) -> tuple[object, ...]:
+        """Everything decoded from the registers (two states that decode alike
+        answer alike)."""
+        return (self.el10, self.el2, self.el20, self.s2, self.el3, self.el10_secure,
+                self.el2_secure, self.el20_secure, self.ss2_nonsecure_ipa, self.ss2_secure_ipa)
 
     def with_pstate(self, el: int, pan: bool,
                     space: SecurityState = SecurityState.NONSECURE) -> ArchState:
@@ -84,17 +110,27 @@ class ArchState:
 
     def regime(self, regime: Regime,
                space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
-        if regime is Regime.EL10:
-            return self.el10_secure if space is SecurityState.SECURE else self.el10
         if regime is Regime.EL3:
             return self.el3
-        return self.el2 if regime is Regime.EL2 else self.el20
+        secure = space is SecurityState.SECURE
+        if regime is Regime.EL10:
+            return self.el10_secure if secure else self.el10
+        if regime is Regime.EL2:
+            return self.el2_secure if secure else self.el2
+        return self.el20_secure if secure else self.el20
+
+    def stage2(self, space: SecurityState, ipa_ns: bool) -> S2TTWParams:
+        """The stage 2 that translates an IPA of the Non-secure (``ipa_ns``) or
+        Secure IPA space in Security state ``space`` (AArch64.S2Translate)."""
+        if space is not SecurityState.SECURE:
+            return self.s2
+        return self.ss2_nonsecure_ipa if ipa_ns else self.ss2_secure_ipa
 
     def route(self, op: AtOp) -> tuple[AtRoute | NotExecuted, Access | None]:
         """The op's routing at this EL, and the access it makes (memoized)."""
         cached = self._routes.get(op)
         if cached is None:
-            r = route(op, self.el, self.hcr, self.features, self.space)
+            r = route(op, self.el, self.hcr, self.features, self.space, self.eel2)
             acc = None
             if isinstance(r, AtRoute):
                 acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
@@ -175,21 +211,30 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
     rp = state.regime(r.regime, r.space)
     nonsecure = r.space is SecurityState.NONSECURE
-    s2_walks = (state.s2 if r.regime is Regime.EL10 and nonsecure and state.s2.enabled
-                else None)
-    out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
+    if r.space is SecurityState.SECURE and state.eel2 and r.regime is not Regime.EL3:
+        trace.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
+                               "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
+                               rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
+    s2_on = r.regime is Regime.EL10 and state.s2.enabled and (nonsecure or state.eel2)
+    s2_walks = state.stage2(r.space, True) if s2_on else None
+    s2_walks_secure = (state.stage2(r.space, False)
+                       if s2_on and r.space is SecurityState.SECURE else None)
+    out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates, s2_walks_secure)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
         s1 = out
-        out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace, updates)
+        s2_out = state.stage2(r.space, s1.ns)
+        out = s2_translate(s2_out, s1.address, s1.attrs, r.write, False, mem, trace, updates)
         if isinstance(out, Translated) and s1.descriptor_attrs is not None:
-            s2_plain = s2_translate(state.s2, s1.address, s1.descriptor_attrs, r.write,
+            s2_plain = s2_translate(s2_out, s1.address, s1.descriptor_attrs, r.write,
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
                 out = replace(out, descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
     if s2_walks or r.stage12:
         notes += [(0, n) for n in state.s2.notes]
+    if s2_walks_secure is not None or (r.stage12 and r.space is SecurityState.SECURE):
+        notes += [(0, n) for n in state.ss2_secure_ipa.notes]
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
@@ -232,7 +277,8 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))
     if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
-        update = s2_translate(state.s2, s1_out.af_update, None, True, True, mem, [])
+        walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
+        update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
         if isinstance(update, FaultRecord):
             why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
                    "descriptor goes through stage 2 (AArch64.S1Translate, "

@@ -34,6 +34,8 @@ class Rule(Enum):
     REGIME_EL3 = "C5.4.16 TranslationRegime(EL3): AT S1E3* in the EL3 regime (Secure)"
     REGIME_EL10_SECURE = ("AArch64.AT at EL3 with SCR_EL3.NS == 0 and EL2 not enabled: the Secure "
                           "EL1&0 regime, stage 1 only")
+    SECURE_EL2_ENABLED = ("EL2Enabled() in the Secure state: SCR_EL3.EEL2 == 1 with FEAT_SEL2, "
+                          "the Secure EL2, EL2&0 and EL1&0 (with stage 2) regimes")
     AT_ABORT_EXTERNAL = "AArch64.AT: External abort on a walk taken as a Data Abort"
     AT_ABORT_S2_ON_WALK_EL1 = "AArch64.AT: stage 2 fault on the stage 1 walk from EL1 taken"
     ENCODE_PAR = "AArch64.EncodePAR: successful translation"
@@ -97,6 +99,12 @@ class Rule(Enum):
     S2_CONFIG_FAULT = "AArch64.S2Walk: VTCR_EL2 configuration invalid, level 0 fault"
     S2_IPA_OUT_OF_RANGE = "AArch64.IPAIsOutOfRange: IPA above the stage 2 input size"
     S2_START = "AArch64.S2StartLevel: stage 2 walk started"
+    SS2_SECURE_IPA = ("AArch64.SS2TTWParams, AArch64.S2Walk: a Secure IPA, VSTTBR_EL2 and "
+                      "VSTCR_EL2.{T0SZ, SL0, TG0}; tables and output in the PA space "
+                      "VSTCR_EL2.{SW, SA} select")
+    SS2_NONSECURE_IPA = ("AArch64.SS2TTWParams, AArch64.S2Walk: a Non-secure IPA in the Secure "
+                         "state, VTTBR_EL2 and VTCR_EL2; tables and output in the PA space "
+                         "VTCR_EL2.{NSW, NSA} and VSTCR_EL2.{SW, SA} select")
     S2_BASE_ADDRESS_SIZE = "AArch64.S2Walk: VTTBR_EL2 base above the OA size"
     S2_EXTERNAL_ABORT = "FetchDescriptor: stage 2 descriptor read has no memory"
     S2_TABLE = "AArch64.DecodeDescriptorType: stage 2 table descriptor"

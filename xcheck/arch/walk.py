@@ -59,6 +59,9 @@ class Translated:
     nse: bool = False
     """With ``ns``, the output PA space of the Root state's EL3 regime:
     {NSE, NS} = 00 Secure, 01 Non-secure, 10 Root, 11 Realm (DecodePASpace)."""
+    leaf_ns: bool = True
+    """The leaf descriptor was read in the Non-secure (IPA) space: a Secure
+    regime's walk is Secure until a table descriptor's NSTable == 1."""
 
 
 Updates = list[PermittedUpdate] | None
@@ -153,9 +156,13 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
                  mem: PhysMem, trace: list[TraceStep],
-                 updates: Updates = None) -> FaultRecord | Translated:
+                 updates: Updates = None,
+                 s2_secure: S2TTWParams | None = None) -> FaultRecord | Translated:
     """AArch64.S1Translate for an AT access. ``s2`` is given when stage 2
-    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set).
+    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set);
+    in the Secure state with Secure EL2 enabled ``s2_secure`` translates
+    them while the walk is in the Secure IPA space (before any NSTable == 1),
+    ``s2`` after (AArch64.S2Walk: VSTTBR_EL2 or VTTBR_EL2 by the IPA space).
     ``updates`` receives the descriptor updates the architecture permits
     (xcheck.arch.descupdate)."""
     if not rp.enabled:
@@ -197,8 +204,9 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
-        if s2 is not None:
-            out = s2_translate(s2, descaddr, None, False, True, mem, trace, updates)
+        walk_s2 = s2 if ns or s2_secure is None else s2_secure
+        if walk_s2 is not None:
+            out = s2_translate(walk_s2, descaddr, None, False, True, mem, trace, updates)
             if isinstance(out, FaultRecord):
                 return out
             pa = out.address
@@ -251,7 +259,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
                          "(AArch64.S1Walk; D8.5)", trace, Rule.S1_ACCESS_FLAG)
     if not (desc >> 10) & 1:
-        _permit_s1_af(p.ee, descaddr, pa, s2, mem, trace, updates)
+        _permit_s1_af(p.ee, descaddr, pa, walk_s2, mem, trace, updates)
     denied = _s1_leaf_permission(rp, p.hd, desc, two, ap_table, bool(xn_u), bool(xn_p), acc,
                                  trace)
     if denied is not None:
@@ -292,13 +300,14 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
                                cites=Rule.S1_DCACHE_DISABLED))
     af_update = descaddr if not (desc >> 10) & 1 else None
+    leaf_ns = ns
     if rp.secure:
         why = "NS == 1" if desc >> 5 & 1 else ("NSTable == 1 above" if ns else "NS == 0")
         ns = ns or bool(desc >> 5 & 1)
         trace.append(TraceStep(1, "PA space", f"{'Non-secure' if ns else 'Secure'} ({why})",
                                level, rule="AArch64.S1Walk (D8.4.6 R_KZLVM, D8.4.6.1)",
                                cites=Rule.S1_OUTPUT_PASPACE))
-    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse)
+    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse, leaf_ns)
 
 
 def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem: PhysMem,
@@ -384,12 +393,22 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     lsb = (3 - level) * stride + g
     table = p.base
     index = (ipa >> lsb) & ((1 << (p.iasize - lsb)) - 1)
+    if p.space_why:
+        secure_ipa = p.ttbr_name == "VSTTBR_EL2"
+        trace.append(TraceStep(2, "IPA space", f"{'Secure' if secure_ipa else 'Non-secure'} "
+                               f"IPA: {p.ttbr_name}; tables in the "
+                               f"{'Non-secure' if p.walk_ns else 'Secure'} PA space, output in "
+                               f"the {'Non-secure' if p.out_ns else 'Secure'} PA space "
+                               f"({p.space_why})",
+                               rule="AArch64.SS2TTWParams, AArch64.SS2InitialTTWState, "
+                                    "AArch64.SS2OutputPASpace",
+                               cites=Rule.SS2_SECURE_IPA if secure_ipa else Rule.SS2_NONSECURE_IPA))
     trace.append(TraceStep(2, "start", f"{what} 0x{ipa:x}: {1 << (g - 10)}KB granule, "
                            f"T0SZ={p.txsz}, start level {level}"
                            + (f", {index >> stride} concatenated tables" if index >> stride
                               else ""), rule="AArch64.S2StartLevel", cites=Rule.S2_START))
     if (table | (index << 3)) >> p.oasize:
-        return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"VTTBR_EL2 base 0x{table:x} above "
+        return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"{p.ttbr_name} base 0x{table:x} above "
                          f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
                          Rule.S2_BASE_ADDRESS_SIZE)
     while True:
@@ -463,10 +482,10 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                           denied.rule)
         return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
-        return Translated(oa, MemAttrs(0, 0), level)
+        return Translated(oa, MemAttrs(0, 0), level, ns=p.out_ns)
     sh = p.sh if ds else (desc >> 8) & 3
     if p.fwb:
         trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
                                "decides the memory type", rule="AArch64.S2ApplyFWBMemAttrs",
                                cites=Rule.S2_FWB))
-    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level)
+    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level, ns=p.out_ns)
