@@ -39,7 +39,7 @@ from xcheck.machine import (
 )
 from xcheck.scenario.errors import ScenarioError
 from xcheck.scenario.geometry import Geometry, GeometryError, geometry
-from xcheck.scenario.spec import BASE_REGS, Layout, MapEntry, Override
+from xcheck.scenario.spec import BASE_REGS, S2_CONTROL, Layout, MapEntry, Override
 from xcheck.scenario.values import hex_
 
 ADDR48 = (1 << 48) - 1
@@ -139,7 +139,7 @@ class _Build:
             except GeometryError as err:
                 line, fld = self.lay.table_line(base), f"tables.{base}"
                 if base not in dict(self.lay.table_lines):
-                    ctl = "VTCR_EL2" if base == "VTTBR_EL2" else f"TCR_{base[-3:]}"
+                    ctl = S2_CONTROL.get(base, f"TCR_{base[-3:]}")
                     line, fld = self.lay.reg_line(ctl), f"regs.{ctl}"
                 raise self.fail(line, fld, f"{why}, but {err}" if why else str(err)) from None
             t = self.trees[base] = Tree(geo, Table(geo.start_level,

@@ -35,6 +35,7 @@ from xcheck.scenario.scenario import Scenario
 from xcheck.scenario.spec import (
     BASE_REGS,
     DEFAULT_RAM_SIZE,
+    S2_BASES,
     Layout,
     MapEntry,
     Override,
@@ -360,7 +361,7 @@ class _Parser:
         return out, lines
 
     def mapping(self, base: str, n: int, value: Any, line: int) -> MapEntry:
-        s2 = base == "VTTBR_EL2"
+        s2 = base in S2_BASES
         field = f"tables.{base}[{n}]"
         allowed = S2_KEYS if s2 else S1_KEYS
         if isinstance(value, YMap) and s2 and "va" in value:

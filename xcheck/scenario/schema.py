@@ -15,7 +15,7 @@ from xcheck.requires import FEATURE_NAMES
 from xcheck.scenario import loader
 from xcheck.scenario.expect import FAULT_NAMES, RESULTS
 from xcheck.scenario.regfields import NAMED, SH_VALUES, TCR_EL2_FIELDS, TCR_FIELDS, layout
-from xcheck.scenario.spec import BASE_REGS
+from xcheck.scenario.spec import BASE_REGS, S2_BASES
 
 Schema = dict[str, Any]
 
@@ -124,7 +124,7 @@ def json_schema() -> Schema:
         "s2_mapping": _mapping(2),
     }
     tables = {base: {"anyOf": [{"type": "null"}, {"type": "array", "items": _ref(
-        "s2_mapping" if base == "VTTBR_EL2" else "s1_mapping")}]} for base in BASE_REGS}
+        "s2_mapping" if base in S2_BASES else "s1_mapping")}]} for base in BASE_REGS}
     probe = _obj({**sel, "label": {"type": "string"}}, ("op", "va"))
     expect = _obj({**sel, "fault": {"enum": list(FAULT_NAMES)},
                    "level": {"type": "integer", "minimum": -1, "maximum": 3},
