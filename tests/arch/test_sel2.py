@@ -103,6 +103,15 @@ def test_output_pa_space_follows_ss2outputpaspace(ns_ipa: bool, vtcr: int, vstcr
     assert (f["F"], f["PA"] << 12, f["NS"]) == (0, PA_N if ns_ipa else PA_S, ns)
 
 
+def test_a_secure_stage_2_leaf_has_no_ns_bit() -> None:
+    r, t = setup()
+    ss2 = Tables(iasize=40, start_level=1, arena=ARENA_PA + 0x10_0000, words=t.words)
+    assert ss2.root == r["VSTTBR_EL2"]  # the same tree: map() rewrites its leaf
+    ss2.map(IPA, PA_S, flags=S2_RW | 1 << 55)  # bit 55: software use outside the Realm state
+    f = par(AtOp.S12E1R, r, t)
+    assert (f["F"], f["PA"] << 12, f["NS"]) == (0, PA_S, 0)
+
+
 def test_walk_pa_space_follows_sw_and_nsw() -> None:
     from xcheck.arch.at import ArchState
     r, _ = setup(vtcr=VTCR_4K_40 | NSW)

@@ -369,7 +369,10 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
     VTCR_EL2.DS) from VSTCR_EL2 and its base from VSTTBR_EL2; every other
     control (PS, SH0, HA, HD, DS, ...) comes from VTCR_EL2 for both IPA spaces.
     VSTCR_EL2.{SW, SA} and VTCR_EL2.{NSW, NSA} place the walk and the output
-    (AArch64.SS2InitialTTWState, AArch64.SS2OutputPASpace)."""
+    (AArch64.SS2InitialTTWState, AArch64.SS2OutputPASpace); a stage 2
+    descriptor has no NS bit in the Secure state (AArch64.S2NextWalkStateLeaf
+    reads bit 55 as NS only for the Realm state; here it is one of the bits
+    [58:55] reserved for software use)."""
     vtcr = sysregs.get("VTCR_EL2", 0)
     vstcr = sysregs.get("VSTCR_EL2", 0) if features.sel2 else 0
     tcr_name, ttbr_name = ("VSTCR_EL2", "VSTTBR_EL2") if secure_ipa else ("VTCR_EL2", "VTTBR_EL2")
