@@ -37,7 +37,7 @@ from xcheck.arch.gpc import (
 from xcheck.arch.memory import MemoryImage
 from xcheck.arch.par import decode_par, describe_fst
 from xcheck.arch.rules import Rule
-from xcheck.machine import RAM_BASE, AtOp
+from xcheck.machine import RAM_BASE, AtOp, SecurityState
 
 RME = replace(MAX, el3=True, rme=1, sel2=True)
 GPT_L0 = 0x4600_0000
@@ -266,7 +266,8 @@ def test_walk_space_follows_the_regime_nonsecure_stage_2_and_hcr_gpf() -> None:
     assert at(AtOp.S1E1R, VA, sysregs_gpf, mem, el=1, features=RME).kind == "abort"
     assert at(AtOp.S1E1R, VA, sysregs, mem, el=1, features=RME).kind == "par"
     # the Secure EL1&0 regime (at EL3, SCR_EL3.NS == 0) walks in the Secure space
-    state = ArchState.from_sysregs(sysregs, RME, 3, False).with_pstate(3, False, True)
+    state = ArchState.from_sysregs(sysregs, RME, 3, False)
+    state = state.with_pstate(3, False, SecurityState.SECURE)
     assert decode_par(translate(AtOp.S1E1R, VA, state, mem).par)["F"] == 0
 
 

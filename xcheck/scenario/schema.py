@@ -75,7 +75,9 @@ def _selector() -> dict[str, Schema]:
     return {"op": _one_or_list(_ref("op")), "va": _one_or_list(_ref("address")),
             "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag")),
             "space": _one_or_list({"enum": list(loader.SPACES), "description": "the Security "
-                                   "state of a probe at EL3 (SCR_EL3.NS of its AT)"})}
+                                   "state of a probe at EL3: the one SCR_EL3.{NSE, NS} selects "
+                                   "for its AT; root: AT S1E3* with FEAT_RME; realm is not "
+                                   "reachable yet"})}
 
 
 def _mapping(stage: int) -> Schema:
