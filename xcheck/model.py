@@ -9,7 +9,7 @@ from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage
 from xcheck.arch.walkparams import ImpDef
-from xcheck.machine import RAM_BASE, MachineSetup
+from xcheck.machine import RAM_BASE, MachineSetup, SecurityState
 
 IMPDEF_VARIANTS = (
     ImpDef(fault_txsz_below_min=True, fault_txsz_above_max=True),
@@ -37,7 +37,7 @@ def run_model(
     setup: MachineSetup, features: Features, ram_size: int
 ) -> list[AtResult]:
     """Translate every probe of ``setup`` in the model; the registers are
-    decoded once, then re-used with each probe's PSTATE (EL, PAN). Where an
+    decoded once, then re-used with each probe's PSTATE (EL, PAN) and Security state. Where an
     IMPLEMENTATION DEFINED choice (walkparams.ImpDef) changes the decoded
     registers, each result also carries the other choices' answers as
     alternatives the architecture permits."""
@@ -46,13 +46,13 @@ def run_model(
         return []
     first = setup.probes[0]
     decoded = arch_states(setup, features, first.el, first.pan)
-    states: dict[tuple[int, bool, bool], list[ArchState]] = {}
+    states: dict[tuple[int, bool, SecurityState], list[ArchState]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
-        key = (probe.el, probe.pan, probe.secure)
+        key = (probe.el, probe.pan, probe.space)
         variants = states.get(key)
         if variants is None:
-            variants = states[key] = [s.with_pstate(probe.el, probe.pan, probe.secure)
+            variants = states[key] = [s.with_pstate(probe.el, probe.pan, probe.space)
                                       for s in decoded]
         res = translate(probe.op, probe.va, variants[0], mem)
         seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from test_harness import PROBES, listing
 
-from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, SecurityState, sysreg_defaults
 from xcheck.target import el3, harness
 
 QEMU72_MAX = {
@@ -87,10 +87,12 @@ def test_exit_store_is_refused_with_el3() -> None:
 
 
 def test_el3_groups_are_entered_by_smc_and_secure_ones_clear_scr_ns() -> None:
-    probes = (Probe(AtOp.S1E3R, 0x1000, 3), Probe(AtOp.S1E1R, 0x2000, 3, secure=True),
+    probes = (Probe(AtOp.S1E3R, 0x1000, 3),
+              Probe(AtOp.S1E1R, 0x2000, 3, space=SecurityState.SECURE),
               Probe(AtOp.S1E1W, 0x3000, 2))
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, probes), scr_el3=0x531)
-    assert [(g.el, g.secure) for g in p.groups] == [(3, False), (3, True), (2, False)]
+    assert [(g.el, g.space.value) for g in p.groups] == [(3, "nonsecure"), (3, "secure"),
+                                                    (2, "nonsecure")]
     body = listing(p, p.resume, p.end)
     assert body.count("smc #0") == 2 and body.count("eret") == 2
     ats = [ln for ln in body if ln.startswith("at ")]

@@ -17,6 +17,7 @@ from xcheck.arch import attrs, perms
 from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
+from xcheck.arch.gpc import report_as_gpc_exception
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.par import (
     FAULT_MASK,
@@ -35,9 +36,11 @@ from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
 from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
-from xcheck.machine import AtOp
+from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
+HCR_GPF_BIT = 38
+"""HCR_EL2.GPF (D24.2 HCR_EL2, FEAT_RME)."""
 
 
 @dataclass(frozen=True)
@@ -55,8 +58,15 @@ class ArchState:
     el10_secure: S1RegimeParams
     el: int = 1
     pan: bool = False
-    secure: bool = False
-    """At EL3: SCR_EL3.NS == 0 (the Secure state's regimes for EL1 and EL2 ops)."""
+    space: SecurityState = SecurityState.NONSECURE
+    """The Security state the AT runs in (at EL3: the one SCR_EL3.{NSE, NS}
+    selects for the EL1 and EL2 operations)."""
+    hcr_gpf: bool = False
+    """HCR_EL2.GPF (FEAT_RME): a granule protection fault of an AT at EL1 is
+    taken to EL2 (AArch64.AT)."""
+    scr_gpf: bool = False
+    """SCR_EL3.GPF (FEAT_RME): granule protection faults below EL3 are GPC
+    exceptions. The harness runs with SCR_EL3.GPF == 0 (xcheck.target.el3)."""
     _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -75,14 +85,17 @@ class ArchState:
             el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices,
                                          secure=True),
             el=el, pan=pan,
+            hcr_gpf=bool(features.rme) and bool(sysregs.get("HCR_EL2", 0) >> HCR_GPF_BIT & 1),
         )
 
-    def with_pstate(self, el: int, pan: bool, secure: bool = False) -> ArchState:
-        return replace(self, el=el, pan=pan, secure=secure, _routes={})
+    def with_pstate(self, el: int, pan: bool,
+                    space: SecurityState = SecurityState.NONSECURE) -> ArchState:
+        return replace(self, el=el, pan=pan, space=space, _routes={})
 
-    def regime(self, regime: Regime, secure: bool = False) -> S1RegimeParams:
+    def regime(self, regime: Regime,
+               space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
         if regime is Regime.EL10:
-            return self.el10_secure if secure else self.el10
+            return self.el10_secure if space is SecurityState.SECURE else self.el10
         if regime is Regime.EL3:
             return self.el3
         return self.el2 if regime is Regime.EL2 else self.el20
@@ -91,7 +104,7 @@ class ArchState:
         """The op's routing at this EL, and the access it makes (memoized)."""
         cached = self._routes.get(op)
         if cached is None:
-            r = route(op, self.el, self.hcr, self.features, self.secure)
+            r = route(op, self.el, self.hcr, self.features, self.space)
             acc = None
             if isinstance(r, AtRoute):
                 acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
@@ -170,8 +183,9 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                "write: no stage 1 permission check (CreateAccDescAT, "
                                "AArch64.S1CheckPermissions; C5.4.7)",
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
-    rp = state.regime(r.regime, r.secure)
-    s2_walks = (state.s2 if r.regime is Regime.EL10 and not r.secure and state.s2.enabled
+    rp = state.regime(r.regime, r.space)
+    nonsecure = r.space is SecurityState.NONSECURE
+    s2_walks = (state.s2 if r.regime is Regime.EL10 and nonsecure and state.s2.enabled
                 else None)
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
     s1_out = out
@@ -192,19 +206,31 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                  "walk is taken as a Data Abort, not reported in PAR_EL1 "
                                  "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace,
                                  Rule.AT_ABORT_EXTERNAL, out)
+        if out.gpcf is not None and (
+                report_as_gpc_exception(out.gpcf, state.el, state.scr_gpf)
+                or (state.el == 1 and state.hcr_gpf and r.regime is Regime.EL10
+                    and r.space is SecurityState.NONSECURE)):
+            return _not_executed("abort", f"a GPC fault on the walk ({out.gpcf.describe()}) "
+                                 "is taken as an exception: ReportAsGPCException, or "
+                                 "HCR_EL2.GPF == 1 for an AT at EL1 (AArch64.AT)", trace,
+                                 Rule.AT_GPC_EXCEPTION, out)
         if out.s2fs1walk and state.el == 1:
             return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out)
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
+    if rp.gpc is not None or state.s2.gpc is not None:
+        trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
+                               "translation, it does not access it", rule="AArch64.AT",
+                               cites=Rule.AT_NO_OUTPUT_GPC))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
     # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
     # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.
     nse = out.nse if rp.root else None
     par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
     success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
-    if r.secure:
+    if not nonsecure:
         success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
         if state.features.rme and not rp.root:
             success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES

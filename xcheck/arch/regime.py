@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from xcheck.arch.features import Features
 from xcheck.arch.regs import HCR, bit
 from xcheck.arch.rules import Rule
-from xcheck.machine import AtOp
+from xcheck.machine import AtOp, SecurityState
 
 
 class Regime(enum.Enum):
@@ -82,10 +82,10 @@ class AtRoute:
     pan_op: bool
     why: str
     rule: Rule
-    secure: bool = False
-    """The regime reports its output PA space in PAR_EL1: a Secure one (the EL3
-    regime without FEAT_RME, or EL1&0 from EL3 with SCR_EL3.NS == 0), or the
-    Root state's EL3 regime (FEAT_RME)."""
+    space: SecurityState = SecurityState.NONSECURE
+    """The Security state of the regime (SecurityStateForRegime): a regime
+    other than Non-secure reports its output PA space in PAR_EL1 (the EL3
+    regime is Secure without FEAT_RME, Root with it)."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +98,10 @@ class NotExecuted:
 
 
 def route(op: AtOp, el: int, hcr: HcrState, features: Features,
-          secure: bool = False) -> AtRoute | NotExecuted:
+          space: SecurityState = SecurityState.NONSECURE) -> AtRoute | NotExecuted:
     """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``;
-    ``secure``: at EL3, SCR_EL3.NS == 0."""
+    ``space``: at EL3, the Security state SCR_EL3.{NSE, NS} selects for the
+    EL1 and EL2 operations."""
     name = op.value
     pan_op = name.endswith("P")
     write = op.is_write
@@ -119,8 +120,11 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
                                Rule.AT_EL3_OP_UNDEFINED_BELOW_EL3)
         return AtRoute(Regime.EL3, 3, False, write, False,
                        f"AT {name}: the EL3 regime, a Secure regime (C5.4.16, "
-                       "TranslationRegime(EL3))", Rule.REGIME_EL3, secure=True)
-    if el == 3 and secure:
+                       "TranslationRegime(EL3))", Rule.REGIME_EL3,
+                       space=SecurityState.ROOT if features.rme else SecurityState.SECURE)
+    if space in (SecurityState.REALM, SecurityState.ROOT):
+        raise ValueError(f"AT {name} in the {space.value} state is not modelled yet")
+    if el == 3 and space is SecurityState.SECURE:
         if name.startswith("S1E2"):
             return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.NS == 0: EL2 is not "
                                             "enabled in the Secure state (C5.4.13)",
@@ -129,7 +133,7 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
         return AtRoute(Regime.EL10, acc_el, False, write, pan_op,
                        f"AT {name} at EL3 with SCR_EL3.NS == 0: the Secure EL1&0 regime, "
                        f"accessed from EL{acc_el}, stage 1 only (C5.4, AArch64.AT: "
-                       "!EL2Enabled())", Rule.REGIME_EL10_SECURE, secure=True)
+                       "!EL2Enabled())", Rule.REGIME_EL10_SECURE, space=space)
     if name.startswith(("S1E2", "S12")):
         if el == 1:
             if hcr.nv:

@@ -57,6 +57,7 @@ from xcheck.machine import (
     AtOp,
     MachineSetup,
     Probe,
+    SecurityState,
     TargetException,
 )
 from xcheck.target import el3, isa
@@ -139,8 +140,8 @@ class Asm:
 
 @dataclass(frozen=True)
 class Group:
-    """Consecutive probes run at one EL with one PSTATE.PAN value (and, at
-    EL3, one SCR_EL3.NS: ``secure``)."""
+    """Consecutive probes run at one EL with one PSTATE.PAN value in one
+    Security state (at EL3: the SCR_EL3.NS their AT runs with)."""
 
     el: int
     pan: bool
@@ -150,7 +151,7 @@ class Group:
     epilogue: int = 0
     """Step mode: the offset that leaves the group (HVC at EL1, a branch at
     EL2, the return to EL2 at EL3)."""
-    secure: bool = False
+    space: SecurityState = SecurityState.NONSECURE
 
 
 @dataclass(frozen=True)
@@ -193,10 +194,10 @@ def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
 
 def groups_of(probes: Sequence[Probe]) -> list[Group]:
     """Probes grouped by (EL, PAN, Security state), in order of first appearance."""
-    order: dict[tuple[int, bool, bool], list[int]] = {}
+    order: dict[tuple[int, bool, SecurityState], list[int]] = {}
     for i, p in enumerate(probes):
-        order.setdefault((p.el, p.pan, p.secure), []).append(i)
-    return [Group(el, pan, tuple(ix), secure=sec) for (el, pan, sec), ix in order.items()]
+        order.setdefault((p.el, p.pan, p.space), []).append(i)
+    return [Group(el, pan, tuple(ix), space=ss) for (el, pan, ss), ix in order.items()]
 
 
 def _vectors(a: Asm, handler: str) -> None:
@@ -348,6 +349,9 @@ def assemble(
                 a.mov(R_PAR, regs.get(name, 0))
                 a.emit(isa.msr(name, R_PAR))
         a.emit(isa.dsb("SY"), isa.tlbi("ALLE3"), isa.dsb("SY"), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # GPT information may be cached in TLBs: TLBI PAALL (D9.8)
+            a.emit(isa.tlbi("PAALL"), isa.dsb("SY"), isa.ISB)
         if "SCTLR_EL3" in exists:
             # With the EL3 MMU on, the next fetch is at the same VA: the EL3
             # regime maps the harness at VA = PA (checked above).
@@ -448,7 +452,7 @@ def assemble(
             landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features)
         else:
             raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
-        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.secure))
+        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
     a.label("end")
     if scr_el3 is not None:
         end3_at = len(a.words)
@@ -457,6 +461,11 @@ def assemble(
         a.label("end3")
         a.mov(R_PAR, SCTLR_EL3_OFF)
         a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # granule protection off again: the next setup rewrites the GPT's memory
+            a.mov(R_PAR, 0)
+            a.emit(isa.msr("GPCCR_EL3", R_PAR), isa.ISB, isa.tlbi("PAALL"), isa.dsb("SY"),
+                   isa.ISB)
         a.label("halt3")
         _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
         _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
@@ -517,7 +526,7 @@ def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int,
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
     if features.has("PAN"):
         a.emit(isa.msr_pan(int(g.pan)))
-    if g.secure:
+    if not g.space.scr_ns:
         a.mov(R_PAR, scr_el3 & ~el3.SCR_NS)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.mov(R_RES, HARNESS_DATA_PA)
@@ -529,7 +538,7 @@ def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int,
     else:
         for i in g.indices:
             _probe(a, i, probes[i])
-    if g.secure:
+    if not g.space.scr_ns:
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
