@@ -102,6 +102,9 @@ TABLE: tuple[SysReg, ...] = (
     SysReg("TCR_EL3", (3, 6, 2, 0, 2), "EL3", TCR_EL3_RESET, feature="EL3"),
     SysReg("TTBR0_EL3", (3, 6, 2, 0, 0), "EL3", feature="EL3"),
     SysReg("MAIR_EL3", (3, 6, 10, 2, 0), "EL3", feature="EL3"),
+    # written before GPCCR_EL3, which may turn the checks on (D24.2 GPTBR_EL3)
+    SysReg("GPTBR_EL3", (3, 6, 2, 1, 4), "EL3", feature="RME"),
+    SysReg("GPCCR_EL3", (3, 6, 2, 1, 6), "EL3", feature="RME"),
     SysReg("S2PIR_EL2", (3, 4, 10, 2, 5), "S2", feature="S2PIE"),
     SysReg("VSTTBR_EL2", (3, 4, 2, 6, 0), "SS2", feature="SEL2"),
     SysReg("VSTCR_EL2", (3, 4, 2, 6, 2), "SS2", VSTCR_EL2_RESET, feature="SEL2"),

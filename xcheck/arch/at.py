@@ -17,6 +17,7 @@ from xcheck.arch import attrs, perms
 from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
+from xcheck.arch.gpc import report_as_gpc_exception
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.par import (
     FAULT_MASK,
@@ -45,6 +46,8 @@ from xcheck.arch.walkparams import (
 from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
+HCR_GPF_BIT = 38
+"""HCR_EL2.GPF (D24.2 HCR_EL2, FEAT_RME)."""
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,12 @@ class ArchState:
     space: SecurityState = SecurityState.NONSECURE
     """The Security state the AT runs in (at EL3: the one SCR_EL3.{NSE, NS}
     selects for the EL1 and EL2 operations)."""
+    hcr_gpf: bool = False
+    """HCR_EL2.GPF (FEAT_RME): a granule protection fault of an AT at EL1 is
+    taken to EL2 (AArch64.AT)."""
+    scr_gpf: bool = False
+    """SCR_EL3.GPF (FEAT_RME): granule protection faults below EL3 are GPC
+    exceptions. The harness runs with SCR_EL3.GPF == 0 (xcheck.target.el3)."""
     _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -95,6 +104,7 @@ class ArchState:
             ss2_nonsecure_ipa=s2_params(sysregs, hcr, features, choices, secure),
             ss2_secure_ipa=s2_params(sysregs, hcr, features, choices, secure, secure_ipa=True),
             eel2=secure_el2_enabled(sysregs, features), el=el, pan=pan,
+            hcr_gpf=bool(features.rme) and bool(sysregs.get("HCR_EL2", 0) >> HCR_GPF_BIT & 1),
         )
 
     @property
@@ -241,12 +251,24 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                  "walk is taken as a Data Abort, not reported in PAR_EL1 "
                                  "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace,
                                  Rule.AT_ABORT_EXTERNAL, out)
+        if out.gpcf is not None and (
+                report_as_gpc_exception(out.gpcf, state.el, state.scr_gpf)
+                or (state.el == 1 and state.hcr_gpf and r.regime is Regime.EL10
+                    and r.space is SecurityState.NONSECURE)):
+            return _not_executed("abort", f"a GPC fault on the walk ({out.gpcf.describe()}) "
+                                 "is taken as an exception: ReportAsGPCException, or "
+                                 "HCR_EL2.GPF == 1 for an AT at EL1 (AArch64.AT)", trace,
+                                 Rule.AT_GPC_EXCEPTION, out)
         if out.s2fs1walk and state.el == 1:
             return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out)
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
+    if rp.gpc is not None or state.s2.gpc is not None:
+        trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
+                               "translation, it does not access it", rule="AArch64.AT",
+                               cites=Rule.AT_NO_OUTPUT_GPC))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
     # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
     # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.

@@ -126,6 +126,30 @@ class Rule(Enum):
                    "S2Dirty (descriptor bit 7) == 0, PAR.DirtyBit")
     S2_FWB = "AArch64.S2ApplyFWBMemAttrs: HCR_EL2.FWB == 1, stage 2 MemAttr decides the type"
 
+    # FEAT_RME granule protection checks: AArch64.GranuleProtectionCheck,
+    # AArch64.GPTWalk, GPICheck (D9), and how AArch64.AT reports them
+    GPC_CONFIG_INVALID = ("GPCRegistersConsistent: reserved GPCCR_EL3 encoding, GPT walk "
+                          "fault at level 0")
+    GPC_ABOVE_PPS_NONSECURE = ("AArch64.GranuleProtectionCheck: PA above GPCCR_EL3.PPS in the "
+                               "Non-secure PA space is permitted")
+    GPC_ABOVE_PPS = ("AArch64.GranuleProtectionCheck: PA above GPCCR_EL3.PPS outside the "
+                     "Non-secure PA space, granule protection fault at level 0")
+    GPT_BASE_ADDRESS_SIZE = "AArch64.GranuleProtectionCheck: GPTBR_EL3 above the PPS"
+    GPT_EXTERNAL_ABORT = "AArch64.GPTWalk: GPT descriptor fetch has no memory (GPCF_EABT)"
+    GPT_L0_BLOCK = "AArch64.GPTWalk: level 0 Block descriptor gives the GPI"
+    GPT_L0_TABLE = "AArch64.GPTWalk: level 0 Table descriptor"
+    GPT_L0_INVALID = "AArch64.GPTWalk: invalid level 0 GPT descriptor (GPCF_Walk)"
+    GPT_L1_CONTIGUOUS = "AArch64.GPTWalk: level 1 Contiguous descriptor gives the GPI"
+    GPT_L1_GRANULES = "AArch64.GPTWalk: level 1 Granules descriptor, GPI by PA[pgs+3:pgs]"
+    GPT_L1_INVALID = "AArch64.GPTWalk: invalid level 1 GPT descriptor or reserved GPI (GPCF_Walk)"
+    GPC_GPI_PERMITS = "GPICheck: the GPI permits the access's PA space"
+    GPC_GPI_DENIES = "GPICheck: the GPI does not permit the PA space, granule protection fault"
+    AT_GPC_ON_WALK = ("AArch64.FetchDescriptor: GPC fault on a translation table walk access "
+                      "(Fault_GPCFOnWalk), reported in PAR_EL1")
+    AT_GPC_EXCEPTION = ("AArch64.AT: a GPC fault ReportAsGPCException (or HCR_EL2.GPF at EL1) "
+                        "is taken as an exception, not reported in PAR_EL1")
+    AT_NO_OUTPUT_GPC = ("AArch64.AT: the output address is not granule protection checked "
+                        "(no AArch64.TranslateAddress, so no Fault_GPCFOnOutput)")
 
 DESCRIPTOR_RULES = {
     (1, "table"): Rule.S1_TABLE, (1, "block"): Rule.S1_BLOCK, (1, "page"): Rule.S1_PAGE,

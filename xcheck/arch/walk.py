@@ -17,6 +17,7 @@ from xcheck.arch import attrs, indirect, perms
 from xcheck.arch.attrs import MemAttrs
 from xcheck.arch.descupdate import AF_BIT, S2_DIRTY_BIT, PermittedUpdate
 from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
 from xcheck.arch.trace import TraceStep
@@ -134,6 +135,17 @@ def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
     return FaultRecord(status, level, 1, False, acc.write, rule)
 
 
+def _gpc_on_walk(gpf: GpcFault, level: int, stage: int, s2fs1walk: bool, write: bool,
+                 trace: list[TraceStep]) -> FaultRecord:
+    """AArch64.FetchDescriptor: a translation table access that fails its
+    granule protection check is Fault_GPCFOnWalk at the walk's level, with
+    the stage of the walk that read (D9.3; EncodeLDFSC 0b1001LL)."""
+    rule = "AArch64.FetchDescriptor, Fault_GPCFOnWalk"
+    trace.append(TraceStep(stage, "fault", f"granule protection fault on the walk, level {level}"
+                           f" ({gpf.describe()})", rule=rule, cites=Rule.AT_GPC_ON_WALK))
+    return FaultRecord(Fault.GPCF_ON_WALK, level, stage, s2fs1walk, write, rule, gpcf=gpf)
+
+
 def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
                  trace: list[TraceStep]) -> FaultRecord | Translated:
     """AArch64.S1DisabledOutput: VA = output address, checked against PAMax
@@ -210,6 +222,12 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
             if isinstance(out, FaultRecord):
                 return out
             pa = out.address
+        if rp.gpc is not None:
+            walk_space = (PASpace.ROOT if rp.root else PASpace.NONSECURE if ns
+                          else PASpace.SECURE)
+            gpf = granule_protection_check(rp.gpc, pa, walk_space, mem, trace, 1)
+            if gpf is not None:
+                return _gpc_on_walk(gpf, level, 1, False, acc.write, trace)
         desc = mem.read64(pa)
         if desc is None:
             trace.append(TraceStep(1, "no memory", "", level, table, index, pa, None))
@@ -413,6 +431,11 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                          Rule.S2_BASE_ADDRESS_SIZE)
     while True:
         descaddr = table | (index << 3)
+        if p.gpc is not None:
+            space = PASpace.NONSECURE if p.walk_ns else PASpace.SECURE
+            gpf = granule_protection_check(p.gpc, descaddr, space, mem, trace, 2)
+            if gpf is not None:
+                return _gpc_on_walk(gpf, level, 2, ttw, write, trace)
         desc = mem.read64(descaddr)
         if desc is None:
             trace.append(TraceStep(2, "no memory", "", level, table, index, descaddr, None))

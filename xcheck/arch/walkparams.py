@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from xcheck.arch.features import PARANGE_BITS, Features
+from xcheck.arch.gpc import GpcParams
 from xcheck.arch.regime import HcrState, Regime
 from xcheck.arch.regs import (
     HCRX,
@@ -177,6 +178,8 @@ class S1RegimeParams:
     5) select one of four output PA spaces (AArch64.S1Walk, DecodePASpace)."""
     root_secure: bool = True
     """{NSE, NS} = 00 is the Secure PA space (FEAT_SEL2), else Non-secure."""
+    gpc: GpcParams | None = None
+    """FEAT_RME: the granule protection check every walk access passes (D9)."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -309,8 +312,16 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         lower=lower, upper=upper, pie=pie,
         pir=sysregs.get(f"PIR_{sfx}", 0) if pie else 0,
         pire0=sysregs.get(f"PIRE0_{sfx}", 0) if pie and regime.two_ranges else 0,
-        secure=secure, root=root, root_secure=features.sel2,
+        secure=secure, root=root, root_secure=features.sel2, gpc=gpc_params(sysregs, features),
     )
+
+
+def gpc_params(sysregs: Mapping[str, int], features: Features) -> GpcParams | None:
+    """GPCCR_EL3/GPTBR_EL3 with FEAT_RME and GPCCR_EL3.GPC == 1, else None."""
+    if not features.rme:
+        return None
+    p = GpcParams.from_sysregs(sysregs, features.pa_range_bits)
+    return p if p.enabled else None
 
 
 _S2_SL0_4K = {0b000: 2, 0b001: 1, 0b010: 0, 0b011: 3, 0b100: -1}
@@ -358,6 +369,9 @@ class S2TTWParams:
     always from the Non-secure state)."""
     space_why: str = ""
     """The registers that chose ``walk_ns`` and ``out_ns`` (Secure state only)."""
+    gpc: GpcParams | None = None
+    """FEAT_RME: the granule protection check every walk access passes (D9),
+    in the PA space ``walk_ns`` says."""
 
 
 def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
@@ -435,6 +449,7 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
         s2pie=features.s2pie and bit(vtcr, VTCR.S2PIE[0]),
         s2pir=sysregs.get("S2PIR_EL2", 0) if features.s2pie else 0,
         ttbr_name=ttbr_name, walk_ns=walk_ns, out_ns=out_ns, space_why=space_why,
+        gpc=gpc_params(sysregs, features),
     )
 
 

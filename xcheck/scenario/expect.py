@@ -22,6 +22,7 @@ FAULT_NAMES: dict[str, Fault] = {
     "address-size": Fault.ADDRESS_SIZE,
     "access-flag": Fault.ACCESS_FLAG,
     "permission": Fault.PERMISSION,
+    "gpc-on-walk": Fault.GPCF_ON_WALK,
 }
 """``fault:`` values in an expectation, as PAR_EL1.FST reports them."""
 

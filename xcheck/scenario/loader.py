@@ -23,6 +23,7 @@ from xcheck.scenario.expect import (
     KnownDivergence,
     Selector,
 )
+from xcheck.scenario.gpt import parse_gpt
 from xcheck.scenario.regfields import (
     NAMED,
     SH_VALUES,
@@ -68,7 +69,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "about", "requires", "profile", "regs", "pstate", "tables", "memory",
-            "descriptors", "probes", "expect", "known")
+            "descriptors", "gpt", "probes", "expect", "known")
 PROFILE_KEYS = ("machine", "cpu", "memory", "extra_args")
 PSTATE_KEYS = ("EL", "PAN")
 SELECT_KEYS = ("op", "va", "el", "pan", "space")
@@ -217,6 +218,9 @@ class _Parser:
                 raise Located(top.at("name"), "name", "empty: expected a short name")
         about = as_str(top["about"], "about", top.at("about")) if "about" in top else ""
         requires = self.requires(top)
+        gpt = parse_gpt(top["gpt"], top.at("gpt")) if "gpt" in top else None
+        if gpt is not None and "RME" not in requires:
+            requires = (*requires, "RME")  # granule protection checks exist only with FEAT_RME
         overrides = self.profile(top)
         sysregs, reg_lines = self.regs(top)
         el, pan = self.pstate(top)
@@ -237,6 +241,7 @@ class _Parser:
             table_lines=tuple(table_lines.items()), mappings=tuple(mappings),
             memory=tuple(memory), overrides=tuple(overrides_), ram_size=ram,
             requires=requires, regs_line=top.at("regs") if "regs" in top else top.line,
+            gpt=gpt,
         )
         return Scenario(
             name=name, about=about.strip(), path=self.path, requires=requires,

@@ -14,6 +14,7 @@ from xcheck.machine import TRANSLATION_SYSREGS, AtOp
 from xcheck.requires import FEATURE_NAMES
 from xcheck.scenario import loader
 from xcheck.scenario.expect import FAULT_NAMES, RESULTS
+from xcheck.scenario.gpt import GPI_VALUES, L0GPTSZ_VALUES, PGS_VALUES, PPS_VALUES
 from xcheck.scenario.regfields import NAMED, SH_VALUES, TCR_EL2_FIELDS, TCR_FIELDS, layout
 from xcheck.scenario.spec import BASE_REGS, S2_BASES
 
@@ -149,6 +150,7 @@ def json_schema() -> Schema:
                      "level": {"type": "integer", "minimum": -1, "maximum": 3},
                      "index": {"type": "integer", "minimum": 0}, "va": _ref("address"),
                      "value": _ref("address")}, ("table", "level", "value"))
+    gpi = {"anyOf": [{"enum": list(GPI_VALUES)}, _int(15)]}
     top = _obj({
         "name": {"type": "string"},
         "about": {"type": "string"},
@@ -162,6 +164,15 @@ def json_schema() -> Schema:
         "tables": _obj(tables),
         "memory": {"type": "array", "items": memory},
         "descriptors": {"type": "array", "items": override},
+        "gpt": _obj({
+            "pps": {"enum": list(PPS_VALUES)}, "pgs": {"enum": list(PGS_VALUES)},
+            "l0gptsz": {"enum": list(L0GPTSZ_VALUES)}, "default": gpi,
+            "regions": {"type": "array", "items": _obj({
+                "pa": _ref("address"), "size": _ref("size"),
+                "table": {"enum": list(BASE_REGS)},
+                "level": {"type": "integer", "minimum": -1, "maximum": 3},
+                "va": _ref("address"), "gpi": gpi}, ("gpi",))},
+        }, about="granule protection (FEAT_RME): GPCCR_EL3, GPTBR_EL3 and the GPT"),
         "probes": {"type": "array", "items": probe, "minItems": 1},
         "expect": {"type": "array", "items": expect},
         "known": {"type": "array", "items": known},

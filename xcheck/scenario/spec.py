@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xcheck.scenario.gpt import GptSpec
 
 BASE_REGS: tuple[str, ...] = ("TTBR0_EL1", "TTBR1_EL1", "TTBR0_EL2", "TTBR1_EL2", "VTTBR_EL2",
                               "TTBR0_EL3", "VSTTBR_EL2")
@@ -109,6 +113,8 @@ class Layout:
     ram_size: int = DEFAULT_RAM_SIZE
     requires: tuple[str, ...] = ()
     regs_line: int = 1
+    gpt: GptSpec | None = None
+    """``gpt:``: granule protection (FEAT_RME), written by the builder."""
 
     def reg(self, name: str) -> int:
         return dict(self.sysregs)[name]

@@ -349,6 +349,9 @@ def assemble(
                 a.mov(R_PAR, regs.get(name, 0))
                 a.emit(isa.msr(name, R_PAR))
         a.emit(isa.dsb("SY"), isa.tlbi("ALLE3"), isa.dsb("SY"), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # GPT information may be cached in TLBs: TLBI PAALL (D9.8)
+            a.emit(isa.tlbi("PAALL"), isa.dsb("SY"), isa.ISB)
         if "SCTLR_EL3" in exists:
             # With the EL3 MMU on, the next fetch is at the same VA: the EL3
             # regime maps the harness at VA = PA (checked above).
@@ -459,6 +462,11 @@ def assemble(
         a.label("end3")
         a.mov(R_PAR, SCTLR_EL3_OFF)
         a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # granule protection off again: the next setup rewrites the GPT's memory
+            a.mov(R_PAR, 0)
+            a.emit(isa.msr("GPCCR_EL3", R_PAR), isa.ISB, isa.tlbi("PAALL"), isa.dsb("SY"),
+                   isa.ISB)
         a.label("halt3")
         _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
         _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
