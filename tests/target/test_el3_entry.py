@@ -8,7 +8,7 @@ PIEn 45, AIEn 46); an enable exists only with its feature.
 from __future__ import annotations
 
 import pytest
-from test_harness import PROBES, listing
+from test_harness import PROBES, listing, table_ats
 
 from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, SecurityState, sysreg_defaults
 from xcheck.target import el3, harness
@@ -57,8 +57,7 @@ def test_program_starts_at_el3_drops_to_el2_and_ends_by_smc() -> None:
     tail = listing(p, p.end, p.stop - HARNESS_PA + 4)
     assert "smc #0" in tail and "msr sctlr_el3, x1" in tail
     assert tail[-1] == f"b #0x{p.stop:x}"  # the stop is a self-loop at EL3
-    ats = [ln for ln in listing(p, p.resume, p.end) if ln.startswith("at ")]
-    assert len(ats) == len(PROBES)
+    assert len(table_ats(p)) == len(PROBES)
 
 
 def test_el3_vectors_branch_to_a_handler_that_takes_smc_from_el2_to_x24() -> None:
@@ -96,9 +95,9 @@ def test_el3_groups_are_entered_by_smc_and_secure_ones_clear_scr_ns() -> None:
                                                     (2, "nonsecure")]
     body = listing(p, p.resume, p.end)
     assert body.count("smc #0") == 2 and body.count("eret") == 2
-    ats = [ln for ln in body if ln.startswith("at ")]
-    assert ats == ["at s1e3r, x0", "at s1e1r, x0", "at s1e1w, x0"]
-    secure = body[body.index("at s1e3r, x0"):body.index("at s1e1r, x0")]
+    assert table_ats(p) == ["at s1e3r, x0", "at s1e1r, x0", "at s1e1w, x0"]
+    loops = [k for k, ln in enumerate(body) if ln == "blr x1"]  # one per group
+    secure = body[loops[0]:loops[1]]
     assert "mov x1, #0x530" in secure and "msr scr_el3, x1" in secure  # NS = 0 for the AT
     assert "mrs x17, elr_el3" in secure and "msr elr_el3, x17" in body
 

@@ -2,12 +2,22 @@
 
 from __future__ import annotations
 
+import struct
+
 import capstone
 import pytest
 from test_isa import at_texts
 
 from xcheck.arch.features import Features
-from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, TargetException, sysreg_defaults
+from xcheck.machine import (
+    HARNESS_CODE_SIZE,
+    HARNESS_PA,
+    AtOp,
+    MachineSetup,
+    Probe,
+    TargetException,
+    sysreg_defaults,
+)
 from xcheck.target import harness
 
 CS = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
@@ -16,6 +26,13 @@ CS = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 def listing(program: harness.Program, start: int, end: int, base: int = HARNESS_PA) -> list[str]:
     code = program.code[start:end]
     return [f"{i.mnemonic} {i.op_str}".strip() for i in CS.disasm(code, base + start)]
+
+
+def table_ats(program: harness.Program) -> list[str]:
+    """The AT instructions the batch program's loops run, in order: the
+    stub each probe table entry names."""
+    stubs = [harness.STUBS + (meta >> 32) for (_, meta) in struct.iter_unpack("<2Q", program.table)]
+    return [listing(program, stub, stub + 4)[0] for stub in stubs]
 
 
 PROBES = (
@@ -34,11 +51,56 @@ def test_groups_keep_first_appearance_order() -> None:
 def test_batch_program_runs_each_probe_once_in_group_order() -> None:
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
     body = listing(p, p.resume, p.end + 4)
-    ats = [line for line in body if line.startswith("at ")]
-    assert ats == ["at s1e1r, x0", "at s12e1w, x0", "at s1e1rp, x0", "at s1e0w, x0"]
+    assert not [line for line in body if line.startswith("at ")]  # the ATs are the stubs
+    assert body.count("blr x1") == 2 and body.count("isb") >= 2  # one loop per group
+    assert sum(line.startswith("b.lo") for line in body) == 2
     assert "msr pan, #0" in body
     assert body.count("eret") == 1 and body.count("hvc #0") == 1
     assert body[-1].startswith("b #")  # the end is a self-loop the driver stops at
+    # The table, group after group: each probe's VA, index and the stub of its op.
+    entries = [struct.unpack_from("<2Q", p.table, 16 * k) for k in range(len(PROBES))]
+    assert [meta & 0xFFFF_FFFF for _, meta in entries] == [0, 2, 1, 3]
+    for va, meta in entries:
+        probe = PROBES[meta & 0xFFFF_FFFF]
+        stub = harness.STUBS + (meta >> 32)
+        assert va == probe.va
+        assert listing(p, stub, stub + 8) == [at_texts(probe.op, 0)[0], "ret"]
+    assert p.initial_data()[p.table_offset :] == p.table
+
+
+def test_each_group_loops_over_its_part_of_the_table() -> None:
+    """X15 and X16 of a group's loop bound its entries (16 bytes each) in
+    the data half as that EL sees it (X20)."""
+    setup = MachineSetup(sysreg_defaults(), {}, PROBES, code_va={"EL10": 0x7FE0_0000})
+    p = harness.assemble(setup)
+    body = listing(p, p.resume, p.end, p.el2_base)
+    regs: dict[str, int] = {}
+    bounds = []
+    for line in body:
+        op, _, args = line.partition(" ")
+        if op in ("mov", "movk") and args.startswith(("x15", "x16", "x20")):
+            reg, imm = args.split(", #")[0], args.split("#")[1]
+            shift = int(args.rsplit("#", 1)[1], 0) if "lsl" in args else 0
+            old = regs.get(reg, 0) if op == "movk" else 0
+            regs[reg] = old & ~(0xFFFF << shift) | int(imm.split(",")[0], 0) << shift
+        if op == "blr":
+            bounds.append((regs["x20"], regs["x15"], regs["x16"]))
+    table = p.table_offset
+    assert bounds == [
+        (HARNESS_PA + HARNESS_CODE_SIZE, HARNESS_PA + HARNESS_CODE_SIZE + table,
+         HARNESS_PA + HARNESS_CODE_SIZE + table + 32),
+        (0x7FE0_0000 + HARNESS_CODE_SIZE, 0x7FE0_0000 + HARNESS_CODE_SIZE + table + 32,
+         0x7FE0_0000 + HARNESS_CODE_SIZE + table + 64),
+    ]
+
+
+def test_programs_of_one_shape_share_their_code() -> None:
+    """Other VAs and ops in the same groups: the same code, another table."""
+    other = tuple(Probe(AtOp.S1E1W, p.va + 0x1000, p.el, p.pan) for p in PROBES)
+    a = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    b = harness.assemble(MachineSetup(sysreg_defaults(), {}, other))
+    assert a.code == b.code and a.table != b.table
+    assert [g.indices for g in b.groups] == [(0, 2), (1, 3)]
 
 
 def test_setup_clears_hcr_before_el1_registers_and_writes_sctlr_el2_last() -> None:

@@ -114,6 +114,8 @@ def test_branches() -> None:
     assert dis(isa.b_cond("EQ", 16), 0x1000) == "b.eq #0x1010"
     assert dis(isa.b_cond("NE", -8), 0x1000) == "b.ne #0xff8"
     assert dis(isa.br(24)) == "br x24"
+    assert dis(isa.blr(14)) == "blr x14"
+    assert dis(isa.RET) == "ret"
 
 
 def test_loads_stores_arith() -> None:
@@ -124,6 +126,11 @@ def test_loads_stores_arith() -> None:
     assert dis(isa.add_lsl(26, 23, 21, 5)) == "add x26, x23, x21, lsl #5"
     assert dis(isa.ubfx(26, 25, 26, 6)) == "ubfx x26, x25, #0x1a, #6"
     assert dis(isa.cmp_imm(26, 0x16)) == "cmp x26, #0x16"
+    assert dis(isa.cmp_reg(15, 16)) == "cmp x15, x16"
+    assert dis(isa.ldp_post(0, 1, 15, 16)) == "ldp x0, x1, [x15], #0x10"
+    assert dis(isa.ldp_post(2, 3, 4, -16)) == "ldp x2, x3, [x4], #-0x10"
+    assert dis(isa.ubfx(21, 1, 0, 32)) in ("ubfx x21, x1, #0, #0x20", "mov w21, w1")
+    assert dis(isa.ubfx(1, 1, 32, 32)) == "lsr x1, x1, #0x20"
 
 
 def test_unknown_register_is_a_clear_error() -> None:

@@ -6,12 +6,15 @@ data half; the same offsets in every regime, only the base VA differs):
     code +0x000  EL2 vector table      (VBAR_EL2; 2 KiB aligned, Arm ARM D1.3.1)
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
+         +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
          +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
          +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
          +8n    one exception record per probe and one for the setup code:
                 flags (bit 0 taken, [15:8] EL, [23:16] vector), ESR, ELR, FAR
+         +40n+32 the probe table, group after group: per probe its VA and
+                its index | the offset of its op's AT stub << 32
 
 The program starts at EL2 with its MMU off (segment A): it writes every
 system register by MSR (HCR_EL2 cleared first so that *_EL1 names are not
@@ -20,8 +23,11 @@ vectors and finally writes SCTLR_EL2. It then stops (``mmu_stop``) so the
 driver can move the PC to the harness's VA in the EL2 regime, and goes on
 (segment B) group by group: probes at EL2 run in place with PSTATE.PAN set by
 MSR PAN; probes at EL1 are reached by ERET (SPSR_EL2.M = EL1h, SPSR.PAN) and
-come back by HVC. Each probe is ``X21 = index; X0 = VA; AT; ISB; MRS X1,
-PAR_EL1; STR X1, [X20, X21, LSL #3]``. An exception the probes did not
+come back by HVC. A group is a loop over its part of the probe table: ``LDP
+X0, X1 (VA, index and stub); X21 = index; BLR to the stub (AT <op>, X0;
+RET); ISB; MRS X1, PAR_EL1; STR X1, [X20, X21, LSL #3]``, so the code does
+not grow with the probes and is generated once per shape (registers, groups
+and their sizes) and cached. An exception the probes did not
 expect is recorded by the handler of the EL it is taken to, which resumes
 after the faulting instruction; after MAX_EXCEPTIONS it gives up.
 
@@ -32,20 +38,22 @@ target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
 program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
 SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
 
-Step mode uses the same program with each group's probes replaced by a
-landing point: the driver steps one ``AT`` stub per probe there.
+Step mode uses the same program with each group's loop replaced by a
+landing point: the driver steps the probe's ``AT`` stub there.
 
 Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
 X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
 EL2 (and where SMC goes at EL3),
-X25-X27 handler scratch, X28 exception count, X29 where to give up.
+X25-X27 handler scratch, X28 exception count, X29 where to give up,
+X14 the AT stubs, X15/X16 the next and the end of the group's probe table,
+X30 the stub's return.
 """
 
 from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from xcheck import sysregs
 from xcheck.arch.features import Features
@@ -65,6 +73,7 @@ from xcheck.target import el3, isa
 VEC_EL2 = 0x000
 VEC_EL1 = 0x800
 HANDLERS = 0x1000
+STUBS = 0x1E00
 TEARDOWN = 0x1F00
 VEC_EL3 = 0x2000
 PROGRAM = 0x2800
@@ -77,6 +86,7 @@ MAX_EXCEPTIONS = MAX_BATCH + 64
 AT that is UNDEFINED on this CPU), a few more are the harness's own trouble.
 A loop that never reaches the handler's count (a vector that cannot be
 fetched) is caught by the driver instead (QemuTarget's stall check)."""
+_SENTINELS = SENTINEL.to_bytes(8, "little") * MAX_BATCH
 PLACEHOLDER = (1 << 64) - 1
 """A four-word constant load, patched once the label it names is placed."""
 RECORD = 32
@@ -101,6 +111,10 @@ VECTOR_LOWER_SYNC = 8
 R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
 R_EXC3, R_ELR3, R_SPSR3 = 19, 17, 18
+R_STUB, R_NEXT, R_LAST = 14, 15, 16
+STUB_SLOT = {op: 8 * k for k, op in enumerate(AtOp)}
+"""Offset of each op's ``AT <op>, X0; RET`` from STUBS."""
+TABLE_ENTRY = 16
 EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime in ("EL3", "SS2", "EL3ctl"))
 """Written at EL3 (segment E3): their encodings are UNDEFINED at EL2."""
 
@@ -169,10 +183,14 @@ class Program:
     end: int
     groups: tuple[Group, ...]
     stubs: Mapping[AtOp, int] = field(default_factory=dict)
-    """Step mode: offset of ``AT <op>, X0`` followed by a stop point."""
+    """Offset of ``AT <op>, X0; RET`` (what the loops call, and what step
+    mode steps)."""
     stop: int = 0
     """The address where the program stops when done (EL2's ``end``, or
     EL3's when the program started at EL3)."""
+    table: bytes = b""
+    """The probe table (batch mode), written at :attr:`table_offset` of the
+    data half."""
 
     @property
     def data_size(self) -> int:
@@ -182,8 +200,13 @@ class Program:
     def records_offset(self) -> int:
         return 8 * self.nprobes
 
+    @property
+    def table_offset(self) -> int:
+        return self.data_size
+
     def initial_data(self) -> bytes:
-        return SENTINEL.to_bytes(8, "little") * self.nprobes + bytes(RECORD * (self.nprobes + 1))
+        """The data half as the program starts: PAR slots, records, table."""
+        return _SENTINELS[: 8 * self.nprobes] + bytes(RECORD * (self.nprobes + 1)) + self.table
 
 
 def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
@@ -246,12 +269,35 @@ def _handler(a: Asm, el: int, records: int, give_up: Callable[[Asm], None]) -> N
     give_up(a)
 
 
-def _probe(a: Asm, index: int, probe: Probe) -> None:
-    a.mov(R_IDX, index)
-    a.mov(R_VA, probe.va)
+def _probe_loop(a: Asm, code_base: int, table: int, start: int, count: int) -> None:
+    """Run entries ``start`` to ``start + count`` of the probe table (at VA
+    ``table``): per entry X0 = VA, X21 = index, BLR to the op's stub, then
+    PAR_EL1 to the index's slot (X20). The ISB makes the AT's PAR_EL1 visible
+    to the MRS (context synchronization, D24.2 PAR_EL1)."""
+    a.mov(R_STUB, code_base + STUBS)
+    a.mov(R_NEXT, table + TABLE_ENTRY * start)
+    a.mov(R_LAST, table + TABLE_ENTRY * (start + count))
+    loop = a.here
     a.emit(
-        isa.at(probe.op, R_VA), isa.ISB, isa.mrs(R_PAR, "PAR_EL1"), isa.str_reg(R_PAR, R_RES, R_IDX)
+        isa.ldp_post(R_VA, R_PAR, R_NEXT, TABLE_ENTRY),
+        isa.ubfx(R_IDX, R_PAR, 0, 32),
+        isa.ubfx(R_PAR, R_PAR, 32, 32),
+        isa.add_lsl(R_PAR, R_STUB, R_PAR, 0),
+        isa.blr(R_PAR),
+        isa.ISB,
+        isa.mrs(R_PAR, "PAR_EL1"),
+        isa.str_reg(R_PAR, R_RES, R_IDX),
+        isa.cmp_reg(R_NEXT, R_LAST),
     )
+    a.emit(isa.b_cond("LO", loop - a.here))
+
+
+def probe_table(probes: Sequence[Probe], groups: Sequence[Group]) -> bytes:
+    """The probe table: group after group, per probe its VA and its index |
+    its stub's offset << 32."""
+    words = [w for g in groups for i in g.indices
+             for w in (probes[i].va, i | STUB_SLOT[probes[i].op] << 32)]
+    return struct.pack(f"<{len(words)}Q", *words)
 
 
 def el12_name(name: str) -> str:
@@ -296,23 +342,57 @@ def assemble(
     written (xcheck.sysregs; the others' encodings are UNDEFINED), and
     PSTATE.PAN is touched only with FEAT_PAN.
     """
-    probes = list(setup.probes if probes is None else probes)
+    probes = setup.probes if probes is None else probes
     if len(probes) > MAX_BATCH:
         raise ValueError(f"at most {MAX_BATCH} probes per program")
     if scr_el3 is not None and exit_store is not None:
         raise ValueError("exit_store is for a target without EL3")
-    if any(p.el == 3 for p in probes) and scr_el3 is None:
+    groups = groups_of(probes)
+    if any(g.el == 3 for g in groups) and scr_el3 is None:
         raise ValueError("probes at EL3 need a CPU that starts at EL3")
     if setup.code_va.get("EL3", HARNESS_PA) != HARNESS_PA:
         raise ValueError("the EL3 regime must map the harness at VA = PA")
-    regs = dict(setup.sysregs)
-    el2_base = setup.code_va.get(el2_regime(regs, features), HARNESS_PA)
-    if not features.has("PAN") and any(p.pan for p in probes):
+    if not features.has("PAN") and any(g.pan for g in groups):
         raise ValueError("probes with PSTATE.PAN = 1 need FEAT_PAN")
+    key = (tuple(setup.sysregs.items()), tuple(setup.code_va.items()),
+           tuple((replace(g, indices=()), len(g.indices)) for g in groups),
+           step, el1_via_el12, exit_store, features, scr_el3)
+    program = _CACHE.get(key)
+    if program is None:
+        if len(_CACHE) >= CACHE_SIZE:
+            _CACHE.clear()
+        program = _CACHE[key] = _generate(
+            setup.sysregs, setup.code_va, groups, len(probes), step=step,
+            el1_via_el12=el1_via_el12, exit_store=exit_store, features=features,
+            scr_el3=scr_el3)
+    return replace(
+        program,
+        groups=tuple(replace(c, indices=g.indices)
+                     for c, g in zip(program.groups, groups, strict=True)),
+        table=b"" if step else probe_table(probes, groups),
+    )
+
+
+_CACHE: dict[object, Program] = {}
+CACHE_SIZE = 64
+"""Programs kept by shape (registers, code VAs, groups and their sizes,
+options): a setup run again, or split into batches of one size, is not
+generated again."""
+
+
+def _generate(
+    sysreg_values: Mapping[str, int], code_va: Mapping[str, int], groups: Sequence[Group],
+    n: int, *, step: bool, el1_via_el12: bool, exit_store: int | None, features: Features,
+    scr_el3: int | None,
+) -> Program:
+    """The program for ``n`` probes in ``groups`` (see :func:`assemble`);
+    the probes themselves are in the table."""
+    regs = dict(sysreg_values)
+    el2_base = code_va.get(el2_regime(regs, features), HARNESS_PA)
     exists = set(sysregs.implemented(features.has))
-    el1_base = setup.code_va.get("EL10", HARNESS_PA)
-    n = len(probes)
+    el1_base = code_va.get("EL10", HARNESS_PA)
     rec = 8 * n
+    table = rec + RECORD * (n + 1)
     a = Asm(0)
     _vectors(a, "handler2")
     while a.here < VEC_EL1:
@@ -324,8 +404,14 @@ def assemble(
     _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
     if scr_el3 is not None:
         _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
-    if a.here > TEARDOWN:
-        raise AssertionError("the handlers overlap the teardown instruction")
+    if a.here > STUBS:
+        raise AssertionError("the handlers overlap the AT stubs")
+    while a.here < STUBS:
+        a.emit(isa.NOP)
+    stubs: dict[AtOp, int] = {}
+    for op in AtOp:
+        stubs[op] = a.here
+        a.emit(isa.at(op, R_VA), isa.RET)
     while a.here < TEARDOWN:
         a.emit(isa.NOP)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
@@ -408,8 +494,9 @@ def assemble(
     a.mov(R_COUNT, 0)
     giveup_at = len(a.words)
     a.emit(*isa.mov_imm(R_GIVEUP, PLACEHOLDER))
-    groups: list[Group] = []
-    for gi, g in enumerate(groups_of(probes)):
+    placed: list[Group] = []
+    start = 0
+    for gi, g in enumerate(groups):
         landing = epilogue = 0
         if g.el == 2:
             if features.has("PAN"):
@@ -420,9 +507,9 @@ def assemble(
                 a.emit(isa.NOP)
                 epilogue = a.here
                 a.emit(isa.NOP)
-            for i in g.indices:
-                if not step:
-                    _probe(a, i, probes[i])
+            else:
+                _probe_loop(a, el2_base, el2_base + HARNESS_CODE_SIZE + table, start,
+                            len(g.indices))
         elif g.el == 1:
             cont = f"cont{gi}"
             # X24 = the EL2 VA of the continuation, patched after layout
@@ -435,25 +522,27 @@ def assemble(
             a.emit(isa.msr("ELR_EL2", R_PAR))
             a.mov(R_RES, el1_base + HARNESS_CODE_SIZE)
             a.emit(isa.ERET)
-            start = a.here
+            el1_start = a.here
             if step:
                 landing = a.here
                 a.emit(isa.NOP)
                 epilogue = a.here
-            for i in g.indices:
-                if not step:
-                    _probe(a, i, probes[i])
+            else:
+                _probe_loop(a, el1_base, el1_base + HARNESS_CODE_SIZE + table, start,
+                            len(g.indices))
             a.emit(isa.hvc(0))
             a.label(cont)
             _patch_mov(a, cont_at, R_CONT, el2_base + a.labels[cont])
-            _patch_mov(a, el1_at, R_PAR, el1_base + start)
+            _patch_mov(a, el1_at, R_PAR, el1_base + el1_start)
         elif g.el == 3:
             assert scr_el3 is not None
-            landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features,
+            landing, epilogue = _el3_group(a, gi, g, HARNESS_DATA_PA + table + TABLE_ENTRY * start,
+                                           scr_el3, step, features,
                                            _secure_scr(scr_el3, regs, features))
         else:
             raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
-        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
+        placed.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
+        start += len(g.indices)
     a.label("end")
     if scr_el3 is not None:
         end3_at = len(a.words)
@@ -477,11 +566,6 @@ def assemble(
         a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"))
     a.emit(isa.b(0))
     _patch_mov(a, giveup_at, R_GIVEUP, el2_base + a.labels["end"])
-    stubs: dict[AtOp, int] = {}
-    if step:
-        for op in AtOp:
-            stubs[op] = a.here
-            a.emit(isa.at(op, R_VA), isa.ISB, isa.b(0))
     code = a.resolve()
     if len(code) > HARNESS_CODE_SIZE:
         raise ValueError("program larger than the harness code region")
@@ -494,7 +578,7 @@ def assemble(
         mmu_stop=a.labels["mmu_stop"],
         resume=a.labels["resume"],
         end=a.labels["end"],
-        groups=tuple(groups),
+        groups=tuple(placed),
         stubs=stubs,
         stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
@@ -519,16 +603,16 @@ def _secure_scr(scr_el3: int, regs: Mapping[str, int], features: Features) -> in
     return (scr_el3 & ~el3.SCR_NS) | eel2
 
 
-def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int, step: bool,
+def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
                features: Features, secure_scr: int) -> tuple[int, int]:
     """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
     VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
     handler may overwrite them), sets PSTATE.PAN and, for Secure probes,
     SCR_EL3 = ``secure_scr`` (NS = 0, EEL2 as the setup says) and invalidates
     the Secure EL1&0 (and with EEL2 the Secure EL2, EL2&0) TLB entries an
-    earlier setup may have left, runs its probes, restores both and returns by
-    ERET to the instruction after the SMC, which branches over the group.
-    Returns the step-mode landing and epilogue offsets."""
+    earlier setup may have left, runs its probes (from ``table``), restores
+    both and returns by ERET to the instruction after the SMC, which branches
+    over the group. Returns the step-mode landing and epilogue offsets."""
     x24_at = len(a.words)
     a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
     a.branch(f"after{gi}")
@@ -549,8 +633,7 @@ def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int,
         a.emit(isa.NOP)
         epilogue = a.here
     else:
-        for i in g.indices:
-            _probe(a, i, probes[i])
+        _probe_loop(a, HARNESS_PA, table, 0, len(g.indices))
     if not g.space.scr_ns:
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
@@ -572,16 +655,18 @@ def decode_results(
 ) -> tuple[list[int | TargetException], TargetException | None]:
     """PARs or exceptions per probe, and an exception of the setup code."""
     n = program.nprobes
-    pars = struct.unpack_from(f"<{n}Q", data, 0)
-    records = list(struct.iter_unpack("<4Q", data[program.records_offset :][: RECORD * (n + 1)]))
-
-    def record(i: int) -> TargetException | None:
-        flags, esr, elr, far = records[i]
-        return (
-            TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF) if flags & 1 else None
-        )
-
-    out: list[int | TargetException] = [
-        pars[i] if (exc := record(i)) is None else exc for i in range(n)
-    ]
-    return out, record(n)
+    out: list[int | TargetException] = list(struct.unpack_from(f"<{n}Q", data, 0))
+    rec = program.records_offset
+    # A record's first byte is 1 when it was taken (flags bit 0; [7:1] are 0)
+    taken = data[rec : rec + RECORD * (n + 1) : RECORD]
+    setup_exc = None
+    at = taken.find(1)
+    while at >= 0:
+        flags, esr, elr, far = struct.unpack_from("<4Q", data, rec + RECORD * at)
+        exc = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
+        if at < n:
+            out[at] = exc
+        else:
+            setup_exc = exc
+        at = taken.find(1, at + 1)
+    return out, setup_exc

@@ -235,6 +235,22 @@ def br(rn: int) -> int:
     return 0xD61F0000 | _reg(rn) << 5
 
 
+def blr(rn: int) -> int:
+    """BLR Xn (C6.2 BLR)."""
+    return 0xD63F0000 | _reg(rn) << 5
+
+
+RET = 0xD65F03C0
+"""RET (X30; C6.2 RET)."""
+
+
+def ldp_post(rt: int, rt2: int, rn: int, offset: int) -> int:
+    """LDP Xt, Xt2, [Xn], #offset, post-index (C6.2 LDP)."""
+    assert offset % 8 == 0 and -512 <= offset < 512
+    return (0xA8C00000 | ((offset // 8) & 0x7F) << 15 | _reg(rt2) << 10 | _reg(rn) << 5
+            | _reg(rt))
+
+
 def str_imm(rt: int, rn: int, offset: int = 0) -> int:
     """STR Xt, [Xn, #offset], unsigned scaled offset (C6.2 STR immediate)."""
     assert offset % 8 == 0 and 0 <= offset < 8 * 4096
@@ -261,6 +277,11 @@ def add_lsl(rd: int, rn: int, rm: int, shift: int) -> int:
 def ubfx(rd: int, rn: int, lsb: int, width: int) -> int:
     """UBFX Xd, Xn, #lsb, #width (UBFM; C6.2 UBFX)."""
     return 0xD3400000 | lsb << 16 | (lsb + width - 1) << 10 | _reg(rn) << 5 | _reg(rd)
+
+
+def cmp_reg(rn: int, rm: int) -> int:
+    """CMP Xn, Xm (SUBS XZR, Xn, Xm; C6.2 CMP shifted register)."""
+    return 0xEB00001F | _reg(rm) << 16 | _reg(rn) << 5
 
 
 def cmp_imm(rn: int, imm12: int) -> int:
