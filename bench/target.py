@@ -26,10 +26,11 @@ def bare_step_loop(target: QemuTarget, n: int) -> float:
     g = target.gdb
     at = HARNESS_PA + 0x8000
     g.write_memory(at, isa.at(AtOp.S1E1R, 0).to_bytes(4, "little"))
-    par = g.register_numbers()["PAR_EL1"]
+    regs = g.register_numbers()
+    par, x0, pc = regs["PAR_EL1"], regs["x0"], regs["pc"]
     t = time.perf_counter()
     for k in range(n):
-        g.command(f"-data-evaluate-expression \"$x0=0x{RAM_BASE + 0x1000 * k:x},$pc=0x{at:x}\"")
+        g.command(f"-data-write-register-values x {x0} 0x{RAM_BASE + 0x1000 * k:x} {pc} 0x{at:x}")
         g.resume("-exec-step-instruction", 5)
         g.command(f"-data-list-register-values x {par}")
     return n / (time.perf_counter() - t)
