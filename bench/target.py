@@ -36,6 +36,12 @@ def bare_step_loop(target: QemuTarget, n: int) -> float:
     return n / (time.perf_counter() - t)
 
 
+ROUNDS = 5
+"""Step mode and the bare loop are measured in alternation, ROUNDS times
+each, and the best of each is kept: on a machine shared with other work, load
+falls on both alike and the best round is the closest to an idle machine."""
+
+
 def bench_target() -> dict[str, float]:
     profile = load_profile()
     t0 = time.perf_counter()
@@ -45,21 +51,23 @@ def bench_target() -> dict[str, float]:
         target.run(_setup(1))
         boot = time.perf_counter() - t0
         step = _setup(200)
-        t = time.perf_counter()
-        target.run(step, "step")
-        step_rate = len(step.probes) / (time.perf_counter() - t)
-        bare = bare_step_loop(target, 200)
+        step_rates, bare_rates = [], []
+        for _ in range(ROUNDS):
+            t = time.perf_counter()
+            target.run(step, "step")
+            step_rates.append(len(step.probes) / (time.perf_counter() - t))
+            bare_rates.append(bare_step_loop(target, 200))
         target.restart()
         batch = _setup(4000)
         t = time.perf_counter()
-        for _ in range(3):
+        for _ in range(ROUNDS):
             target.run(batch)
-        batch_rate = 3 * len(batch.probes) / (time.perf_counter() - t)
+        batch_rate = ROUNDS * len(batch.probes) / (time.perf_counter() - t)
     finally:
         target.close()
     return {
         "boot_to_first_probe_s": boot,
-        "step_probes_per_s": step_rate,
-        "bare_gdb_step_loop_per_s": bare,
+        "step_probes_per_s": max(step_rates),
+        "bare_gdb_step_loop_per_s": max(bare_rates),
         "target_batch_probes_per_s": batch_rate,
     }

@@ -244,19 +244,28 @@ class Gdb:
         return num
 
     def read_reg(self, name: str) -> int:
-        """The raw value of a register, by number: not gdb's typed view, which
-        differs between QEMU versions (QEMU 11's stub gives cpsr a flags type
-        that gdb prints as ``[ SP EL=2 ... ]``)."""
-        num = self._number(name)
-        rec = self.command(f"-data-list-register-values --skip-unavailable x {num}")
-        values = rec["payload"].get("register-values") or []
-        if not values:
-            raise GdbError(f"register ${name} is unavailable")
-        value = str(values[0]["value"])
-        try:
-            return int(value, 0) & ((1 << 64) - 1)
-        except ValueError:
-            raise GdbError(f"gdb reads register ${name} as {value!r}, not a number") from None
+        """The raw value of a register (see :meth:`read_regs`)."""
+        return self.read_regs((name,))[name]
+
+    def read_regs(self, names: Sequence[str]) -> dict[str, int]:
+        """The raw values of registers, by number, with one MI command: not
+        gdb's typed view, which differs between QEMU versions (QEMU 11's stub
+        gives cpsr a flags type that gdb prints as ``[ SP EL=2 ... ]``)."""
+        nums = {name: self._number(name) for name in names}
+        listed = " ".join(str(n) for n in dict.fromkeys(nums.values()))
+        rec = self.command(f"-data-list-register-values --skip-unavailable x {listed}")
+        got = {int(v["number"]): str(v["value"])
+               for v in rec["payload"].get("register-values") or []}
+        out: dict[str, int] = {}
+        for name, num in nums.items():
+            if num not in got:
+                raise GdbError(f"register ${name} is unavailable")
+            try:
+                out[name] = int(got[num], 0) & ((1 << 64) - 1)
+            except ValueError:
+                raise GdbError(
+                    f"gdb reads register ${name} as {got[num]!r}, not a number") from None
+        return out
 
     def write_regs(self, values: Mapping[str, int]) -> None:
         """Write several registers, by number, with one MI command. It takes

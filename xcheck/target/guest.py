@@ -199,15 +199,17 @@ class QemuTarget:
         """EL2 with its MMU off (EL3 with its MMU off when the CPU starts at
         EL3), or restart QEMU."""
         g = self.gdb
-        el = g.read_reg("cpsr") >> 2 & 3
+        sctlr = "SCTLR_EL3" if self.scr_el3 is not None else "SCTLR_EL2"
+        regs = g.read_regs(("cpsr", sctlr))
+        el = regs["cpsr"] >> 2 & 3
         if self.scr_el3 is not None:
-            if el != 3 or g.read_reg("SCTLR_EL3") & SCTLR_M:
+            if el != 3 or regs[sctlr] & SCTLR_M:
                 self.restart()
             return
         if el != 2:
             self.restart()
             return
-        if g.read_reg("SCTLR_EL2") & SCTLR_M:
+        if regs[sctlr] & SCTLR_M:
             g.write_reg("x1", harness.SCTLR_EL2_OFF)
             g.write_reg("pc", self._el2_base + harness.TEARDOWN)
             g.resume("-exec-step-instruction", self.profile.timeouts.command)
@@ -236,10 +238,12 @@ class QemuTarget:
         The guest is looked at every STALL_SLICE seconds: a harness caught in
         an exception loop is reported then, not when ``timeout`` runs out."""
         g = self.gdb
-        rec = g.command(f"-break-insert *0x{addr:x}")
+        # temporary: gdb deletes it when it is hit, before its next command
+        rec = g.command(f"-break-insert -t *0x{addr:x}")
         number = rec["payload"]["bkpt"]["number"]
         deadline = time.monotonic() + timeout
         looping: tuple[int, ...] = ()
+        stop: Mapping[str, Any] = {}
         try:
             while True:
                 left = deadline - time.monotonic()
@@ -257,7 +261,8 @@ class QemuTarget:
                     )
                 looping = seen
         finally:
-            g.command(f"-break-delete {number}")
+            if (stop.get("payload") or {}).get("bkptno") != number:
+                g.command(f"-break-delete {number}")
         pc = _stop_pc(stop)
         if pc is None:
             pc = g.read_reg("pc")
@@ -335,7 +340,7 @@ class QemuTarget:
         self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
             g.write_reg("pc", HARNESS_PA + program.entry)
-            if step or program.el2_base != HARNESS_PA:
+            if program.el2_base != HARNESS_PA:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
                 g.write_reg("pc", program.el2_base + program.resume)
             if step:

@@ -295,8 +295,12 @@ def _probe_loop(a: Asm, code_base: int, table: int, start: int, count: int) -> N
 def probe_table(probes: Sequence[Probe], groups: Sequence[Group]) -> bytes:
     """The probe table: group after group, per probe its VA and its index |
     its stub's offset << 32."""
-    words = [w for g in groups for i in g.indices
-             for w in (probes[i].va, i | STUB_SLOT[probes[i].op] << 32)]
+    slot = {op._name_: off << 32 for op, off in STUB_SLOT.items()}  # str keys hash in C
+    words: list[int] = []
+    for g in groups:
+        for i in g.indices:
+            p = probes[i]
+            words += (p.va, i | slot[p.op._name_])
     return struct.pack(f"<{len(words)}Q", *words)
 
 
