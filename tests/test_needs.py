@@ -95,3 +95,30 @@ def test_pie_without_execute_for_the_harness_code_index() -> None:
     broken = text.replace("Perm8: 0b1010", "Perm8: 0b1000").split("expect:")[0]
     why = unrunnable(parse_scenario(broken, Path("p.yaml")).build(), MAX, RAM)
     assert all(why) and "not executable" in why[0]
+
+
+WRITE_ONLY_DATA = """
+name: s2-write-only-harness-data
+about: stage 2 maps the first page of the harness's data half write-only (the
+  builder maps the rest of the harness read/write)
+regs:
+  HCR_EL2: {VM: 1}
+  VTCR_EL2: {TG0: 4K, T0SZ: 25, SL0: 1, PS: 40bit}
+tables:
+  VTTBR_EL2:
+    - {ipa: 0x4030_0000, pa: 0x4030_0000, size: 4K, s2ap: WO}
+probes:
+  - {op: S1E1R, va: 0x4000_0000, el: [1, 2]}
+"""
+
+
+def test_harness_data_the_el1_probes_cannot_read() -> None:
+    """The harness reads its probe table from the data half and writes the
+    PARs there: with stage 2 S2AP = WO on it (D8.6.3, stage 2 data access
+    permissions) a load at EL1 is a stage 2 Permission fault, so probes at
+    EL1 cannot run; those at EL2 (stage 2 does not apply) can."""
+    setup = parse_scenario(WRITE_ONLY_DATA, Path("wo.yaml")).build()
+    why = unrunnable(setup, MAX, RAM)
+    assert why[1] == ""
+    assert "harness's data" in why[0] and "AT S12E1R gives fault" in why[0]
+    assert "permission, level 3" in why[0]

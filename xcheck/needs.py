@@ -50,7 +50,9 @@ def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int) ->
     mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
     where = "the EL1&0 regime and stage 2" if el == 1 else f"the {regime} regime"
     for state in arch_states(setup, features, max(el, 2), False):
+        # the data half is read (the probe table) and written (the results)
         for op, va, pa, what in ((read, base, HARNESS_PA, "code"),
+                                 (read, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"),
                                  (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data")):
             res = translate(op, va, state, mem)
             if res.kind != "par":
