@@ -115,6 +115,7 @@ R_STUB, R_NEXT, R_LAST = 14, 15, 16
 STUB_SLOT = {op: 8 * k for k, op in enumerate(AtOp)}
 """Offset of each op's ``AT <op>, X0; RET`` from STUBS."""
 TABLE_ENTRY = 16
+"""Bytes per probe in the probe table: its VA, its index | stub offset << 32."""
 EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime in ("EL3", "SS2", "EL3ctl"))
 """Written at EL3 (segment E3): their encodings are UNDEFINED at EL2."""
 
@@ -194,6 +195,8 @@ class Program:
 
     @property
     def data_size(self) -> int:
+        """Bytes of results (PAR slots and exception records): what is read
+        back; the probe table follows them."""
         return 8 * self.nprobes + RECORD * (self.nprobes + 1)
 
     @property
