@@ -74,14 +74,19 @@ def cpu_models(binary: str, timeout: float = 10.0) -> list[str]:
 
 
 def _virt_accepts(exe: str, cpu: str, timeout: float) -> bool:
-    try:
-        return subprocess.run(
-            [exe, "-machine", "virt,dumpdtb=/dev/null", "-cpu", cpu, "-nodefaults",
-             "-display", "none"],
-            capture_output=True, timeout=timeout, check=False,
-        ).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
+    """The device tree goes to a file in a private folder, never /dev/null:
+    QEMU writes it by renaming a new file over the path (GLib's
+    g_file_set_contents), which, run as root, replaces /dev/null by a
+    regular file."""
+    with tempfile.TemporaryDirectory(prefix="xcheck-dtb-") as folder:
+        try:
+            return subprocess.run(
+                [exe, "-machine", f"virt,dumpdtb={folder}/virt.dtb", "-cpu", cpu,
+                 "-nodefaults", "-display", "none"],
+                capture_output=True, timeout=timeout, check=False,
+            ).returncode == 0
+        except (OSError, subprocess.TimeoutExpired):
+            return False
 
 
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
