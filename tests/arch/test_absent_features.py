@@ -14,6 +14,7 @@ from archtables import LEAF, MAIR, MAX, SCTLR_ON, TCR_4K_48, Tables, at, regs
 
 from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
+from xcheck.arch.walkparams import oa_size
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe
 from xcheck.model import run_model
 
@@ -100,3 +101,13 @@ def test_lacking_names_each_missing_feature() -> None:
     assert more["PA48"].pa_range_bits == 48 and more["PA48"].vh is False
     assert more["PAN2"].pan == 2
     assert MAX.upgraded().lacking(MAX.upgraded()) == []
+
+
+def test_a_52_bit_pa_range_added_is_feat_lpa() -> None:
+    # PARange 0b0110 is FEAT_LPA (D24.2 ID_AA64MMFR0_EL1.PARange): with DS = 1
+    # and IPS = 52 bits, a 52-bit OA is in range on that CPU (AArch64.PhysicalAddressSize),
+    # an Address size fault on this 48-bit one (a nested-KVM guest hypervisor's view)
+    cpu = Features(pa_range_bits=48, lpa2=True)
+    more = {name: f for _, name, f in cpu.lacking(cpu.upgraded())}
+    assert more["PA52"].lpa and more["PA52"].pa_range_bits == 52
+    assert oa_size(0b110, 14, True, more["PA52"]) == 52 and oa_size(0b110, 14, True, cpu) == 48

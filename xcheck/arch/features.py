@@ -122,7 +122,10 @@ class Features:
             if f.name == "pa_range_bits":
                 for bits in sorted(set(PARANGE_BITS.values())):
                     if mine < bits <= theirs:
-                        out.append((f.name, f"PA{bits}", replace(self, pa_range_bits=bits)))
+                        # PARange 0b0110 (52 bits) is FEAT_LPA (D24.2
+                        # ID_AA64MMFR0_EL1.PARange), as from_id_regs decodes it
+                        out.append((f.name, f"PA{bits}", replace(
+                            self, pa_range_bits=bits, lpa=self.lpa or bits >= 52)))
             elif isinstance(mine, bool):
                 changes = {f.name: True}
                 out.append((f.name, FIELD_NAMES[f.name], replace(self, **changes)))  # type: ignore[arg-type]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import capstone
@@ -17,9 +18,12 @@ from xcheck.target.errors import ProfileError, TargetError, Unsupported
 from xcheck.target.kvm import artifacts, build
 from xcheck.target.kvm.protocol import (
     GUEST_RAM_BASE,
+    MAX_READ_TOTAL,
+    MAX_READS,
     MEM_CHUNK,
     Job,
     ProtocolError,
+    fit_reads,
     job_lines,
     parse_answer,
     shared_job_lines,
@@ -96,6 +100,35 @@ def test_short_zero_runs_are_sent() -> None:
 def test_bad_jobs_are_refused_with_the_reason(job: Job, words: str) -> None:
     with pytest.raises(ProtocolError, match=words):
         job_lines(job)
+
+
+def test_reads_beyond_the_agents_limit_are_refused_before_sending() -> None:
+    many = [(GUEST_RAM_BASE + 0x1000 * i, 8) for i in range(MAX_READS + 1)]
+    with pytest.raises(ProtocolError, match=f"at most {MAX_READS} ranges"):
+        job_lines(Job("a", "vhe", [], GUEST_RAM_BASE, reads=many))
+    with pytest.raises(ProtocolError, match="bytes in all"):
+        job_lines(Job("a", "vhe", [], GUEST_RAM_BASE, reads=[(GUEST_RAM_BASE,
+                                                              MAX_READ_TOTAL + 8)]))
+
+
+def test_fit_reads_bridges_the_smallest_gaps_first() -> None:
+    a = GUEST_RAM_BASE
+    ranges = [(a + 0x9000, 8), (a, 8), (a + 0x10, 8), (a + 0x5000, 16), (a + 0x5800, 8)]
+    assert fit_reads(ranges, 5) == sorted(ranges)
+    assert fit_reads(ranges, 4) == [(a, 0x18), (a + 0x5000, 16), (a + 0x5800, 8),
+                                    (a + 0x9000, 8)]
+    assert fit_reads(ranges, 3) == [(a, 0x18), (a + 0x5000, 0x808), (a + 0x9000, 8)]
+    assert fit_reads(ranges, 1) == [(a, 0x9008)]
+
+
+def test_fit_reads_covers_every_range_within_the_limit() -> None:
+    words = [(GUEST_RAM_BASE + (i * i * 0x1238) % 0x20_0000 // 8 * 8, 8) for i in range(300)]
+    fitted = fit_reads(words, MAX_READS - 1)
+    assert len(fitted) == MAX_READS - 1
+    assert all(any(a <= w and w + 8 <= a + n for a, n in fitted) for w, _ in words)
+    assert all(b[0] > a[0] + a[1] for a, b in pairwise(fitted))
+    lines = job_lines(Job("a", "vhe", [], GUEST_RAM_BASE, reads=fitted))
+    assert len([ln for ln in lines if ln.startswith("READ ")]) == MAX_READS - 1
 
 
 # --- answers -------------------------------------------------------------------

@@ -32,13 +32,14 @@ from xcheck.machine import (
     Probe,
     TargetException,
     sysreg_defaults,
+    word_spans,
 )
 from xcheck.outcome import FAILING, Kind
 from xcheck.scenario.loader import load_scenario, parse_scenario
 from xcheck.target import isa
 from xcheck.target.doctor import FEATURE_LABELS, doctor
 from xcheck.target.errors import QemuLaunchError
-from xcheck.target.kvm.protocol import EXIT_PA
+from xcheck.target.kvm.protocol import EXIT_PA, MAX_READS
 from xcheck.target.kvm.target import KvmTarget
 from xcheck.target.profile import load_profile
 
@@ -286,6 +287,21 @@ def test_descriptors_are_read_back_after_the_job(kvm: KvmTarget) -> None:
     assert not [o for o in out if o.kind in FAILING]
     (rb,) = kvm.readbacks
     assert len(rb.ran) == len(out) and len(rb.words) == 16
+    image = MemoryImage(scenario.build().memory, RAM_BASE, kvm.ram_size)
+    for pa, got in rb.words.items():
+        was = image.read64(pa)
+        assert was is not None and got & ~(1 << 10) == was & ~(1 << 10)
+
+
+def test_watched_words_in_more_ranges_than_the_agent_reads_come_back(kvm: KvmTarget) -> None:
+    # permissions/hpd1.yaml walks tables spread over more places than the
+    # agent's READ limit: the ranges are merged, every watched word comes back.
+    path = Path(__file__).resolve().parents[3] / "scenarios/permissions/hpd1.yaml"
+    scenario = load_scenario(path)
+    out = check_scenario(kvm, scenario)
+    assert not [o for o in out if o.kind == Kind.TARGET_ERROR]
+    (rb,) = kvm.readbacks
+    assert len(word_spans(tuple(rb.words))) >= MAX_READS
     image = MemoryImage(scenario.build().memory, RAM_BASE, kvm.ram_size)
     for pa, got in rb.words.items():
         was = image.read64(pa)

@@ -44,6 +44,9 @@ MEM_CHUNK = 4096
 """Bytes per MEM line (the agent takes lines up to 16 KiB)."""
 ZERO_RUN = 64
 """Runs of at least this many zero bytes are not sent: job RAM starts zeroed."""
+MAX_READS = 16
+MAX_READ_TOTAL = 4 << 20
+"""READ ranges per job and their bytes in all (agent: MAX_READS, MAX_READ_TOTAL)."""
 MODES = ("vhe", "nvhe")
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -143,7 +146,34 @@ def _pieces(job: Job) -> Iterable[tuple[int, bytes]]:
         yield from _nonzero_runs(addr, bytes(data))
 
 
+def fit_reads(ranges: Sequence[tuple[int, int]], limit: int) -> list[tuple[int, int]]:
+    """At most ``limit`` (>= 1) (address, length) ranges that cover ``ranges``: the
+    smallest gaps between neighbours are bridged first, so the fewest extra
+    bytes are read (what a gap holds comes back too, and is ignored)."""
+    spans = sorted(ranges)
+    if len(spans) <= limit:
+        return spans
+    gaps = sorted(range(1, len(spans)),
+                  key=lambda i: spans[i][0] - (spans[i - 1][0] + spans[i - 1][1]))
+    bridged = set(gaps[: len(spans) - limit])
+    out = [spans[0]]
+    for i in range(1, len(spans)):
+        addr, size = spans[i]
+        if i in bridged:
+            start = out[-1][0]
+            out[-1] = (start, max(out[-1][0] + out[-1][1], addr + size) - start)
+        else:
+            out.append((addr, size))
+    return out
+
+
 def _run_lines(job: Job) -> list[str]:
+    total = sum(size for _, size in job.reads)
+    if len(job.reads) > MAX_READS or total > MAX_READ_TOTAL:
+        raise ProtocolError(
+            f"{len(job.reads)} READ ranges of {total} bytes: the agent takes at most "
+            f"{MAX_READS} ranges of {MAX_READ_TOTAL} bytes in all"
+        )
     lines = [f"REG {name} 0x{value:x}" for name, value in job.regs.items()]
     lines.append(f"ENTRY 0x{job.entry:x}")
     lines += [f"READ 0x{addr:x} {size}" for addr, size in job.reads]

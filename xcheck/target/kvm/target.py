@@ -50,8 +50,10 @@ from xcheck.target.kvm.protocol import (
     EXIT_FREE,
     EXIT_PA,
     GUEST_RAM_SIZE,
+    MAX_READS,
     Answer,
     Job,
+    fit_reads,
 )
 from xcheck.target.kvm.session import AgentSession, qemu_kvm_argv
 from xcheck.target.profile import Profile
@@ -322,7 +324,8 @@ class KvmTarget:
             (HARNESS_PA, program.code),
             (HARNESS_DATA_PA, program.initial_data()),
         ]
-        spans = word_spans(setup.watch)
+        # the agent takes MAX_READS ranges, one of them the results
+        spans = fit_reads(word_spans(setup.watch), MAX_READS - 1)
         ans = self.run_job(
             flavour, memory, HARNESS_PA + program.entry,
             [(HARNESS_DATA_PA, program.data_size), *spans],
