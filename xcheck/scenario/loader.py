@@ -230,6 +230,8 @@ class _Parser:
         memory = self.memory(top)
         overrides_ = self.descriptors(top)
         probes, probe_lines = self.probes(top, el, pan)
+        if "RME" not in requires and any(p.space is SecurityState.REALM for p in probes):
+            requires = (*requires, "RME")  # the Realm state exists only with FEAT_RME
         expect = tuple(self.expectation(e, i, top["expect"].at(i), probes)
                        for i, e in enumerate(self.entries(top, "expect")))
         known = tuple(self.known(e, i, top["known"].at(i), probes)
