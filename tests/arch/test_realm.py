@@ -250,3 +250,9 @@ def test_realm_walk_tables_are_checked_in_the_realm_pa_space(gpi: int, ok: bool)
         ns = realm(AtOp.S12E1R, r, gpc_image(s1.words, {table: gpi}),
                    space=SecurityState.NONSECURE)
         assert fields(ns)["F"] == int(gpi not in (GPI_NONSECURE, GPI_ALL))
+
+
+def test_doctor_names_the_realm_state_only_with_rme() -> None:
+    from xcheck.target.doctor import reachable_states
+    assert "realm (EL3, SCR_EL3.{NSE, NS} = {1, 1}" in reachable_states(RME)
+    assert "realm" not in reachable_states(replace(RME, rme=0))
