@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 
 from rich.console import Console
@@ -176,9 +177,13 @@ def explain_command(
 
 
 def _explain_model_only(scenario: Scenario, console: Console) -> int:
-    """The model's answers on a CPU with every feature the model knows."""
+    """The model's answers on a CPU with every feature the model knows (and
+    FEAT_RME when the scenario requires it: with RME, EL3 is the Root state)."""
     setup = scenario.build()
-    results = run_model(setup, Features.everything(), DEFAULT_RAM_SIZE)
+    features = Features.everything()
+    if "RME" in scenario.requires:
+        features = replace(features, rme=1)
+    results = run_model(setup, features, DEFAULT_RAM_SIZE)
     for probe, res in zip(setup.probes, results, strict=True):
         answer = describe_par(res.par) if res.kind == "par" else res.kind
         console.print(f"{probe.label}: {answer}", markup=False, highlight=False)

@@ -99,6 +99,8 @@ def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequen
         elif p.space is SecurityState.ROOT and not features.rme:
             out.append("space: root is the Security state of EL3 with FEAT_RME, which this "
                        "CPU lacks (without it EL3 is Secure: use space: secure)")
+        elif p.space is SecurityState.REALM and not features.rme:
+            out.append("space: realm needs FEAT_RME (SCR_EL3.NSE), which this CPU lacks")
         elif el3 or el2:
             out.append(el3 or el2)
         elif p.el == 1:

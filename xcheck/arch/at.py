@@ -17,12 +17,14 @@ from xcheck.arch import attrs, perms
 from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
-from xcheck.arch.gpc import report_as_gpc_exception
+from xcheck.arch.gpc import PASpace, report_as_gpc_exception
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.par import (
     FAULT_MASK,
     FAULT_NOTES,
     NSE_BIT,
+    REALM_NOTES,
+    REALM_S1_NOTES,
     RME_NOTES,
     SECURE_SUCCESS_MASK,
     SUCCESS_MASK,
@@ -69,6 +71,11 @@ class ArchState:
     """Stage 2 of a Non-secure IPA in the Secure state (VTTBR_EL2, VTCR_EL2.{NSW, NSA})."""
     ss2_secure_ipa: S2TTWParams
     """Stage 2 of a Secure IPA (VSTTBR_EL2, VSTCR_EL2)."""
+    el10_realm: S1RegimeParams
+    el2_realm: S1RegimeParams
+    el20_realm: S1RegimeParams
+    s2_realm: S2TTWParams
+    """Realm stage 2 (AArch64.RLS2TTWParams: VTTBR_EL2, VTCR_EL2)."""
     eel2: bool = False
     """EL2 is enabled in the Secure state (secure_el2_enabled)."""
     el: int = 1
@@ -90,7 +97,7 @@ class ArchState:
                      impdef: ImpDef | None = None) -> ArchState:
         choices = impdef or ImpDef()
         hcr = HcrState.decode(sysregs.get("HCR_EL2", 0), features)
-        secure = SecurityState.SECURE
+        secure, realm = SecurityState.SECURE, SecurityState.REALM
         return cls(
             features=features, hcr=hcr,
             el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
@@ -103,6 +110,10 @@ class ArchState:
             el20_secure=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, secure),
             ss2_nonsecure_ipa=s2_params(sysregs, hcr, features, choices, secure),
             ss2_secure_ipa=s2_params(sysregs, hcr, features, choices, secure, secure_ipa=True),
+            el10_realm=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices, realm),
+            el2_realm=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices, realm),
+            el20_realm=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, realm),
+            s2_realm=s2_params(sysregs, hcr, features, choices, realm),
             eel2=secure_el2_enabled(sysregs, features), el=el, pan=pan,
             hcr_gpf=bool(features.rme) and bool(sysregs.get("HCR_EL2", 0) >> HCR_GPF_BIT & 1),
         )
@@ -112,7 +123,8 @@ class ArchState:
         """Everything decoded from the registers (two states that decode alike
         answer alike)."""
         return (self.el10, self.el2, self.el20, self.s2, self.el3, self.el10_secure,
-                self.el2_secure, self.el20_secure, self.ss2_nonsecure_ipa, self.ss2_secure_ipa)
+                self.el2_secure, self.el20_secure, self.ss2_nonsecure_ipa, self.ss2_secure_ipa,
+                self.el10_realm, self.el2_realm, self.el20_realm, self.s2_realm)
 
     def with_pstate(self, el: int, pan: bool,
                     space: SecurityState = SecurityState.NONSECURE) -> ArchState:
@@ -122,6 +134,9 @@ class ArchState:
                space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
         if regime is Regime.EL3:
             return self.el3
+        if space is SecurityState.REALM:
+            return {Regime.EL10: self.el10_realm, Regime.EL2: self.el2_realm,
+                    Regime.EL20: self.el20_realm}[regime]
         secure = space is SecurityState.SECURE
         if regime is Regime.EL10:
             return self.el10_secure if secure else self.el10
@@ -131,7 +146,10 @@ class ArchState:
 
     def stage2(self, space: SecurityState, ipa_ns: bool) -> S2TTWParams:
         """The stage 2 that translates an IPA of the Non-secure (``ipa_ns``) or
-        Secure IPA space in Security state ``space`` (AArch64.S2Translate)."""
+        Secure IPA space in Security state ``space`` (AArch64.S2Translate,
+        AArch64.GetS2TTWParams)."""
+        if space is SecurityState.REALM:
+            return self.s2_realm
         if space is not SecurityState.SECURE:
             return self.s2
         return self.ss2_nonsecure_ipa if ipa_ns else self.ss2_secure_ipa
@@ -221,11 +239,17 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
     rp = state.regime(r.regime, r.space)
     nonsecure = r.space is SecurityState.NONSECURE
+    realm = r.space is SecurityState.REALM
     if r.space is SecurityState.SECURE and state.eel2 and r.regime is not Regime.EL3:
         trace.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
                                "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
                                rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
-    s2_on = r.regime is Regime.EL10 and state.s2.enabled and (nonsecure or state.eel2)
+    if realm:
+        trace.append(TraceStep(0, "Realm", "SCR_EL3.{NSE, NS} == {1, 1}: the Realm state, where "
+                               "EL2 is enabled (EL2Enabled(): SCR_EL3.NS == 1)",
+                               rule="EL2Enabled, SecurityStateAtEL", cites=Rule.REALM_EL2_ENABLED))
+    s2_on = (r.regime is Regime.EL10 and state.s2.enabled
+             and (nonsecure or realm or state.eel2))
     s2_walks = state.stage2(r.space, True) if s2_on else None
     s2_walks_secure = (state.stage2(r.space, False)
                        if s2_on and r.space is SecurityState.SECURE else None)
@@ -242,7 +266,7 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                 out = replace(out, descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
     if s2_walks or r.stage12:
-        notes += [(0, n) for n in state.s2.notes]
+        notes += [(0, n) for n in state.stage2(r.space, True).notes]
     if s2_walks_secure is not None or (r.stage12 and r.space is SecurityState.SECURE):
         notes += [(0, n) for n in state.ss2_secure_ipa.notes]
     if isinstance(out, FaultRecord):
@@ -273,12 +297,17 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
     # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
     # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.
     nse = out.nse if rp.root else None
-    par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
+    # a Realm regime's NS: 0 the Realm PA space, 1 the Non-secure one
+    par_ns = out.paspace is not PASpace.REALM if realm else out.ns
+    par = encode_success(out.address, reported.attr, reported.sh, par_ns, nse)
     success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
-    if not nonsecure:
+    if realm and r.regime is Regime.EL10 and not op.value.startswith("S12"):
+        success_mask, success_notes = SUCCESS_MASK & ~NSE_BIT, SUCCESS_NOTES + REALM_S1_NOTES
+    elif not nonsecure:
         success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
         if state.features.rme and not rp.root:
-            success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES
+            success_mask &= ~NSE_BIT
+            success_notes += REALM_NOTES if realm else RME_NOTES
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
                            cites=Rule.ENCODE_PAR))
@@ -294,7 +323,7 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "
                "descriptor\"); an IMPLEMENTATION DEFINED choice")
-        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, out.ns, nse),
+        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, par_ns, nse),
                       mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))

@@ -62,6 +62,14 @@ NSE_BIT = 1 << 11
 RME_NOTES: tuple[tuple[int, str], ...] = (
     (NSE_BIT, "PAR_EL1.NSE is UNKNOWN for a Secure regime with FEAT_RME (AArch64.EncodePAR)"),
 )
+REALM_NOTES: tuple[tuple[int, str], ...] = (
+    (NSE_BIT, "PAR_EL1.NSE is UNKNOWN for a Realm regime; NS is the output PA space, 0 Realm, "
+              "1 Non-secure (AArch64.EncodePAR)"),
+)
+REALM_S1_NOTES: tuple[tuple[int, str], ...] = (
+    (NSE_BIT | NS_BIT, "PAR_EL1.{NSE, NS} are UNKNOWN for AT S1E1*/S1E0* in the Realm EL1&0 "
+                       "regime (AArch64.EncodePAR: Regime_EL10 and is_ATS1Ex)"),
+)
 FAULT_MASK = MASK64 & ~IMPDEF_FAULT
 FAULT_NOTES: tuple[tuple[int, str], ...] = (
     (IMPDEF_FAULT, "PAR_EL1 bits [63:48] are IMPLEMENTATION DEFINED on a fault "

@@ -8,7 +8,9 @@ translate for. In the Secure state EL2 is enabled only with Secure EL2
 (SCR_EL3.EEL2 == 1, FEAT_SEL2): then the ops route as in the Non-secure
 state, to the Secure EL2, EL2&0 and EL1&0 (+ stage 2) regimes; without it
 AT S1E2* is UNDEFINED, and the EL1&0 ops translate the Secure EL1&0 regime,
-stage 1 only, HCR_EL2 without effect.
+stage 1 only, HCR_EL2 without effect. In the Realm state (SCR_EL3.{NSE, NS}
+== {1, 1}, FEAT_RME) EL2 is always enabled (EL2Enabled(): SCR_EL3.NS == 1):
+the ops route as in the Non-secure state, to the Realm regimes.
 """
 
 from __future__ import annotations
@@ -125,8 +127,12 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
                        f"AT {name}: the EL3 regime, a Secure regime (C5.4.16, "
                        "TranslationRegime(EL3))", Rule.REGIME_EL3,
                        space=SecurityState.ROOT if features.rme else SecurityState.SECURE)
-    if space in (SecurityState.REALM, SecurityState.ROOT):
-        raise ValueError(f"AT {name} in the {space.value} state is not modelled yet")
+    if space is SecurityState.ROOT:
+        return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.{{NSE, NS}} == {{1, 0}}: "
+                                        "only AT S1E3* translate for the Root state (AArch64.AT)",
+                           Rule.AT_ROOT_UNDEFINED)
+    if space is SecurityState.REALM and not features.rme:
+        raise ValueError(f"AT {name} in the Realm state: the CPU has no FEAT_RME")
     if el == 3 and space is SecurityState.SECURE and not eel2:
         if name.startswith("S1E2"):
             return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.NS == 0: EL2 is not "
@@ -171,4 +177,4 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
 
 
 def _state(space: SecurityState) -> str:
-    return "Secure " if space is SecurityState.SECURE else ""
+    return {SecurityState.SECURE: "Secure ", SecurityState.REALM: "Realm "}.get(space, "")

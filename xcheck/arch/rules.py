@@ -36,6 +36,10 @@ class Rule(Enum):
                           "EL1&0 regime, stage 1 only")
     SECURE_EL2_ENABLED = ("EL2Enabled() in the Secure state: SCR_EL3.EEL2 == 1 with FEAT_SEL2, "
                           "the Secure EL2, EL2&0 and EL1&0 (with stage 2) regimes")
+    AT_ROOT_UNDEFINED = ("AArch64.AT: at EL3 with SCR_EL3.{NSE, NS} == {1, 0} (Root), an AT "
+                         "other than S1E3* is UNDEFINED")
+    REALM_EL2_ENABLED = ("EL2Enabled() in the Realm state (SCR_EL3.{NSE, NS} == {1, 1}): the "
+                         "Realm EL2, EL2&0 and EL1&0 (with stage 2) regimes")
     AT_ABORT_EXTERNAL = "AArch64.AT: External abort on a walk taken as a Data Abort"
     AT_ABORT_S2_ON_WALK_EL1 = "AArch64.AT: stage 2 fault on the stage 1 walk from EL1 taken"
     ENCODE_PAR = "AArch64.EncodePAR: successful translation"
@@ -66,6 +70,13 @@ class Rule(Enum):
                      "non-Root PA space (FEAT_RME)")
     S1_OUTPUT_PASPACE = ("AArch64.S1Walk (D8.4.6): a Secure regime's output PA space from the "
                          "leaf's NS bit, the Root state's from NSE and NS")
+    S1_REALM_NSTABLE = ("AArch64.S1NextWalkStateTable: NSTable has no effect outside a Secure "
+                        "walk; a Realm walk stays in the Realm PA space")
+    S1_REALM_OUTPUT_PASPACE = ("AArch64.S1NextWalkStateLeaf: a Realm EL2 or EL2&0 leaf's NS "
+                               "selects the Non-secure PA space, else Realm; the Realm EL1&0 "
+                               "output is Realm")
+    S1_REALM_FETCH = ("AArch64.S1DirectBasePermissions, S1IndirectBasePermissions: no instruction "
+                      "fetch by Realm EL2 or EL2&0 from a non-Realm PA space (FEAT_RME)")
     S1_WRITABLE_CLEAN = "D8.5 R_RKMHW: DBM with TCR.HD, writable-clean counts as writable"
     S1_DCACHE_DISABLED = "AArch64.S1DCacheEnabled: SCTLR_ELx.C == 0, Normal is Non-cacheable"
 
@@ -105,6 +116,13 @@ class Rule(Enum):
     SS2_NONSECURE_IPA = ("AArch64.SS2TTWParams, AArch64.S2Walk: a Non-secure IPA in the Secure "
                          "state, VTTBR_EL2 and VTCR_EL2; tables and output in the PA space "
                          "VTCR_EL2.{NSW, NSA} and VSTCR_EL2.{SW, SA} select")
+    RLS2_REALM = ("AArch64.RLS2TTWParams, AArch64.S2InitialTTWState: Realm stage 2, VTTBR_EL2 "
+                  "and VTCR_EL2 (NSW, NSA without effect), tables in the Realm PA space")
+    S2_REALM_OUTPUT_PASPACE = ("AArch64.S2NextWalkStateLeaf: in the Realm state the stage 2 "
+                               "descriptor's NS (bit 55) selects the Non-secure PA space, else "
+                               "Realm")
+    S2_REALM_WALK_NONREALM = ("AArch64.S2CheckPermissions: a Realm stage 1 table access that "
+                              "stage 2 maps outside the Realm PA space is a Permission fault")
     S2_BASE_ADDRESS_SIZE = "AArch64.S2Walk: VTTBR_EL2 base above the OA size"
     S2_EXTERNAL_ABORT = "FetchDescriptor: stage 2 descriptor read has no memory"
     S2_TABLE = "AArch64.DecodeDescriptorType: stage 2 table descriptor"

@@ -19,6 +19,7 @@ from xcheck.arch.descupdate import AF_BIT, S2_DIRTY_BIT, PermittedUpdate
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
+from xcheck.arch.regime import Regime
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
 from xcheck.arch.trace import TraceStep
 from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
@@ -63,6 +64,14 @@ class Translated:
     leaf_ns: bool = True
     """The leaf descriptor was read in the Non-secure (IPA) space: a Secure
     regime's walk is Secure until a table descriptor's NSTable == 1."""
+
+    @property
+    def paspace(self) -> PASpace:
+        """The output PA space, {NSE, NS} as DecodePASpace reads them."""
+        return _PASPACES[self.nse << 1 | self.ns]
+
+
+_PASPACES = (PASpace.SECURE, PASpace.NONSECURE, PASpace.ROOT, PASpace.REALM)
 
 
 Updates = list[PermittedUpdate] | None
@@ -152,7 +161,7 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
     (Address size fault, level 0); data accesses are Device-nGnRnE, or Normal
     Write-Back Non-shareable with HCR_EL2.DC == 1 (D8.2.10, "Behavior when
     stage 1 address translation is disabled"). The PA space is the regime's
-    own (Secure for a Secure regime)."""
+    own (Secure for a Secure regime, Realm for a Realm one)."""
     p = rp.params(va)
     trace.append(TraceStep(1, "disabled", f"stage 1 of the {rp.regime.value} regime is "
                            f"disabled ({rp.disabled_by}): output address = VA",
@@ -163,7 +172,7 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
                          "disabled (AArch64.S1DisabledOutput)", trace,
                          Rule.S1_DISABLED_ADDRESS_SIZE)
     return Translated(va & ADDR56, attrs.s1_disabled_attrs(rp.sctlr_c, rp.dc), 0,
-                      ns=not (rp.secure or rp.root), nse=rp.root)
+                      ns=not (rp.secure or rp.root), nse=rp.root or rp.realm)
 
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
@@ -212,7 +221,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
                          trace, Rule.S1_BASE_ADDRESS_SIZE)
     ap_table = xn_u = xn_p = 0
-    ns = not (rp.secure or rp.root)
+    ns = not (rp.secure or rp.root or rp.realm)
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
@@ -223,8 +232,10 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                 return out
             pa = out.address
         if rp.gpc is not None:
-            walk_space = (PASpace.ROOT if rp.root else PASpace.NONSECURE if ns
-                          else PASpace.SECURE)
+            # a Realm walk through stage 2 reads only the Realm PA space: stage 2
+            # faults any other output (s2_translate, AArch64.S2CheckPermissions)
+            walk_space = (PASpace.ROOT if rp.root else PASpace.REALM if rp.realm
+                          else PASpace.NONSECURE if ns else PASpace.SECURE)
             gpf = granule_protection_check(rp.gpc, pa, walk_space, mem, trace, 1)
             if gpf is not None:
                 return _gpc_on_walk(gpf, level, 1, False, acc.write, trace)
@@ -247,6 +258,11 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
             trace.append(TraceStep(1, "NSTable", "NSTable == 1: the next levels and the output "
                                    "are in the Non-secure PA space", level,
                                    rule="AArch64.S1Walk (D8.4.6.1)", cites=Rule.S1_NSTABLE))
+        elif rp.realm and desc >> 63:
+            trace.append(TraceStep(1, "NSTable", "NSTable == 1 has no effect in a Realm walk: "
+                                   "the next levels stay in the Realm PA space", level,
+                                   rule="AArch64.S1NextWalkStateTable",
+                                   cites=Rule.S1_REALM_NSTABLE))
         if not p.hpd and not rp.pie:  # AArch64.S1Walk: no table permissions with PIE
             if two:
                 ap_table |= (desc >> 61) & 3
@@ -297,6 +313,13 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                              f"state from the {space} PA space (AArch64.S1ComputePermissions: "
                              "no execution from non-Root space by Root)", trace,
                              Rule.S1_ROOT_FETCH)
+    if rp.realm:
+        ns, nse = _realm_leaf_space(rp, desc, level, trace)
+        if acc.s1.fetch and not nse and rp.regime is not Regime.EL10:
+            return _s1_fault(Fault.PERMISSION, level, acc, "an instruction fetch by Realm "
+                             f"{rp.regime.value} from the Non-secure PA space "
+                             "(AArch64.S1DirectBasePermissions: x = 0 outside the Realm PA "
+                             "space)", trace, Rule.S1_REALM_FETCH)
     sh = p.sh if ds else (desc >> 8) & 3
     attr_index = (desc >> 2) & 7
     mair = p.mair
@@ -326,6 +349,24 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                level, rule="AArch64.S1Walk (D8.4.6 R_KZLVM, D8.4.6.1)",
                                cites=Rule.S1_OUTPUT_PASPACE))
     return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse, leaf_ns)
+
+
+def _realm_leaf_space(rp: S1RegimeParams, desc: int, level: int,
+                      trace: list[TraceStep]) -> tuple[bool, bool]:
+    """AArch64.S1NextWalkStateLeaf in the Realm state: (ns, nse) of the output.
+    The Realm EL2 and EL2&0 regimes read the leaf's NS (bit 5): 1 is the
+    Non-secure PA space, 0 Realm; the Realm EL1&0 regime's output (an IPA,
+    which Realm stage 2 places) is Realm whatever NS says."""
+    ns_bit = desc >> 5 & 1
+    if rp.regime is Regime.EL10:
+        why = f"Realm EL1&0: the output is in the Realm (IPA) space, NS ({ns_bit}) ignored"
+        nonsecure = False
+    else:
+        nonsecure = bool(ns_bit)
+        why = f"{'Non-secure' if nonsecure else 'Realm'} (NS == {ns_bit})"
+    trace.append(TraceStep(1, "PA space", why, level, rule="AArch64.S1NextWalkStateLeaf",
+                           cites=Rule.S1_REALM_OUTPUT_PASPACE))
+    return True, not nonsecure
 
 
 def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem: PhysMem,
@@ -396,7 +437,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     fault reported with PAR.PTW == 1) or the stage 1 output (attributes
     combined with ``s1_attrs``). ``updates`` as for s1_translate."""
     if not p.enabled:
-        return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0)
+        return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0,
+                          nse=p.realm)
     what = "stage 1 table address" if ttw else "IPA"
     if p.config_fault:
         return _s2_fault(Fault.TRANSLATION, 0, ttw, write, p.config_fault, trace,
@@ -411,6 +453,11 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     lsb = (3 - level) * stride + g
     table = p.base
     index = (ipa >> lsb) & ((1 << (p.iasize - lsb)) - 1)
+    if p.realm:
+        trace.append(TraceStep(2, "IPA space", "Realm stage 2: VTTBR_EL2 and VTCR_EL2 (NSW, NSA "
+                               "without effect), tables in the Realm PA space",
+                               rule="AArch64.RLS2TTWParams, AArch64.S2InitialTTWState",
+                               cites=Rule.RLS2_REALM))
     if p.space_why:
         secure_ipa = p.ttbr_name == "VSTTBR_EL2"
         trace.append(TraceStep(2, "IPA space", f"{'Secure' if secure_ipa else 'Non-secure'} "
@@ -432,7 +479,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     while True:
         descaddr = table | (index << 3)
         if p.gpc is not None:
-            space = PASpace.NONSECURE if p.walk_ns else PASpace.SECURE
+            space = (PASpace.REALM if p.realm else PASpace.NONSECURE if p.walk_ns
+                     else PASpace.SECURE)
             gpf = granule_protection_check(p.gpc, descaddr, space, mem, trace, 2)
             if gpf is not None:
                 return _gpc_on_walk(gpf, level, 2, ttw, write, trace)
@@ -482,12 +530,23 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                 "Access flag write to a stage 1 descriptor may set S2AP[1] (AArch64.S2Translate,"
                 " SettingDirtyStatePermitted; the acctype is TTW, not AT)", trace, 2)
     memattr = (desc >> 2) & 0xF
+    out_ns, nse = p.out_ns, False
+    if p.realm:
+        out_ns, nse = True, not desc >> 55 & 1
+        trace.append(TraceStep(2, "PA space", f"{'Realm' if nse else 'Non-secure'} (NS == "
+                               f"{desc >> 55 & 1}, bit 55)", level,
+                               rule="AArch64.S2NextWalkStateLeaf",
+                               cites=Rule.S2_REALM_OUTPUT_PASPACE))
     if ttw:
         device = not memattr & 4 if p.fwb else not memattr & 0xC
         if p.ptw and device:
             return _s2_fault(Fault.PERMISSION, level, ttw, False, "stage 1 walk to stage 2 "
                              "Device memory with HCR_EL2.PTW == 1 (AArch64.S2CheckPermissions)",
                              trace, Rule.S2_PTW_DEVICE)
+        if p.realm and not nse:
+            return _s2_fault(Fault.PERMISSION, level, ttw, write, "a Realm stage 1 walk access "
+                             "that stage 2 maps to the Non-secure PA space "
+                             "(AArch64.S2CheckPermissions)", trace, Rule.S2_REALM_WALK_NONREALM)
     # a walk reads; an Access flag update (CreateAccDescTTEUpdate) writes
     if p.s2pie:
         index = perms.s2_pi_index(desc)
@@ -505,10 +564,11 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                           denied.rule)
         return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
-        return Translated(oa, MemAttrs(0, 0), level, ns=p.out_ns)
+        return Translated(oa, MemAttrs(0, 0), level, ns=out_ns, nse=nse)
     sh = p.sh if ds else (desc >> 8) & 3
     if p.fwb:
         trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
                                "decides the memory type", rule="AArch64.S2ApplyFWBMemAttrs",
                                cites=Rule.S2_FWB))
-    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level, ns=p.out_ns)
+    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level, ns=out_ns,
+                      nse=nse)

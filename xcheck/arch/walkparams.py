@@ -176,6 +176,10 @@ class S1RegimeParams:
     """The EL3 regime with FEAT_RME (the Root state): walks start in the Root
     PA space, bit 63 is RES0 (no NSTable), a leaf's NSE (bit 11) and NS (bit
     5) select one of four output PA spaces (AArch64.S1Walk, DecodePASpace)."""
+    realm: bool = False
+    """A Realm regime (FEAT_RME): walks in the Realm PA space, NSTable without
+    effect; a leaf's NS selects the Non-secure output in the Realm EL2 and
+    EL2&0 regimes only (AArch64.S1NextWalkStateLeaf)."""
     root_secure: bool = True
     """{NSE, NS} = 00 is the Secure PA space (FEAT_SEL2), else Non-secure."""
     gpc: GpcParams | None = None
@@ -280,9 +284,12 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
     (FEAT_AIE) from it (AArch64.S1TTWParamsEL10/EL2/EL20). A Secure regime
     walks from the Secure PA space and honours NSTable and NS (D8.4.6); in
     the Secure state HCR_EL2 takes effect only where EL2 is enabled
-    (secure_el2_enabled). The EL3 regime is Secure, or Root with FEAT_RME."""
+    (secure_el2_enabled). The EL3 regime is Secure, or Root with FEAT_RME.
+    A Realm regime uses the same registers (they are not banked by Security
+    state) with EL2 always enabled."""
     root = regime is Regime.EL3 and features.rme >= 1
     secure = (space is SecurityState.SECURE or regime is Regime.EL3) and not root
+    realm = space is SecurityState.REALM and regime is not Regime.EL3
     if root or regime is Regime.EL3 or (secure and not secure_el2_enabled(sysregs, features)):
         hcr = NO_HCR
     sfx = SUFFIX[regime]
@@ -312,7 +319,8 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         lower=lower, upper=upper, pie=pie,
         pir=sysregs.get(f"PIR_{sfx}", 0) if pie else 0,
         pire0=sysregs.get(f"PIRE0_{sfx}", 0) if pie and regime.two_ranges else 0,
-        secure=secure, root=root, root_secure=features.sel2, gpc=gpc_params(sysregs, features),
+        secure=secure, root=root, realm=realm, root_secure=features.sel2,
+        gpc=gpc_params(sysregs, features),
     )
 
 
@@ -369,6 +377,11 @@ class S2TTWParams:
     always from the Non-secure state)."""
     space_why: str = ""
     """The registers that chose ``walk_ns`` and ``out_ns`` (Secure state only)."""
+    realm: bool = False
+    """Realm stage 2 (AArch64.RLS2TTWParams: the Non-secure parameters): tables
+    in the Realm PA space (AArch64.S2InitialTTWState), the output in the
+    Non-secure PA space when the leaf's NS (bit 55) is 1, else Realm
+    (AArch64.S2NextWalkStateLeaf); ``walk_ns`` and ``out_ns`` do not apply."""
     gpc: GpcParams | None = None
     """FEAT_RME: the granule protection check every walk access passes (D9),
     in the PA space ``walk_ns`` says."""
@@ -386,7 +399,9 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
     (AArch64.SS2InitialTTWState, AArch64.SS2OutputPASpace); a stage 2
     descriptor has no NS bit in the Secure state (AArch64.S2NextWalkStateLeaf
     reads bit 55 as NS only for the Realm state; here it is one of the bits
-    [58:55] reserved for software use)."""
+    [58:55] reserved for software use). In the Realm state
+    (AArch64.RLS2TTWParams) the parameters are the Non-secure ones, and
+    VTCR_EL2.{NSW, NSA} (read by AArch64.SS2TTWParams only) have no effect."""
     vtcr = sysregs.get("VTCR_EL2", 0)
     vstcr = sysregs.get("VSTCR_EL2", 0) if features.sel2 else 0
     tcr_name, ttbr_name = ("VSTCR_EL2", "VSTTBR_EL2") if secure_ipa else ("VTCR_EL2", "VTTBR_EL2")
@@ -449,7 +464,7 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
         s2pie=features.s2pie and bit(vtcr, VTCR.S2PIE[0]),
         s2pir=sysregs.get("S2PIR_EL2", 0) if features.s2pie else 0,
         ttbr_name=ttbr_name, walk_ns=walk_ns, out_ns=out_ns, space_why=space_why,
-        gpc=gpc_params(sysregs, features),
+        realm=space is SecurityState.REALM, gpc=gpc_params(sysregs, features),
     )
 
 

@@ -87,7 +87,7 @@ SPACES = {s.value: s for s in SecurityState}
 """A probe's Security state (``space:``): at EL3, the one SCR_EL3.{NSE, NS}
 selects for its AT (root: the EL3 regime's own, with FEAT_RME)."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
-           "contiguous", "dbm", "pi_index", "dirty")
+           "contiguous", "dbm", "pi_index", "dirty", "ns")
 TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
 MEMORY_KEYS = ("addr", "words")
 OVERRIDE_KEYS = ("table", "level", "index", "va", "value")
@@ -173,9 +173,6 @@ def parse_el(value: Any, field: str, line: int) -> int:
 def parse_space(value: Any, field: str, line: int) -> SecurityState:
     """``nonsecure``, ``secure``, ``realm`` or ``root``."""
     space: SecurityState = as_choice(value, SPACES, field, line)
-    if space is SecurityState.REALM:
-        raise Located(line, field, "space: realm is not reachable yet: the harness does not "
-                      "enter the Realm state (FEAT_RME) and the model has no Realm regimes")
     return space
 
 
@@ -183,13 +180,18 @@ def space_problem(space: SecurityState, el: int, op: AtOp) -> str:
     """Why a probe at ``el`` cannot run ``op`` in ``space`` ("" when it can):
     the harness runs EL1 and EL2 Non-secure; at EL3 SCR_EL3.{NSE, NS} selects
     Non-secure, Secure or Realm for the EL1 and EL2 operations, and Root is
-    the state of EL3 itself (FEAT_RME), so only AT S1E3* run in it."""
+    the state of EL3 itself (FEAT_RME), so only AT S1E3* run in it; AT S1E3*
+    translate the EL3 regime whatever SCR_EL3 says, so not in a Realm probe."""
     if el != 3 and space is not SecurityState.NONSECURE:
         return (f"space: {space.value} is for probes at EL3 (SCR_EL3.NS selects the state of "
                 "their AT); EL1 and EL2 run Non-secure: add el: 3")
     if space is SecurityState.ROOT and op.min_el != 3:
         return (f"space: root is the state of EL3 itself (FEAT_RME): AT {op.value} at EL3 "
-                "translates for the state SCR_EL3.{NSE, NS} selects: nonsecure or secure")
+                "translates for the state SCR_EL3.{NSE, NS} selects: nonsecure, secure or "
+                "realm")
+    if space is SecurityState.REALM and op.min_el == 3:
+        return (f"space: realm is for AT S1E1*/S1E0*/S12E*/S1E2* (the Realm regimes): AT "
+                f"{op.value} translates the EL3 regime of the Root state: use space: root")
     return ""
 
 
@@ -228,6 +230,8 @@ class _Parser:
         memory = self.memory(top)
         overrides_ = self.descriptors(top)
         probes, probe_lines = self.probes(top, el, pan)
+        if "RME" not in requires and any(p.space is SecurityState.REALM for p in probes):
+            requires = (*requires, "RME")  # the Realm state exists only with FEAT_RME
         expect = tuple(self.expectation(e, i, top["expect"].at(i), probes)
                        for i, e in enumerate(self.entries(top, "expect")))
         known = tuple(self.known(e, i, top["known"].at(i), probes)
@@ -441,6 +445,8 @@ class _Parser:
             if xn is not None:
                 bits |= (0b10 if xn is True else as_int(xn, f"{field}.xn", m.at("xn"), 0, 3,
                          "XN[1:0] (0..3) or true")) << 53
+            if get("ns", as_bool):
+                bits |= 1 << 55  # NS: Non-secure output in the Realm state (else software use)
         else:
             one_range = base == "TTBR0_EL3" or (base == "TTBR0_EL2" and not self.e2h)
             attr = get("attr", as_int, 0, 15, "a MAIR index 0..7, or 8..15 (MAIR2, FEAT_AIE: "

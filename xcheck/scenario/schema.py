@@ -77,8 +77,8 @@ def _selector() -> dict[str, Schema]:
             "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag")),
             "space": _one_or_list({"enum": list(loader.SPACES), "description": "the Security "
                                    "state of a probe at EL3: the one SCR_EL3.{NSE, NS} selects "
-                                   "for its AT; root: AT S1E3* with FEAT_RME; realm is not "
-                                   "reachable yet"})}
+                                   "for its AT; root: AT S1E3* with FEAT_RME; realm: the "
+                                   "Realm regimes (FEAT_RME), not AT S1E3*"})}
 
 
 def _mapping(stage: int) -> Schema:
@@ -92,7 +92,7 @@ def _mapping(stage: int) -> Schema:
     if stage == 2:
         props = {"ipa": addr, **common, "s2ap": _named(list(loader.S2AP), 2),
                  "attr": _int(15), "xn": {"anyOf": [{"type": "boolean"}, _int(3)]},
-                 "pi_index": _int(15), "dirty": flag}
+                 "pi_index": _int(15), "dirty": flag, "ns": flag}
         key = "ipa"
     else:
         ap_names = list(dict.fromkeys([*loader.AP_TWO_RANGES, *loader.AP_ONE_RANGE]))

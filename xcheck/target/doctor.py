@@ -111,6 +111,8 @@ def doctor(profile: Profile, console: Console) -> int:
     console.print(table)
     if feats.rme:
         console.print(_gpc(feats, target.id_regs.get("GPCCR_EL3", 0)))
+    if feats.el3:
+        console.print(reachable_states(feats))
     console.print("[green]usable[/]")
     return int(ExitCode.OK)
 
@@ -144,3 +146,16 @@ def _gpc(feats: Features, gpccr: int) -> str:
     return (f"granule protection: GPCCR_EL3 = 0x{gpccr:x}, level 0 GPT entry covers {size} "
             f"(L0GPTSZ), GPT granule (PGS) {pgs}, protected PA size (PPS) up to "
             f"{feats.pa_range_bits} bits")
+
+
+def reachable_states(feats: Features) -> str:
+    """The Security states probes reach at EL3 (``space:``): the harness runs
+    EL1 and EL2 Non-secure and switches SCR_EL3.{NSE, NS} per group of EL3
+    probes (xcheck.target.harness, D24.2 SCR_EL3)."""
+    states = ["nonsecure (EL1, EL2, EL3)",
+              "secure (EL3, SCR_EL3.NS = 0" + (", Secure EL2 with EEL2)" if feats.sel2 else
+                                                ", no Secure EL2)")]
+    if feats.rme:
+        states += ["realm (EL3, SCR_EL3.{NSE, NS} = {1, 1}: Realm EL1&0 + stage 2, EL2, EL2&0)",
+                   "root (EL3: AT S1E3*)"]
+    return "Security states reached: " + "; ".join(states)

@@ -13,6 +13,8 @@ from collections.abc import Mapping
 
 SCR_NS = 1 << 0
 """Lower ELs are Non-secure."""
+SCR_NSE = 1 << 62
+"""With NS, the Security state below EL3 (FEAT_RME): {NSE, NS} = {1, 1} Realm."""
 SCR_RES1 = 0b11 << 4
 """SCR_EL3 bits [5:4] are RES1."""
 SCR_HCE = 1 << 8

@@ -545,7 +545,7 @@ def _generate(
             assert scr_el3 is not None
             landing, epilogue = _el3_group(a, gi, g, HARNESS_DATA_PA + table + TABLE_ENTRY * start,
                                            scr_el3, step, features,
-                                           _secure_scr(scr_el3, regs, features))
+                                           _group_scr(scr_el3, g.space, regs, features))
         else:
             raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
         placed.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
@@ -603,23 +603,34 @@ def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> 
     a.emit(isa.msr(f"VBAR_EL{el}", R_PAR))
 
 
-def _secure_scr(scr_el3: int, regs: Mapping[str, int], features: Features) -> int:
-    """SCR_EL3 for the Secure probes at EL3: NS = 0, and EEL2 as the setup gives
-    it (Secure EL2 enabled; the bit is RES0 without FEAT_SEL2: D24.2 SCR_EL3)."""
-    eel2 = regs.get("SCR_EL3", 0) & sysregs.SCR_EL3_EEL2 if features.sel2 else 0
-    return (scr_el3 & ~el3.SCR_NS) | eel2
+def _group_scr(scr_el3: int, space: SecurityState, regs: Mapping[str, int],
+               features: Features) -> int:
+    """SCR_EL3 for the probes at EL3 in ``space`` (D24.2 SCR_EL3, {NSE, NS}):
+    Secure is NS = 0, with EEL2 as the setup gives it (Secure EL2 enabled; the
+    bit is RES0 without FEAT_SEL2); Realm is {NSE, NS} = {1, 1} (FEAT_RME);
+    Non-secure and Root keep the harness's own (NS = 1: AT S1E3* translate
+    the EL3 regime whatever NS says)."""
+    if space is SecurityState.SECURE:
+        eel2 = regs.get("SCR_EL3", 0) & sysregs.SCR_EL3_EEL2 if features.sel2 else 0
+        return (scr_el3 & ~el3.SCR_NS) | eel2
+    if space is SecurityState.REALM:
+        return scr_el3 | el3.SCR_NSE | el3.SCR_NS
+    return scr_el3
 
 
 def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
-               features: Features, secure_scr: int) -> tuple[int, int]:
+               features: Features, group_scr: int) -> tuple[int, int]:
     """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
     VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
-    handler may overwrite them), sets PSTATE.PAN and, for Secure probes,
-    SCR_EL3 = ``secure_scr`` (NS = 0, EEL2 as the setup says) and invalidates
-    the Secure EL1&0 (and with EEL2 the Secure EL2, EL2&0) TLB entries an
-    earlier setup may have left, runs its probes (from ``table``), restores
-    both and returns by ERET to the instruction after the SMC, which branches
-    over the group. Returns the step-mode landing and epilogue offsets."""
+    handler may overwrite them), sets PSTATE.PAN and, for Secure or Realm
+    probes, SCR_EL3 = ``group_scr`` (_group_scr), an ISB so that the AT
+    sees it (a write to SCR_EL3 is context-synchronized by ISB), then
+    invalidates the EL1&0 and EL2 (and EL2&0) TLB entries of that Security
+    state (TLBI ALLE1/ALLE2 at EL3 act on the state SCR_EL3.{NSE, NS}
+    selects) an earlier setup may have left; runs its probes (from ``table``), restores
+    SCR_EL3 (and ISB) and returns by ERET to the instruction after the SMC,
+    which branches over the group. Returns the step-mode landing and
+    epilogue offsets."""
     x24_at = len(a.words)
     a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
     a.branch(f"after{gi}")
@@ -627,10 +638,11 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
     if features.has("PAN"):
         a.emit(isa.msr_pan(int(g.pan)))
-    if not g.space.scr_ns:
-        a.mov(R_PAR, secure_scr)
+    switch = group_scr != scr_el3
+    if switch:
+        a.mov(R_PAR, group_scr)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
-        if secure_scr & sysregs.SCR_EL3_EEL2:
+        if group_scr & (sysregs.SCR_EL3_EEL2 | el3.SCR_NSE):
             a.emit(isa.tlbi("ALLE2"))
         a.emit(isa.dsb("SY"), isa.ISB)
     a.mov(R_RES, HARNESS_DATA_PA)
@@ -641,7 +653,7 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
         epilogue = a.here
     else:
         _probe_loop(a, HARNESS_PA, table, 0, len(g.indices))
-    if not g.space.scr_ns:
+    if switch:
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
