@@ -3,13 +3,14 @@ xcheck.arch, with the answers each IMPLEMENTATION DEFINED choice permits."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 
 from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage
-from xcheck.arch.walkparams import ImpDef
-from xcheck.machine import RAM_BASE, MachineSetup
+from xcheck.arch.regime import AtRoute, Regime
+from xcheck.arch.walkparams import ImpDef, S1RegimeParams
+from xcheck.machine import RAM_BASE, AtOp, MachineSetup
 
 IMPDEF_VARIANTS = (
     ImpDef(fault_txsz_below_min=True, fault_txsz_above_max=True),
@@ -33,6 +34,54 @@ def arch_states(setup: MachineSetup, features: Features, el: int, pan: bool) -> 
     return states
 
 
+Decides = tuple[Regime, bool, str]
+"""What one AT reads of the decoded registers: the regime (and whether its
+Secure instance), and "lower", "upper" (the VA range's walk parameters), or
+"s2" (the stage 2 parameters)."""
+
+
+def _differs(base: S1RegimeParams, other: S1RegimeParams) -> set[str]:
+    """Which parts of a regime's decode differ: "lower", "upper" (one VA
+    range's walk parameters) or "all" (the fields the ranges share)."""
+    out = {half for half in ("lower", "upper") if getattr(base, half) != getattr(other, half)}
+    if any(getattr(base, f.name) != getattr(other, f.name)
+           for f in fields(base) if f.name not in ("lower", "upper")):
+        out.add("all")
+    return out
+
+
+def variant_differs(base: ArchState, other: ArchState) -> set[Decides]:
+    """The parts of the decode where ``other`` (an IMPLEMENTATION DEFINED
+    choice) differs from ``base``: an AT that reads none of them gives the
+    same answer under both (AArch64.AT reads the regime it routes to, the
+    VA range of its VA, and stage 2 for EL1&0)."""
+    out: set[Decides] = set()
+    for regime, secure in ((Regime.EL10, False), (Regime.EL10, True), (Regime.EL2, False),
+                           (Regime.EL20, False), (Regime.EL3, False)):
+        for part in _differs(base.regime(regime, secure), other.regime(regime, secure)):
+            if part == "all":
+                out |= {(regime, secure, "lower"), (regime, secure, "upper")}
+            else:
+                out.add((regime, secure, part))
+    if base.s2 != other.s2:
+        out.add((Regime.EL10, False, "s2"))
+    return out
+
+
+def reads(state: ArchState, op: AtOp, va: int) -> set[Decides]:
+    """The parts of the decode an AT ``op`` on ``va`` can read (empty when
+    it does not execute: routing does not depend on the choices)."""
+    r, _ = state.route(op)
+    if not isinstance(r, AtRoute):
+        return set()
+    rp = state.regime(r.regime, r.secure)
+    half = "upper" if rp.upper is not None and (va >> 55) & 1 else "lower"
+    out = {(r.regime, r.secure, half)}
+    if (r.regime is Regime.EL10 and not r.secure) or r.stage12:
+        out.add((Regime.EL10, False, "s2"))
+    return out
+
+
 def run_model(
     setup: MachineSetup, features: Features, ram_size: int
 ) -> list[AtResult]:
@@ -46,6 +95,7 @@ def run_model(
         return []
     first = setup.probes[0]
     decoded = arch_states(setup, features, first.el, first.pan)
+    differs = [variant_differs(decoded[0], other) for other in decoded[1:]]
     states: dict[tuple[int, bool, bool], list[ArchState]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
@@ -56,7 +106,10 @@ def run_model(
                                       for s in decoded]
         res = translate(probe.op, probe.va, variants[0], mem)
         seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}
-        for other in variants[1:]:
+        read = reads(variants[0], probe.op, probe.va) if differs else set()
+        for other, parts in zip(variants[1:], differs, strict=True):
+            if not read & parts:
+                continue
             answer = translate(probe.op, probe.va, other, mem)
             for alt in (answer, *answer.alternatives):
                 if (alt.kind, alt.par & alt.mask) not in seen:

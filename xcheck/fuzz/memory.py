@@ -7,28 +7,23 @@ from collections.abc import Mapping
 
 from xcheck.machine import chunks
 
-MASK64 = (1 << 64) - 1
-_NONZERO = re.compile(rb"[^\x00]+")
+GAP = 512
+_RUNS = re.compile(rb"[^\x00](?:\x00{0,%d}[^\x00])*" % (GAP - 1))
+"""Runs of bytes holding no stretch of GAP zero bytes, from a non-zero byte
+to a non-zero byte."""
 
 
-def sparse(memory: Mapping[int, bytes], gap: int = 512) -> dict[int, bytes]:
+def sparse(memory: Mapping[int, bytes]) -> dict[int, bytes]:
     """The same image without its runs of zero bytes (what the builder
     writes is mostly empty table entries). By the MachineSetup contract RAM
     no block covers reads as zero, so the image means the same; the target
     has far fewer bytes to write and to clear. Zero runs shorter than
-    ``gap`` stay, to keep the number of blocks low; blocks are whole
+    GAP stay, to keep the number of blocks low; blocks are whole
     aligned 64-bit words."""
     out: dict[int, bytes] = {}
     for addr, data in chunks(memory):
-        runs: list[list[int]] = []
-        for m in _NONZERO.finditer(data):
-            lo = (addr + m.start()) & ~7
-            hi = (addr + m.end() + 7) & ~7
-            if runs and lo - runs[-1][1] < gap:
-                runs[-1][1] = hi
-            else:
-                runs.append([lo, hi])
-        for lo, hi in runs:
-            lo, hi = max(lo, addr), min(hi, addr + len(data))
+        for m in _RUNS.finditer(data):
+            lo = max((addr + m.start()) & ~7, addr)
+            hi = min((addr + m.end() + 7) & ~7, addr + len(data))
             out[lo] = bytes(data[lo - addr:hi - addr])
     return out

@@ -156,6 +156,12 @@ def parse_op(value: Any, field: str, line: int) -> AtOp:
                   + ", ".join(_AT_OPS))
 
 
+def probe_label(op: AtOp, va: int, el: int, pan: bool, secure: bool = False) -> str:
+    """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``)."""
+    return f"{op.value} va={hex_(va)} el={el} pan={int(pan)}" + \
+        (" space=secure" if secure else "")
+
+
 def parse_va(value: Any, field: str, line: int) -> int:
     return as_int(value, field, line, what="a 64-bit address")
 
@@ -562,8 +568,7 @@ class _Parser:
             label = as_str(m["label"], f"{field}.label", m.at("label")).strip() \
                 if "label" in m else ""
             for op, va, e, p, sec in itertools.product(ops, vas, els, pans, spaces):
-                auto = f"{op.value} va={hex_(va)} el={e} pan={int(p)}" + \
-                    (" space=secure" if sec else "")
+                auto = probe_label(op, va, e, p, sec)
                 full = f"{label}: {auto}" if label else auto
                 if full in seen:
                     raise Located(m.line, field, f"probe {full!r} is listed twice (also at "

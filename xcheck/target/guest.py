@@ -35,7 +35,7 @@ from xcheck.machine import (
     words_in,
 )
 from xcheck.target import el3, harness, isa
-from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
+from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
 from xcheck.target.shadow import Shadow
@@ -133,7 +133,7 @@ class QemuTarget:
         version); the ID register space reads as zero where a register is
         unallocated (D24.1.2)."""
         g = self.gdb
-        code: list[int] = isa.mov_imm(2, HARNESS_DATA_PA)
+        code: list[int] = [*isa.mov_imm(2, HARNESS_DATA_PA)]
         for k, name in enumerate(names):
             code += [isa.mrs(1, name), isa.str_imm(1, 2, 8 * k)]
         end = HARNESS_PA + 4 * len(code)
@@ -350,14 +350,14 @@ class QemuTarget:
         data = self._stub.ram.read(HARNESS_DATA_PA, program.data_size)
         batch, setup_exc = harness.decode_results(program, data)
         if setup_exc is not None:
-            raise TargetError(
+            raise HarnessError(
                 f"writing the system registers took an exception: {setup_exc.describe()}"
             )
         if not step:
             results = batch
         missing = [i for i, r in enumerate(results) if r == harness.SENTINEL]
         if missing:
-            raise TargetError(
+            raise HarnessError(
                 f"{len(missing)} probe(s) did not run (the program gave up after "
                 f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
             )
