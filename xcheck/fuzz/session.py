@@ -383,5 +383,6 @@ class Fuzzer:
 def _size(doc: Doc) -> str:
     maps = sum(len(v) for v in doc.get("tables", {}).values())
     return (f"{len(doc['probes'])} probes, {maps} mappings, "
-            f"{sum(len(v) for v in doc.get('regs', {}).values())} register fields")
+            f"{sum(len(v) if isinstance(v, dict) else 1 for v in doc.get('regs', {}).values())}"
+            " register fields")
 
