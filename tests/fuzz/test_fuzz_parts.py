@@ -235,3 +235,15 @@ def test_the_model_skips_only_variants_that_cannot_differ(cpu: str) -> None:
         skipped += sum(not (reads(decoded[0], p.op, p.va) & variant_differs(decoded[0], v))
                        for p in setup.probes for v in decoded[1:])
     assert skipped > 0
+
+
+def test_permission_encoding_names_are_blanked_with_their_number() -> None:
+    """One rule of AArch64.S2CheckPermissions (S2Dirty with software dirty
+    state) is one signature whatever S2PIR encoding granted the write."""
+    a = normalize("PIIndex 3: S2BasePerm=0b1111 (RW+puX): S2Dirty (bit 7) == 0")
+    b = normalize("PIIndex 0: S2BasePerm=0b0100 (WO): S2Dirty (bit 7) == 0")
+    assert a == b == "PIIndex #: S2BasePerm=# (#): S2Dirty (bit #) == #"
+    assert normalize("PIR entry 0b0011 (RX (overlay)) gives no write permission") \
+        == "PIR entry # (#) gives no write permission"
+    assert normalize("AF == 0 and VTCR_EL2.HA == 0 (AArch64.S2Walk)") \
+        == "AF == # and VTCR_EL2.HA == # (AArch64.S2Walk)"
