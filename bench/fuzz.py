@@ -4,7 +4,7 @@ fuzz_probes_per_s >= 2000, fuzz_cases_per_s >= 100). Shrinking is off: it
 is not throughput. fuzz_draws_per_s is the limit the Python side sets:
 cases generated, loaded, built and run on the model per second, no QEMU.
 
-A case has at most generate.MAX_PROBES (48) probes, 47 on average for
+A case has at most generate.MAX_PROBES (96) probes, 90 on average for
 seed 1 on QEMU 7.2 (fuzz_probes_per_case is printed beside the rates), over
 2 to 20 mappings per regime: the rates count whole cases, not empty ones."""
 

@@ -51,7 +51,7 @@ EL1_OPS = (AtOp.S1E1R, AtOp.S1E1W, AtOp.S1E0R, AtOp.S1E0W)
 PAN_OPS = (AtOp.S1E1RP, AtOp.S1E1WP)
 S12_OPS = (AtOp.S12E1R, AtOp.S12E1W, AtOp.S12E0R, AtOp.S12E0W)
 EL2_OPS = (AtOp.S1E2R, AtOp.S1E2W)
-MAX_PROBES = 48
+MAX_PROBES = 96
 
 
 def size_name(n: int) -> str:

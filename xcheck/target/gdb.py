@@ -247,16 +247,25 @@ class Gdb:
         """The raw value of a register, by number: not gdb's typed view, which
         differs between QEMU versions (QEMU 11's stub gives cpsr a flags type
         that gdb prints as ``[ SP EL=2 ... ]``)."""
-        num = self._number(name)
-        rec = self.command(f"-data-list-register-values --skip-unavailable x {num}")
-        values = rec["payload"].get("register-values") or []
-        if not values:
-            raise GdbError(f"register ${name} is unavailable")
-        value = str(values[0]["value"])
-        try:
-            return int(value, 0) & ((1 << 64) - 1)
-        except ValueError:
-            raise GdbError(f"gdb reads register ${name} as {value!r}, not a number") from None
+        return self.read_regs((name,))[0]
+
+    def read_regs(self, names: Sequence[str]) -> list[int]:
+        """The raw values of several registers, with one MI command."""
+        nums = [self._number(n) for n in names]
+        rec = self.command("-data-list-register-values --skip-unavailable x "
+                           + " ".join(map(str, nums)))
+        got = {int(v["number"]): str(v["value"])
+               for v in rec["payload"].get("register-values") or []}
+        out = []
+        for name, num in zip(names, nums, strict=True):
+            if num not in got:
+                raise GdbError(f"register ${name} is unavailable")
+            try:
+                out.append(int(got[num], 0) & ((1 << 64) - 1))
+            except ValueError:
+                raise GdbError(f"gdb reads register ${name} as {got[num]!r}, "
+                               "not a number") from None
+        return out
 
     def write_regs(self, values: Mapping[str, int]) -> None:
         """Write several registers with one MI command (a comma expression)."""

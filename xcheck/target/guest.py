@@ -199,15 +199,17 @@ class QemuTarget:
         """EL2 with its MMU off (EL3 with its MMU off when the CPU starts at
         EL3), or restart QEMU."""
         g = self.gdb
-        el = g.read_reg("cpsr") >> 2 & 3
+        cpsr, sctlr = g.read_regs(("cpsr", "SCTLR_EL3" if self.scr_el3 is not None
+                                   else "SCTLR_EL2"))
+        el = cpsr >> 2 & 3
         if self.scr_el3 is not None:
-            if el != 3 or g.read_reg("SCTLR_EL3") & SCTLR_M:
+            if el != 3 or sctlr & SCTLR_M:
                 self.restart()
             return
         if el != 2:
             self.restart()
             return
-        if g.read_reg("SCTLR_EL2") & SCTLR_M:
+        if sctlr & SCTLR_M:
             g.write_reg("x1", harness.SCTLR_EL2_OFF)
             g.write_reg("pc", self._el2_base + harness.TEARDOWN)
             g.resume("-exec-step-instruction", self.profile.timeouts.command)
