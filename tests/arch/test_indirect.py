@@ -264,7 +264,7 @@ def test_at_s1e1a_makes_no_indirect_permission_check(pir: int, pire0: int,
     nor write; C5.4.12) translates where AT S1E1R or S1E1W would take a
     Permission fault from the Indirect permissions: AArch64.S1CheckPermissions
     tests read and write permissions, and nDirty, only for accesses that read
-    or write (found by xcheck fuzz: scenarios/ats1a/ats1a-pie.yaml)."""
+    or write (found by xcheck fuzz: scenarios/s1pie/ats1a.yaml)."""
     t = Tables()
     t.map(VA, PA, flags=LEAF | (ndirty << 7))  # PIIndex 0
     setup = el1(t, pir=perm(0, pir), pire0=perm(0, pire0))
