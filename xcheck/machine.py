@@ -89,19 +89,38 @@ class AtOp(enum.Enum):
         return 2 if self.value.startswith(("S1E2", "S12")) else 1
 
 
+class SecurityState(enum.Enum):
+    """A Security state (Arm ARM D1.3, the ASL's SecurityState; a probe's
+    ``space:``). EL3 runs in Root with FEAT_RME (else Secure); for a probe at
+    EL3 the state is the one SCR_EL3.{NSE, NS} selects for the EL1 and EL2
+    AT operations."""
+
+    NONSECURE = "nonsecure"
+    SECURE = "secure"
+    REALM = "realm"
+    ROOT = "root"
+
+    @property
+    def scr_ns(self) -> bool:
+        """SCR_EL3.NS for this state (D24.2 SCR_EL3: {NSE, NS} = 01 Non-secure,
+        00 Secure, 11 Realm)."""
+        return self in (SecurityState.NONSECURE, SecurityState.REALM)
+
+
 @dataclass(frozen=True)
 class Probe:
     """One AT instruction to execute: op on va, at exception level ``el``
-    with PSTATE.PAN = ``pan``. ``label`` names it in reports. ``secure``:
-    executed at EL3 with SCR_EL3.NS = 0, so that AT S1E1*/S1E0*/S12* translate
-    the Secure EL1&0 regime (C5.4; at EL1 and EL2 the harness runs Non-secure)."""
+    with PSTATE.PAN = ``pan``. ``label`` names it in reports. ``space``: the
+    Security state the AT runs in; at EL3 the one SCR_EL3.{NSE, NS} selects
+    for AT S1E1*/S1E0*/S12*/S1E2* (C5.4: SECURE makes them translate the
+    Secure regimes; at EL1 and EL2 the harness runs Non-secure)."""
 
     op: AtOp
     va: int
     el: int = 1
     pan: bool = False
     label: str = ""
-    secure: bool = False
+    space: SecurityState = SecurityState.NONSECURE
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,7 @@ from xcheck.machine import (
     RAM_BASE,
     AtOp,
     MachineSetup,
+    SecurityState,
 )
 from xcheck.model import arch_states
 from xcheck.target.harness import el2_regime
@@ -93,6 +94,9 @@ def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequen
         elif p.el == 3 and not features.el3:
             out.append("probes at EL3 need a CPU with EL3 that starts there (a machine with "
                        "secure=on: --config secure)")
+        elif p.space is SecurityState.ROOT and not features.rme:
+            out.append("space: root is the Security state of EL3 with FEAT_RME, which this "
+                       "CPU lacks (without it EL3 is Secure: use space: secure)")
         elif el3 or el2:
             out.append(el3 or el2)
         elif p.el == 1:

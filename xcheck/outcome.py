@@ -45,6 +45,8 @@ class Outcome:
     pan: bool = False
     label: str = ""
     line: int = 0
+    space: str = "nonsecure"
+    """The probe's Security state (xcheck.machine.SecurityState value)."""
     target: str = "qemu"
     target_version: str = ""
     par_target: int | None = None
@@ -75,6 +77,7 @@ class Outcome:
             "va": f"0x{self.va:x}",
             "el": self.el,
             "pan": int(self.pan),
+            "space": self.space,
             "outcome": self.kind.value,
             "target": self.target,
             "target_version": self.target_version,

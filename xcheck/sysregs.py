@@ -26,8 +26,10 @@ class SysReg:
     encoding: Encoding
     regime: str
     """"EL10", "EL2" (the EL2 and EL2&0 regimes), "S2" (stage 2), "EL2ctl"
-    (controls that select regimes and stages) or "EL3" (the EL3 regime,
-    written at EL3)."""
+    (controls that select regimes and stages), "EL3" (the EL3 regime,
+    written at EL3), "SS2" (Secure stage 2, written at EL3: from Non-secure
+    EL2 their encodings are UNDEFINED) or "EL3ctl" (SCR_EL3: the harness owns
+    it; a setup gives only EEL2, which the harness sets for Secure probes)."""
     reset: int = 0
     """The value a setup gives the register when the scenario does not."""
     feature: str | None = None
@@ -66,6 +68,11 @@ SCTLR_EL3_RESET = 0x30C5_0830
 28, 29)."""
 TCR_EL3_RESET = 0x8080_0000
 """TCR_EL3 with its RES1 bits 31 and 23 (D24.2 TCR_EL3)."""
+VSTCR_EL2_RESET = 1 << 31
+"""VSTCR_EL2 bit 31 is RES1 (D24.2 VSTCR_EL2)."""
+SCR_EL3_EEL2 = 1 << 18
+"""SCR_EL3.EEL2: Secure EL2 enabled (FEAT_SEL2), the only SCR_EL3 field a
+setup gives (D24.2 SCR_EL3)."""
 
 TABLE: tuple[SysReg, ...] = (
     SysReg("SCTLR_EL1", (3, 0, 1, 0, 0), "EL10", SCTLR_EL1_RESET),
@@ -95,7 +102,13 @@ TABLE: tuple[SysReg, ...] = (
     SysReg("TCR_EL3", (3, 6, 2, 0, 2), "EL3", TCR_EL3_RESET, feature="EL3"),
     SysReg("TTBR0_EL3", (3, 6, 2, 0, 0), "EL3", feature="EL3"),
     SysReg("MAIR_EL3", (3, 6, 10, 2, 0), "EL3", feature="EL3"),
+    # written before GPCCR_EL3, which may turn the checks on (D24.2 GPTBR_EL3)
+    SysReg("GPTBR_EL3", (3, 6, 2, 1, 4), "EL3", feature="RME"),
+    SysReg("GPCCR_EL3", (3, 6, 2, 1, 6), "EL3", feature="RME"),
     SysReg("S2PIR_EL2", (3, 4, 10, 2, 5), "S2", feature="S2PIE"),
+    SysReg("VSTTBR_EL2", (3, 4, 2, 6, 0), "SS2", feature="SEL2"),
+    SysReg("VSTCR_EL2", (3, 4, 2, 6, 2), "SS2", VSTCR_EL2_RESET, feature="SEL2"),
+    SysReg("SCR_EL3", (3, 6, 1, 1, 0), "EL3ctl", feature="EL3"),
 )
 """Every register a setup gives a value, in the order the loader lists them."""
 

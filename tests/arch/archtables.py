@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage, PhysMem
-from xcheck.machine import ARENA_PA, RAM_BASE, AtOp, sysreg_defaults
+from xcheck.machine import ARENA_PA, RAM_BASE, AtOp, SecurityState, sysreg_defaults
 
 RAM_SIZE = 128 << 20
 AF = 1 << 10
@@ -104,6 +104,7 @@ def regs(**over: int) -> dict[str, int]:
 
 
 def at(op: AtOp, va: int, sysregs: Mapping[str, int], mem: PhysMem, el: int = 1,
-       pan: bool = False, features: Features = MAX, secure: bool = False) -> AtResult:
-    state = ArchState.from_sysregs(sysregs, features, el, pan).with_pstate(el, pan, secure)
+       pan: bool = False, features: Features = MAX,
+       space: SecurityState = SecurityState.NONSECURE) -> AtResult:
+    state = ArchState.from_sysregs(sysregs, features, el, pan).with_pstate(el, pan, space)
     return translate(op, va, state, mem)

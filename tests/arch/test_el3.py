@@ -24,7 +24,7 @@ from dataclasses import replace
 from archtables import LEAF, MAIR, MAX, SCTLR_ON, TCR_4K_48, Tables, at, regs
 
 from xcheck.arch.par import NS_BIT, NSE_BIT, decode_par
-from xcheck.machine import AtOp
+from xcheck.machine import AtOp, SecurityState
 
 EL3_CPU = replace(MAX, el3=True)
 TCR_EL3 = 0x8080_0000 | 16 | 0b101 << 16  # RES1, T0SZ = 16, TG0 = 4KB, PS = 48 bits
@@ -103,7 +103,7 @@ def test_s1e1r_at_el3_secure_translates_the_secure_el10_regime_without_stage_2()
     # Stage 2 enabled with no tables: any Non-secure EL1&0 translation faults at stage 2.
     r = regs(SCTLR_EL1=SCTLR_ON, TCR_EL1=TCR_4K_48, MAIR_EL1=MAIR, TTBR0_EL1=t.root,
              HCR_EL2=1 << 31 | 1, VTCR_EL2=1 << 31 | 0x3F)
-    secure = at(AtOp.S12E1R, VA, r, t.image(), el=3, features=EL3_CPU, secure=True)
+    secure = at(AtOp.S12E1R, VA, r, t.image(), el=3, features=EL3_CPU, space=SecurityState.SECURE)
     f = decode_par(secure.par)
     assert (f["F"], f["PA"] << 12, f["NS"]) == (0, PA, 0) and secure.mask & NS_BIT
     assert secure.trace[0].cites is not None and "Secure EL1&0" in str(secure.trace[0].text)
@@ -115,7 +115,7 @@ def test_s1e1r_at_el3_secure_translates_the_secure_el10_regime_without_stage_2()
 def test_s1e2r_at_el3_needs_el2_enabled_in_the_selected_security_state() -> None:
     r = regs()
     assert at(AtOp.S1E2R, VA, r, Tables().image(), el=3, features=EL3_CPU,
-              secure=True).kind == "undefined"
+              space=SecurityState.SECURE).kind == "undefined"
     res = at(AtOp.S1E2R, PA, r, Tables().image(), el=3, features=EL3_CPU)
     assert res.kind == "par" and decode_par(res.par)["PA"] << 12 == PA
 

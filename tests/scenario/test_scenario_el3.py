@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from xcheck.arch.features import Features
-from xcheck.machine import HARNESS_PA, AtOp
+from xcheck.machine import HARNESS_PA, AtOp, SecurityState
 from xcheck.model import run_model
 from xcheck.scenario.loader import ScenarioError, parse_scenario
 
@@ -48,7 +48,8 @@ def test_probes_at_el3_and_their_security_state() -> None:
     s = load(EL3)
     probes = s.probes
     assert [p.el for p in probes] == [3] * 8
-    assert [(p.op, p.secure) for p in probes[-2:]] == [(AtOp.S1E1R, True), (AtOp.S1E1R, False)]
+    assert [(p.op, p.space) for p in probes[-2:]] == [(AtOp.S1E1R, SecurityState.SECURE),
+                                                  (AtOp.S1E1R, SecurityState.NONSECURE)]
     assert probes[-2].label == "S1E1R va=0x1000 el=3 pan=0 space=secure"
     assert probes[-1].label == "S1E1R va=0x1000 el=3 pan=0"
 
@@ -84,8 +85,12 @@ def test_ns_expectation_fails_where_par_ns_is_unknown() -> None:
 @pytest.mark.parametrize("text, message", [
     ("probes:\n  - {op: S1E1R, va: 0, space: secure}\n",
      "probes[0].space: space: secure is for probes at EL3"),
-    ("probes:\n  - {op: S1E3R, va: 0, el: 3, space: root}\n",
-     "'root' is not one of secure, nonsecure"),
+    ("probes:\n  - {op: S1E1R, va: 0, el: 3, space: root}\n",
+     "probes[0].space: space: root is the state of EL3 itself (FEAT_RME): AT S1E1R"),
+    ("probes:\n  - {op: S1E1R, va: 0, el: 3, space: realm}\n",
+     "probes[0].space: space: realm is not reachable yet"),
+    ("probes:\n  - {op: S1E1R, va: 0, el: 3, space: other}\n",
+     "'other' is not one of nonsecure, secure, realm, root"),
     ("tables:\n  TTBR0_EL3:\n    - {va: 0, pa: 0, size: 4K, ap: RW_ANY}\n"
      "probes:\n  - {op: S1E3R, va: 0, el: 3}\n", "the EL3 regime has no EL0"),
     ("probes:\n  - {op: S1E3R, va: 0, el: 3}\nexpect:\n  - {fault: permission, ns: 0}\n",

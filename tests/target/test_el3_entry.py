@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 from test_harness import PROBES, listing
 
-from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, SecurityState, sysreg_defaults
 from xcheck.target import el3, harness
 
 QEMU72_MAX = {
@@ -50,7 +50,8 @@ def test_program_starts_at_el3_drops_to_el2_and_ends_by_smc() -> None:
     seg_e3 = seg_e3[: seg_e3.index("eret") + 1]
     msrs = [line.split()[1].rstrip(",") for line in seg_e3 if line.startswith("msr")]
     assert msrs == ["vbar_el3", "scr_el3", "cptr_el3", "sctlr_el2", "tcr_el3", "ttbr0_el3",
-                    "mair_el3", "sctlr_el3", "spsr_el3", "elr_el3"]  # SCTLR_EL3 after the TLBI
+                    "mair_el3", "vsttbr_el2", "vstcr_el2", "sctlr_el3", "spsr_el3",
+                    "elr_el3"]  # SCTLR_EL3 after the TLBI; Secure stage 2 (FEAT_SEL2) at EL3
     assert seg_e3.index("tlbi alle3") < seg_e3.index("msr sctlr_el3, x1")
     assert "mov x1, #0x3c9" in seg_e3  # SPSR_EL3.M = EL2h
     tail = listing(p, p.end, p.stop - HARNESS_PA + 4)
@@ -87,10 +88,12 @@ def test_exit_store_is_refused_with_el3() -> None:
 
 
 def test_el3_groups_are_entered_by_smc_and_secure_ones_clear_scr_ns() -> None:
-    probes = (Probe(AtOp.S1E3R, 0x1000, 3), Probe(AtOp.S1E1R, 0x2000, 3, secure=True),
+    probes = (Probe(AtOp.S1E3R, 0x1000, 3),
+              Probe(AtOp.S1E1R, 0x2000, 3, space=SecurityState.SECURE),
               Probe(AtOp.S1E1W, 0x3000, 2))
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, probes), scr_el3=0x531)
-    assert [(g.el, g.secure) for g in p.groups] == [(3, False), (3, True), (2, False)]
+    assert [(g.el, g.space.value) for g in p.groups] == [(3, "nonsecure"), (3, "secure"),
+                                                    (2, "nonsecure")]
     body = listing(p, p.resume, p.end)
     assert body.count("smc #0") == 2 and body.count("eret") == 2
     ats = [ln for ln in body if ln.startswith("at ")]

@@ -17,6 +17,7 @@ from xcheck.arch import attrs, perms
 from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
+from xcheck.arch.gpc import report_as_gpc_exception
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.par import (
     FAULT_MASK,
@@ -34,10 +35,19 @@ from xcheck.arch.regime import AtRoute, HcrState, NotExecuted, Regime, route
 from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
-from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, s1_regime_params, s2_params
-from xcheck.machine import AtOp
+from xcheck.arch.walkparams import (
+    ImpDef,
+    S1RegimeParams,
+    S2TTWParams,
+    s1_regime_params,
+    s2_params,
+    secure_el2_enabled,
+)
+from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
+HCR_GPF_BIT = 38
+"""HCR_EL2.GPF (D24.2 HCR_EL2, FEAT_RME)."""
 
 
 @dataclass(frozen=True)
@@ -53,10 +63,25 @@ class ArchState:
     s2: S2TTWParams
     el3: S1RegimeParams
     el10_secure: S1RegimeParams
+    el2_secure: S1RegimeParams
+    el20_secure: S1RegimeParams
+    ss2_nonsecure_ipa: S2TTWParams
+    """Stage 2 of a Non-secure IPA in the Secure state (VTTBR_EL2, VTCR_EL2.{NSW, NSA})."""
+    ss2_secure_ipa: S2TTWParams
+    """Stage 2 of a Secure IPA (VSTTBR_EL2, VSTCR_EL2)."""
+    eel2: bool = False
+    """EL2 is enabled in the Secure state (secure_el2_enabled)."""
     el: int = 1
     pan: bool = False
-    secure: bool = False
-    """At EL3: SCR_EL3.NS == 0 (the Secure state's regimes for EL1 and EL2 ops)."""
+    space: SecurityState = SecurityState.NONSECURE
+    """The Security state the AT runs in (at EL3: the one SCR_EL3.{NSE, NS}
+    selects for the EL1 and EL2 operations)."""
+    hcr_gpf: bool = False
+    """HCR_EL2.GPF (FEAT_RME): a granule protection fault of an AT at EL1 is
+    taken to EL2 (AArch64.AT)."""
+    scr_gpf: bool = False
+    """SCR_EL3.GPF (FEAT_RME): granule protection faults below EL3 are GPC
+    exceptions. The harness runs with SCR_EL3.GPF == 0 (xcheck.target.el3)."""
     _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
         default_factory=dict, compare=False, repr=False)
 
@@ -65,6 +90,7 @@ class ArchState:
                      impdef: ImpDef | None = None) -> ArchState:
         choices = impdef or ImpDef()
         hcr = HcrState.decode(sysregs.get("HCR_EL2", 0), features)
+        secure = SecurityState.SECURE
         return cls(
             features=features, hcr=hcr,
             el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
@@ -72,26 +98,49 @@ class ArchState:
             el20=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices),
             s2=s2_params(sysregs, hcr, features, choices),
             el3=s1_regime_params(Regime.EL3, sysregs, hcr, features, choices),
-            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices,
-                                         secure=True),
-            el=el, pan=pan,
+            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices, secure),
+            el2_secure=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices, secure),
+            el20_secure=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, secure),
+            ss2_nonsecure_ipa=s2_params(sysregs, hcr, features, choices, secure),
+            ss2_secure_ipa=s2_params(sysregs, hcr, features, choices, secure, secure_ipa=True),
+            eel2=secure_el2_enabled(sysregs, features), el=el, pan=pan,
+            hcr_gpf=bool(features.rme) and bool(sysregs.get("HCR_EL2", 0) >> HCR_GPF_BIT & 1),
         )
 
-    def with_pstate(self, el: int, pan: bool, secure: bool = False) -> ArchState:
-        return replace(self, el=el, pan=pan, secure=secure, _routes={})
+    @property
+    def decoded(self) -> tuple[object, ...]:
+        """Everything decoded from the registers (two states that decode alike
+        answer alike)."""
+        return (self.el10, self.el2, self.el20, self.s2, self.el3, self.el10_secure,
+                self.el2_secure, self.el20_secure, self.ss2_nonsecure_ipa, self.ss2_secure_ipa)
 
-    def regime(self, regime: Regime, secure: bool = False) -> S1RegimeParams:
-        if regime is Regime.EL10:
-            return self.el10_secure if secure else self.el10
+    def with_pstate(self, el: int, pan: bool,
+                    space: SecurityState = SecurityState.NONSECURE) -> ArchState:
+        return replace(self, el=el, pan=pan, space=space, _routes={})
+
+    def regime(self, regime: Regime,
+               space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
         if regime is Regime.EL3:
             return self.el3
-        return self.el2 if regime is Regime.EL2 else self.el20
+        secure = space is SecurityState.SECURE
+        if regime is Regime.EL10:
+            return self.el10_secure if secure else self.el10
+        if regime is Regime.EL2:
+            return self.el2_secure if secure else self.el2
+        return self.el20_secure if secure else self.el20
+
+    def stage2(self, space: SecurityState, ipa_ns: bool) -> S2TTWParams:
+        """The stage 2 that translates an IPA of the Non-secure (``ipa_ns``) or
+        Secure IPA space in Security state ``space`` (AArch64.S2Translate)."""
+        if space is not SecurityState.SECURE:
+            return self.s2
+        return self.ss2_nonsecure_ipa if ipa_ns else self.ss2_secure_ipa
 
     def route(self, op: AtOp) -> tuple[AtRoute | NotExecuted, Access | None]:
         """The op's routing at this EL, and the access it makes (memoized)."""
         cached = self._routes.get(op)
         if cached is None:
-            r = route(op, self.el, self.hcr, self.features, self.secure)
+            r = route(op, self.el, self.hcr, self.features, self.space, self.eel2)
             acc = None
             if isinstance(r, AtRoute):
                 acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
@@ -170,41 +219,63 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                                "write: no stage 1 permission check (CreateAccDescAT, "
                                "AArch64.S1CheckPermissions; C5.4.7)",
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
-    rp = state.regime(r.regime, r.secure)
-    s2_walks = (state.s2 if r.regime is Regime.EL10 and not r.secure and state.s2.enabled
-                else None)
-    out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates)
+    rp = state.regime(r.regime, r.space)
+    nonsecure = r.space is SecurityState.NONSECURE
+    if r.space is SecurityState.SECURE and state.eel2 and r.regime is not Regime.EL3:
+        trace.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
+                               "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
+                               rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
+    s2_on = r.regime is Regime.EL10 and state.s2.enabled and (nonsecure or state.eel2)
+    s2_walks = state.stage2(r.space, True) if s2_on else None
+    s2_walks_secure = (state.stage2(r.space, False)
+                       if s2_on and r.space is SecurityState.SECURE else None)
+    out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates, s2_walks_secure)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
         s1 = out
-        out = s2_translate(state.s2, s1.address, s1.attrs, r.write, False, mem, trace, updates)
+        s2_out = state.stage2(r.space, s1.ns)
+        out = s2_translate(s2_out, s1.address, s1.attrs, r.write, False, mem, trace, updates)
         if isinstance(out, Translated) and s1.descriptor_attrs is not None:
-            s2_plain = s2_translate(state.s2, s1.address, s1.descriptor_attrs, r.write,
+            s2_plain = s2_translate(s2_out, s1.address, s1.descriptor_attrs, r.write,
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
                 out = replace(out, descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
     if s2_walks or r.stage12:
         notes += [(0, n) for n in state.s2.notes]
+    if s2_walks_secure is not None or (r.stage12 and r.space is SecurityState.SECURE):
+        notes += [(0, n) for n in state.ss2_secure_ipa.notes]
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
                                  "walk is taken as a Data Abort, not reported in PAR_EL1 "
                                  "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace,
                                  Rule.AT_ABORT_EXTERNAL, out)
+        if out.gpcf is not None and (
+                report_as_gpc_exception(out.gpcf, state.el, state.scr_gpf)
+                or (state.el == 1 and state.hcr_gpf and r.regime is Regime.EL10
+                    and r.space is SecurityState.NONSECURE)):
+            return _not_executed("abort", f"a GPC fault on the walk ({out.gpcf.describe()}) "
+                                 "is taken as an exception: ReportAsGPCException, or "
+                                 "HCR_EL2.GPF == 1 for an AT at EL1 (AArch64.AT)", trace,
+                                 Rule.AT_GPC_EXCEPTION, out)
         if out.s2fs1walk and state.el == 1:
             return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out)
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace))
+    if rp.gpc is not None or state.s2.gpc is not None:
+        trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
+                               "translation, it does not access it", rule="AArch64.AT",
+                               cites=Rule.AT_NO_OUTPUT_GPC))
     reported, attr_mask, attr_notes = _par_attrs(out.attrs)
     # AArch64.EncodePAR: a Secure regime reports NS, the Root state's EL3
     # regime {NSE, NS}; with FEAT_RME a Secure regime's NSE is UNKNOWN.
     nse = out.nse if rp.root else None
     par = encode_success(out.address, reported.attr, reported.sh, out.ns, nse)
     success_mask, success_notes = SUCCESS_MASK, SUCCESS_NOTES
-    if r.secure:
+    if not nonsecure:
         success_mask, success_notes = SECURE_SUCCESS_MASK, SUCCESS_NOTES[1:]
         if state.features.rme and not rp.root:
             success_mask, success_notes = success_mask & ~NSE_BIT, success_notes + RME_NOTES
@@ -228,7 +299,8 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                       mask_notes=(*result.mask_notes, (0, why)))
         result = replace(result, alternatives=(alt,))
     if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
-        update = s2_translate(state.s2, s1_out.af_update, None, True, True, mem, [])
+        walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
+        update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
         if isinstance(update, FaultRecord):
             why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
                    "descriptor goes through stage 2 (AArch64.S1Translate, "

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xcheck.arch.gpc import GpcFault
 
 
 class Fault(enum.Enum):
@@ -18,6 +22,8 @@ class Fault(enum.Enum):
     ACCESS_FLAG = "access flag"
     PERMISSION = "permission"
     EXTERNAL_ABORT_ON_WALK = "external abort on walk"
+    GPCF_ON_WALK = "granule protection on walk"
+    GPCF_ON_OUTPUT = "granule protection on output"
 
 
 _BASE = {
@@ -26,18 +32,23 @@ _BASE = {
     Fault.ACCESS_FLAG: 0b001000,
     Fault.PERMISSION: 0b001100,
     Fault.EXTERNAL_ABORT_ON_WALK: 0b010100,
+    Fault.GPCF_ON_WALK: 0b100100,
 }
 _LEVEL_MINUS_1 = {
     Fault.ADDRESS_SIZE: 0b101001,
     Fault.TRANSLATION: 0b101011,
     Fault.EXTERNAL_ABORT_ON_WALK: 0b010011,
+    Fault.GPCF_ON_WALK: 0b100011,
 }
 
 
 def encode_fst(status: Fault, level: int) -> int:
     """EncodeLDFSC: the 6-bit fault status code for ``status`` at ``level``.
 
-    Levels 0..3 use 0bSSSSLL; level -1 (FEAT_LPA2) has its own encodings."""
+    Levels 0..3 use 0bSSSSLL; level -1 (FEAT_LPA2) has its own encodings.
+    A GPC fault on the output (FEAT_RME) has no level: 0b101000."""
+    if status is Fault.GPCF_ON_OUTPUT:
+        return 0b101000
     if level == -1:
         return _LEVEL_MINUS_1[status]
     return _BASE[status] | (level & 3)
@@ -57,6 +68,8 @@ class FaultRecord:
     dirtybit: bool = False
     """A Permission fault due to dirty state managed by software with
     Indirect permissions (PAR_EL1.DirtyBit)."""
+    gpcf: GpcFault | None = None
+    """With Fault.GPCF_ON_WALK: the GPCFRecord (xcheck.arch.gpc)."""
 
     @property
     def secondstage(self) -> bool:
@@ -68,4 +81,5 @@ class FaultRecord:
 
     def describe(self) -> str:
         where = f"stage {self.stage}" + (" (during the stage 1 walk)" if self.s2fs1walk else "")
-        return f"{self.statuscode.value} fault, level {self.level}, {where}"
+        gpc = f" ({self.gpcf.describe()})" if self.gpcf is not None else ""
+        return f"{self.statuscode.value} fault{gpc}, level {self.level}, {where}"

@@ -130,11 +130,15 @@ _FST_KIND = {0b0000: Fault.ADDRESS_SIZE, 0b0001: Fault.TRANSLATION,
              0b0010: Fault.ACCESS_FLAG, 0b0011: Fault.PERMISSION,
              0b0101: Fault.EXTERNAL_ABORT_ON_WALK}
 _FST_MINUS_1 = {0b101001: Fault.ADDRESS_SIZE, 0b101011: Fault.TRANSLATION,
-                0b010011: Fault.EXTERNAL_ABORT_ON_WALK}
+                0b010011: Fault.EXTERNAL_ABORT_ON_WALK, 0b100011: Fault.GPCF_ON_WALK}
 
 
 def describe_fst(fst: int) -> str:
     """"translation, level 3" for 0b000111; "other" encodings by value."""
+    if fst == 0b101000:
+        return Fault.GPCF_ON_OUTPUT.value
+    if fst >> 2 == 0b1001:
+        return f"{Fault.GPCF_ON_WALK.value}, level {fst & 3}"
     if fst in _FST_MINUS_1:
         return f"{_FST_MINUS_1[fst].value}, level -1"
     kind = _FST_KIND.get(fst >> 2)

@@ -4,9 +4,11 @@ Arm ARM DDI 0487, C5.4 (A64 system instructions for address translation,
 "Executing AT ..." pseudocode) and J1.1.3.10 AArch64.AT. Below EL3 the
 harness runs Non-secure (SCR_EL3.NS == 1, or no EL3), where EL2 is always
 enabled. At EL3, SCR_EL3.NS selects the Security state the EL1 and EL2 ops
-translate for; Secure EL2 (SCR_EL3.EEL2, FEAT_SEL2) is never enabled here, so
-in the Secure state EL2 is not enabled: AT S1E2* is UNDEFINED, and the EL1&0
-ops translate the Secure EL1&0 regime, stage 1 only, HCR_EL2 without effect.
+translate for. In the Secure state EL2 is enabled only with Secure EL2
+(SCR_EL3.EEL2 == 1, FEAT_SEL2): then the ops route as in the Non-secure
+state, to the Secure EL2, EL2&0 and EL1&0 (+ stage 2) regimes; without it
+AT S1E2* is UNDEFINED, and the EL1&0 ops translate the Secure EL1&0 regime,
+stage 1 only, HCR_EL2 without effect.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from dataclasses import dataclass
 from xcheck.arch.features import Features
 from xcheck.arch.regs import HCR, bit
 from xcheck.arch.rules import Rule
-from xcheck.machine import AtOp
+from xcheck.machine import AtOp, SecurityState
 
 
 class Regime(enum.Enum):
@@ -82,10 +84,10 @@ class AtRoute:
     pan_op: bool
     why: str
     rule: Rule
-    secure: bool = False
-    """The regime reports its output PA space in PAR_EL1: a Secure one (the EL3
-    regime without FEAT_RME, or EL1&0 from EL3 with SCR_EL3.NS == 0), or the
-    Root state's EL3 regime (FEAT_RME)."""
+    space: SecurityState = SecurityState.NONSECURE
+    """The Security state of the regime (SecurityStateForRegime): a regime
+    other than Non-secure reports its output PA space in PAR_EL1 (the EL3
+    regime is Secure without FEAT_RME, Root with it)."""
 
 
 @dataclass(frozen=True)
@@ -98,9 +100,11 @@ class NotExecuted:
 
 
 def route(op: AtOp, el: int, hcr: HcrState, features: Features,
-          secure: bool = False) -> AtRoute | NotExecuted:
+          space: SecurityState = SecurityState.NONSECURE,
+          eel2: bool = False) -> AtRoute | NotExecuted:
     """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``;
-    ``secure``: at EL3, SCR_EL3.NS == 0."""
+    ``space``: at EL3, the Security state SCR_EL3.{NSE, NS} selects for the
+    EL1 and EL2 operations; ``eel2``: EL2 is enabled in the Secure state."""
     name = op.value
     pan_op = name.endswith("P")
     write = op.is_write
@@ -119,8 +123,11 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
                                Rule.AT_EL3_OP_UNDEFINED_BELOW_EL3)
         return AtRoute(Regime.EL3, 3, False, write, False,
                        f"AT {name}: the EL3 regime, a Secure regime (C5.4.16, "
-                       "TranslationRegime(EL3))", Rule.REGIME_EL3, secure=True)
-    if el == 3 and secure:
+                       "TranslationRegime(EL3))", Rule.REGIME_EL3,
+                       space=SecurityState.ROOT if features.rme else SecurityState.SECURE)
+    if space in (SecurityState.REALM, SecurityState.ROOT):
+        raise ValueError(f"AT {name} in the {space.value} state is not modelled yet")
+    if el == 3 and space is SecurityState.SECURE and not eel2:
         if name.startswith("S1E2"):
             return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.NS == 0: EL2 is not "
                                             "enabled in the Secure state (C5.4.13)",
@@ -129,7 +136,7 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
         return AtRoute(Regime.EL10, acc_el, False, write, pan_op,
                        f"AT {name} at EL3 with SCR_EL3.NS == 0: the Secure EL1&0 regime, "
                        f"accessed from EL{acc_el}, stage 1 only (C5.4, AArch64.AT: "
-                       "!EL2Enabled())", Rule.REGIME_EL10_SECURE, secure=True)
+                       "!EL2Enabled())", Rule.REGIME_EL10_SECURE, space=space)
     if name.startswith(("S1E2", "S12")):
         if el == 1:
             if hcr.nv:
@@ -140,8 +147,9 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
         if name.startswith("S1E2"):
             regime = Regime.EL20 if hcr.e2h else Regime.EL2
             return AtRoute(regime, 2, False, write, False,
-                           f"AT {name}: the {regime.value} regime (C5.4, TranslationRegime(EL2))",
-                           Rule.REGIME_EL20 if hcr.e2h else Rule.REGIME_EL2)
+                           f"AT {name}: the {_state(space)}{regime.value} regime (C5.4, "
+                           "TranslationRegime(EL2))",
+                           Rule.REGIME_EL20 if hcr.e2h else Rule.REGIME_EL2, space)
     elif el == 1 and hcr.at:
         return NotExecuted("trap", f"AT {name} at EL1 with HCR_EL2.AT == 1 traps to EL2, "
                                    "EC 0x18 (C5.4)", Rule.AT_TRAP_HCR_AT)
@@ -151,12 +159,16 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
         # AT S12E* then perform stage 1 only (C5.4.1-4).
         acc_el = 2 if acc_el == 1 else 0
         return AtRoute(Regime.EL20, acc_el, False, write, pan_op,
-                       f"AT {name}: HCR_EL2.{{E2H,TGE}} == {{1,1}}: EL2&0 regime, "
-                       f"accessed from EL{acc_el} (C5.4, AArch64.AT)", Rule.REGIME_HOST)
+                       f"AT {name}: HCR_EL2.{{E2H,TGE}} == {{1,1}}: {_state(space)}EL2&0 regime, "
+                       f"accessed from EL{acc_el} (C5.4, AArch64.AT)", Rule.REGIME_HOST, space)
     stage12 = name.startswith("S12") and (hcr.vm or hcr.dc)
-    why = f"AT {name}: EL1&0 regime, accessed from EL{acc_el}"
+    why = f"AT {name}: {_state(space)}EL1&0 regime, accessed from EL{acc_el}"
     if name.startswith("S12"):
         why += (", stages 1 and 2" if stage12 else
                 "; HCR_EL2.{DC,VM} == {0,0}: stage 1 only (C5.4.1-4)")
     return AtRoute(Regime.EL10, acc_el, stage12, write, pan_op, why,
-                   Rule.REGIME_EL10_S12 if stage12 else Rule.REGIME_EL10)
+                   Rule.REGIME_EL10_S12 if stage12 else Rule.REGIME_EL10, space)
+
+
+def _state(space: SecurityState) -> str:
+    return "Secure " if space is SecurityState.SECURE else ""

@@ -70,6 +70,25 @@ class VTCR:
     DS: Field = (32, 1)
     SL2: Field = (33, 1)
     S2PIE: Field = (36, 1)
+    NSW = 29
+    """Non-secure IPA stage 2 tables in the Non-secure PA space (FEAT_SEL2)."""
+    NSA = 30
+    """Non-secure IPA stage 2 output in the Non-secure PA space (FEAT_SEL2)."""
+
+
+class VSTCR:
+    """VSTCR_EL2 (D24.2, FEAT_SEL2): T0SZ, SL0, TG0 and SL2 at VTCR_EL2's
+    positions, for the Secure IPA space."""
+
+    SW = 29
+    """Secure IPA stage 2 tables (and output) in the Non-secure PA space."""
+    SA = 30
+    """Secure IPA stage 2 output in the Non-secure PA space."""
+
+
+class SCR_EL3:
+    EEL2 = 18
+    """Secure EL2 enable (FEAT_SEL2)."""
 
 
 class SCTLR:

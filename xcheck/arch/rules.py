@@ -34,6 +34,8 @@ class Rule(Enum):
     REGIME_EL3 = "C5.4.16 TranslationRegime(EL3): AT S1E3* in the EL3 regime (Secure)"
     REGIME_EL10_SECURE = ("AArch64.AT at EL3 with SCR_EL3.NS == 0 and EL2 not enabled: the Secure "
                           "EL1&0 regime, stage 1 only")
+    SECURE_EL2_ENABLED = ("EL2Enabled() in the Secure state: SCR_EL3.EEL2 == 1 with FEAT_SEL2, "
+                          "the Secure EL2, EL2&0 and EL1&0 (with stage 2) regimes")
     AT_ABORT_EXTERNAL = "AArch64.AT: External abort on a walk taken as a Data Abort"
     AT_ABORT_S2_ON_WALK_EL1 = "AArch64.AT: stage 2 fault on the stage 1 walk from EL1 taken"
     ENCODE_PAR = "AArch64.EncodePAR: successful translation"
@@ -97,6 +99,12 @@ class Rule(Enum):
     S2_CONFIG_FAULT = "AArch64.S2Walk: VTCR_EL2 configuration invalid, level 0 fault"
     S2_IPA_OUT_OF_RANGE = "AArch64.IPAIsOutOfRange: IPA above the stage 2 input size"
     S2_START = "AArch64.S2StartLevel: stage 2 walk started"
+    SS2_SECURE_IPA = ("AArch64.SS2TTWParams, AArch64.S2Walk: a Secure IPA, VSTTBR_EL2 and "
+                      "VSTCR_EL2.{T0SZ, SL0, TG0}; tables and output in the PA space "
+                      "VSTCR_EL2.{SW, SA} select")
+    SS2_NONSECURE_IPA = ("AArch64.SS2TTWParams, AArch64.S2Walk: a Non-secure IPA in the Secure "
+                         "state, VTTBR_EL2 and VTCR_EL2; tables and output in the PA space "
+                         "VTCR_EL2.{NSW, NSA} and VSTCR_EL2.{SW, SA} select")
     S2_BASE_ADDRESS_SIZE = "AArch64.S2Walk: VTTBR_EL2 base above the OA size"
     S2_EXTERNAL_ABORT = "FetchDescriptor: stage 2 descriptor read has no memory"
     S2_TABLE = "AArch64.DecodeDescriptorType: stage 2 table descriptor"
@@ -118,6 +126,30 @@ class Rule(Enum):
                    "S2Dirty (descriptor bit 7) == 0, PAR.DirtyBit")
     S2_FWB = "AArch64.S2ApplyFWBMemAttrs: HCR_EL2.FWB == 1, stage 2 MemAttr decides the type"
 
+    # FEAT_RME granule protection checks: AArch64.GranuleProtectionCheck,
+    # AArch64.GPTWalk, GPICheck (D9), and how AArch64.AT reports them
+    GPC_CONFIG_INVALID = ("GPCRegistersConsistent: reserved GPCCR_EL3 encoding, GPT walk "
+                          "fault at level 0")
+    GPC_ABOVE_PPS_NONSECURE = ("AArch64.GranuleProtectionCheck: PA above GPCCR_EL3.PPS in the "
+                               "Non-secure PA space is permitted")
+    GPC_ABOVE_PPS = ("AArch64.GranuleProtectionCheck: PA above GPCCR_EL3.PPS outside the "
+                     "Non-secure PA space, granule protection fault at level 0")
+    GPT_BASE_ADDRESS_SIZE = "AArch64.GranuleProtectionCheck: GPTBR_EL3 above the PPS"
+    GPT_EXTERNAL_ABORT = "AArch64.GPTWalk: GPT descriptor fetch has no memory (GPCF_EABT)"
+    GPT_L0_BLOCK = "AArch64.GPTWalk: level 0 Block descriptor gives the GPI"
+    GPT_L0_TABLE = "AArch64.GPTWalk: level 0 Table descriptor"
+    GPT_L0_INVALID = "AArch64.GPTWalk: invalid level 0 GPT descriptor (GPCF_Walk)"
+    GPT_L1_CONTIGUOUS = "AArch64.GPTWalk: level 1 Contiguous descriptor gives the GPI"
+    GPT_L1_GRANULES = "AArch64.GPTWalk: level 1 Granules descriptor, GPI by PA[pgs+3:pgs]"
+    GPT_L1_INVALID = "AArch64.GPTWalk: invalid level 1 GPT descriptor or reserved GPI (GPCF_Walk)"
+    GPC_GPI_PERMITS = "GPICheck: the GPI permits the access's PA space"
+    GPC_GPI_DENIES = "GPICheck: the GPI does not permit the PA space, granule protection fault"
+    AT_GPC_ON_WALK = ("AArch64.FetchDescriptor: GPC fault on a translation table walk access "
+                      "(Fault_GPCFOnWalk), reported in PAR_EL1")
+    AT_GPC_EXCEPTION = ("AArch64.AT: a GPC fault ReportAsGPCException (or HCR_EL2.GPF at EL1) "
+                        "is taken as an exception, not reported in PAR_EL1")
+    AT_NO_OUTPUT_GPC = ("AArch64.AT: the output address is not granule protection checked "
+                        "(no AArch64.TranslateAddress, so no Fault_GPCFOnOutput)")
 
 DESCRIPTOR_RULES = {
     (1, "table"): Rule.S1_TABLE, (1, "block"): Rule.S1_BLOCK, (1, "page"): Rule.S1_PAGE,

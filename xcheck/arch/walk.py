@@ -17,6 +17,7 @@ from xcheck.arch import attrs, indirect, perms
 from xcheck.arch.attrs import MemAttrs
 from xcheck.arch.descupdate import AF_BIT, S2_DIRTY_BIT, PermittedUpdate
 from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
 from xcheck.arch.trace import TraceStep
@@ -59,6 +60,9 @@ class Translated:
     nse: bool = False
     """With ``ns``, the output PA space of the Root state's EL3 regime:
     {NSE, NS} = 00 Secure, 01 Non-secure, 10 Root, 11 Realm (DecodePASpace)."""
+    leaf_ns: bool = True
+    """The leaf descriptor was read in the Non-secure (IPA) space: a Secure
+    regime's walk is Secure until a table descriptor's NSTable == 1."""
 
 
 Updates = list[PermittedUpdate] | None
@@ -131,6 +135,17 @@ def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
     return FaultRecord(status, level, 1, False, acc.write, rule)
 
 
+def _gpc_on_walk(gpf: GpcFault, level: int, stage: int, s2fs1walk: bool, write: bool,
+                 trace: list[TraceStep]) -> FaultRecord:
+    """AArch64.FetchDescriptor: a translation table access that fails its
+    granule protection check is Fault_GPCFOnWalk at the walk's level, with
+    the stage of the walk that read (D9.3; EncodeLDFSC 0b1001LL)."""
+    rule = "AArch64.FetchDescriptor, Fault_GPCFOnWalk"
+    trace.append(TraceStep(stage, "fault", f"granule protection fault on the walk, level {level}"
+                           f" ({gpf.describe()})", rule=rule, cites=Rule.AT_GPC_ON_WALK))
+    return FaultRecord(Fault.GPCF_ON_WALK, level, stage, s2fs1walk, write, rule, gpcf=gpf)
+
+
 def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
                  trace: list[TraceStep]) -> FaultRecord | Translated:
     """AArch64.S1DisabledOutput: VA = output address, checked against PAMax
@@ -153,9 +168,13 @@ def _s1_disabled(rp: S1RegimeParams, va: int, acc: Access,
 
 def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | None,
                  mem: PhysMem, trace: list[TraceStep],
-                 updates: Updates = None) -> FaultRecord | Translated:
+                 updates: Updates = None,
+                 s2_secure: S2TTWParams | None = None) -> FaultRecord | Translated:
     """AArch64.S1Translate for an AT access. ``s2`` is given when stage 2
-    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set).
+    translates the stage 1 table addresses (EL1&0 with HCR_EL2.{VM,DC} set);
+    in the Secure state with Secure EL2 enabled ``s2_secure`` translates
+    them while the walk is in the Secure IPA space (before any NSTable == 1),
+    ``s2`` after (AArch64.S2Walk: VSTTBR_EL2 or VTTBR_EL2 by the IPA space).
     ``updates`` receives the descriptor updates the architecture permits
     (xcheck.arch.descupdate)."""
     if not rp.enabled:
@@ -197,11 +216,18 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
-        if s2 is not None:
-            out = s2_translate(s2, descaddr, None, False, True, mem, trace, updates)
+        walk_s2 = s2 if ns or s2_secure is None else s2_secure
+        if walk_s2 is not None:
+            out = s2_translate(walk_s2, descaddr, None, False, True, mem, trace, updates)
             if isinstance(out, FaultRecord):
                 return out
             pa = out.address
+        if rp.gpc is not None:
+            walk_space = (PASpace.ROOT if rp.root else PASpace.NONSECURE if ns
+                          else PASpace.SECURE)
+            gpf = granule_protection_check(rp.gpc, pa, walk_space, mem, trace, 1)
+            if gpf is not None:
+                return _gpc_on_walk(gpf, level, 1, False, acc.write, trace)
         desc = mem.read64(pa)
         if desc is None:
             trace.append(TraceStep(1, "no memory", "", level, table, index, pa, None))
@@ -251,7 +277,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         return _s1_fault(Fault.ACCESS_FLAG, level, acc, "AF == 0 and TCR.HA == 0 "
                          "(AArch64.S1Walk; D8.5)", trace, Rule.S1_ACCESS_FLAG)
     if not (desc >> 10) & 1:
-        _permit_s1_af(p.ee, descaddr, pa, s2, mem, trace, updates)
+        _permit_s1_af(p.ee, descaddr, pa, walk_s2, mem, trace, updates)
     denied = _s1_leaf_permission(rp, p.hd, desc, two, ap_table, bool(xn_u), bool(xn_p), acc,
                                  trace)
     if denied is not None:
@@ -292,13 +318,14 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
                                cites=Rule.S1_DCACHE_DISABLED))
     af_update = descaddr if not (desc >> 10) & 1 else None
+    leaf_ns = ns
     if rp.secure:
         why = "NS == 1" if desc >> 5 & 1 else ("NSTable == 1 above" if ns else "NS == 0")
         ns = ns or bool(desc >> 5 & 1)
         trace.append(TraceStep(1, "PA space", f"{'Non-secure' if ns else 'Secure'} ({why})",
                                level, rule="AArch64.S1Walk (D8.4.6 R_KZLVM, D8.4.6.1)",
                                cites=Rule.S1_OUTPUT_PASPACE))
-    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse)
+    return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse, leaf_ns)
 
 
 def _permit_s1_af(ee: bool, descaddr: int, pa: int, s2: S2TTWParams | None, mem: PhysMem,
@@ -384,16 +411,31 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     lsb = (3 - level) * stride + g
     table = p.base
     index = (ipa >> lsb) & ((1 << (p.iasize - lsb)) - 1)
+    if p.space_why:
+        secure_ipa = p.ttbr_name == "VSTTBR_EL2"
+        trace.append(TraceStep(2, "IPA space", f"{'Secure' if secure_ipa else 'Non-secure'} "
+                               f"IPA: {p.ttbr_name}; tables in the "
+                               f"{'Non-secure' if p.walk_ns else 'Secure'} PA space, output in "
+                               f"the {'Non-secure' if p.out_ns else 'Secure'} PA space "
+                               f"({p.space_why})",
+                               rule="AArch64.SS2TTWParams, AArch64.SS2InitialTTWState, "
+                                    "AArch64.SS2OutputPASpace",
+                               cites=Rule.SS2_SECURE_IPA if secure_ipa else Rule.SS2_NONSECURE_IPA))
     trace.append(TraceStep(2, "start", f"{what} 0x{ipa:x}: {1 << (g - 10)}KB granule, "
                            f"T0SZ={p.txsz}, start level {level}"
                            + (f", {index >> stride} concatenated tables" if index >> stride
                               else ""), rule="AArch64.S2StartLevel", cites=Rule.S2_START))
     if (table | (index << 3)) >> p.oasize:
-        return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"VTTBR_EL2 base 0x{table:x} above "
+        return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"{p.ttbr_name} base 0x{table:x} above "
                          f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
                          Rule.S2_BASE_ADDRESS_SIZE)
     while True:
         descaddr = table | (index << 3)
+        if p.gpc is not None:
+            space = PASpace.NONSECURE if p.walk_ns else PASpace.SECURE
+            gpf = granule_protection_check(p.gpc, descaddr, space, mem, trace, 2)
+            if gpf is not None:
+                return _gpc_on_walk(gpf, level, 2, ttw, write, trace)
         desc = mem.read64(descaddr)
         if desc is None:
             trace.append(TraceStep(2, "no memory", "", level, table, index, descaddr, None))
@@ -463,10 +505,10 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                           denied.rule)
         return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
-        return Translated(oa, MemAttrs(0, 0), level)
+        return Translated(oa, MemAttrs(0, 0), level, ns=p.out_ns)
     sh = p.sh if ds else (desc >> 8) & 3
     if p.fwb:
         trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
                                "decides the memory type", rule="AArch64.S2ApplyFWBMemAttrs",
                                cites=Rule.S2_FWB))
-    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level)
+    return Translated(oa, attrs.s2_combine(s1_attrs, memattr, sh, p.fwb), level, ns=p.out_ns)

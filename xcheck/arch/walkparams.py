@@ -1,7 +1,8 @@
 """Translation table walk parameters, decoded once from the system registers.
 
 Arm ARM DDI 0487, J1.1.4: AArch64.S1TTWParamsEL10 / EL2 / EL20,
-AArch64.NSS2TTWParams, AArch64.S1MinTxSZ, AArch64.S2MinTxSZ,
+AArch64.NSS2TTWParams, AArch64.SS2TTWParams, AArch64.SS2InitialTTWState,
+AArch64.SS2OutputPASpace, AArch64.S1MinTxSZ, AArch64.S2MinTxSZ,
 AArch64.MaxTxSZ, AArch64.S1TxSZFaults / S2TxSZFaults, AArch64.S1StartLevel,
 AArch64.S2StartLevel, AArch64.S2InvalidSL, AArch64.S2InconsistentSL,
 AArch64.S1TTBaseAddress / S2TTBaseAddress, AArch64.PhysicalAddressSize.
@@ -13,8 +14,22 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from xcheck.arch.features import PARANGE_BITS, Features
+from xcheck.arch.gpc import GpcParams
 from xcheck.arch.regime import HcrState, Regime
-from xcheck.arch.regs import HCRX, SCTLR, TCR, TCR2, TCR_EL2, VTCR, bit, field, ttbr_base
+from xcheck.arch.regs import (
+    HCRX,
+    SCR_EL3,
+    SCTLR,
+    TCR,
+    TCR2,
+    TCR_EL2,
+    VSTCR,
+    VTCR,
+    bit,
+    field,
+    ttbr_base,
+)
+from xcheck.machine import SecurityState
 
 FINAL_LEVEL = 3
 
@@ -163,6 +178,8 @@ class S1RegimeParams:
     5) select one of four output PA spaces (AArch64.S1Walk, DecodePASpace)."""
     root_secure: bool = True
     """{NSE, NS} = 00 is the Secure PA space (FEAT_SEL2), else Non-secure."""
+    gpc: GpcParams | None = None
+    """FEAT_RME: the granule protection check every walk access passes (D9)."""
 
     def params(self, va: int) -> S1TTWParams:
         """AArch64.GetVARange: VA bit 55 selects TTBR1 in a two-range regime."""
@@ -245,17 +262,29 @@ SUFFIX = {Regime.EL10: "EL1", Regime.EL2: "EL2", Regime.EL20: "EL2", Regime.EL3:
 """The registers of each regime: SCTLR_<sfx>, TCR_<sfx>, TTBR0_<sfx>, MAIR_<sfx>."""
 
 
+def secure_el2_enabled(sysregs: Mapping[str, int], features: Features) -> bool:
+    """EL2Enabled() in the Secure state: FEAT_SEL2 and SCR_EL3.EEL2 == 1 (D24.2
+    SCR_EL3.EEL2 is RES0 without FEAT_SEL2; EL2 is implemented here)."""
+    return features.sel2 and bit(sysregs.get("SCR_EL3", 0), SCR_EL3.EEL2)
+
+
+NO_HCR = HcrState(False, False, False, False, False, False, False, False)
+"""HCR_EL2 where EL2 is not enabled: no control of it has an effect."""
+
+
 def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
-                     features: Features, impdef: ImpDef, secure: bool = False) -> S1RegimeParams:
-    """AArch64.GetS1TTWParams for ``regime`` and both VA ranges; with
-    TCR2_ELx effective, PIE (FEAT_S1PIE) and AIE (FEAT_AIE) from it
-    (AArch64.S1TTWParamsEL10/EL2/EL20); ``secure``:
-    the Secure EL1&0 regime, where EL2 is not enabled and HCR_EL2 has no
-    effect. The EL3 regime is Secure, or Root with FEAT_RME."""
+                     features: Features, impdef: ImpDef,
+                     space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
+    """AArch64.GetS1TTWParams for ``regime`` in Security state ``space`` and
+    both VA ranges; with TCR2_ELx effective, PIE (FEAT_S1PIE) and AIE
+    (FEAT_AIE) from it (AArch64.S1TTWParamsEL10/EL2/EL20). A Secure regime
+    walks from the Secure PA space and honours NSTable and NS (D8.4.6); in
+    the Secure state HCR_EL2 takes effect only where EL2 is enabled
+    (secure_el2_enabled). The EL3 regime is Secure, or Root with FEAT_RME."""
     root = regime is Regime.EL3 and features.rme >= 1
-    secure = (secure or regime is Regime.EL3) and not root
-    if secure or root:
-        hcr = HcrState(False, False, False, False, False, False, False, False)
+    secure = (space is SecurityState.SECURE or regime is Regime.EL3) and not root
+    if root or regime is Regime.EL3 or (secure and not secure_el2_enabled(sysregs, features)):
+        hcr = NO_HCR
     sfx = SUFFIX[regime]
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
     mair = sysregs.get(f"MAIR_{sfx}", 0)
@@ -283,8 +312,16 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
         lower=lower, upper=upper, pie=pie,
         pir=sysregs.get(f"PIR_{sfx}", 0) if pie else 0,
         pire0=sysregs.get(f"PIRE0_{sfx}", 0) if pie and regime.two_ranges else 0,
-        secure=secure, root=root, root_secure=features.sel2,
+        secure=secure, root=root, root_secure=features.sel2, gpc=gpc_params(sysregs, features),
     )
+
+
+def gpc_params(sysregs: Mapping[str, int], features: Features) -> GpcParams | None:
+    """GPCCR_EL3/GPTBR_EL3 with FEAT_RME and GPCCR_EL3.GPC == 1, else None."""
+    if not features.rme:
+        return None
+    p = GpcParams.from_sysregs(sysregs, features.pa_range_bits)
+    return p if p.enabled else None
 
 
 _S2_SL0_4K = {0b000: 2, 0b001: 1, 0b010: 0, 0b011: 3, 0b100: -1}
@@ -320,47 +357,85 @@ class S2TTWParams:
     """VTCR_EL2.S2PIE with FEAT_S2PIE: stage 2 Indirect permissions (D8.4.2,
     R_JMGVS; AArch64.NSS2TTWParams)."""
     s2pir: int = 0
-    """S2PIR_EL2 (AArch64.NSS2TTWParams: read with FEAT_S2PIE; no EL3 here)."""
+    """S2PIR_EL2 (AArch64.NSS2TTWParams: read with FEAT_S2PIE)."""
+    ttbr_name: str = "VTTBR_EL2"
+    """The base register: VSTTBR_EL2 for a Secure IPA (AArch64.S2Walk)."""
+    walk_ns: bool = True
+    """The stage 2 tables are in the Non-secure PA space (AArch64.SS2InitialTTWState:
+    VSTCR_EL2.SW for a Secure IPA, VTCR_EL2.NSW for a Non-secure one; always
+    from the Non-secure state)."""
+    out_ns: bool = True
+    """The output is in the Non-secure PA space (AArch64.SS2OutputPASpace;
+    always from the Non-secure state)."""
+    space_why: str = ""
+    """The registers that chose ``walk_ns`` and ``out_ns`` (Secure state only)."""
+    gpc: GpcParams | None = None
+    """FEAT_RME: the granule protection check every walk access passes (D9),
+    in the PA space ``walk_ns`` says."""
 
 
 def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
-              impdef: ImpDef) -> S2TTWParams:
-    """AArch64.NSS2TTWParams plus the register-only checks of AArch64.S2Translate."""
-    vtcr, vttbr = sysregs.get("VTCR_EL2", 0), sysregs.get("VTTBR_EL2", 0)
+              impdef: ImpDef, space: SecurityState = SecurityState.NONSECURE,
+              secure_ipa: bool = False) -> S2TTWParams:
+    """AArch64.NSS2TTWParams, or in the Secure state AArch64.SS2TTWParams for
+    the IPA space (``secure_ipa``), plus the register-only checks of
+    AArch64.S2Translate. A Secure IPA takes TG0, T0SZ, SL0 (and SL2, with
+    VTCR_EL2.DS) from VSTCR_EL2 and its base from VSTTBR_EL2; every other
+    control (PS, SH0, HA, HD, DS, ...) comes from VTCR_EL2 for both IPA spaces.
+    VSTCR_EL2.{SW, SA} and VTCR_EL2.{NSW, NSA} place the walk and the output
+    (AArch64.SS2InitialTTWState, AArch64.SS2OutputPASpace); a stage 2
+    descriptor has no NS bit in the Secure state (AArch64.S2NextWalkStateLeaf
+    reads bit 55 as NS only for the Realm state; here it is one of the bits
+    [58:55] reserved for software use)."""
+    vtcr = sysregs.get("VTCR_EL2", 0)
+    vstcr = sysregs.get("VSTCR_EL2", 0) if features.sel2 else 0
+    tcr_name, ttbr_name = ("VSTCR_EL2", "VSTTBR_EL2") if secure_ipa else ("VTCR_EL2", "VTTBR_EL2")
+    sized = vstcr if secure_ipa else vtcr
+    vttbr = sysregs.get(ttbr_name, 0)
     notes: list[str] = []
     supported = {12: features.tgran4_2, 14: features.tgran16_2, 16: features.tgran64_2}
-    g, note = _granule_bits(field(vtcr, VTCR.TG0), TG0_BITS, supported, impdef.granule)
+    g, note = _granule_bits(field(sized, VTCR.TG0), TG0_BITS, supported, impdef.granule)
     if note:
         notes.append(note)
     ds = features.lpa2 and g in (12, 14) and bit(vtcr, VTCR.DS[0])
-    sl2 = int(g == 12 and features.lpa2 and ds and bit(vtcr, VTCR.SL2[0]))
-    sl0 = field(vtcr, VTCR.SL0)
+    sl2 = int(g == 12 and features.lpa2 and ds and bit(sized, VTCR.SL2[0]))
+    sl0 = field(sized, VTCR.SL0)
     ps = field(vtcr, VTCR.PS)
     pamax = features.pa_range_bits
     ips = (52 if g == 16 or ds else 48) if pamax >= 52 else pamax
     mintxsz, maxtxsz = 64 - ips, max_txsz(g, features)
-    txsz = field(vtcr, VTCR.T0SZ)
+    txsz = field(sized, VTCR.T0SZ)
     fault = ""
     if txsz < mintxsz:
         if features.lpa or impdef.fault_txsz_below_min:
-            fault = f"VTCR_EL2.T0SZ={txsz} is below the minimum {mintxsz} (AArch64.S2TxSZFaults)"
+            fault = f"{tcr_name}.T0SZ={txsz} is below the minimum {mintxsz} (AArch64.S2TxSZFaults)"
         else:
-            notes.append(f"VTCR_EL2.T0SZ={txsz} is below the minimum {mintxsz}: treated as "
+            notes.append(f"{tcr_name}.T0SZ={txsz} is below the minimum {mintxsz}: treated as "
                          f"{mintxsz} (AArch64.S2TxSZFaults, IMPLEMENTATION DEFINED)")
         txsz = mintxsz
     elif txsz > maxtxsz:
         if impdef.fault_txsz_above_max:
-            fault = f"VTCR_EL2.T0SZ={txsz} is above the maximum {maxtxsz} (AArch64.S2TxSZFaults)"
+            fault = f"{tcr_name}.T0SZ={txsz} is above the maximum {maxtxsz} (AArch64.S2TxSZFaults)"
         else:
-            notes.append(f"VTCR_EL2.T0SZ={txsz} is above the maximum {maxtxsz}: treated as "
+            notes.append(f"{tcr_name}.T0SZ={txsz} is above the maximum {maxtxsz}: treated as "
                          f"{maxtxsz} (AArch64.S2TxSZFaults, IMPLEMENTATION DEFINED)")
         txsz = maxtxsz
     iasize = 64 - txsz
     level = (_S2_SL0_4K.get((sl2 << 2) | sl0, 99) if g == 12 else _S2_SL0_16K_64K[sl0])
     if not fault:
-        fault = _s2_invalid_sl(g, sl2, sl0, ds, level, iasize, features)
+        fault = _s2_invalid_sl(g, sl2, sl0, ds, level, iasize, features, tcr_name)
     if fault:
         level = 0
+    walk_ns = out_ns = True
+    space_why = ""
+    if space is SecurityState.SECURE:
+        sw, sa = bit(vstcr, VSTCR.SW), bit(vstcr, VSTCR.SA)
+        nsw, nsa = bit(vtcr, VTCR.NSW), bit(vtcr, VTCR.NSA)
+        walk_ns = sw if secure_ipa else nsw
+        out_ns = sw or sa if secure_ipa else sw or sa or nsw or nsa
+        space_why = (f"VSTCR_EL2.{{SW,SA}} = {{{sw:d},{sa:d}}}" if secure_ipa else
+                     f"VSTCR_EL2.{{SW,SA}} = {{{sw:d},{sa:d}}}, VTCR_EL2.{{NSW,NSA}} = "
+                     f"{{{nsw:d},{nsa:d}}}")
     return S2TTWParams(
         enabled=hcr.vm or hcr.dc, granule_bits=g, txsz=txsz, iasize=iasize, start_level=level,
         config_fault=fault,
@@ -373,14 +448,16 @@ def s2_params(sysregs: Mapping[str, int], hcr: HcrState, features: Features,
         pa52_64k=g == 16 and features.pa_range_bits >= 52, notes=tuple(notes),
         s2pie=features.s2pie and bit(vtcr, VTCR.S2PIE[0]),
         s2pir=sysregs.get("S2PIR_EL2", 0) if features.s2pie else 0,
+        ttbr_name=ttbr_name, walk_ns=walk_ns, out_ns=out_ns, space_why=space_why,
+        gpc=gpc_params(sysregs, features),
     )
 
 
 def _s2_invalid_sl(g: int, sl2: int, sl0: int, ds: bool, level: int, iasize: int,
-                   features: Features) -> str:
+                   features: Features, tcr_name: str = "VTCR_EL2") -> str:
     """AArch64.S2InvalidSL and AArch64.S2InconsistentSL ("" when consistent)."""
     pamax = features.pa_range_bits
-    sl = f"VTCR_EL2.SL0=0b{sl0:02b}" + (f" SL2={sl2}" if sl2 else "")
+    sl = f"{tcr_name}.SL0=0b{sl0:02b}" + (f" SL2={sl2}" if sl2 else "")
     if g == 12:
         code = (sl2 << 2) | sl0
         invalid = (code & 0b101 == 0b101 or code & 0b110 == 0b110

@@ -37,9 +37,10 @@ from xcheck.machine import (
     MachineSetup,
     Probe,
 )
-from xcheck.scenario.errors import ScenarioError
+from xcheck.scenario.errors import Located, ScenarioError
 from xcheck.scenario.geometry import Geometry, GeometryError, geometry
-from xcheck.scenario.spec import BASE_REGS, Layout, MapEntry, Override
+from xcheck.scenario.gpt import build_gpt, check_region
+from xcheck.scenario.spec import BASE_REGS, S2_CONTROL, Layout, MapEntry, Override
 from xcheck.scenario.values import hex_
 
 ADDR48 = (1 << 48) - 1
@@ -53,6 +54,8 @@ PXN_TABLE = 1 << 59
 XN_TABLE = 1 << 60
 AP_TABLE_RO = 1 << 62
 HARNESS = "the harness"
+NSE = 1 << 11
+"""NSE in an EL3 regime leaf (FEAT_RME): with NS, the output PA space."""
 
 
 @dataclass
@@ -124,6 +127,7 @@ class _Build:
         self.trees: dict[str, Tree] = {}
         self.code_va: dict[str, int] = {}
         self.next_free = ARENA_PA
+        self.gpt_tables: dict[int, bytes] = {}
 
     def fail(self, line: int, fld: str, message: str) -> ScenarioError:
         return ScenarioError(self.lay.path, line, fld, message)
@@ -139,7 +143,7 @@ class _Build:
             except GeometryError as err:
                 line, fld = self.lay.table_line(base), f"tables.{base}"
                 if base not in dict(self.lay.table_lines):
-                    ctl = "VTCR_EL2" if base == "VTTBR_EL2" else f"TCR_{base[-3:]}"
+                    ctl = S2_CONTROL.get(base, f"TCR_{base[-3:]}")
                     line, fld = self.lay.reg_line(ctl), f"regs.{ctl}"
                 raise self.fail(line, fld, f"{why}, but {err}" if why else str(err)) from None
             t = self.trees[base] = Tree(geo, Table(geo.start_level,
@@ -297,6 +301,10 @@ class _Build:
         else:
             code = AF | attr | (0b10 << 6) | UXN  # RO at EL1/EL2, no EL0, PXN = 0
             data = AF | attr | PXN | UXN
+        if regime == "EL3" and self.lay.gpt is not None:
+            # with granule protection (FEAT_RME) EL3 is the Root state, which
+            # executes only from the Root PA space: {NSE, NS} = {1, 0}
+            code, data = code | NSE, data | NSE
         if not geo.ds:
             code |= SH_INNER
             data |= SH_INNER
@@ -421,6 +429,52 @@ class _Build:
                 t.pa = pa
                 self.next_free = pa + t.nbytes
 
+    def gpt(self) -> None:
+        """``gpt:``: the GPT in the arena after the translation tables, and
+        GPCCR_EL3/GPTBR_EL3 (xcheck.scenario.gpt)."""
+        spec = self.lay.gpt
+        if spec is None:
+            return
+        ranges = []
+        for r in spec.regions:
+            if r.table:
+                start = self.table_pa(r.table, r.level, r.va, r.line, r.field)
+                start &= ~((1 << spec.pgs_bits) - 1)
+                end = start + (1 << spec.pgs_bits)
+            else:
+                assert r.pa is not None
+                start, end = r.pa, r.pa + r.size
+            try:
+                check_region(r, start, end, (HARNESS_PA, HARNESS_PA + HARNESS_SIZE))
+            except Located as err:
+                raise err.at(self.lay.path) from None
+            ranges.append((start, end, r.gpi))
+        image = build_gpt(spec, ranges, lambda n: self.alloc_bytes(n, spec.line))
+        self.gpt_tables = image.tables
+        self.regs["GPTBR_EL3"] = image.l0 >> 12
+        self.regs["GPCCR_EL3"] = spec.gpccr
+
+    def table_pa(self, base: str, level: int, va: int, line: int, fld: str) -> int:
+        """The address of the table the walk of ``va`` under ``base`` reads at ``level``."""
+        tree = self.trees.get(base)
+        path = tree.path(va, level) if tree is not None else []
+        if not path or path[-1][0].level != level:
+            raise self.fail(line, fld, f"the walk of {hex_(va)} under {base} does not reach "
+                            f"a level {level} table")
+        return path[-1][0].pa
+
+    def alloc_bytes(self, n: int, line: int) -> int:
+        """``n`` free arena bytes aligned to ``n``, after the tables."""
+        taken = self.reserved()
+        pa = _align(self.next_free, n)
+        while clash := [e for s, e in taken if s < pa + n and pa < e]:
+            pa = _align(max(clash), n)
+        if pa + n > ARENA_PA + ARENA_SIZE:
+            raise self.fail(line, "gpt", f"the GPT does not fit in the {ARENA_SIZE >> 20} MiB "
+                            f"arena at {hex_(ARENA_PA)}: use a larger pgs")
+        self.next_free = pa + n
+        return pa
+
     def check_memory(self) -> None:
         ram_end = RAM_BASE + self.lay.ram_size
         keep_out = [(RAM_BASE, RAM_BASE + RESERVED_LOW, "the device tree"),
@@ -489,6 +543,7 @@ class _Build:
                 mem[t.pa] = bytes(buf)
         for b in self.lay.memory:
             mem[b.addr] = b"".join(w.to_bytes(8, "little") for w in b.words)
+        mem.update(self.gpt_tables)
         return mem
 
     def run(self) -> MachineSetup:
@@ -499,6 +554,7 @@ class _Build:
         self.harness_stage2()
         self.allocate(BASE_REGS)
         self.apply_overrides()
+        self.gpt()
         for base, tree in self.trees.items():
             self.regs[base] = (self.regs[base] & ~BADDR_MASK) | tree.root.pa
         sysregs = {name: self.regs[name] for name in TRANSLATION_SYSREGS}

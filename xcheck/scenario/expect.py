@@ -14,7 +14,7 @@ from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
 from xcheck.arch.par import NS_BIT, decode_par, describe_par
-from xcheck.machine import AtOp, Probe
+from xcheck.machine import AtOp, Probe, SecurityState
 from xcheck.scenario.versions import VersionRange, split_target_version
 
 FAULT_NAMES: dict[str, Fault] = {
@@ -22,6 +22,7 @@ FAULT_NAMES: dict[str, Fault] = {
     "address-size": Fault.ADDRESS_SIZE,
     "access-flag": Fault.ACCESS_FLAG,
     "permission": Fault.PERMISSION,
+    "gpc-on-walk": Fault.GPCF_ON_WALK,
 }
 """``fault:`` values in an expectation, as PAR_EL1.FST reports them."""
 
@@ -37,15 +38,14 @@ class Selector:
     vas: tuple[int, ...] = ()
     els: tuple[int, ...] = ()
     pans: tuple[bool, ...] = ()
-    spaces: tuple[bool, ...] = ()
-    """Security states (True: secure)."""
+    spaces: tuple[SecurityState, ...] = ()
 
     def matches(self, probe: Probe) -> bool:
         return ((not self.ops or probe.op in self.ops)
                 and (not self.vas or probe.va in self.vas)
                 and (not self.els or probe.el in self.els)
                 and (not self.pans or probe.pan in self.pans)
-                and (not self.spaces or probe.secure in self.spaces))
+                and (not self.spaces or probe.space in self.spaces))
 
     def describe(self) -> str:
         parts = []
@@ -58,8 +58,7 @@ class Selector:
         if self.pans:
             parts.append("pan " + "|".join(str(int(p)) for p in self.pans))
         if self.spaces:
-            parts.append("space " + "|".join("secure" if s else "nonsecure"
-                                             for s in self.spaces))
+            parts.append("space " + "|".join(s.value for s in self.spaces))
         return ", ".join(parts) or "every probe"
 
 

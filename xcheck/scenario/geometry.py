@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from xcheck.arch.regs import SCTLR, TCR, TCR_EL2, VTCR, bit, field
 from xcheck.arch.walkparams import FINAL_LEVEL, TG0_BITS, TG1_BITS, start_level
+from xcheck.scenario.spec import S2_CONTROL
 
 _S2_SL0_4K = {0b000: 2, 0b001: 1, 0b010: 0, 0b011: 3, 0b100: -1}
 _S2_SL0_16K_64K = {0b00: 3, 0b01: 2, 0b10: 1, 0b11: 0}
@@ -145,33 +146,35 @@ def stage1(sysregs: Mapping[str, int], base: str) -> Geometry:
                     epd, hpd)
 
 
-def stage2(sysregs: Mapping[str, int]) -> Geometry:
-    """VTTBR_EL2 from VTCR_EL2: TG0, T0SZ, SL0 (and SL2 with DS, 4KB)."""
-    vtcr = sysregs["VTCR_EL2"]
-    g = _granule(field(vtcr, VTCR.TG0), TG0_BITS, "VTCR_EL2", "TG0")
+def stage2(sysregs: Mapping[str, int], base: str = "VTTBR_EL2") -> Geometry:
+    """VTTBR_EL2 from VTCR_EL2: TG0, T0SZ, SL0 (and SL2 with DS, 4KB); VSTTBR_EL2
+    the same from VSTCR_EL2, with DS from VTCR_EL2 (AArch64.SS2TTWParams)."""
+    ctl = S2_CONTROL[base]
+    sized, vtcr = sysregs[ctl], sysregs["VTCR_EL2"]
+    g = _granule(field(sized, VTCR.TG0), TG0_BITS, ctl, "TG0")
     ds = g != 16 and bit(vtcr, VTCR.DS[0])
-    txsz = field(vtcr, VTCR.T0SZ)
-    _txsz_range(txsz, g, ds, "VTCR_EL2", "T0SZ")
+    txsz = field(sized, VTCR.T0SZ)
+    _txsz_range(txsz, g, ds, ctl, "T0SZ")
     iasize = 64 - txsz
-    sl0 = field(vtcr, VTCR.SL0)
+    sl0 = field(sized, VTCR.SL0)
     if g == 12:
-        sl2 = int(ds and bit(vtcr, VTCR.SL2[0]))
+        sl2 = int(ds and bit(sized, VTCR.SL2[0]))
         level = _S2_SL0_4K.get((sl2 << 2) | sl0)
     else:
         level = _S2_SL0_16K_64K[sl0]
     stride = g - 3
     if level is None:
-        raise GeometryError(f"VTCR_EL2.SL0 = 0b{sl0:02b} is reserved for the 4KB granule")
+        raise GeometryError(f"{ctl}.SL0 = 0b{sl0:02b} is reserved for the 4KB granule")
     sl_min = (FINAL_LEVEL - level) * stride + g + 1
     sl_max = sl_min + stride - 1 + 4
     if not sl_min <= iasize <= sl_max:
         raise GeometryError(
-            f"VTCR_EL2.SL0 = 0b{sl0:02b} (start level {level}) does not fit a {iasize}-bit "
+            f"{ctl}.SL0 = 0b{sl0:02b} (start level {level}) does not fit a {iasize}-bit "
             f"IPA space (T0SZ = {txsz}): it needs T0SZ {64 - sl_max}..{64 - sl_min} "
             "(AArch64.S2InconsistentSL; up to 16 concatenated start tables)")
     ee = bit(sysregs["SCTLR_EL2"], SCTLR.EE)
-    return Geometry("VTTBR_EL2", 2, "S2", g, iasize, level, False, ds, ee, False, False)
+    return Geometry(base, 2, "S2", g, iasize, level, False, ds, ee, False, False)
 
 
 def geometry(sysregs: Mapping[str, int], base: str) -> Geometry:
-    return stage2(sysregs) if base == "VTTBR_EL2" else stage1(sysregs, base)
+    return stage2(sysregs, base) if base in S2_CONTROL else stage1(sysregs, base)

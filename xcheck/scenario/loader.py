@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from xcheck.machine import TRANSLATION_SYSREGS, AtOp, Probe, sysreg_defaults
+from xcheck.machine import TRANSLATION_SYSREGS, AtOp, Probe, SecurityState, sysreg_defaults
 from xcheck.requires import FEATURE_NAMES
 from xcheck.scenario.errors import Located, ScenarioError
 from xcheck.scenario.expect import (
@@ -23,6 +23,7 @@ from xcheck.scenario.expect import (
     KnownDivergence,
     Selector,
 )
+from xcheck.scenario.gpt import parse_gpt
 from xcheck.scenario.regfields import (
     NAMED,
     SH_VALUES,
@@ -35,6 +36,7 @@ from xcheck.scenario.scenario import Scenario
 from xcheck.scenario.spec import (
     BASE_REGS,
     DEFAULT_RAM_SIZE,
+    S2_BASES,
     Layout,
     MapEntry,
     Override,
@@ -67,7 +69,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "about", "requires", "profile", "regs", "pstate", "tables", "memory",
-            "descriptors", "probes", "expect", "known")
+            "descriptors", "gpt", "probes", "expect", "known")
 PROFILE_KEYS = ("machine", "cpu", "memory", "extra_args")
 PSTATE_KEYS = ("EL", "PAN")
 SELECT_KEYS = ("op", "va", "el", "pan", "space")
@@ -81,8 +83,9 @@ S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af"
 PI_INDEX_BITS = ("ap", "pxn", "uxn", "xn", "dbm")
 """The fields whose bits [54:53], [51] and [6] pi_index sets (AArch64.S1ApplyOutputPerms:
 PIIndex = UXN:PXN:DBM:AP[1]); with pi_index, ndirty sets bit 7 (AP[2])."""
-SPACES = {"secure": True, "nonsecure": False}
-"""A probe's Security state (``space:``): at EL3, the SCR_EL3.NS its AT runs with."""
+SPACES = {s.value: s for s in SecurityState}
+"""A probe's Security state (``space:``): at EL3, the one SCR_EL3.{NSE, NS}
+selects for its AT (root: the EL3 regime's own, with FEAT_RME)."""
 S2_KEYS = ("ipa", "pa", "size", "level", "raw", "force", "s2ap", "attr", "sh", "af", "xn",
            "contiguous", "dbm", "pi_index", "dirty")
 TABLE_ATTR_KEYS = ("level", "aptable", "pxntable", "uxntable", "xntable", "nstable")
@@ -156,10 +159,11 @@ def parse_op(value: Any, field: str, line: int) -> AtOp:
                   + ", ".join(_AT_OPS))
 
 
-def probe_label(op: AtOp, va: int, el: int, pan: bool, secure: bool = False) -> str:
+def probe_label(op: AtOp, va: int, el: int, pan: bool,
+                space: SecurityState = SecurityState.NONSECURE) -> str:
     """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``)."""
     return f"{op.value} va={hex_(va)} el={el} pan={int(pan)}" + \
-        (" space=secure" if secure else "")
+        ("" if space is SecurityState.NONSECURE else f" space={space.value}")
 
 
 def parse_va(value: Any, field: str, line: int) -> int:
@@ -173,9 +177,27 @@ def parse_el(value: Any, field: str, line: int) -> int:
     return el
 
 
-def parse_space(value: Any, field: str, line: int) -> bool:
-    """``secure`` or ``nonsecure``: True for the Secure state."""
-    return bool(as_choice(value, SPACES, field, line))
+def parse_space(value: Any, field: str, line: int) -> SecurityState:
+    """``nonsecure``, ``secure``, ``realm`` or ``root``."""
+    space: SecurityState = as_choice(value, SPACES, field, line)
+    if space is SecurityState.REALM:
+        raise Located(line, field, "space: realm is not reachable yet: the harness does not "
+                      "enter the Realm state (FEAT_RME) and the model has no Realm regimes")
+    return space
+
+
+def space_problem(space: SecurityState, el: int, op: AtOp) -> str:
+    """Why a probe at ``el`` cannot run ``op`` in ``space`` ("" when it can):
+    the harness runs EL1 and EL2 Non-secure; at EL3 SCR_EL3.{NSE, NS} selects
+    Non-secure, Secure or Realm for the EL1 and EL2 operations, and Root is
+    the state of EL3 itself (FEAT_RME), so only AT S1E3* run in it."""
+    if el != 3 and space is not SecurityState.NONSECURE:
+        return (f"space: {space.value} is for probes at EL3 (SCR_EL3.NS selects the state of "
+                "their AT); EL1 and EL2 run Non-secure: add el: 3")
+    if space is SecurityState.ROOT and op.min_el != 3:
+        return (f"space: root is the state of EL3 itself (FEAT_RME): AT {op.value} at EL3 "
+                "translates for the state SCR_EL3.{NSE, NS} selects: nonsecure or secure")
+    return ""
 
 
 def parse_pan(value: Any, field: str, line: int) -> bool:
@@ -203,6 +225,9 @@ class _Parser:
                 raise Located(top.at("name"), "name", "empty: expected a short name")
         about = as_str(top["about"], "about", top.at("about")) if "about" in top else ""
         requires = self.requires(top)
+        gpt = parse_gpt(top["gpt"], top.at("gpt")) if "gpt" in top else None
+        if gpt is not None and "RME" not in requires:
+            requires = (*requires, "RME")  # granule protection checks exist only with FEAT_RME
         overrides = self.profile(top)
         sysregs, reg_lines = self.regs(top)
         el, pan = self.pstate(top)
@@ -223,6 +248,7 @@ class _Parser:
             table_lines=tuple(table_lines.items()), mappings=tuple(mappings),
             memory=tuple(memory), overrides=tuple(overrides_), ram_size=ram,
             requires=requires, regs_line=top.at("regs") if "regs" in top else top.line,
+            gpt=gpt,
         )
         return Scenario(
             name=name, about=about.strip(), path=self.path, requires=requires,
@@ -347,7 +373,7 @@ class _Parser:
         return out, lines
 
     def mapping(self, base: str, n: int, value: Any, line: int) -> MapEntry:
-        s2 = base == "VTTBR_EL2"
+        s2 = base in S2_BASES
         field = f"tables.{base}[{n}]"
         allowed = S2_KEYS if s2 else S1_KEYS
         if isinstance(value, YMap) and s2 and "va" in value:
@@ -560,21 +586,23 @@ class _Parser:
             vas = _sel_values(m, "va", field, parse_va)
             els = _sel_values(m, "el", field, parse_el) if "el" in m else [el]
             pans = _sel_values(m, "pan", field, parse_pan) if "pan" in m else [pan]
-            spaces = _sel_values(m, "space", field, parse_space) if "space" in m else [False]
-            if any(spaces) and any(e != 3 for e in els):
-                raise Located(m.at("space"), f"{field}.space", "space: secure is for probes at "
-                              "EL3 (SCR_EL3.NS == 0 for their AT); EL1 and EL2 run Non-secure: "
-                              "add el: 3")
+            spaces = (_sel_values(m, "space", field, parse_space) if "space" in m
+                      else [SecurityState.NONSECURE])
+            for op, e, ss in itertools.product(ops, els, spaces):
+                problem = space_problem(ss, e, op)
+                if problem:
+                    raise Located(m.at("space") if "space" in m else m.line,
+                                  f"{field}.space", problem)
             label = as_str(m["label"], f"{field}.label", m.at("label")).strip() \
                 if "label" in m else ""
-            for op, va, e, p, sec in itertools.product(ops, vas, els, pans, spaces):
-                auto = probe_label(op, va, e, p, sec)
+            for op, va, e, p, ss in itertools.product(ops, vas, els, pans, spaces):
+                auto = probe_label(op, va, e, p, ss)
                 full = f"{label}: {auto}" if label else auto
                 if full in seen:
                     raise Located(m.line, field, f"probe {full!r} is listed twice (also at "
                                   f"line {seen[full]}); give one a label to keep both")
                 seen[full] = m.line
-                probe = Probe(op=op, va=va, el=e, pan=p, label=full, secure=sec)
+                probe = Probe(op=op, va=va, el=e, pan=p, label=full, space=ss)
                 probes.append(probe)
                 lines[probe] = m.line
         return probes, lines

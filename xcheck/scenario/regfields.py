@@ -2,7 +2,8 @@
 
 Field positions are those of Arm ARM DDI 0487, D24.2 (SCTLR_EL1/EL2/EL3,
 TCR_EL1, TCR_EL2, TCR_EL3, VTCR_EL2, HCR_EL2, HCRX_EL2, MAIR_ELx, MAIR2_ELx,
-TCR2_ELx, PIR_ELx, PIRE0_ELx, TTBRn_ELx, VTTBR_EL2); the
+TCR2_ELx, PIR_ELx, PIRE0_ELx, TTBRn_ELx, VTTBR_EL2, VSTTBR_EL2, VSTCR_EL2,
+SCR_EL3); the
 fields the model reads come from xcheck.arch.regs. Some fields take a named
 value: a granule (TG0/TG1, whose encodings differ), a size (IPS/PS), a
 shareability or a cacheability.
@@ -13,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from xcheck.arch.features import PARANGE_BITS
-from xcheck.arch.regs import HCR, HCRX, SCTLR, TCR, TCR2, TCR_EL2, VTCR, Field
+from xcheck.arch.regs import HCR, HCRX, SCR_EL3, SCTLR, TCR, TCR2, TCR_EL2, VSTCR, VTCR, Field
 from xcheck.arch.walkparams import TG0_BITS, TG1_BITS
 
 MASK64 = (1 << 64) - 1
@@ -91,7 +92,18 @@ PIR_FIELDS: dict[str, Field] = {f"Perm{i}": (4 * i, 4) for i in range(16)}
 MAIR_FIELDS: dict[str, Field] = {f"Attr{i}": (8 * i, 8) for i in range(8)}
 """MAIR_ELx, and MAIR2_ELx (Attr0..7 there are AttrIndx 8..15)."""
 
+VSTCR_FIELDS: dict[str, Field] = {
+    "T0SZ": VTCR.T0SZ, "SL0": VTCR.SL0, "TG0": VTCR.TG0, "SW": _bit(VSTCR.SW),
+    "SA": _bit(VSTCR.SA), "SL2": VTCR.SL2,
+}
+"""VSTCR_EL2 (FEAT_SEL2): the Secure IPA space's size, start level and granule;
+SW/SA place its stage 2 tables and output in the Non-secure PA space."""
+
+SCR_EL3_FIELDS: dict[str, Field] = {"EEL2": _bit(SCR_EL3.EEL2)}
+"""SCR_EL3: the harness sets the rest (target/el3.py); a setup gives EEL2."""
+
 TTBR_FIELDS: dict[str, Field] = {"CnP": (0, 1), "BADDR": (1, 47), "ASID": (48, 16)}
+VSTTBR_FIELDS: dict[str, Field] = {"CnP": (0, 1), "BADDR": (1, 47)}
 VTTBR_FIELDS: dict[str, Field] = {"CnP": (0, 1), "BADDR": (1, 47), "VMID": (48, 16)}
 
 
@@ -117,6 +129,12 @@ def layout(reg: str, e2h: bool) -> dict[str, Field]:
         return MAIR_FIELDS
     if reg == "VTTBR_EL2":
         return VTTBR_FIELDS
+    if reg == "VSTTBR_EL2":
+        return VSTTBR_FIELDS
+    if reg == "VSTCR_EL2":
+        return VSTCR_FIELDS
+    if reg == "SCR_EL3":
+        return SCR_EL3_FIELDS
     return TTBR_FIELDS
 
 

@@ -14,8 +14,9 @@ from xcheck.machine import TRANSLATION_SYSREGS, AtOp
 from xcheck.requires import FEATURE_NAMES
 from xcheck.scenario import loader
 from xcheck.scenario.expect import FAULT_NAMES, RESULTS
+from xcheck.scenario.gpt import GPI_VALUES, L0GPTSZ_VALUES, PGS_VALUES, PPS_VALUES
 from xcheck.scenario.regfields import NAMED, SH_VALUES, TCR_EL2_FIELDS, TCR_FIELDS, layout
-from xcheck.scenario.spec import BASE_REGS
+from xcheck.scenario.spec import BASE_REGS, S2_BASES
 
 Schema = dict[str, Any]
 
@@ -75,7 +76,9 @@ def _selector() -> dict[str, Schema]:
     return {"op": _one_or_list(_ref("op")), "va": _one_or_list(_ref("address")),
             "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag")),
             "space": _one_or_list({"enum": list(loader.SPACES), "description": "the Security "
-                                   "state of a probe at EL3 (SCR_EL3.NS of its AT)"})}
+                                   "state of a probe at EL3: the one SCR_EL3.{NSE, NS} selects "
+                                   "for its AT; root: AT S1E3* with FEAT_RME; realm is not "
+                                   "reachable yet"})}
 
 
 def _mapping(stage: int) -> Schema:
@@ -122,7 +125,7 @@ def json_schema() -> Schema:
         "s2_mapping": _mapping(2),
     }
     tables = {base: {"anyOf": [{"type": "null"}, {"type": "array", "items": _ref(
-        "s2_mapping" if base == "VTTBR_EL2" else "s1_mapping")}]} for base in BASE_REGS}
+        "s2_mapping" if base in S2_BASES else "s1_mapping")}]} for base in BASE_REGS}
     probe = _obj({**sel, "label": {"type": "string"}}, ("op", "va"))
     expect = _obj({**sel, "fault": {"enum": list(FAULT_NAMES)},
                    "level": {"type": "integer", "minimum": -1, "maximum": 3},
@@ -147,6 +150,7 @@ def json_schema() -> Schema:
                      "level": {"type": "integer", "minimum": -1, "maximum": 3},
                      "index": {"type": "integer", "minimum": 0}, "va": _ref("address"),
                      "value": _ref("address")}, ("table", "level", "value"))
+    gpi = {"anyOf": [{"enum": list(GPI_VALUES)}, _int(15)]}
     top = _obj({
         "name": {"type": "string"},
         "about": {"type": "string"},
@@ -160,6 +164,15 @@ def json_schema() -> Schema:
         "tables": _obj(tables),
         "memory": {"type": "array", "items": memory},
         "descriptors": {"type": "array", "items": override},
+        "gpt": _obj({
+            "pps": {"enum": list(PPS_VALUES)}, "pgs": {"enum": list(PGS_VALUES)},
+            "l0gptsz": {"enum": list(L0GPTSZ_VALUES)}, "default": gpi,
+            "regions": {"type": "array", "items": _obj({
+                "pa": _ref("address"), "size": _ref("size"),
+                "table": {"enum": list(BASE_REGS)},
+                "level": {"type": "integer", "minimum": -1, "maximum": 3},
+                "va": _ref("address"), "gpi": gpi}, ("gpi",))},
+        }, about="granule protection (FEAT_RME): GPCCR_EL3, GPTBR_EL3 and the GPT"),
         "probes": {"type": "array", "items": probe, "minItems": 1},
         "expect": {"type": "array", "items": expect},
         "known": {"type": "array", "items": known},

@@ -9,10 +9,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from xcheck.scenario.gpt import GptSpec
 
 BASE_REGS: tuple[str, ...] = ("TTBR0_EL1", "TTBR1_EL1", "TTBR0_EL2", "TTBR1_EL2", "VTTBR_EL2",
-                              "TTBR0_EL3")
+                              "TTBR0_EL3", "VSTTBR_EL2")
 """The registers whose tables a scenario may describe under ``tables:``."""
+S2_BASES = ("VTTBR_EL2", "VSTTBR_EL2")
+"""Stage 2 base registers: VSTTBR_EL2 for the Secure IPA space (FEAT_SEL2)."""
+S2_CONTROL = {"VTTBR_EL2": "VTCR_EL2", "VSTTBR_EL2": "VSTCR_EL2"}
+"""The register that sizes each stage 2 tree (TG0, T0SZ, SL0, SL2)."""
 
 DEFAULT_RAM_SIZE = 128 << 20
 """RAM of the default QEMU profile, when the scenario's profile does not say."""
@@ -59,7 +67,7 @@ class MapEntry:
 
     @property
     def stage(self) -> int:
-        return 2 if self.base == "VTTBR_EL2" else 1
+        return 2 if self.base in S2_BASES else 1
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,8 @@ class Layout:
     ram_size: int = DEFAULT_RAM_SIZE
     requires: tuple[str, ...] = ()
     regs_line: int = 1
+    gpt: GptSpec | None = None
+    """``gpt:``: granule protection (FEAT_RME), written by the builder."""
 
     def reg(self, name: str) -> int:
         return dict(self.sysregs)[name]

@@ -57,6 +57,7 @@ from xcheck.machine import (
     AtOp,
     MachineSetup,
     Probe,
+    SecurityState,
     TargetException,
 )
 from xcheck.target import el3, isa
@@ -100,7 +101,7 @@ VECTOR_LOWER_SYNC = 8
 R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
 R_EXC3, R_ELR3, R_SPSR3 = 19, 17, 18
-EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime == "EL3")
+EL3_REGS = tuple(r.name for r in sysregs.TABLE if r.regime in ("EL3", "SS2", "EL3ctl"))
 """Written at EL3 (segment E3): their encodings are UNDEFINED at EL2."""
 
 
@@ -143,8 +144,8 @@ class Asm:
 
 @dataclass(frozen=True)
 class Group:
-    """Consecutive probes run at one EL with one PSTATE.PAN value (and, at
-    EL3, one SCR_EL3.NS: ``secure``)."""
+    """Consecutive probes run at one EL with one PSTATE.PAN value in one
+    Security state (at EL3: the SCR_EL3.NS their AT runs with)."""
 
     el: int
     pan: bool
@@ -154,7 +155,7 @@ class Group:
     epilogue: int = 0
     """Step mode: the offset that leaves the group (HVC at EL1, a branch at
     EL2, the return to EL2 at EL3)."""
-    secure: bool = False
+    space: SecurityState = SecurityState.NONSECURE
 
 
 @dataclass(frozen=True)
@@ -197,10 +198,10 @@ def el2_regime(sysregs: Mapping[str, int], features: Features = ALL) -> str:
 
 def groups_of(probes: Sequence[Probe]) -> list[Group]:
     """Probes grouped by (EL, PAN, Security state), in order of first appearance."""
-    order: dict[tuple[int, bool, bool], list[int]] = {}
+    order: dict[tuple[int, bool, SecurityState], list[int]] = {}
     for i, p in enumerate(probes):
-        order.setdefault((p.el, p.pan, p.secure), []).append(i)
-    return [Group(el, pan, tuple(ix), secure=sec) for (el, pan, sec), ix in order.items()]
+        order.setdefault((p.el, p.pan, p.space), []).append(i)
+    return [Group(el, pan, tuple(ix), space=ss) for (el, pan, ss), ix in order.items()]
 
 
 def _vectors(a: Asm, handler: str) -> None:
@@ -342,10 +343,13 @@ def assemble(
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
         for name in EL3_REGS:
-            if name in exists and name != "SCTLR_EL3":
+            if name in exists and name not in ("SCTLR_EL3", "SCR_EL3"):
                 a.mov(R_PAR, regs.get(name, 0))
                 a.emit(isa.msr(name, R_PAR))
         a.emit(isa.dsb("SY"), isa.tlbi("ALLE3"), isa.dsb("SY"), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # GPT information may be cached in TLBs: TLBI PAALL (D9.8)
+            a.emit(isa.tlbi("PAALL"), isa.dsb("SY"), isa.ISB)
         if "SCTLR_EL3" in exists:
             # With the EL3 MMU on, the next fetch is at the same VA: the EL3
             # regime maps the harness at VA = PA (checked above).
@@ -443,10 +447,11 @@ def assemble(
             _patch_mov(a, el1_at, R_PAR, el1_base + start)
         elif g.el == 3:
             assert scr_el3 is not None
-            landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features)
+            landing, epilogue = _el3_group(a, gi, g, probes, scr_el3, step, features,
+                                           _secure_scr(scr_el3, regs, features))
         else:
             raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
-        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.secure))
+        groups.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
     a.label("end")
     if scr_el3 is not None:
         end3_at = len(a.words)
@@ -455,6 +460,11 @@ def assemble(
         a.label("end3")
         a.mov(R_PAR, SCTLR_EL3_OFF)
         a.emit(isa.msr("SCTLR_EL3", R_PAR), isa.ISB)
+        if "GPCCR_EL3" in exists:
+            # granule protection off again: the next setup rewrites the GPT's memory
+            a.mov(R_PAR, 0)
+            a.emit(isa.msr("GPCCR_EL3", R_PAR), isa.ISB, isa.tlbi("PAALL"), isa.dsb("SY"),
+                   isa.ISB)
         a.label("halt3")
         _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
         _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
@@ -500,14 +510,23 @@ def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> 
     a.emit(isa.msr(f"VBAR_EL{el}", R_PAR))
 
 
+def _secure_scr(scr_el3: int, regs: Mapping[str, int], features: Features) -> int:
+    """SCR_EL3 for the Secure probes at EL3: NS = 0, and EEL2 as the setup gives
+    it (Secure EL2 enabled; the bit is RES0 without FEAT_SEL2: D24.2 SCR_EL3)."""
+    eel2 = regs.get("SCR_EL3", 0) & sysregs.SCR_EL3_EEL2 if features.sel2 else 0
+    return (scr_el3 & ~el3.SCR_NS) | eel2
+
+
 def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int, step: bool,
-               features: Features) -> tuple[int, int]:
+               features: Features, secure_scr: int) -> tuple[int, int]:
     """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
     VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
     handler may overwrite them), sets PSTATE.PAN and, for Secure probes,
-    SCR_EL3.NS = 0, runs its probes, restores both and returns by ERET to the
-    instruction after the SMC, which branches over the group. Returns the
-    step-mode landing and epilogue offsets."""
+    SCR_EL3 = ``secure_scr`` (NS = 0, EEL2 as the setup says) and invalidates
+    the Secure EL1&0 (and with EEL2 the Secure EL2, EL2&0) TLB entries an
+    earlier setup may have left, runs its probes, restores both and returns by
+    ERET to the instruction after the SMC, which branches over the group.
+    Returns the step-mode landing and epilogue offsets."""
     x24_at = len(a.words)
     a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
     a.branch(f"after{gi}")
@@ -515,9 +534,12 @@ def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int,
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
     if features.has("PAN"):
         a.emit(isa.msr_pan(int(g.pan)))
-    if g.secure:
-        a.mov(R_PAR, scr_el3 & ~el3.SCR_NS)
-        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
+    if not g.space.scr_ns:
+        a.mov(R_PAR, secure_scr)
+        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
+        if secure_scr & sysregs.SCR_EL3_EEL2:
+            a.emit(isa.tlbi("ALLE2"))
+        a.emit(isa.dsb("SY"), isa.ISB)
     a.mov(R_RES, HARNESS_DATA_PA)
     landing = epilogue = 0
     if step:
@@ -527,7 +549,7 @@ def _el3_group(a: Asm, gi: int, g: Group, probes: Sequence[Probe], scr_el3: int,
     else:
         for i in g.indices:
             _probe(a, i, probes[i])
-    if g.secure:
+    if not g.space.scr_ns:
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)

@@ -287,6 +287,8 @@ def test_setups_this_target_cannot_run_are_unsupported_before_any_boot() -> None
         t.run(setup_with(), "step")
     with pytest.raises(Unsupported, match="VA 0x12345000 in the EL2 regime"):
         t.run(setup_with(sctlr_el2_m=True, EL2=0x1234_5000))
+    with pytest.raises(Unsupported, match="never runs at EL3"):
+        t.run(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E3R, 0, 3),)))
     with pytest.raises(TargetError, match="TGE"):
         t.run(
             MachineSetup(
