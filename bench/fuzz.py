@@ -2,7 +2,11 @@
 each case, run the model and QEMU, compare, count coverage (targets:
 fuzz_probes_per_s >= 2000, fuzz_cases_per_s >= 100). Shrinking is off: it
 is not throughput. fuzz_draws_per_s is the limit the Python side sets:
-cases generated, loaded, built and run on the model per second, no QEMU."""
+cases generated, loaded, built and run on the model per second, no QEMU.
+
+A case has at most generate.MAX_PROBES (96) probes, 90 on average for
+seed 1 on QEMU 7.2 (fuzz_probes_per_case is printed beside the rates), over
+2 to 20 mappings per regime: the rates count whole cases, not empty ones."""
 
 from __future__ import annotations
 
@@ -35,4 +39,5 @@ def bench_fuzz() -> dict[str, float]:
         "fuzz_probes_per_s": fz.stats.probes_per_s,
         "fuzz_cases_per_s": fz.stats.cases / fz.stats.fuzz_seconds,
         "fuzz_draws_per_s": CASES / draw_seconds,
+        "fuzz_probes_per_case": fz.stats.probes / max(1, fz.stats.cases),
     }

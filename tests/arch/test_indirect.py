@@ -249,3 +249,29 @@ def test_instruction_fetch(ppi: int, upi: int, el: int, ok: bool) -> None:
     acc = S1Access(el=el, write=False, pan_op=False, fetch=True)
     denied = s1_indirect_permission_fault(True, ppi, upi, acc, False, 3, False, False)
     assert (denied is None) is ok, denied
+
+
+@pytest.mark.parametrize(("pir", "pire0", "ndirty"), [
+    (0b0000, 0b0000, 0),  # no access
+    (0b1011, 0b0000, 0),  # reserved: no access
+    (0b0010, 0b0000, 0),  # execute only
+    (0b1010, 0b0101, 0),  # R_VFPJF: every permission removed
+    (0b1100, 0b0000, 1),  # nDirty, no hardware dirty state
+])
+def test_at_s1e1a_makes_no_indirect_permission_check(pir: int, pire0: int,
+                                                     ndirty: int) -> None:
+    """AT S1E1A (FEAT_ATS1A, ATAccess_Any: CreateAccDescAT sets neither read
+    nor write; C5.4.12) translates where AT S1E1R or S1E1W would take a
+    Permission fault from the Indirect permissions: AArch64.S1CheckPermissions
+    tests read and write permissions, and nDirty, only for accesses that read
+    or write (found by xcheck fuzz: scenarios/s1pie/ats1a.yaml)."""
+    t = Tables()
+    t.map(VA, PA, flags=LEAF | (ndirty << 7))  # PIIndex 0
+    setup = el1(t, pir=perm(0, pir), pire0=perm(0, pire0))
+    cpu = dataclasses.replace(V9, ats1a=True)
+    r = at(AtOp.S1E1A, VA, setup, t.image(), el=2, features=cpu)
+    assert not r.par & 1, r.render()
+    assert decode_par(r.par)["PA"] << 12 == PA
+    denied = at(AtOp.S1E1R if not ndirty else AtOp.S1E1W, VA, setup, t.image(), el=2,
+                features=cpu)
+    assert faults(denied.par), denied.render()

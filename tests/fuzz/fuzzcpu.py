@@ -12,10 +12,14 @@ QEMU72_MAX = Features.from_id_regs({
 })
 QEMU10_MAX = Features(pa_range_bits=52, lpa=True, lpa2=True, lva=True, pan=3, hafdbs=2,
                       hpds=2, xnx=True, ttst=True, nv=2, e0pd=True, s2fwb=True)
+QEMU11_MAX = Features(pa_range_bits=52, lpa=True, lpa2=True, lva=True, pan=3, hafdbs=2,
+                      hpds=2, xnx=True, ttst=True, nv=2, e0pd=True, s2fwb=True, hcx=True,
+                      tcr2=True, sctlr2=True, s1pie=True, s2pie=True, aie=True, ats1a=True)
+"""QEMU 11.1's "max": ID_AA64MMFR3_EL1 TCRX, SCTLRX, S1PIE, S2PIE, AIE; ATS1A."""
 PLAIN = Features(pa_range_bits=40, tgran16=False, tgran16_2=False)
 """No PAN, no LPA2, no 16KB granule, 40-bit PAs."""
 
-CPUS = {"qemu72": QEMU72_MAX, "qemu10": QEMU10_MAX, "plain": PLAIN}
+CPUS = {"qemu72": QEMU72_MAX, "qemu10": QEMU10_MAX, "qemu11": QEMU11_MAX, "plain": PLAIN}
 
 
 def knobs(name: str = "qemu72") -> Knobs:

@@ -143,3 +143,76 @@ def test_nv_never_comes_with_probes_at_el1() -> None:
         c = case("qemu10", index)
         if c.setup.sysregs["HCR_EL2"] >> 42 & 1:
             assert all(p.el == 2 for p in c.setup.probes)
+
+
+V9_REGS = ("TCR2_EL1", "TCR2_EL2", "PIR_EL1", "PIRE0_EL1", "PIR_EL2", "PIRE0_EL2",
+           "MAIR2_EL1", "MAIR2_EL2", "S2PIR_EL2", "HCRX_EL2")
+
+
+def _v9_uses(c: Case) -> set[str]:
+    """What of FEAT_TCR2, S1PIE, S2PIE, AIE and ATS1A a case uses."""
+    regs = c.doc.get("regs", {})
+    out = {r for r in V9_REGS if r in regs}
+    out |= {f"VTCR_EL2.{f}" for f in ("S2PIE",) if f in regs.get("VTCR_EL2", {})}
+    maps = [m for ms in c.doc.get("tables", {}).values() for m in ms]
+    out |= {k for m in maps for k in ("pi_index", "ndirty", "dirty") if k in m}
+    out |= {"attr>=8" for base, ms in c.doc.get("tables", {}).items() for m in ms
+            if base != "VTTBR_EL2" and m.get("attr", 0) >= 8}
+    out |= {p.op.value for p in c.setup.probes} & {"S1E1A", "S1E2A"}
+    return out
+
+
+def test_a_cpu_without_the_v9_features_gets_none_of_them() -> None:
+    """TCR2_ELx, PIR_ELx, PIRE0_ELx, MAIR2_ELx, S2PIR_EL2, HCRX_EL2, PIIndex,
+    AttrIndx[3] and AT S1E1A/S1E2A exist only with FEAT_TCR2, S1PIE, AIE,
+    S2PIE, HCX and ATS1A (D24.2; their encodings are UNDEFINED otherwise)."""
+    for cpu in ("qemu10", "plain"):
+        for index in range(60):
+            assert _v9_uses(case(cpu, index)) == set(), (cpu, index)
+
+
+def test_a_cpu_with_the_v9_features_gets_each_of_them() -> None:
+    used: set[str] = set()
+    for index in range(120):
+        c = case("qemu11", index)
+        used |= _v9_uses(c)
+        for req, regs in (("S1PIE", ("PIR_EL1", "PIR_EL2")), ("AIE", ("MAIR2_EL1", "MAIR2_EL2")),
+                          ("S2PIE", ("S2PIR_EL2",))):
+            if any(r in c.doc.get("regs", {}) for r in regs):
+                assert req in c.doc["requires"]
+    assert used >= {*V9_REGS, "VTCR_EL2.S2PIE", "pi_index", "ndirty", "dirty", "attr>=8",
+                    "S1E1A", "S1E2A"}
+
+
+def test_each_v9_feature_is_left_out_by_its_knob() -> None:
+    only = Knobs(CPUS["qemu11"], parse_features(["-s1pie,-s2pie,-aie,-ats1a,-tcr2"]))
+    for index in range(40):
+        assert _v9_uses(make_case(11, index, only, RAM)) == set()
+
+
+def test_the_harness_pages_keep_permissions_it_runs_with() -> None:
+    """Where the harness runs under Indirect permissions, its code PIIndex
+    (8, or 1 in the EL2 regime) is privileged-executable and not writable at
+    EL0, and its data PIIndex (12, or 9) privileged read/write and no EL0
+    access (R_LLZDZ; docs/scenario-format.md, the harness mappings)."""
+    from xcheck.arch.indirect import PI_ENCODINGS, pi_entry
+
+    seen = 0
+    for index in range(120):
+        c = case("qemu11", index)
+        for el, regime_on, two in (("EL1", c.setup.code_va.get("EL10"), True),
+                                   ("EL2", c.setup.code_va.get("EL2"), False),
+                                   ("EL2", c.setup.code_va.get("EL20"), True)):
+            if regime_on is None or f"PIR_{el}" not in c.doc.get("regs", {}):
+                continue
+            seen += 1
+            code, data = (8, 12) if two else (1, 9)
+            pir = c.setup.sysregs[f"PIR_{el}"]
+            assert PI_ENCODINGS[pi_entry(pir, code)][2]
+            assert PI_ENCODINGS[pi_entry(pir, data)][:2] == (True, True)
+            assert not PI_ENCODINGS[pi_entry(pir, data)][2]
+            if two:
+                pire0 = c.setup.sysregs[f"PIRE0_{el}"]
+                assert not PI_ENCODINGS[pi_entry(pire0, code)][1]
+                assert pi_entry(pire0, data) == 0
+    assert seen > 0

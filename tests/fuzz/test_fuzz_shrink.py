@@ -116,3 +116,15 @@ def test_shrinks_a_generated_case() -> None:
     parts = (sum(len(v) for v in out.doc.get("tables", {}).values())
              + len(out.doc.get("memory", [])) + len(out.doc.get("descriptors", [])))
     assert parts <= 3, out.doc
+
+
+def test_a_raw_register_value_is_kept_or_dropped_whole() -> None:
+    """S2PIR_EL2 has no named fields (a raw value): the shrinker drops it
+    whole when the failure does not need it and never splits it."""
+    doc = hand_doc()
+    doc["regs"]["S2PIR_EL2"] = 0xFEDC_BA98_7654_3210
+    fails = FakeCompare(Fault.PERMISSION)
+    out = shrink(doc, fails)
+    assert fails(out.doc) and "S2PIR_EL2" not in out.doc["regs"]
+    keep = shrink(doc, lambda d: fails(d) and "S2PIR_EL2" in d.get("regs", {}))
+    assert keep.doc["regs"]["S2PIR_EL2"] == 0xFEDC_BA98_7654_3210

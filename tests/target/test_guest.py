@@ -168,8 +168,12 @@ def test_an_exception_loop_is_caught_before_the_timeout(qemu_profile: Profile) -
         with pytest.raises(TargetError, match="exception loop") as err:
             t.run(broken)
         assert "ESR_EL2=0x86" in str(err.value)  # EC 0x21: Instruction Abort, same EL
+        assert t._stub is not None and t._stub.qemu is not None
+        pid = t._stub.qemu.pid
         got = t.run(off_setup((Probe(AtOp.S1E1R, RAM_BASE, 2),)))  # the target recovers
         assert isinstance(got[0], int) and decode_par(got[0])["F"] == 0
+        # by a machine reset (the teardown cannot be fetched), not a new QEMU
+        assert t._stub.qemu is not None and t._stub.qemu.pid == pid
 
 
 def test_missing_binary_is_a_launch_error(qemu_profile: Profile) -> None:

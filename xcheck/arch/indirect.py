@@ -101,8 +101,13 @@ def s1_indirect_permission_fault(two_priv: bool, ppi: int, upi: int, acc: S1Acce
     access", not which permissions it gives. A write to a
     location with nDirty (descriptor bit 7) == 1 faults unless hardware dirty
     state management is on (``hw_dirty``: TCR.HA and TCR.HD;
-    AArch64.S1CheckPermissions).
+    AArch64.S1CheckPermissions). AT S1E1A/S1E2A (``acc.any_access``,
+    ATAccess_Any) neither read nor write: AArch64.S1CheckPermissions, which
+    applies the Indirect permissions as it does the Direct ones, finds no
+    fault (CreateAccDescAT; C5.4.7), whatever the PIR/PIRE0 entries.
     """
+    if acc.any_access and not acc.fetch:
+        return None
     p = decode(ppi)
     u = decode(upi) if two_priv else PiPerms(False, False, False, False, False)
     mine = u if acc.el == 0 else p

@@ -22,10 +22,10 @@ from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.memory import sparse
 from xcheck.fuzz.yamlout import Doc, dump
-from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, MachineSetup
+from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, AtOp, MachineSetup, Probe
 from xcheck.model import run_model
 from xcheck.scenario.errors import Located
-from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
+from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario, probe_label
 from xcheck.scenario.loader import _Parser as LoaderParser
 from xcheck.scenario.yamlsrc import YList, YMap
 
@@ -97,15 +97,48 @@ def _nodes(value: Any) -> Any:
     return value
 
 
+_PROBE_KEYS = frozenset({"op", "va", "el", "pan"})
+_OPS = {op.value: op for op in AtOp}
+
+
+def _plain_probes(doc: Doc) -> tuple[Probe, ...] | None:
+    """The probes of a generated document, made directly when each is a plain
+    ``{op, va, el, pan}`` the loader would accept as it stands (a known op, a
+    64-bit VA, EL 1 to 3, PAN 0 or 1, no two alike) and nothing else in the
+    document selects probes; None otherwise (the loader then reads them)."""
+    if "expect" in doc or "known" in doc:
+        return None
+    out: list[Probe] = []
+    seen: set[tuple[str, int, int, int]] = set()
+    for p in doc["probes"]:
+        if not isinstance(p, dict) or p.keys() != _PROBE_KEYS:
+            return None
+        op, va, el, pan = p["op"], p["va"], p["el"], p["pan"]
+        if op not in _OPS or type(va) is not int or not 0 <= va < 1 << 64 \
+                or el not in (1, 2, 3) or pan not in (0, 1) or (op, va, el, pan) in seen:
+            return None
+        seen.add((op, va, el, pan))
+        at = _OPS[op]
+        out.append(Probe(at, va, el, bool(pan), probe_label(at, va, el, bool(pan))))
+    return tuple(out) if out else None
+
+
 def scenario_of(doc: Doc, name: str) -> Scenario:
     """What the loader makes of ``doc``, without writing and re-reading YAML
-    text (the same validation and build; line numbers are all 1). The
-    tests check that the text path gives the same scenario."""
+    text (the same validation and build; line numbers are all 1). Plain
+    generated probes are made directly (_plain_probes: the loader reads the
+    first, to check the document has one). The tests check that the text
+    path gives the same scenario."""
     path = Path(f"{name}.yaml")
+    direct = _plain_probes(doc)
+    body = doc if direct is None else {**doc, "probes": doc["probes"][:1]}
     try:
-        scenario = LoaderParser(path).scenario(_nodes(doc))
+        scenario = LoaderParser(path).scenario(_nodes(body))
     except Located as err:
         raise err.at(path) from None
+    if direct is not None:
+        scenario = replace(scenario, probes=direct,
+                           probe_lines=tuple((p, 1) for p in direct))
     scenario.build()
     return scenario
 

@@ -22,6 +22,7 @@ from typing import Any
 
 from xcheck.arch.features import PARANGE_BITS
 from xcheck.arch.walkparams import max_txsz
+from xcheck.fuzz import tcr2
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.shape import GRANULE_NAMES, S2_SL0, Shape, s1_start_level, s2_levels
 from xcheck.fuzz.yamlout import Doc
@@ -50,7 +51,7 @@ EL1_OPS = (AtOp.S1E1R, AtOp.S1E1W, AtOp.S1E0R, AtOp.S1E0W)
 PAN_OPS = (AtOp.S1E1RP, AtOp.S1E1WP)
 S12_OPS = (AtOp.S12E1R, AtOp.S12E1W, AtOp.S12E0R, AtOp.S12E0W)
 EL2_OPS = (AtOp.S1E2R, AtOp.S1E2W)
-MAX_PROBES = 400
+MAX_PROBES = 96
 
 
 def size_name(n: int) -> str:
@@ -74,6 +75,8 @@ class Plan:
     probes and the safety checks need to know about them."""
 
     regs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    raw_regs: dict[str, int] = field(default_factory=dict)
+    """Registers written as a whole value (those without named fields)."""
     tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     memory: list[dict[str, Any]] = field(default_factory=list)
     descriptors: list[dict[str, Any]] = field(default_factory=list)
@@ -90,6 +93,10 @@ class Plan:
     taken: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     table_attrs: dict[tuple[str, int, int], dict[str, int]] = field(default_factory=dict)
     next_raw_page: int = RAW_PAGES
+    indirect: set[str] = field(default_factory=set)
+    """Base registers whose regime has Indirect permissions (TCR2_ELx.PIE)."""
+    s2pie: bool = False
+    """VTCR_EL2.S2PIE: stage 2 descriptors hold a PIIndex."""
 
     def reg(self, name: str) -> dict[str, Any]:
         return self.regs.setdefault(name, {})
@@ -146,6 +153,9 @@ class Generator:
             hcr["AT"] = 1
         if not hcr:
             del p.regs["HCR_EL2"]
+        if not p.el1 and self.chance(0.1, "tcr2"):
+            p.reg("HCRX_EL2")["TCR2En"] = 0  # TCR2_EL1 has no effect (IsTCR2EL1Enabled)
+            p.requires.add("HCX")
         if stage2:
             self.stage2()
         if kind in ("el10", "el10-s2"):
@@ -169,7 +179,7 @@ class Generator:
         for reg, fields in p.regs.items():
             for name, value in fields.items():
                 if name not in ("T0SZ", "T1SZ", "IRGN0", "ORGN0", "IRGN1", "ORGN1",
-                                "SL0") and not name.startswith("Attr") and value:
+                                "SL0") and not name.startswith(("Attr", "Perm")) and value:
                     p.tags.add(f"{reg}.{name}" + (f"={value}" if name in (
                         "TG0", "TG1", "IPS", "PS") else ""))
         for base, shape in p.shapes.items():
@@ -219,11 +229,10 @@ class Generator:
             sctlr["EPAN"] = 1
         if regime == "EL10" and not p.el1 and self.chance(0.08, "ee"):
             sctlr["EE"] = 1
-        for i in range(8):
-            pool = self.r.choices([MAIR_NORMAL, MAIR_DEVICE, MAIR_ODD], [6, 3, 0.4])[0]
-            mair[f"Attr{i}"] = self.r.choice(pool)
+        mair.update(self.mair_attrs())
         # the harness runs in this regime: EL2 (SCTLR_EL2.M) or EL1&0 (probes at EL1)
         harness = enable and (regime != "EL10" or p.el1)
+        self.tcr2_features(regime, el, harness)
         g0 = self.granule(1)
         one_range = regime == "EL2"
         ds_bit = self.chance(0.2, "ds")
@@ -272,6 +281,32 @@ class Generator:
             tcr["EPD1"] = 1 if not self.chance(0.2, "epd") else 0
             tcr.setdefault("T1SZ", self.r.randint(16, 39))
 
+    def mair_attrs(self) -> dict[str, int]:
+        """Attr0 ... Attr7 of a MAIR_ELx or MAIR2_ELx: mostly Normal, some
+        Device, a few FEAT_XS / FEAT_MTE / reserved encodings."""
+        out = {}
+        for i in range(8):
+            pool = self.r.choices([MAIR_NORMAL, MAIR_DEVICE, MAIR_ODD], [6, 3, 0.4])[0]
+            out[f"Attr{i}"] = self.r.choice(pool)
+        return out
+
+    def tcr2_features(self, regime: str, el: str, harness: bool) -> None:
+        """TCR2_ELx.PIE (PIR_ELx, PIRE0_ELx) and TCR2_ELx.AIE (MAIR2_ELx) of
+        one stage 1 regime, each when the CPU has it (xcheck.fuzz.tcr2)."""
+        p = self.p
+        two = regime != "EL2"
+        if self.chance(0.35, "s1pie"):
+            for name, fields in tcr2.s1_indirect(self.r, el, two, harness).items():
+                p.reg(name).update(fields)
+            p.indirect |= {f"TTBR0_{el}", f"TTBR1_{el}"}
+            p.requires |= {"TCR2", "S1PIE"}
+            p.tags.add(f"pie:{regime}")
+        if self.chance(0.35, "aie"):
+            p.reg(f"TCR2_{el}")["AIE"] = 1
+            p.reg(f"MAIR2_{el}").update(self.mair_attrs())
+            p.requires |= {"TCR2", "AIE"}
+            p.tags.add(f"aie:{regime}")
+
     # --- stage 2 ---------------------------------------------------------------
 
     def stage2(self) -> None:
@@ -301,6 +336,13 @@ class Generator:
             vtcr["HA"] = 1
             if self.chance(0.5, "hd"):
                 vtcr["HD"] = 1
+        # not under EL1 code: the harness's own stage 2 pages would need an S2PIR entry
+        if not p.el1 and self.chance(0.35, "s2pie"):
+            vtcr["S2PIE"] = 1
+            p.raw_regs["S2PIR_EL2"] = tcr2.s2pir(self.r)
+            p.s2pie = True
+            p.requires.add("S2PIE")
+            p.tags.add("s2pie")
         cap = 52 if f.lpa and lpa_ok else 48
         shape = Shape("VTTBR_EL2", g, ia, level, min(ps_bits, cap, f.pa_range_bits), ds,
                       lpa=g == 16 and f.lpa)
@@ -437,23 +479,32 @@ class Generator:
 
     def leaf_fields(self, m: dict[str, Any], shape: Shape, level: int, regime: str) -> None:
         r = self.r
+        indirect = r.random() < 0.85 and (self.p.s2pie if shape.stage == 2
+                                          else shape.base in self.p.indirect)
         if shape.stage == 2:
-            if r.random() < 0.6:
+            if indirect:
+                tcr2.s2_leaf(r, m)
+                self.p.tags.add("s2:pi_index")
+            elif r.random() < 0.6:
                 m["s2ap"] = r.choice(S2AP)
             if r.random() < 0.7:
                 m["attr"] = r.randrange(16)
-            if r.random() < 0.2 and self.k.on("malformed"):
+            if not indirect and r.random() < 0.2 and self.k.on("malformed"):
                 m["xn"] = r.randrange(4)
         else:
-            if r.random() < 0.8:
+            if indirect:
+                tcr2.s1_leaf(r, m)
+                self.p.tags.add("pi_index")
+            elif r.random() < 0.8:
                 m["ap"] = r.choice(AP_ONE if regime == "EL2" else AP_TWO)
             if r.random() < 0.8:
-                m["attr"] = r.randrange(8)
+                # AttrIndx[3] (descriptor bit 59) with FEAT_AIE: MAIR2_ELx
+                m["attr"] = r.randrange(16 if self.chance(0.4, "aie") else 8)
             if r.random() < 0.2:
                 m["ng"] = 1
-            if r.random() < 0.2:
+            if not indirect and r.random() < 0.2:
                 m["pxn"] = 1
-            if r.random() < 0.2:
+            if not indirect and r.random() < 0.2:
                 m["uxn"] = 1
             if level > shape.start_level and self.chance(0.25, "table-attrs"):
                 self.table_attr(m, shape, level)
@@ -466,7 +517,7 @@ class Generator:
             self.p.tags.add("af=0")
         if r.random() < 0.08:
             m["contiguous"] = 1
-        if self.chance(0.2, "hd"):
+        if not indirect and self.chance(0.2, "hd"):
             m["dbm"] = 1
 
     def table_attr(self, m: dict[str, Any], shape: Shape, level: int) -> None:
@@ -618,11 +669,16 @@ class Generator:
         hcr = self.p.regs.get("HCR_EL2", {})
         host = hcr.get("E2H") and hcr.get("TGE")
         pan = PAN_OPS if self.f.pan >= 2 else ()
+        el1 = EL1_OPS + self.ats1a_ops(AtOp.S1E1A)
         if shape.base == "VTTBR_EL2":
-            return S12_OPS + EL1_OPS
+            return S12_OPS + el1
         if shape.base.endswith("EL2"):
-            return EL2_OPS + ((EL1_OPS + pan) if host else ())
-        return EL1_OPS + pan + S12_OPS
+            return EL2_OPS + self.ats1a_ops(AtOp.S1E2A) + ((el1 + pan) if host else ())
+        return el1 + pan + S12_OPS
+
+    def ats1a_ops(self, op: AtOp) -> tuple[AtOp, ...]:
+        """AT S1E1A / S1E2A (FEAT_ATS1A: no permission check) when the CPU has it."""
+        return (op,) if self.k.on("ats1a") else ()
 
     def add_targets(self, shape: Shape, va: int, size: int, regime: str) -> None:
         r = self.r
@@ -651,7 +707,8 @@ class Generator:
                        else min(shape.range_end + r.randrange(1 << 20) * 8, (1 << 64) - 8))
             self.p.targets.append(Target(outside, ops))
         if not self.p.shapes or self.r.random() < 0.3:
-            ops = EL1_OPS + S12_OPS + EL2_OPS
+            ops = (EL1_OPS + S12_OPS + EL2_OPS + self.ats1a_ops(AtOp.S1E1A)
+                   + self.ats1a_ops(AtOp.S1E2A))
             for a in (RAM_BASE + 0x1000, 1 << self.f.pa_range_bits,
                       (1 << self.f.pa_range_bits) - 0x1000, r.getrandbits(48) & ~7,
                       0xFFFF_FFFF_FFFF_F000):
@@ -680,7 +737,7 @@ class Generator:
         if p.el1 and self.k.on("undefined"):
             for _ in range(r.randint(0, 3)):
                 t = r.choice(p.targets)
-                op = r.choice(EL2_OPS + S12_OPS)
+                op = r.choice(EL2_OPS + S12_OPS + self.ats1a_ops(AtOp.S1E2A))
                 key = (op.value, t.va, 1, 0)
                 if key not in seen:
                     seen[key] = {"op": op.value, "va": t.va, "el": 1, "pan": 0}
@@ -705,9 +762,10 @@ def generate(rng: random.Random, knobs: Knobs) -> tuple[Doc, Plan]:
         doc: Doc = {}
         if plan.requires:
             doc["requires"] = sorted(plan.requires)
-        if plan.regs:
-            order = sorted(plan.regs, key=lambda n: (n != "HCR_EL2", n))
-            doc["regs"] = {n: plan.regs[n] for n in order}
+        regs: dict[str, Any] = {**plan.regs, **plan.raw_regs}
+        if regs:
+            order = sorted(regs, key=lambda n: (n != "HCR_EL2", n))
+            doc["regs"] = {n: regs[n] for n in order}
         if plan.tables:
             doc["tables"] = plan.tables
         if plan.memory:

@@ -43,6 +43,15 @@ KNOBS: dict[str, tuple[str, Callable[[Features], bool]]] = {
     "raw-tables": ("hand-made tables in raw memory and table descriptor overrides",
                    lambda f: True),
     "undefined": ("AT operations at an EL where they are UNDEFINED", lambda f: True),
+    "tcr2": ("HCRX_EL2.TCR2En = 0: TCR2_EL1 without effect in the EL1&0 regime (FEAT_TCR2)",
+             lambda f: f.tcr2 and f.hcx),
+    "s1pie": ("TCR2_ELx.PIE: PIR_ELx, PIRE0_ELx and the descriptors' PIIndex (FEAT_S1PIE)",
+              lambda f: f.s1pie and f.tcr2),
+    "s2pie": ("VTCR_EL2.S2PIE: S2PIR_EL2 and the stage 2 PIIndex (FEAT_S2PIE)",
+              lambda f: f.s2pie and f.el2),
+    "aie": ("TCR2_ELx.AIE: MAIR2_ELx and AttrIndx 8 to 15 (FEAT_AIE)",
+            lambda f: f.aie and f.tcr2),
+    "ats1a": ("AT S1E1A and AT S1E2A (FEAT_ATS1A)", lambda f: f.ats1a),
 }
 """Knob name: (what it switches on, whether the CPU supports it)."""
 

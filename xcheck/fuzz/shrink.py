@@ -119,6 +119,8 @@ class Shrinker:
             if self.test(cand):
                 doc = cand
                 continue
+            if not isinstance(doc["regs"][reg], dict):  # a raw value (S2PIR_EL2)
+                continue
             for name in list(doc["regs"][reg]):
                 fields = {k: v for k, v in doc["regs"][reg].items() if k != name}
                 cand = dict(doc, regs=dict(doc["regs"], **{reg: fields}))

@@ -22,13 +22,17 @@ from xcheck.outcome import Kind, Outcome
 
 _HEX = re.compile(r"0x[0-9a-fA-F_]+|0b[01_]+")
 _NUM = re.compile(r"(?<![A-Za-z_\d])\d+")
+_PERM_NAME = re.compile(r"((?:entry |Perm=)#) \((?:[^()]|\([^()]*\))*\)")
+"""The name of a blanked permission encoding (``S2BasePerm=# (RW+puX)``,
+``PIR entry # (RX (overlay))``): one rule whatever the encoding."""
 
 
 @lru_cache(maxsize=4096)
 def normalize(text: str) -> str:
     """``text`` with addresses and numbers blanked (``#``), letters kept:
-    "VA[63:39] not all zeros" and "VA[63:48] not all zeros" are one rule."""
-    return _NUM.sub("#", _HEX.sub("#", text)).strip()
+    "VA[63:39] not all zeros" and "VA[63:48] not all zeros" are one rule;
+    so are the names of the permission encodings (_PERM_NAME)."""
+    return _PERM_NAME.sub(r"\1 (#)", _NUM.sub("#", _HEX.sub("#", text))).strip()
 
 
 def last_rule(trace: tuple[TraceStep, ...]) -> str:

@@ -159,6 +159,13 @@ def parse_op(value: Any, field: str, line: int) -> AtOp:
                   + ", ".join(_AT_OPS))
 
 
+def probe_label(op: AtOp, va: int, el: int, pan: bool,
+                space: SecurityState = SecurityState.NONSECURE) -> str:
+    """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``)."""
+    return f"{op.value} va={hex_(va)} el={el} pan={int(pan)}" + \
+        ("" if space is SecurityState.NONSECURE else f" space={space.value}")
+
+
 def parse_va(value: Any, field: str, line: int) -> int:
     return as_int(value, field, line, what="a 64-bit address")
 
@@ -595,8 +602,7 @@ class _Parser:
             label = as_str(m["label"], f"{field}.label", m.at("label")).strip() \
                 if "label" in m else ""
             for op, va, e, p, ss in itertools.product(ops, vas, els, pans, spaces):
-                auto = f"{op.value} va={hex_(va)} el={e} pan={int(p)}" + \
-                    ("" if ss is SecurityState.NONSECURE else f" space={ss.value}")
+                auto = probe_label(op, va, e, p, ss)
                 full = f"{label}: {auto}" if label else auto
                 if full in seen:
                     raise Located(m.line, field, f"probe {full!r} is listed twice (also at "

@@ -31,6 +31,13 @@ class Unsupported(TargetError):
     lacks): the probes are SKIPPED with this reason, never silently."""
 
 
+class HarnessError(TargetError):
+    """The harness itself took an exception (writing the system registers,
+    or too many unexpected exceptions): QEMU and gdb work, and the next
+    setup starts from a clean CPU (QemuTarget checks it), so no restart is
+    needed."""
+
+
 class GdbTimeout(TargetError):
     """A GDB/MI command got no result in time."""
 

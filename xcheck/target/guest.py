@@ -35,7 +35,7 @@ from xcheck.machine import (
     words_in,
 )
 from xcheck.target import el3, harness, isa
-from xcheck.target.errors import GdbTimeout, QemuLaunchError, TargetError
+from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
 from xcheck.target.shadow import Shadow
@@ -56,6 +56,8 @@ ID_REGISTERS = (
 SCTLR_M = 1
 STALL_SLICE = 0.25
 """Seconds between looks at a running harness (see _exception_loop)."""
+RESET_POLLS, RESET_POLL_S = 20, 0.005
+"""How often, and how far apart, the PC is read after a monitor reset."""
 
 
 def _updates_descriptors(sysregs: Mapping[str, int]) -> bool:
@@ -133,7 +135,7 @@ class QemuTarget:
         version); the ID register space reads as zero where a register is
         unallocated (D24.1.2)."""
         g = self.gdb
-        code: list[int] = isa.mov_imm(2, HARNESS_DATA_PA)
+        code: list[int] = [*isa.mov_imm(2, HARNESS_DATA_PA)]
         for k, name in enumerate(names):
             code += [isa.mrs(1, name), isa.str_imm(1, 2, 8 * k)]
         end = HARNESS_PA + 4 * len(code)
@@ -197,24 +199,47 @@ class QemuTarget:
 
     def _ensure_clean(self) -> None:
         """EL2 with its MMU off (EL3 with its MMU off when the CPU starts at
-        EL3), or restart QEMU."""
-        g = self.gdb
-        sctlr = "SCTLR_EL3" if self.scr_el3 is not None else "SCTLR_EL2"
-        regs = g.read_regs(("cpsr", sctlr))
-        el = regs["cpsr"] >> 2 & 3
-        if self.scr_el3 is not None:
-            if el != 3 or regs[sctlr] & SCTLR_M:
-                self.restart()
+        EL3): the MMU turned off by the harness's teardown instruction, or
+        else the machine reset (:meth:`_reset`), or else QEMU restarted."""
+        if self._clean(teardown=True):
             return
-        if el != 2:
+        if not self._reset() or not self._clean(teardown=False):
             self.restart()
-            return
-        if regs[sctlr] & SCTLR_M:
-            g.write_reg("x1", harness.SCTLR_EL2_OFF)
-            g.write_reg("pc", self._el2_base + harness.TEARDOWN)
-            g.resume("-exec-step-instruction", self.profile.timeouts.command)
-            if g.read_reg("SCTLR_EL2") & SCTLR_M:
-                self.restart()
+
+    def _clean(self, *, teardown: bool) -> bool:
+        """Is the CPU at the EL the harness starts at with its MMU off (after
+        the teardown instruction, with ``teardown``, when only EL2's MMU is on)?"""
+        g = self.gdb
+        start_el = 3 if self.scr_el3 is not None else 2
+        sctlr = f"SCTLR_EL{start_el}"
+        regs = g.read_regs(("cpsr", sctlr))
+        if regs["cpsr"] >> 2 & 3 != start_el:
+            return False
+        if not regs[sctlr] & SCTLR_M:
+            return True
+        if not teardown or start_el == 3:
+            return False
+        g.write_reg("x1", harness.SCTLR_EL2_OFF)
+        g.write_reg("pc", self._el2_base + harness.TEARDOWN)
+        g.resume("-exec-step-instruction", self.profile.timeouts.command)
+        return not g.read_reg("SCTLR_EL2") & SCTLR_M
+
+    def _reset(self) -> bool:
+        """Reset the machine through QEMU's monitor (``monitor system_reset``):
+        the CPU back in its reset state, RAM kept, far faster than a new QEMU.
+        True once gdb sees the reset PC (0; registers re-read, not cached)."""
+        g = self.gdb
+        try:
+            g.console_command("monitor system_reset")
+            for _ in range(RESET_POLLS):
+                g.console_command("maintenance flush register-cache")
+                if g.read_reg("pc") == 0:
+                    self._el2_base = self._el1_base = HARNESS_PA
+                    return True
+                time.sleep(RESET_POLL_S)
+        except TargetError:
+            pass
+        return False
 
     def _load(self, setup: MachineSetup, program: harness.Program) -> None:
         """Write what changed since the last setup: the harness's code through
@@ -355,14 +380,14 @@ class QemuTarget:
         data = self._stub.ram.read(HARNESS_DATA_PA, program.data_size)
         batch, setup_exc = harness.decode_results(program, data)
         if setup_exc is not None:
-            raise TargetError(
+            raise HarnessError(
                 f"writing the system registers took an exception: {setup_exc.describe()}"
             )
         if not step:
             results = batch
         missing = [i for i, r in enumerate(results) if r == harness.SENTINEL]
         if missing:
-            raise TargetError(
+            raise HarnessError(
                 f"{len(missing)} probe(s) did not run (the program gave up after "
                 f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
             )

@@ -136,6 +136,10 @@ class Asm:
     def emit(self, *words: int) -> None:
         self.words.extend(words)
 
+    def pad_to(self, addr: int) -> None:
+        """NOPs up to ``addr`` (nothing when already there or beyond)."""
+        self.words.extend([isa.NOP] * max(0, (addr - self.here + 3) // 4))
+
     def label(self, name: str) -> None:
         self.labels[name] = self.here
 
@@ -150,7 +154,7 @@ class Asm:
     def resolve(self) -> bytes:
         for i, name, encode in self._fixups:
             self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
-        return b"".join(w.to_bytes(4, "little") for w in self.words)
+        return struct.pack(f"<{len(self.words)}I", *self.words)
 
 
 @dataclass(frozen=True)
@@ -230,8 +234,7 @@ def _vectors(a: Asm, handler: str) -> None:
     """16 entries of 0x80 bytes: X27 = slot number, branch to the handler."""
     base = a.here
     for slot in range(16):
-        while a.here < base + slot * 0x80:
-            a.emit(isa.NOP)
+        a.pad_to(base + slot * 0x80)
         a.emit(isa.movz(R_T2, slot))
         a.branch(handler)
 
@@ -402,32 +405,28 @@ def _generate(
     table = rec + RECORD * (n + 1)
     a = Asm(0)
     _vectors(a, "handler2")
-    while a.here < VEC_EL1:
-        a.emit(isa.NOP)
+    a.pad_to(VEC_EL1)
     _vectors(a, "handler1")
-    while a.here < HANDLERS:
-        a.emit(isa.NOP)
+    a.pad_to(HANDLERS)
     _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
     _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
     if scr_el3 is not None:
         _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
     if a.here > STUBS:
         raise AssertionError("the handlers overlap the AT stubs")
-    while a.here < STUBS:
-        a.emit(isa.NOP)
+    a.pad_to(STUBS)
     stubs: dict[AtOp, int] = {}
     for op in AtOp:
         stubs[op] = a.here
         a.emit(isa.at(op, R_VA), isa.RET)
-    while a.here < TEARDOWN:
-        a.emit(isa.NOP)
+    if a.here > TEARDOWN:
+        raise AssertionError("the AT stubs overlap the teardown instruction")
+    a.pad_to(TEARDOWN)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
-    while a.here < VEC_EL3:
-        a.emit(isa.NOP)
+    a.pad_to(VEC_EL3)
     if scr_el3 is not None:
         _vectors(a, "handler3")
-    while a.here < PROGRAM:
-        a.emit(isa.NOP)
+    a.pad_to(PROGRAM)
     if scr_el3 is not None:
         # Segment E3: EL3, MMU off, physical addresses.
         _segment_start(a, 3, n, R_EXC3, HARNESS_DATA_PA + rec)

@@ -7,6 +7,8 @@ tests/target/test_isa.py. Functions return 32-bit instruction words.
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from xcheck import sysregs
 from xcheck.machine import AtOp
 from xcheck.sysregs import Encoding
@@ -146,16 +148,18 @@ def movk(rd: int, imm16: int, hw: int = 0) -> int:
     return 0xF2800000 | hw << 21 | imm16 << 5 | _reg(rd)
 
 
-def mov_imm(rd: int, value: int) -> list[int]:
+@lru_cache(maxsize=4096)
+def mov_imm(rd: int, value: int) -> tuple[int, ...]:
     """Load a 64-bit constant: MOVZ for the first non-zero halfword, MOVK for
-    the others (one MOVZ for zero)."""
+    the others (one MOVZ for zero); memoized (a program loads the same
+    constants again and again)."""
     value &= (1 << 64) - 1
     parts = [(hw, (value >> (16 * hw)) & 0xFFFF) for hw in range(4)]
     nonzero = [(hw, v) for hw, v in parts if v]
     if not nonzero:
-        return [movz(rd, 0)]
+        return (movz(rd, 0),)
     first, *rest = nonzero
-    return [movz(rd, first[1], first[0])] + [movk(rd, v, hw) for hw, v in rest]
+    return (movz(rd, first[1], first[0]), *(movk(rd, v, hw) for hw, v in rest))
 
 
 def mov(rd: int, rm: int) -> int:

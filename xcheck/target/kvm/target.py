@@ -278,7 +278,7 @@ class KvmTarget:
     def _read_id_regs(self) -> dict[str, int]:
         """MRS of each ID register at vEL2, stored to the exit page: what
         KVM shows the guest hypervisor (its sanitised view)."""
-        code: list[int] = isa.mov_imm(2, EXIT_PA)
+        code: list[int] = [*isa.mov_imm(2, EXIT_PA)]
         for k, name in enumerate(ID_REGISTERS):
             code += [isa.mrs(1, name), isa.str_imm(1, 2, EXIT_FREE + 8 * k)]
         code += [isa.str_imm(isa.XZR, 2, 0), isa.b(0)]
