@@ -51,8 +51,8 @@ X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
 EL2 (and where SMC goes at EL3),
 X25-X27 handler scratch, X28 exception count, X29 where to give up,
 X12 where EL1's handler gives up (its group's HVC or SMC), X13 X29 saved
-across a Secure or Realm group, X14 the AT stubs, X15/X16 the next and the end of the group's probe table,
-X30 the stub's return.
+across a Secure or Realm group, X14 the AT stubs, X15/X16 the next and the
+end of the group's probe table, X30 the stub's return.
 """
 
 from __future__ import annotations
