@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from xcheck.machine import TRANSLATION_SYSREGS, AtOp, Probe, SecurityState, sysreg_defaults
-from xcheck.sysregs import SCR_EL3_EEL2
 from xcheck.requires import FEATURE_NAMES
 from xcheck.scenario.errors import Located, ScenarioError
 from xcheck.scenario.expect import (
@@ -58,6 +57,7 @@ from xcheck.scenario.values import (
 )
 from xcheck.scenario.versions import parse_range
 from xcheck.scenario.yamlsrc import YList, YMap, load_yaml
+from xcheck.sysregs import SCR_EL3_EEL2
 
 __all__ = [
     "Expectation",

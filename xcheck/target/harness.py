@@ -514,7 +514,7 @@ def _generate(
     start = 0
     for gi, g in enumerate(groups):
         landing = epilogue = 0
-        if g.space in (SecurityState.SECURE, SecurityState.REALM):
+        if g.el != 3 and g.space in (SecurityState.SECURE, SecurityState.REALM):
             assert scr_el3 is not None
             landing, epilogue = _lower_group(
                 a, gi, g, el1_base if g.el == 1 else el2_base, el2_base,
