@@ -9,6 +9,7 @@ from pathlib import Path
 
 from xcheck.arch.features import Features
 from xcheck.check import _unjudged
+from xcheck.machine import HARNESS_CODE_SIZE
 from xcheck.model import run_model
 from xcheck.needs import unrunnable
 from xcheck.scenario.loader import load_scenario, parse_scenario
@@ -122,3 +123,24 @@ def test_harness_data_the_el1_probes_cannot_read() -> None:
     assert why[1] == ""
     assert "harness's data" in why[0] and "AT S12E1R gives fault" in why[0]
     assert "permission, level 3" in why[0]
+
+
+def test_secure_el1_probes_need_a_cpu_that_starts_at_el3() -> None:
+    """The harness enters Secure EL1 from EL3 (SCR_EL3.NS = 0, ERET): without
+    EL3 the probes are skipped with that reason; with it they run."""
+    setup = load_scenario(SUITE / "secure/secure-el1.yaml").build()
+    why = unrunnable(setup, dataclasses.replace(MAX, el3=False), RAM)
+    assert all("entered from EL3" in w for w in why)
+    assert not any(unrunnable(setup, dataclasses.replace(MAX, el3=True), RAM))
+
+
+def test_secure_el1_regime_that_does_not_map_the_harness() -> None:
+    """The Secure EL1&0 regime reads the same TTBR0_EL1 tables as the
+    Non-secure one, but a leaf's NS bit counts there (D8.4.6): the harness's
+    code mapped VA = PA is still found; a harness code VA outside the tables
+    is not, and the probes are skipped with the regime named."""
+    text = (SUITE / "secure/secure-el1.yaml").read_text()
+    setup = parse_scenario(text, SUITE / "secure/secure-el1.yaml").build()
+    moved = dataclasses.replace(setup, code_va={"EL10": 0x7000_0000 - HARNESS_CODE_SIZE})
+    why = unrunnable(moved, dataclasses.replace(MAX, el3=True), RAM)
+    assert all(why) and "secure state's EL1&0 regime" in why[0]

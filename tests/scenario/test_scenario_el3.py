@@ -83,14 +83,14 @@ def test_ns_expectation_fails_where_par_ns_is_unknown() -> None:
 
 
 @pytest.mark.parametrize("text, message", [
-    ("probes:\n  - {op: S1E1R, va: 0, space: secure}\n",
-     "probes[0].space: space: secure is for probes at EL3"),
+    ("probes:\n  - {op: S1E1R, va: 0, el: 2, space: secure}\n",
+     "probes[0].space: space: secure at EL2 needs Secure EL2: set regs: {SCR_EL3: {EEL2: 1}}"),
+    ("probes:\n  - {op: S1E1R, va: 0, el: 1, space: root}\n",
+     "probes[0].space: space: root is the state of EL3 itself (FEAT_RME): there is no Root"),
     ("probes:\n  - {op: S1E1R, va: 0, el: 3, space: root}\n",
      "probes[0].space: space: root is the state of EL3 itself (FEAT_RME): AT S1E1R"),
     ("probes:\n  - {op: S1E3R, va: 0, el: 3, space: realm}\n",
      "probes[0].space: space: realm is for AT S1E1*/S1E0*/S12E*/S1E2*"),
-    ("probes:\n  - {op: S12E1R, va: 0, el: 2, space: realm}\n",
-     "probes[0].space: space: realm is for probes at EL3"),
     ("probes:\n  - {op: S1E1R, va: 0, el: 3, space: other}\n",
      "'other' is not one of nonsecure, secure, realm, root"),
     ("tables:\n  TTBR0_EL3:\n    - {va: 0, pa: 0, size: 4K, ap: RW_ANY}\n"

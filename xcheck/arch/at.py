@@ -85,7 +85,7 @@ class ArchState:
     selects for the EL1 and EL2 operations)."""
     hcr_gpf: bool = False
     """HCR_EL2.GPF (FEAT_RME): a granule protection fault of an AT at EL1 is
-    taken to EL2 (AArch64.AT)."""
+    taken to EL2 (AArch64.AT), in a Security state where EL2 is enabled."""
     scr_gpf: bool = False
     """SCR_EL3.GPF (FEAT_RME): granule protection faults below EL3 are GPC
     exceptions. The harness runs with SCR_EL3.GPF == 0 (xcheck.target.el3)."""
@@ -278,7 +278,7 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
         if out.gpcf is not None and (
                 report_as_gpc_exception(out.gpcf, state.el, state.scr_gpf)
                 or (state.el == 1 and state.hcr_gpf and r.regime is Regime.EL10
-                    and r.space is SecurityState.NONSECURE)):
+                    and (r.space is not SecurityState.SECURE or state.eel2))):
             return _not_executed("abort", f"a GPC fault on the walk ({out.gpcf.describe()}) "
                                  "is taken as an exception: ReportAsGPCException, or "
                                  "HCR_EL2.GPF == 1 for an AT at EL1 (AArch64.AT)", trace,

@@ -8,7 +8,8 @@ translate for. In the Secure state EL2 is enabled only with Secure EL2
 (SCR_EL3.EEL2 == 1, FEAT_SEL2): then the ops route as in the Non-secure
 state, to the Secure EL2, EL2&0 and EL1&0 (+ stage 2) regimes; without it
 AT S1E2* is UNDEFINED, and the EL1&0 ops translate the Secure EL1&0 regime,
-stage 1 only, HCR_EL2 without effect. In the Realm state (SCR_EL3.{NSE, NS}
+stage 1 only, HCR_EL2 without effect (at EL3 and at Secure EL1 alike; there
+is no Secure EL2 to run at). In the Realm state (SCR_EL3.{NSE, NS}
 == {1, 1}, FEAT_RME) EL2 is always enabled (EL2Enabled(): SCR_EL3.NS == 1):
 the ops route as in the Non-secure state, to the Realm regimes.
 """
@@ -106,7 +107,9 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
           eel2: bool = False) -> AtRoute | NotExecuted:
     """The "Executing AT ..." pseudocode of C5.4 for PSTATE.EL == ``el``;
     ``space``: at EL3, the Security state SCR_EL3.{NSE, NS} selects for the
-    EL1 and EL2 operations; ``eel2``: EL2 is enabled in the Secure state."""
+    EL1 and EL2 operations; at EL1 and EL2, the Security state the PE runs
+    in (the regimes are those of that state, the UNDEFINED and trapped ops
+    are those of the EL); ``eel2``: EL2 is enabled in the Secure state."""
     name = op.value
     pan_op = name.endswith("P")
     write = op.is_write
@@ -133,6 +136,21 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
                            Rule.AT_ROOT_UNDEFINED)
     if space is SecurityState.REALM and not features.rme:
         raise ValueError(f"AT {name} in the Realm state: the CPU has no FEAT_RME")
+    if el == 2 and space is SecurityState.SECURE and not eel2:
+        raise ValueError(f"AT {name} at Secure EL2: EL2 is not enabled in the Secure state "
+                         "(SCR_EL3.EEL2 == 0)")
+    if el == 1 and space is SecurityState.SECURE and not eel2:
+        if name.startswith(("S1E2", "S12")):
+            return NotExecuted("undefined", f"AT {name} is UNDEFINED at EL1; EL2 is not enabled "
+                                            "in the Secure state, so HCR_EL2.NV does not trap it "
+                                            "(C5.4, AArch64.AT)",
+                               Rule.AT_EL2_OP_UNDEFINED_AT_EL1)
+        acc_el = 0 if name.startswith("S1E0") else 1
+        return AtRoute(Regime.EL10, acc_el, False, write, pan_op,
+                       f"AT {name} at Secure EL1 with SCR_EL3.EEL2 == 0: the Secure EL1&0 "
+                       f"regime, accessed from EL{acc_el}, stage 1 only; HCR_EL2 has no effect "
+                       "(EL2Enabled() is FALSE: C5.4, AArch64.AT)",
+                       Rule.REGIME_EL10_SECURE_EL1, space=space)
     if el == 3 and space is SecurityState.SECURE and not eel2:
         if name.startswith("S1E2"):
             return NotExecuted("undefined", f"AT {name} at EL3 with SCR_EL3.NS == 0: EL2 is not "

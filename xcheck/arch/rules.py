@@ -34,6 +34,8 @@ class Rule(Enum):
     REGIME_EL3 = "C5.4.16 TranslationRegime(EL3): AT S1E3* in the EL3 regime (Secure)"
     REGIME_EL10_SECURE = ("AArch64.AT at EL3 with SCR_EL3.NS == 0 and EL2 not enabled: the Secure "
                           "EL1&0 regime, stage 1 only")
+    REGIME_EL10_SECURE_EL1 = ("AArch64.AT at Secure EL1 with EL2 not enabled: the Secure EL1&0 "
+                              "regime, stage 1 only, HCR_EL2 without effect")
     SECURE_EL2_ENABLED = ("EL2Enabled() in the Secure state: SCR_EL3.EEL2 == 1 with FEAT_SEL2, "
                           "the Secure EL2, EL2&0 and EL1&0 (with stage 2) regimes")
     AT_ROOT_UNDEFINED = ("AArch64.AT: at EL3 with SCR_EL3.{NSE, NS} == {1, 0} (Root), an AT "

@@ -57,6 +57,7 @@ from xcheck.scenario.values import (
 )
 from xcheck.scenario.versions import parse_range
 from xcheck.scenario.yamlsrc import YList, YMap, load_yaml
+from xcheck.sysregs import SCR_EL3_EEL2
 
 __all__ = [
     "Expectation",
@@ -183,15 +184,20 @@ def parse_space(value: Any, field: str, line: int) -> SecurityState:
     return space
 
 
-def space_problem(space: SecurityState, el: int, op: AtOp) -> str:
-    """Why a probe at ``el`` cannot run ``op`` in ``space`` ("" when it can):
-    the harness runs EL1 and EL2 Non-secure; at EL3 SCR_EL3.{NSE, NS} selects
-    Non-secure, Secure or Realm for the EL1 and EL2 operations, and Root is
-    the state of EL3 itself (FEAT_RME), so only AT S1E3* run in it; AT S1E3*
-    translate the EL3 regime whatever SCR_EL3 says, so not in a Realm probe."""
-    if el != 3 and space is not SecurityState.NONSECURE:
-        return (f"space: {space.value} is for probes at EL3 (SCR_EL3.NS selects the state of "
-                "their AT); EL1 and EL2 run Non-secure: add el: 3")
+def space_problem(space: SecurityState, el: int, op: AtOp, eel2: bool = False) -> str:
+    """Why a probe at ``el`` cannot run ``op`` in ``space`` ("" when it can).
+    At EL3 SCR_EL3.{NSE, NS} selects Non-secure, Secure or Realm for the EL1
+    and EL2 operations, and Root is the state of EL3 itself (FEAT_RME), so
+    only AT S1E3* run in it; AT S1E3* translate the EL3 regime whatever
+    SCR_EL3 says, so not in a Realm probe. Below EL3 the probe runs in its
+    state: there is no Root EL1 or EL2, and Secure EL2 exists only with
+    SCR_EL3.EEL2 = 1 (``eel2``, D24.2 SCR_EL3)."""
+    if el != 3 and space is SecurityState.ROOT:
+        return ("space: root is the state of EL3 itself (FEAT_RME): there is no Root EL1 or "
+                "EL2; use el: 3, or space: nonsecure, secure or realm")
+    if el == 2 and space is SecurityState.SECURE and not eel2:
+        return ("space: secure at EL2 needs Secure EL2: set regs: {SCR_EL3: {EEL2: 1}} "
+                "(without it EL2 does not exist in the Secure state, D24.2 SCR_EL3.EEL2)")
     if space is SecurityState.ROOT and op.min_el != 3:
         return (f"space: root is the state of EL3 itself (FEAT_RME): AT {op.value} at EL3 "
                 "translates for the state SCR_EL3.{NSE, NS} selects: nonsecure, secure or "
@@ -236,9 +242,13 @@ class _Parser:
         mappings, table_lines = self.tables(top)
         memory = self.memory(top)
         overrides_ = self.descriptors(top)
-        probes, probe_lines = self.probes(top, el, pan)
+        eel2 = bool(sysregs.get("SCR_EL3", 0) & SCR_EL3_EEL2)
+        probes, probe_lines = self.probes(top, el, pan, eel2)
         if "RME" not in requires and any(p.space is SecurityState.REALM for p in probes):
             requires = (*requires, "RME")  # the Realm state exists only with FEAT_RME
+        if "SEL2" not in requires and any(p.space is SecurityState.SECURE and p.el == 2
+                                          for p in probes):
+            requires = (*requires, "SEL2")  # Secure EL2 exists only with FEAT_SEL2
         expect = tuple(self.expectation(e, i, top["expect"].at(i), probes)
                        for i, e in enumerate(self.entries(top, "expect")))
         known = tuple(self.known(e, i, top["known"].at(i), probes)
@@ -574,7 +584,8 @@ class _Parser:
 
     # --- probes, expectations, known divergences -------------------------
 
-    def probes(self, top: YMap, el: int, pan: bool) -> tuple[list[Probe], dict[Probe, int]]:
+    def probes(self, top: YMap, el: int, pan: bool,
+               eel2: bool) -> tuple[list[Probe], dict[Probe, int]]:
         entries = self.entries(top, "probes")
         if not entries:
             raise Located(top.at("probes"), "probes", "empty: expected at least one probe "
@@ -595,7 +606,7 @@ class _Parser:
             spaces = (_sel_values(m, "space", field, parse_space) if "space" in m
                       else [SecurityState.NONSECURE])
             for op, e, ss in itertools.product(ops, els, spaces):
-                problem = space_problem(ss, e, op)
+                problem = space_problem(ss, e, op, eel2)
                 if problem:
                     raise Located(m.at("space") if "space" in m else m.line,
                                   f"{field}.space", problem)

@@ -76,9 +76,11 @@ def _selector() -> dict[str, Schema]:
     return {"op": _one_or_list(_ref("op")), "va": _one_or_list(_ref("address")),
             "el": _one_or_list(_ref("el")), "pan": _one_or_list(_ref("flag")),
             "space": _one_or_list({"enum": list(loader.SPACES), "description": "the Security "
-                                   "state of a probe at EL3: the one SCR_EL3.{NSE, NS} selects "
-                                   "for its AT; root: AT S1E3* with FEAT_RME; realm: the "
-                                   "Realm regimes (FEAT_RME), not AT S1E3*"})}
+                                   "state of a probe: at EL1 and EL2 the state it runs in "
+                                   "(secure at EL2 needs SCR_EL3.EEL2 = 1), at EL3 the one "
+                                   "SCR_EL3.{NSE, NS} selects for its AT; root: AT S1E3* at "
+                                   "EL3 with FEAT_RME; realm: the Realm regimes (FEAT_RME), "
+                                   "not AT S1E3*"})}
 
 
 def _mapping(stage: int) -> Schema:

@@ -38,6 +38,11 @@ target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
 program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
 SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
 
+Probes at EL1 or EL2 of the Secure or Realm state are entered from EL3 in
+the same way (_lower_group): SMC, SCR_EL3 for the state, TLB maintenance,
+ERET to EL1h or EL2h of that state at the harness's VA; they run the same
+loop with the same vectors and records and come back by SMC.
+
 Step mode uses the same program with each group's loop replaced by a
 landing point: the driver steps the probe's ``AT`` stub there (X21 = 0: an
 exception is recorded in slot 0, read at once).
@@ -46,8 +51,9 @@ Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
 X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
 EL2 (and where SMC goes at EL3),
 X25-X27 handler scratch, X28 exception count, X29 where to give up,
-X14 the AT stubs, X15/X16 the next and the end of the group's probe table,
-X30 the stub's return.
+X12 where EL1's handler gives up (its group's HVC or SMC), X13 X29 saved
+across a Secure or Realm group, X14 the AT stubs, X15/X16 the next and the
+end of the group's probe table, X30 the stub's return.
 """
 
 from __future__ import annotations
@@ -113,6 +119,7 @@ R_VA, R_PAR, R_RES, R_IDX, R_EXC1, R_EXC2, R_CONT = 0, 1, 20, 21, 22, 23, 24
 R_T0, R_T1, R_T2, R_COUNT, R_GIVEUP = 25, 26, 27, 28, 29
 R_EXC3, R_ELR3, R_SPSR3 = 19, 17, 18
 R_STUB, R_NEXT, R_LAST = 14, 15, 16
+R_GIVEUP1, R_SAVED = 12, 13
 STUB_SLOT = {op: 8 * k for k, op in enumerate(AtOp)}
 """Offset of each op's ``AT <op>, X0; RET`` from STUBS."""
 TABLE_ENTRY = 16
@@ -359,8 +366,10 @@ def assemble(
     if scr_el3 is not None and exit_store is not None:
         raise ValueError("exit_store is for a target without EL3")
     groups = groups_of(probes)
-    if any(g.el == 3 for g in groups) and scr_el3 is None:
-        raise ValueError("probes at EL3 need a CPU that starts at EL3")
+    if any(g.el == 3 or g.space is not SecurityState.NONSECURE for g in groups) \
+            and scr_el3 is None:
+        raise ValueError("probes at EL3, or in the Secure or Realm state, need a CPU that "
+                         "starts at EL3")
     if setup.code_va.get("EL3", HARNESS_PA) != HARNESS_PA:
         raise ValueError("the EL3 regime must map the harness at VA = PA")
     if not features.has("PAN") and any(g.pan for g in groups):
@@ -410,7 +419,7 @@ def _generate(
     _vectors(a, "handler1")
     a.pad_to(HANDLERS)
     _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
-    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.hvc(0)))
+    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.br(R_GIVEUP1)))
     if scr_el3 is not None:
         _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
     if a.here > STUBS:
@@ -509,7 +518,13 @@ def _generate(
     start = 0
     for gi, g in enumerate(groups):
         landing = epilogue = 0
-        if g.el == 2:
+        if g.el != 3 and g.space in (SecurityState.SECURE, SecurityState.REALM):
+            assert scr_el3 is not None
+            landing, epilogue = _lower_group(
+                a, gi, g, el1_base if g.el == 1 else el2_base, el2_base,
+                table + TABLE_ENTRY * start, scr_el3, step,
+                _group_scr(scr_el3, g.space, regs, features))
+        elif g.el == 2:
             if features.has("PAN"):
                 a.emit(isa.msr_pan(int(g.pan)))
             a.mov(R_RES, el2_base + HARNESS_CODE_SIZE)
@@ -532,6 +547,8 @@ def _generate(
             a.emit(*isa.mov_imm(R_PAR, PLACEHOLDER))
             a.emit(isa.msr("ELR_EL2", R_PAR))
             a.mov(R_RES, el1_base + HARNESS_CODE_SIZE)
+            giveup1_at = len(a.words)
+            a.emit(*isa.mov_imm(R_GIVEUP1, PLACEHOLDER))
             a.emit(isa.ERET)
             el1_start = a.here
             if step:
@@ -541,6 +558,7 @@ def _generate(
             else:
                 _probe_loop(a, el1_base, el1_base + HARNESS_CODE_SIZE + table, start,
                             len(g.indices))
+            _patch_mov(a, giveup1_at, R_GIVEUP1, el1_base + a.here)
             a.emit(isa.hvc(0))
             a.label(cont)
             _patch_mov(a, cont_at, R_CONT, el2_base + a.labels[cont])
@@ -661,6 +679,72 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
+    a.label(f"after{gi}")
+    return landing, epilogue
+
+
+def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int,
+                 scr_el3: int, step: bool, group_scr: int) -> tuple[int, int]:
+    """A group at EL1 or EL2 of the Secure or Realm state, inline in segment
+    B. EL2 sets X24 to the group's EL3 entry and executes SMC; at EL3 (VA =
+    PA) the group saves ELR_EL3/SPSR_EL3, writes SCR_EL3 = ``group_scr``
+    ({NSE, NS, EEL2} of the state, _group_scr) with ISB, invalidates that
+    state's EL1&0 (and, where EL2 is enabled in it, EL2) TLB entries as the
+    EL3 group does, and enters the group's EL by ERET (SPSR_EL3.M = EL1h or
+    EL2h, SPSR_EL3.PAN from the probes; ELR_EL3 the loop at the harness's
+    VA ``base``, the same VA as in the Non-secure regime: the EL1 and EL2
+    registers, and so the tables, are shared between the Security states).
+
+    The probes run there as in the Non-secure state: the vectors are the
+    harness's (VBAR_EL1 and VBAR_EL2 are not banked by Security state), and
+    the exception records are the same slots, reached at the same VAs. The
+    group comes back by SMC (HVC is UNDEFINED at Secure EL1 without Secure
+    EL2, C6.2 HVC), which EL3's handler turns into a branch to X24; should
+    the handler of EL1 (X12) or EL2 (X29) give up, it branches to that same
+    SMC. At EL3 again the group restores SCR_EL3 (ISB), X29, ELR_EL3 and
+    SPSR_EL3 and returns by ERET to the instruction after the first SMC,
+    which branches over the group. Returns the step-mode landing and
+    epilogue offsets (at ``base``)."""
+    x24_at = len(a.words)
+    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
+    a.branch(f"after{gi}")
+    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+    a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"),
+           isa.add_imm(R_SAVED, R_GIVEUP, 0))
+    a.mov(R_PAR, group_scr)
+    a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
+    if group_scr & (sysregs.SCR_EL3_EEL2 | el3.SCR_NSE):
+        a.emit(isa.tlbi("ALLE2"))
+    a.emit(isa.dsb("SY"), isa.ISB)
+    back_at = len(a.words)
+    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER))
+    giveup_at = len(a.words)
+    a.emit(*isa.mov_imm(R_GIVEUP, PLACEHOLDER), *isa.mov_imm(R_GIVEUP1, PLACEHOLDER))
+    spsr = SPSR_EL1H if g.el == 1 else el3.SPSR_EL2H
+    a.mov(R_PAR, spsr | int(g.pan) << PSTATE_PAN_BIT)
+    a.emit(isa.msr("SPSR_EL3", R_PAR))
+    entry_at = len(a.words)
+    a.emit(*isa.mov_imm(R_PAR, PLACEHOLDER))
+    a.emit(isa.msr("ELR_EL3", R_PAR), isa.ERET)
+    _patch_mov(a, entry_at, R_PAR, base + a.here)
+    # at EL1 or EL2 of the state, the harness's VAs from here to the SMC
+    a.mov(R_RES, base + HARNESS_CODE_SIZE)
+    landing = epilogue = 0
+    if step:
+        landing = a.here
+        a.emit(isa.NOP)
+        epilogue = a.here
+    else:
+        _probe_loop(a, base, base + HARNESS_CODE_SIZE + table, 0, len(g.indices))
+    smc = a.here
+    a.emit(isa.smc(0))
+    _patch_mov(a, giveup_at, R_GIVEUP, el2_base + smc)
+    _patch_mov(a, giveup_at + 4, R_GIVEUP1, base + smc)
+    _patch_mov(a, back_at, R_CONT, HARNESS_PA + a.here)
+    # EL3 again (X24, from the handler of the SMC)
+    a.mov(R_PAR, scr_el3)
+    a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.add_imm(R_GIVEUP, R_SAVED, 0),
+           isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
     a.label(f"after{gi}")
     return landing, epilogue
 
