@@ -443,7 +443,7 @@ class Generator:
         vstcr.update({"TG0": GRANULE_NAMES[g], "T0SZ": 64 - ia, "SL0": S2_SL0[g][level]})
         for reg, names in ((vstcr, ("SW", "SA")), (vtcr, ("NSW", "NSA"))):
             for name in names:
-                if r.random() < 0.35:
+                if r.random() < 0.5:
                     reg[name] = 1
         nonsecure = p.shapes["VTTBR_EL2"]
         shape = Shape("VSTTBR_EL2", g, ia, level, nonsecure.oasize, ds,
