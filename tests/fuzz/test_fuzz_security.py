@@ -12,6 +12,7 @@ from fuzzcpu import CPUS, knobs
 from xcheck.arch.rules import Rule
 from xcheck.fuzz.case import Case, _gpt_blocks_harness, make_case
 from xcheck.fuzz.knobs import Knobs, parse_features
+from xcheck.fuzz.shape import size_bytes
 from xcheck.machine import HARNESS_PA, HARNESS_SIZE, SecurityState
 
 RAM = 128 << 20
@@ -113,8 +114,8 @@ def test_the_harness_keeps_running() -> None:
         assert all(p.el == 3 for p in c.setup.probes if p.space is not SecurityState.NONSECURE)
         for m in c.doc.get("tables", {}).get("TTBR0_EL3", []):
             if c.setup.sysregs["SCTLR_EL3"] & 1 and "size" in m:
-                size = int(m["size"][:-1]) << {"K": 10, "M": 20, "G": 30, "T": 40}[m["size"][-1]]
-                assert not (m["va"] < HARNESS_PA + HARNESS_SIZE and HARNESS_PA < m["va"] + size)
+                end = m["va"] + size_bytes(m["size"])
+                assert end <= HARNESS_PA or m["va"] >= HARNESS_PA + HARNESS_SIZE
         if "gpt" in c.doc:
             gpts += 1
             assert not _gpt_blocks_harness(c.setup, CPUS["rme"], RAM)
