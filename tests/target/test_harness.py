@@ -143,6 +143,7 @@ def test_step_program_has_landings_and_one_stub_per_op() -> None:
     body = listing(p, p.resume, p.end)
     assert not [line for line in body if line.startswith("at ")]
     assert all(g.landing for g in p.groups)
+    assert "mov x21, #0" in body  # exceptions recorded in slot 0, read by the driver
 
 
 def test_decode_results() -> None:

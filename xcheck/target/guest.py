@@ -13,6 +13,7 @@ reads PAR_EL1 through the stub.
 
 from __future__ import annotations
 
+import struct
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -398,6 +399,8 @@ class QemuTarget:
         """Step mode: one AT per round trip at each group's landing point,
         the watched words read back after each."""
         g = self.gdb
+        assert self._stub is not None
+        ram = self._stub.ram
         timeout = self.profile.timeouts.command
         results: list[ProbeResult] = [0] * len(probes)
         ran: list[int] = []
@@ -406,19 +409,15 @@ class QemuTarget:
             self._continue_to(base + group.landing, timeout)
             for i in group.indices:
                 stub = base + program.stubs[probes[i].op]
-                g.write_regs({"x21": i, "x0": probes[i].va, "pc": stub})
+                g.write_regs({"x0": probes[i].va, "pc": stub})
                 stop = g.resume("-exec-step-instruction", timeout)
                 if _stop_pc(stop) == stub + 4:
                     results[i] = g.read_reg("PAR_EL1")
                 else:
                     self._continue_to(stub + 4, timeout)
-                    raw = g.read_memory(
-                        HARNESS_DATA_PA + program.records_offset + harness.RECORD * i,
-                        harness.RECORD,
-                    )
-                    flags, esr, elr, far = (
-                        int.from_bytes(raw[8 * k : 8 * k + 8], "little") for k in range(4)
-                    )
+                    # the step-mode program records every exception in slot 0
+                    record = HARNESS_DATA_PA + program.records_offset
+                    flags, esr, elr, far = struct.unpack("<4Q", ram.read(record, harness.RECORD))
                     results[i] = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
                 ran.append(offset + i)
                 self.read_back(setup, tuple(ran))

@@ -39,7 +39,8 @@ program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
 SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
 
 Step mode uses the same program with each group's loop replaced by a
-landing point: the driver steps the probe's ``AT`` stub there.
+landing point: the driver steps the probe's ``AT`` stub there (X21 = 0: an
+exception is recorded in slot 0, read at once).
 
 Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
 X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
@@ -498,6 +499,10 @@ def _generate(
     a.mov(R_EXC2, el2_base + HARNESS_CODE_SIZE + rec)
     a.mov(R_EXC1, el1_base + HARNESS_CODE_SIZE + rec)
     a.mov(R_COUNT, 0)
+    if step:
+        # a probe's unexpected exception goes to slot 0, where the driver reads
+        # it at once (so it never writes X21)
+        a.mov(R_IDX, 0)
     giveup_at = len(a.words)
     a.emit(*isa.mov_imm(R_GIVEUP, PLACEHOLDER))
     placed: list[Group] = []
