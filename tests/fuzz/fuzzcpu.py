@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from xcheck.arch.features import Features
 from xcheck.fuzz.knobs import Knobs
 
@@ -19,8 +21,16 @@ QEMU11_MAX = Features(pa_range_bits=52, lpa=True, lpa2=True, lva=True, pan=3, ha
 PLAIN = Features(pa_range_bits=40, tgran16=False, tgran16_2=False)
 """No PAN, no LPA2, no 16KB granule, 40-bit PAs."""
 
-CPUS = {"qemu72": QEMU72_MAX, "qemu10": QEMU10_MAX, "qemu11": QEMU11_MAX, "plain": PLAIN}
+SECURE = replace(QEMU72_MAX, el3=True, sel2=True)
+"""QEMU 7.2's "max" on `-machine virt,secure=on` (profile secure): EL3, FEAT_SEL2."""
+RME = replace(QEMU11_MAX, el3=True, sel2=True, rme=1)
+"""QEMU 11.1's "max,x-rme=on" on `secure=on` (profile rme): EL3, FEAT_SEL2, FEAT_RME."""
+
+CPUS = {"qemu72": QEMU72_MAX, "qemu10": QEMU10_MAX, "qemu11": QEMU11_MAX, "plain": PLAIN,
+        "secure": SECURE, "rme": RME}
 
 
 def knobs(name: str = "qemu72") -> Knobs:
-    return Knobs(CPUS[name])
+    """The knobs of CPU ``name``; one with EL3 starts there (as QEMU's virt
+    machine with secure=on does)."""
+    return Knobs(CPUS[name], starts_el3=CPUS[name].el3)

@@ -12,20 +12,37 @@ model expects to raise an exception kept under a budget.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
+from xcheck.arch.rules import Rule
 from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.memory import sparse
 from xcheck.fuzz.yamlout import Doc, dump
-from xcheck.machine import HARNESS_PA, HARNESS_SIZE, RAM_BASE, AtOp, MachineSetup, Probe
+from xcheck.machine import (
+    HARNESS_CODE_SIZE,
+    HARNESS_PA,
+    HARNESS_SIZE,
+    RAM_BASE,
+    AtOp,
+    MachineSetup,
+    Probe,
+    SecurityState,
+)
 from xcheck.model import run_model
 from xcheck.scenario.errors import Located
-from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario, probe_label
+from xcheck.scenario.loader import (
+    Scenario,
+    ScenarioError,
+    parse_scenario,
+    probe_label,
+    space_problem,
+)
 from xcheck.scenario.loader import _Parser as LoaderParser
 from xcheck.scenario.yamlsrc import YList, YMap
 
@@ -99,27 +116,32 @@ def _nodes(value: Any) -> Any:
 
 _PROBE_KEYS = frozenset({"op", "va", "el", "pan"})
 _OPS = {op.value: op for op in AtOp}
+_SPACES = {s.value: s for s in SecurityState}
 
 
 def _plain_probes(doc: Doc) -> tuple[Probe, ...] | None:
     """The probes of a generated document, made directly when each is a plain
-    ``{op, va, el, pan}`` the loader would accept as it stands (a known op, a
-    64-bit VA, EL 1 to 3, PAN 0 or 1, no two alike) and nothing else in the
+    ``{op, va, el, pan}`` (and maybe ``space``) the loader would accept as it
+    stands (a known op, a 64-bit VA, EL 1 to 3, PAN 0 or 1, a Security state
+    the op can run in at that EL, no two alike) and nothing else in the
     document selects probes; None otherwise (the loader then reads them)."""
     if "expect" in doc or "known" in doc:
         return None
     out: list[Probe] = []
-    seen: set[tuple[str, int, int, int]] = set()
+    seen: set[tuple[str, int, int, int, str]] = set()
     for p in doc["probes"]:
-        if not isinstance(p, dict) or p.keys() != _PROBE_KEYS:
+        if not isinstance(p, dict) or p.keys() - {"space"} != _PROBE_KEYS:
             return None
         op, va, el, pan = p["op"], p["va"], p["el"], p["pan"]
+        space = p.get("space", "nonsecure")
         if op not in _OPS or type(va) is not int or not 0 <= va < 1 << 64 \
-                or el not in (1, 2, 3) or pan not in (0, 1) or (op, va, el, pan) in seen:
+                or el not in (1, 2, 3) or pan not in (0, 1) or space not in _SPACES \
+                or space_problem(_SPACES[space], el, _OPS[op]) \
+                or (op, va, el, pan, space) in seen:
             return None
-        seen.add((op, va, el, pan))
-        at = _OPS[op]
-        out.append(Probe(at, va, el, bool(pan), probe_label(at, va, el, bool(pan))))
+        seen.add((op, va, el, pan, space))
+        at, ss = _OPS[op], _SPACES[space]
+        out.append(Probe(at, va, el, bool(pan), probe_label(at, va, el, bool(pan), ss), ss))
     return tuple(out) if out else None
 
 
@@ -162,8 +184,8 @@ def _el1_to_el2(doc: Doc) -> bool:
         return False
     seen: dict[tuple[Any, ...], dict[str, Any]] = {}
     for p in probes:
-        q = dict(p, el=2)
-        seen.setdefault((q["op"], q["va"], q["el"], q["pan"]), q)
+        q = dict(p, el=2) if p["el"] == 1 else p
+        seen.setdefault((q["op"], q["va"], q["el"], q["pan"], q.get("space")), q)
     doc["probes"] = list(seen.values())
     return True
 
@@ -211,6 +233,9 @@ def make_case(seed: int, index: int, knobs: Knobs, ram_size: int,
                 repairs.append("overrides on the harness walk dropped")
                 scenario = scenario_of(doc, name)
                 setup = built(scenario)
+            if "gpt" in doc and _gpt_blocks_harness(setup, knobs.features, ram_size):
+                scenario, setup = _free_harness(doc, plan, name, knobs.features, ram_size)
+                repairs.append("GPT regions on the harness's walks dropped")
             model = model_results(setup, knobs.features, ram_size)
             if _reads_devices(doc, model):
                 repairs.append("probes whose walk reads a device window dropped")
@@ -248,6 +273,59 @@ def _load_repaired(doc: Doc, name: str, repairs: list[str]) -> Scenario:
     doc.pop("memory", None)
     repairs.append("hand-made tables dropped")
     return scenario_of(doc, name)
+
+
+def _harness_walks(setup: MachineSetup, features: Features) -> tuple[Probe, ...]:
+    """ATs that walk what the harness's own code and data pages walk: at EL3
+    (every program starts there on a CPU with EL3), in its EL2 regime, and
+    for EL1 code both stages at EL2."""
+    out = []
+    for va in (HARNESS_PA, HARNESS_PA + HARNESS_CODE_SIZE):
+        if features.el3:
+            out.append(Probe(AtOp.S1E3R, setup.code_va.get("EL3", HARNESS_PA) + va - HARNESS_PA,
+                             3))
+        for regime in ("EL2", "EL20"):
+            if regime in setup.code_va:
+                out.append(Probe(AtOp.S1E2R, setup.code_va[regime] + va - HARNESS_PA, 2))
+        if any(p.el == 1 for p in setup.probes):
+            out.append(Probe(AtOp.S12E1R, setup.code_va.get("EL10", HARNESS_PA) + va
+                             - HARNESS_PA, 2))
+    return tuple(out)
+
+
+GPC_DENIALS = frozenset({Rule.GPC_CONFIG_INVALID, Rule.GPC_ABOVE_PPS, Rule.GPT_BASE_ADDRESS_SIZE,
+                        Rule.GPT_EXTERNAL_ABORT, Rule.GPT_L0_INVALID, Rule.GPT_L1_INVALID,
+                        Rule.GPC_GPI_DENIES})
+"""The rules of a granule protection check that fails (xcheck.arch.gpc)."""
+
+
+def _gpt_blocks_harness(setup: MachineSetup, features: Features, ram_size: int) -> bool:
+    """Would a GPC fault stop the harness's own walks (the GPT of ``setup``
+    denying a table the harness reads to its PA space)? The model tells."""
+    probes = _harness_walks(setup, features)
+    results = run_model(replace(setup, probes=probes), features, ram_size)
+    return any(step.cites in GPC_DENIALS for res in results for step in res.trace)
+
+
+def _free_harness(doc: Doc, plan: Plan, name: str, features: Features,
+                  ram_size: int) -> tuple[Scenario, MachineSetup]:
+    """Drop ``gpt`` regions until the harness's walks pass the GPC: those on
+    the start-level tables (which the harness's walks share), then every
+    table region, then the whole GPT (in place)."""
+    steps: list[Callable[[dict[str, Any]], bool]] = [
+        lambda r: "table" in r and r["level"] == plan.shapes[r["table"]].start_level,
+        lambda r: "table" in r,
+    ]
+    for drop in steps:
+        doc["gpt"] = {**doc["gpt"], "regions": [r for r in doc["gpt"]["regions"]
+                                                if not drop(r)]}
+        scenario = scenario_of(doc, name)
+        setup = built(scenario)
+        if not _gpt_blocks_harness(setup, features, ram_size):
+            return scenario, setup
+    del doc["gpt"]
+    scenario = scenario_of(doc, name)
+    return scenario, built(scenario)
 
 
 def _reads_devices(doc: Doc, model: list[AtResult]) -> bool:

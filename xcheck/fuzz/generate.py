@@ -22,11 +22,18 @@ from typing import Any
 
 from xcheck.arch.features import PARANGE_BITS
 from xcheck.arch.walkparams import max_txsz
-from xcheck.fuzz import tcr2
+from xcheck.fuzz import security, tcr2
 from xcheck.fuzz.knobs import Knobs
-from xcheck.fuzz.shape import GRANULE_NAMES, S2_SL0, Shape, s1_start_level, s2_levels
+from xcheck.fuzz.shape import (
+    GRANULE_NAMES,
+    S2_SL0,
+    Shape,
+    s1_start_level,
+    s2_levels,
+    size_bytes,
+)
 from xcheck.fuzz.yamlout import Doc
-from xcheck.machine import ARENA_PA, RAM_BASE, AtOp
+from xcheck.machine import ARENA_PA, HARNESS_PA, HARNESS_SIZE, RAM_BASE, AtOp
 
 RAM_END = RAM_BASE + (128 << 20)
 IDENTITY_END = RAM_BASE + (32 << 20)
@@ -51,6 +58,7 @@ EL1_OPS = (AtOp.S1E1R, AtOp.S1E1W, AtOp.S1E0R, AtOp.S1E0W)
 PAN_OPS = (AtOp.S1E1RP, AtOp.S1E1WP)
 S12_OPS = (AtOp.S12E1R, AtOp.S12E1W, AtOp.S12E0R, AtOp.S12E0W)
 EL2_OPS = (AtOp.S1E2R, AtOp.S1E2W)
+EL3_OPS = (AtOp.S1E3R, AtOp.S1E3W)
 MAX_PROBES = 96
 
 
@@ -67,6 +75,8 @@ class Target:
 
     va: int
     ops: tuple[AtOp, ...]
+    secure: bool = False
+    """An IPA of the Secure stage 2: probed mostly in the Secure state."""
 
 
 @dataclass
@@ -97,6 +107,8 @@ class Plan:
     """Base registers whose regime has Indirect permissions (TCR2_ELx.PIE)."""
     s2pie: bool = False
     """VTCR_EL2.S2PIE: stage 2 descriptors hold a PIIndex."""
+    gpt: dict[str, Any] | None = None
+    """The ``gpt:`` section (FEAT_RME granule protection; security.gpt)."""
 
     def reg(self, name: str) -> dict[str, Any]:
         return self.regs.setdefault(name, {})
@@ -110,6 +122,8 @@ class Generator:
         self.k = knobs
         self.f = knobs.features
         self.p = Plan()
+        self.security = knobs.on("secure") or knobs.on("realm")
+        """Probes may run at EL3 in another Security state: the NS bits matter."""
 
     def chance(self, p: float, knob: str | None = None) -> bool:
         if knob is not None and not self.k.on(knob):
@@ -123,7 +137,8 @@ class Generator:
                  ("el2", 1.5 if self.k.on("el2") else 0.0),
                  ("el20", 2.0 if self.k.on("vhe") else 0.0),
                  ("s2-only", 1.0 if self.k.on("stage2") else 0.0),
-                 ("mmu-off", 0.4 if self.k.on("mmu-off") else 0.0)]
+                 ("mmu-off", 0.4 if self.k.on("mmu-off") else 0.0),
+                 ("el3", 2.0 if self.k.on("secure") else 0.0)]
         kind = self.r.choices([k for k, _ in kinds], [w for _, w in kinds])[0]
         p = self.p
         p.tags.add(f"case:{kind}")
@@ -156,8 +171,19 @@ class Generator:
         if not p.el1 and self.chance(0.1, "tcr2"):
             p.reg("HCRX_EL2")["TCR2En"] = 0  # TCR2_EL1 has no effect (IsTCR2EL1Enabled)
             p.requires.add("HCX")
+        if self.chance(0.5, "sel2"):
+            p.reg("SCR_EL3")["EEL2"] = 1
+            p.requires.add("SEL2")
         if stage2:
             self.stage2()
+            if "SCR_EL3" in p.regs and self.chance(0.7, "sel2"):
+                self.secure_stage2()
+        if kind == "el3":
+            self.stage1("EL3", self.r.randint(2, 16), enable=self.chance(0.9))
+            if self.chance(0.5):
+                self.stage1("EL10", self.r.randint(1, 8))
+        elif self.chance(0.2, "secure"):
+            self.stage1("EL3", self.r.randint(1, 4), enable=self.chance(0.8))
         if kind in ("el10", "el10-s2"):
             self.stage1("EL10", self.r.randint(2, 20))
             if self.chance(0.2, "el2"):
@@ -169,6 +195,11 @@ class Generator:
                 self.stage1("EL10", self.r.randint(1, 4))
         elif kind == "s2-only" and self.chance(0.3):
             p.reg("SCTLR_EL1")["C"] = int(self.chance(0.5))
+        if self.chance(0.4, "gpc"):
+            p.gpt = security.gpt(self.r, p.tables, p.shapes, p.memory, self.f, self.k.l0gptsz)
+            p.requires.add("RME")
+            p.tags |= {f"gpt:{r['gpi']}" + (":table" if "table" in r else ":pa")
+                       for r in p.gpt["regions"]}
         for name in [n for n, v in p.regs.items() if not v]:
             del p.regs[name]
         self.tag_regs()
@@ -217,24 +248,30 @@ class Generator:
         return self.r.randint(lo, hi)
 
     def stage1(self, regime: str, count: int, enable: bool = True) -> None:
-        """Registers and tables of one stage 1 regime: "EL10", "EL2", "EL20"."""
+        """Registers and tables of one stage 1 regime: "EL10", "EL2", "EL20",
+        "EL3" (the harness runs there at VA = PA when it is enabled)."""
         p = self.p
-        el = "EL1" if regime == "EL10" else "EL2"
+        el = {"EL10": "EL1", "EL3": "EL3"}.get(regime, "EL2")
         sctlr, tcr, mair = p.reg(f"SCTLR_{el}"), p.reg(f"TCR_{el}"), p.reg(f"MAIR_{el}")
         sctlr["M"] = int(enable)
         sctlr["C"] = int(self.chance(0.8))
         if self.chance(0.25, "wxn"):
             sctlr["WXN"] = 1
-        if regime != "EL2" and self.chance(0.4, "epan"):
+        if regime in ("EL10", "EL20") and self.chance(0.4, "epan"):
             sctlr["EPAN"] = 1
         if regime == "EL10" and not p.el1 and self.chance(0.08, "ee"):
             sctlr["EE"] = 1
         mair.update(self.mair_attrs())
         # the harness runs in this regime: EL2 (SCTLR_EL2.M) or EL1&0 (probes at EL1)
         harness = enable and (regime != "EL10" or p.el1)
-        self.tcr2_features(regime, el, harness)
+        if regime != "EL3":
+            self.tcr2_features(regime, el, harness)
+        else:
+            p.requires.add("EL3")
+            if enable:  # the harness's own pages, at VA = PA (docs/scenario-format.md)
+                p.taken["TTBR0_EL3"] = [(HARNESS_PA, HARNESS_PA + HARNESS_SIZE)]
         g0 = self.granule(1)
-        one_range = regime == "EL2"
+        one_range = regime in ("EL2", "EL3")
         ds_bit = self.chance(0.2, "ds")
         ps_name, ps_bits = self.pa_encoding(lpa_ok=True)
         tcr["IPS" if not one_range else "PS"] = ps_name
@@ -253,6 +290,8 @@ class Generator:
             g = self.granule(1) if upper else g0
             ds = ds_bit and g != 16
             t = self.txsz(g, ds, harness and not upper)
+            if regime == "EL3" and harness:
+                t = min(t, 64 - (HARNESS_PA + HARNESS_SIZE - 1).bit_length())
             if one_range:
                 tcr.update({"TG0": GRANULE_NAMES[g], "T0SZ": t})
             else:
@@ -315,14 +354,7 @@ class Generator:
         g = self.granule(2)
         ds = g != 16 and self.chance(0.15, "ds")
         lpa_ok = g == 16 or ds
-        ips = (52 if lpa_ok else 48) if f.pa_range_bits >= 52 else f.pa_range_bits
-        lo = 31 if p.el1 else 25
-        choices = []
-        for ia in range(lo, ips + 1):
-            for level in s2_levels(g, ia, f.pa_range_bits, ds, f.ttst):
-                choices.append((ia, level))
-        weights = [3.0 if 32 <= ia <= 44 else 1.0 for ia, _ in choices]
-        ia, level = self.r.choices(choices, weights)[0]
+        ia, level = self.s2_geometry(g, ds, 31 if p.el1 else 25)
         ps_name, ps_bits = self.pa_encoding(lpa_ok)
         vtcr.update({"TG0": GRANULE_NAMES[g], "T0SZ": 64 - ia, "SL0": S2_SL0[g][level],
                      "PS": ps_name})
@@ -347,18 +379,39 @@ class Generator:
         shape = Shape("VTTBR_EL2", g, ia, level, min(ps_bits, cap, f.pa_range_bits), ds,
                       lpa=g == 16 and f.lpa)
         p.shapes["VTTBR_EL2"] = shape
-        maps = p.tables["VTTBR_EL2"] = []
-        taken = p.taken.setdefault("VTTBR_EL2", [])
-        # the RAM the walks and the harness use, identity-mapped (or, with no
-        # probe at EL1, sometimes mapped badly: stage 2 faults on stage 1 walks)
+        p.tables["VTTBR_EL2"] = []
+        self.identity_ram(shape, p.el1)
+        self.mappings(shape, self.r.randint(2, 14), "S2")
+
+    def s2_geometry(self, g: int, ds: bool, lo: int) -> tuple[int, int]:
+        """A stage 2 IPA size from ``lo`` bits and a start level valid and
+        consistent for it (shape.s2_levels)."""
+        f = self.f
+        lpa_ok = g == 16 or ds
+        ips = (52 if lpa_ok else 48) if f.pa_range_bits >= 52 else f.pa_range_bits
+        choices = []
+        for ia in range(lo, ips + 1):
+            for level in s2_levels(g, ia, f.pa_range_bits, ds, f.ttst):
+                choices.append((ia, level))
+        weights = [3.0 if 32 <= ia <= 44 else 1.0 for ia, _ in choices]
+        return self.r.choices(choices, weights)[0]
+
+    def identity_ram(self, shape: Shape, harness: bool) -> None:
+        """The RAM the walks (and, with ``harness``, the harness at EL1) use,
+        identity-mapped in the stage 2 ``shape`` (or, without the harness,
+        sometimes mapped badly: stage 2 faults on stage 1 walks)."""
+        p = self.p
+        maps = p.tables[shape.base]
+        taken = p.taken.setdefault(shape.base, [])
+        ps_bits = shape.oasize
         big = [lv for lv in shape.levels() if shape.block_ok(lv) and lv < 3
                and shape.size(lv) >= IDENTITY_END - RAM_BASE
                and RAM_BASE % shape.size(lv) == 0]
         level_id = max(big) if big else None
-        if level_id is not None and (p.el1 or not self.chance(0.15)):
+        if level_id is not None and (harness or not self.chance(0.15)):
             size = shape.size(level_id)
             m: dict[str, Any] = {"ipa": RAM_BASE, "pa": RAM_BASE, "size": size_name(size)}
-            if not p.el1 and self.chance(0.3):
+            if not harness and self.chance(0.3):
                 p.tags.add("s2:walk-faults")
                 bad = self.r.choice(["s2ap", "attr", "af", "pa"])
                 if bad == "s2ap":
@@ -371,9 +424,35 @@ class Generator:
                     m["pa"] = RAM_BASE + size if RAM_BASE + 2 * size <= 1 << ps_bits else 0
             maps.append(m)
             taken.append((RAM_BASE, RAM_BASE + size))
-        elif p.el1:
+        elif harness:
             raise _Retry("no stage 2 block maps the RAM identically")
-        self.mappings(shape, self.r.randint(2, 14), "S2")
+
+    def secure_stage2(self) -> None:
+        """The Secure stage 2 of FEAT_SEL2 (AArch64.SS2TTWParams): VSTCR_EL2's
+        granule, IPA size and start level, VTCR_EL2's DS and PS; the PA spaces
+        of both IPA spaces' tables and outputs (VSTCR_EL2.SW/SA,
+        VTCR_EL2.NSW/NSA: AArch64.SS2OutputPASpace). The harness never runs
+        under it (EL1 runs Non-secure)."""
+        p, r = self.p, self.r
+        vtcr, vstcr = p.regs["VTCR_EL2"], p.reg("VSTCR_EL2")
+        ds = "DS" in vtcr
+        g = self.granule(2)
+        if ds and g == 16:
+            g = 12 if self.f.tgran4_2 else 14
+        ia, level = self.s2_geometry(g, ds, 25)
+        vstcr.update({"TG0": GRANULE_NAMES[g], "T0SZ": 64 - ia, "SL0": S2_SL0[g][level]})
+        for reg, names in ((vstcr, ("SW", "SA")), (vtcr, ("NSW", "NSA"))):
+            for name in names:
+                if r.random() < 0.5:
+                    reg[name] = 1
+        nonsecure = p.shapes["VTTBR_EL2"]
+        shape = Shape("VSTTBR_EL2", g, ia, level, nonsecure.oasize, ds,
+                      lpa=g == 16 and self.f.lpa)
+        p.shapes["VSTTBR_EL2"] = shape
+        p.tables["VSTTBR_EL2"] = []
+        self.identity_ram(shape, False)
+        self.mappings(shape, r.randint(2, 10), "S2")
+        p.tags.add("secure-stage2")
 
     # --- mappings -----------------------------------------------------------------
 
@@ -418,7 +497,7 @@ class Generator:
             s2 = [m for m in p.tables["VTTBR_EL2"] if "pa" in m and "raw" not in m]
             if s2:
                 m = self.r.choice(s2)
-                s2size = _bytes(m["size"])
+                s2size = size_bytes(m["size"])
                 ipa: int = m["ipa"]
                 return (ipa + self.r.randrange(max(1, s2size // shape.granule))
                         * shape.granule) & ~(size - 1)
@@ -491,12 +570,15 @@ class Generator:
                 m["attr"] = r.randrange(16)
             if not indirect and r.random() < 0.2 and self.k.on("malformed"):
                 m["xn"] = r.randrange(4)
+            if self.chance(0.25, "realm"):
+                m["ns"] = 1  # Realm stage 2: the output is Non-secure (S2NextWalkStateLeaf)
+                self.p.tags.add("s2:ns")
         else:
             if indirect:
                 tcr2.s1_leaf(r, m)
                 self.p.tags.add("pi_index")
             elif r.random() < 0.8:
-                m["ap"] = r.choice(AP_ONE if regime == "EL2" else AP_TWO)
+                m["ap"] = r.choice(AP_ONE if regime in ("EL2", "EL3") else AP_TWO)
             if r.random() < 0.8:
                 # AttrIndx[3] (descriptor bit 59) with FEAT_AIE: MAIR2_ELx
                 m["attr"] = r.randrange(16 if self.chance(0.4, "aie") else 8)
@@ -508,6 +590,7 @@ class Generator:
                 m["uxn"] = 1
             if level > shape.start_level and self.chance(0.25, "table-attrs"):
                 self.table_attr(m, shape, level)
+            self.security_bits(m, regime)
         if not shape.ds and r.random() < 0.4:
             m["sh"] = r.choice(SH)
         ha = "HA" in self.p.regs.get("VTCR_EL2" if shape.stage == 2 else
@@ -520,9 +603,24 @@ class Generator:
         if not indirect and self.chance(0.2, "hd"):
             m["dbm"] = 1
 
+    def security_bits(self, m: dict[str, Any], regime: str) -> None:
+        """A stage 1 leaf's NS bit (read in the Secure regimes and the Realm
+        EL2 and EL2&0 regimes; D8.4.6) and, in the EL3 regime with FEAT_RME,
+        NSE: {NSE, NS} selects Secure, Non-secure, Root or Realm output."""
+        el3 = regime == "EL3"
+        if self.security and self.r.random() < (0.35 if el3 else 0.15):
+            m["ns"] = 1
+            self.p.tags.add("ns")
+        if el3 and self.chance(0.35, "realm"):
+            m["nse"] = 1
+            self.p.tags.add("nse")
+
     def table_attr(self, m: dict[str, Any], shape: Shape, level: int) -> None:
         tlevel = self.r.randrange(shape.start_level, level)
         key = (shape.base, tlevel, m["va"] >> shape.lsb(tlevel))
+        lo, hi = shape.entry_range(m["va"], tlevel)
+        if shape.base == "TTBR0_EL3" and lo < HARNESS_PA + HARNESS_SIZE and hi > HARNESS_PA:
+            return  # the harness's own walk at EL3
         attrs = self.p.table_attrs.get(key)
         if attrs is None:
             attrs = {}
@@ -532,6 +630,8 @@ class Generator:
                 attrs["pxntable"] = 1
             if self.r.random() < 0.3:
                 attrs["uxntable"] = 1
+            if self.security and self.r.random() < 0.3:
+                attrs["nstable"] = 1  # the rest of a Secure walk is Non-secure (D8.4.6)
             if not attrs:
                 attrs["aptable"] = 2
             self.p.table_attrs[key] = attrs
@@ -670,7 +770,9 @@ class Generator:
         host = hcr.get("E2H") and hcr.get("TGE")
         pan = PAN_OPS if self.f.pan >= 2 else ()
         el1 = EL1_OPS + self.ats1a_ops(AtOp.S1E1A)
-        if shape.base == "VTTBR_EL2":
+        if shape.base == "TTBR0_EL3":
+            return EL3_OPS
+        if shape.stage == 2:
             return S12_OPS + el1
         if shape.base.endswith("EL2"):
             return EL2_OPS + self.ats1a_ops(AtOp.S1E2A) + ((el1 + pan) if host else ())
@@ -688,9 +790,10 @@ class Generator:
         offsets += [off for off in (size, -g) if r.random() < 0.5]
         if size > g:
             offsets += [size // 2, g]
+        secure = shape.base == "VSTTBR_EL2"
         for off in offsets:
             a = (va + off) % (1 << 64)
-            self.p.targets.append(Target(a, ops))
+            self.p.targets.append(Target(a, ops, secure))
             if self.chance(0.15, "tbi"):
                 tag = r.randrange(256)
                 self.p.targets.append(Target((a & ~(0xFF << 56)) | tag << 56, ops))
@@ -708,7 +811,7 @@ class Generator:
             self.p.targets.append(Target(outside, ops))
         if not self.p.shapes or self.r.random() < 0.3:
             ops = (EL1_OPS + S12_OPS + EL2_OPS + self.ats1a_ops(AtOp.S1E1A)
-                   + self.ats1a_ops(AtOp.S1E2A))
+                   + self.ats1a_ops(AtOp.S1E2A) + (EL3_OPS if self.k.on("secure") else ()))
             for a in (RAM_BASE + 0x1000, 1 << self.f.pa_range_bits,
                       (1 << self.f.pa_range_bits) - 0x1000, r.getrandbits(48) & ~7,
                       0xFFFF_FFFF_FFFF_F000):
@@ -719,31 +822,50 @@ class Generator:
         few illegal ones (UNDEFINED at EL1)."""
         self.hole_targets()
         r, p = self.r, self.p
-        seen: dict[tuple[str, int, int, int], dict[str, Any]] = {}
+        seen: dict[tuple[str, int, int, int, str], dict[str, Any]] = {}
         pan_ok = self.k.on("pan")
         for t in p.targets:
             for _ in range(r.randint(1, 4)):
                 op = r.choice(t.ops)
-                legal_el1 = op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)
-                el = 1 if p.el1 and legal_el1 and r.random() < 0.5 else 2
+                space = ""
+                if op in EL3_OPS:
+                    # the EL3 regime: the Root state with FEAT_RME, else Secure
+                    el, space = 3, "root" if self.f.rme else ""
+                else:
+                    legal_el1 = op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)
+                    el = 1 if p.el1 and legal_el1 and r.random() < 0.5 else 2
+                    if self.security and r.random() < (0.85 if t.secure else 0.4):
+                        el, space = 3, self.space(t.secure)
                 pan = int(pan_ok and r.random() < 0.4)
-                seen.setdefault((op.value, t.va, el, pan),
-                                {"op": op.value, "va": t.va, "el": el, "pan": pan})
+                q = {"op": op.value, "va": t.va, "el": el, "pan": pan}
+                if space and space != "nonsecure":
+                    q["space"] = space
+                seen.setdefault((op.value, t.va, el, pan, space), q)
         out = list(seen.values())
         if len(out) > MAX_PROBES:
             out = r.sample(out, MAX_PROBES)
-        # one run of probes per (EL, PAN): the harness switches EL and PAN per run
-        out.sort(key=lambda q: (q["el"], q["pan"]))
+        # one run of probes per (EL, PAN, Security state): the harness switches them per run
+        out.sort(key=lambda q: (q["el"], q["pan"], q.get("space", "")))
         if p.el1 and self.k.on("undefined"):
             for _ in range(r.randint(0, 3)):
                 t = r.choice(p.targets)
                 op = r.choice(EL2_OPS + S12_OPS + self.ats1a_ops(AtOp.S1E2A))
-                key = (op.value, t.va, 1, 0)
+                key = (op.value, t.va, 1, 0, "")
                 if key not in seen:
                     seen[key] = {"op": op.value, "va": t.va, "el": 1, "pan": 0}
                     out.append(seen[key])
                     p.tags.add("undefined-op")
         return out
+
+
+    def space(self, secure: bool) -> str:
+        """The Security state of a probe at EL3 for the EL1 and EL2 operations
+        (SCR_EL3.{NSE, NS}): Secure, Realm (FEAT_RME) or Non-secure."""
+        spaces = [s for s, knob in (("secure", "secure"), ("realm", "realm"))
+                  if self.k.on(knob)]
+        if secure and "secure" in spaces:
+            return "secure"
+        return self.r.choice([*spaces, "nonsecure"])
 
 
 class _Retry(Exception):
@@ -759,6 +881,10 @@ def generate(rng: random.Random, knobs: Knobs) -> tuple[Doc, Plan]:
         except _Retry:
             continue
         probes = gen.probes()
+        if any(q["el"] == 3 for q in probes):
+            plan.requires.add("EL3")
+        if any(q.get("space") in ("realm", "root") for q in probes):
+            plan.requires.add("RME")
         doc: Doc = {}
         if plan.requires:
             doc["requires"] = sorted(plan.requires)
@@ -772,14 +898,8 @@ def generate(rng: random.Random, knobs: Knobs) -> tuple[Doc, Plan]:
             doc["memory"] = plan.memory
         if plan.descriptors:
             doc["descriptors"] = plan.descriptors
+        if plan.gpt is not None:
+            doc["gpt"] = plan.gpt
         doc["probes"] = probes
         return doc, plan
     raise RuntimeError("the generator found no usable case in 20 draws")
-
-
-def _bytes(size: str | int) -> int:
-    if isinstance(size, int):
-        return size
-    units = {"K": 10, "M": 20, "G": 30, "T": 40}
-    return int(size[:-1]) << units[size[-1]] if size[-1] in units else int(size)
-

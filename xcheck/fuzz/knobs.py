@@ -52,8 +52,20 @@ KNOBS: dict[str, tuple[str, Callable[[Features], bool]]] = {
     "aie": ("TCR2_ELx.AIE: MAIR2_ELx and AttrIndx 8 to 15 (FEAT_AIE)",
             lambda f: f.aie and f.tcr2),
     "ats1a": ("AT S1E1A and AT S1E2A (FEAT_ATS1A)", lambda f: f.ats1a),
+    "secure": ("probes at EL3: the Secure state (SCR_EL3.NS = 0), AT S1E3* with the EL3 "
+               "regime (SCTLR_EL3, TCR_EL3, TTBR0_EL3, MAIR_EL3), NS, NSTable and NSE bits",
+               lambda f: f.el3),
+    "sel2": ("SCR_EL3.EEL2: Secure EL2, the Secure stage 2 (VSTTBR_EL2, VSTCR_EL2.SW/SA, "
+             "VTCR_EL2.NSW/NSA; FEAT_SEL2)", lambda f: f.el3 and f.sel2),
+    "realm": ("probes at EL3 in the Realm state (SCR_EL3.{NSE, NS} = {1, 1}) and the stage 2 "
+              "NS bit (FEAT_RME)", lambda f: f.el3 and f.rme >= 1),
+    "gpc": ("granule protection: GPCCR_EL3 and a GPT with regions of every GPI over tables "
+            "and outputs (FEAT_RME)", lambda f: f.el3 and f.rme >= 1),
 }
 """Knob name: (what it switches on, whether the CPU supports it)."""
+AT_EL3 = frozenset({"secure", "sel2", "realm", "gpc"})
+"""Knobs that need the harness to start at EL3 (a CPU with EL3 that starts
+there: every probe at EL3 and every EL3 register is written from there)."""
 
 
 class KnobError(ValueError):
@@ -90,10 +102,17 @@ class Knobs:
 
     features: Features
     allowed: frozenset[str] = frozenset(KNOBS)
+    starts_el3: bool = False
+    """The target starts each program at EL3 (QemuTarget.scr_el3 is set):
+    probes at EL3 and the EL3 registers can run."""
+    l0gptsz: int = 30
+    """GPCCR_EL3.L0GPTSZ in bits, read-only: the CPU's (QEMU: 30)."""
 
     def on(self, name: str) -> bool:
-        """May a case use ``name`` (chosen by the user, supported by the CPU)?"""
-        return name in self.allowed and KNOBS[name][1](self.features)
+        """May a case use ``name`` (chosen by the user, supported by the CPU
+        and, for the EL3 knobs, by where the target starts)?"""
+        return (name in self.allowed and KNOBS[name][1](self.features)
+                and (name not in AT_EL3 or self.starts_el3))
 
     def available(self) -> list[str]:
         return [k for k in KNOBS if self.on(k)]

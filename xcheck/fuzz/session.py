@@ -20,6 +20,7 @@ from typing import Any
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
+from xcheck.arch.gpc import GpcParams
 from xcheck.check import compare
 from xcheck.fuzz.case import Case, built, load_doc, make_case, model_results, scenario_of
 from xcheck.fuzz.coverage import Coverage
@@ -195,7 +196,10 @@ class Fuzzer:
             self.target = None
             raise CannotFuzz(str(err)) from None
         self.features = Features.from_id_regs(self.target.id_regs)
-        self.knobs = Knobs(self.features, self.opt.allowed)
+        gpccr = self.target.id_regs.get("GPCCR_EL3", 0)
+        self.knobs = Knobs(self.features, self.opt.allowed,
+                           starts_el3=getattr(self.target, "scr_el3", None) is not None,
+                           l0gptsz=GpcParams.decode(gpccr, 0, 52).l0gptsz)
 
     def close(self) -> None:
         if self.target is not None:

@@ -35,7 +35,7 @@ class Shape:
 
     @property
     def stage(self) -> int:
-        return 2 if self.base == "VTTBR_EL2" else 1
+        return 2 if self.base in ("VTTBR_EL2", "VSTTBR_EL2") else 1
 
     @property
     def granule(self) -> int:
@@ -108,3 +108,11 @@ def s2_levels(granule_bits: int, iasize: int, pamax: int, ds: bool, ttst: bool) 
         if lo <= iasize <= lo + stride - 1 + 4:
             out.append(level)
     return sorted(out)
+
+
+def size_bytes(size: str | int) -> int:
+    """A mapping's ``size`` (``4K``, ``2M``, ``1G``... or a byte count) in bytes."""
+    if isinstance(size, int):
+        return size
+    units = {"K": 10, "M": 20, "G": 30, "T": 40}
+    return int(size[:-1]) << units[size[-1]] if size[-1] in units else int(size)
