@@ -47,6 +47,22 @@ def test_impdef_txsz_gives_the_other_choice_as_an_alternative() -> None:
         assert out.kind is Kind.MATCH
 
 
+def test_a_mismatch_names_the_fields_of_the_closest_permitted_answer() -> None:
+    """A PAR that differs from every permitted answer is diffed against the
+    one it is closest to: the level 0 fault with a wrong PAR.S names S only,
+    not every field of the clamped walk's success."""
+    s = parse_scenario(ABOVE_MAX, Path("x.yaml"))
+    setup = s.build()
+    (res,) = run_model(setup, Features(ttst=True), 128 << 20)
+    fault = next(a for a in (res, *res.alternatives) if decode_par(a.par)["F"])
+    assert fault is not res  # the model's default choice clamps
+    got = fault.par | (1 << 9)  # PAR.S: no choice gives a stage 2 fault
+    out = compare(s, setup.probes[0], got, res, target="qemu", version="1.0")
+    assert out.kind is Kind.MISMATCH
+    assert [f.name for f in out.fields] == ["S"]
+    assert out.par_model == fault.par
+
+
 def test_no_alternative_where_no_impdef_choice_decides() -> None:
     setup = MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, RAM_BASE, 2),))
     (res,) = run_model(setup, Features(), 128 << 20)

@@ -20,7 +20,7 @@ from xcheck.arch.indirect import pi_index, s1_indirect_permission_fault
 from xcheck.arch.par import decode_par
 from xcheck.arch.perms import S1Access
 from xcheck.arch.rules import Rule
-from xcheck.machine import RAM_BASE, AtOp
+from xcheck.machine import RAM_BASE, AtOp, SecurityState
 
 PA = RAM_BASE + 0x0123_4000
 VA = 0x0000_0012_3456_7000
@@ -175,6 +175,21 @@ def test_tcr2_el1_effective(hcrx: int, features: Features, indirect: bool) -> No
     t = Tables()
     t.map(VA, PA, flags=LEAF)
     r = at(AtOp.S1E1R, VA, el1(t, pir=0, HCRX_EL2=hcrx), t.image(), features=features)
+    assert faults(r.par) is indirect, r.render()
+
+
+@pytest.mark.parametrize(("eel2", "indirect"), [(0, True), (1, False)])
+def test_hcrx_tcr2en_applies_only_where_el2_is_enabled(eel2: int, indirect: bool) -> None:
+    """IsTCR2EL1Enabled: HCRX_EL2.TCR2En gates TCR2_EL1 only when EL2 is
+    enabled in the current Security state (EL2Enabled()). An AT S1E1R at EL3
+    for the Secure EL1&0 regime without Secure EL2 (SCR_EL3.EEL2 == 0) uses
+    TCR2_EL1.PIE even with TCR2En == 0: PIR_EL1 = 0 gives no access."""
+    t = Tables()
+    t.map(VA, PA, flags=LEAF)
+    features = dataclasses.replace(V9, el3=True, sel2=True)
+    setup = el1(t, pir=0, HCRX_EL2=0, SCR_EL3=eel2 << 18)
+    r = at(AtOp.S1E1R, VA, setup, t.image(), el=3, features=features,
+           space=SecurityState.SECURE)
     assert faults(r.par) is indirect, r.render()
 
 

@@ -250,14 +250,17 @@ def _s1_params(regime: Regime, varange: str, tcr: int, ttbr: int, mair: int, sct
     )
 
 
-def tcr2_enabled(regime: Regime, sysregs: Mapping[str, int], features: Features) -> bool:
+def tcr2_enabled(regime: Regime, sysregs: Mapping[str, int], features: Features,
+                 el2_enabled: bool = True) -> bool:
     """IsTCR2EL1Enabled / IsTCR2EL2Enabled: FEAT_TCR2, and for the EL1&0
-    regime (EL2 being enabled) FEAT_HCX with HCRX_EL2.TCR2En == 1; without
-    it TCR2_EL1 is treated as 0 (D24.2 TCR2_EL1, HCRX_EL2.TCR2En). This
-    machine has no EL3, so SCR_EL3.{TCR2En, HXEn} do not apply."""
+    regime of a Security state where EL2 is enabled (EL2Enabled()) FEAT_HCX
+    with HCRX_EL2.TCR2En == 1; without it TCR2_EL1 is treated as 0 (D24.2
+    TCR2_EL1, HCRX_EL2.TCR2En). Where EL2 is not enabled (the Secure state
+    without Secure EL2) HCRX_EL2 does not apply. SCR_EL3.{TCR2En, HXEn} are 1
+    whenever the CPU has the feature (the harness sets them, target/el3.py)."""
     if not features.tcr2:
         return False
-    if regime is Regime.EL10:
+    if regime is Regime.EL10 and el2_enabled:
         return features.hcx and bit(sysregs.get("HCRX_EL2", 0), HCRX.TCR2En)
     return True
 
@@ -290,12 +293,15 @@ def s1_regime_params(regime: Regime, sysregs: Mapping[str, int], hcr: HcrState,
     root = regime is Regime.EL3 and features.rme >= 1
     secure = (space is SecurityState.SECURE or regime is Regime.EL3) and not root
     realm = space is SecurityState.REALM and regime is not Regime.EL3
-    if root or regime is Regime.EL3 or (secure and not secure_el2_enabled(sysregs, features)):
+    el2_on = not (root or regime is Regime.EL3
+                  or (secure and not secure_el2_enabled(sysregs, features)))
+    if not el2_on:
         hcr = NO_HCR
     sfx = SUFFIX[regime]
     tcr, sctlr = sysregs.get(f"TCR_{sfx}", 0), sysregs.get(f"SCTLR_{sfx}", 0)
     mair = sysregs.get(f"MAIR_{sfx}", 0)
-    tcr2 = sysregs.get(f"TCR2_{sfx}", 0) if tcr2_enabled(regime, sysregs, features) else 0
+    tcr2 = sysregs.get(f"TCR2_{sfx}", 0) if tcr2_enabled(regime, sysregs, features,
+                                                          el2_on) else 0
     pie = features.s1pie and bit(tcr2, TCR2.PIE)
     aie = features.aie and bit(tcr2, TCR2.AIE)
     mair2 = sysregs.get(f"MAIR2_{sfx}", 0) if aie else 0
