@@ -247,3 +247,21 @@ def test_permission_encoding_names_are_blanked_with_their_number() -> None:
         == "PIR entry # (#) gives no write permission"
     assert normalize("AF == 0 and VTCR_EL2.HA == 0 (AArch64.S2Walk)") \
         == "AF == # and VTCR_EL2.HA == # (AArch64.S2Walk)"
+
+
+def test_known_signatures_hold_only_where_the_bug_is_recorded(tmp_path: Path) -> None:
+    """A signature recorded by a scenario whose `known:` entries name QEMU
+    before 8.0 is that bug on 7.2, not on 11.1 (there the same signature is
+    another disagreement); an unrecorded finding (no `known:`) counts on
+    every version."""
+    a = Signature("mismatch", "*", ("F",), "rule #")
+    b = Signature("mismatch", "*", ("PA",), "rule #")
+    probe = "probes:\n  - {op: S1E1R, va: 0x1000}\n"
+    (tmp_path / "old.yaml").write_text(
+        f"# signature: {a.key()}\nname: old\n{probe}"
+        "known:\n  - {qemu: \"<8.0\", why: a bug fixed in 8.0}\n")
+    (tmp_path / "new.yaml").write_text(f"# signature: {b.key()}\nname: new\n{probe}")
+    assert known_signatures((tmp_path,), "7.2.22") == {a: tmp_path / "old.yaml",
+                                                       b: tmp_path / "new.yaml"}
+    assert known_signatures((tmp_path,), "11.1.3") == {b: tmp_path / "new.yaml"}
+    assert known_signatures((tmp_path,), "11.1.3/kvm-7.3.4") == {b: tmp_path / "new.yaml"}

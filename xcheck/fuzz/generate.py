@@ -598,8 +598,6 @@ class Generator:
         if self.chance(0.3 if ha else 0.07, "malformed"):
             m["af"] = 0
             self.p.tags.add("af=0")
-        if r.random() < 0.08:
-            m["contiguous"] = 1
         if not indirect and self.chance(0.2, "hd"):
             m["dbm"] = 1
 

@@ -31,7 +31,7 @@ from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import MachineSetup, ProbeResult
 from xcheck.needs import unrunnable
 from xcheck.outcome import Outcome
-from xcheck.scenario.loader import Scenario, ScenarioError
+from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.target.errors import HarnessError, TargetError, Unsupported
 from xcheck.target.factory import Target, make_target
 from xcheck.target.profile import Profile
@@ -137,9 +137,14 @@ def drawn_ahead(cases: Iterator[Case]) -> Iterator[Case]:
             yield case
 
 
-def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
+def known_signatures(dirs: tuple[Path, ...], version: str | None = None,
+                     features: Features | None = None) -> dict[Signature, Path]:
     """Signatures recorded in ``# signature: {...}`` comments of earlier
-    findings' files."""
+    findings' files. With the target's ``version`` (and CPU ``features``), a
+    scenario whose ``known:`` entries all name other versions or CPUs does
+    not count: its signatures are its bug on those targets, and the same
+    signature here is another disagreement to explain. A file without
+    ``known:`` entries (a finding not recorded yet) counts everywhere."""
     out: dict[Signature, Path] = {}
     for d in dirs:
         if not d.is_dir():
@@ -149,14 +154,32 @@ def known_signatures(dirs: tuple[Path, ...]) -> dict[Signature, Path]:
                 text = f.read_text(encoding="utf-8")
             except OSError:
                 continue
-            for line in text.splitlines():
-                if line.startswith("# " + SIGNATURE_COMMENT):
-                    try:
-                        sig = Signature.from_json(json.loads(line[2 + len(SIGNATURE_COMMENT):]))
-                    except (ValueError, KeyError, TypeError):
-                        continue
+            sigs = _signature_lines(text)
+            if sigs and (version is None or _recorded_for(f, text, version, features)):
+                for sig in sigs:
                     out.setdefault(sig.family, f)
     return out
+
+
+def _signature_lines(text: str) -> list[Signature]:
+    sigs = []
+    for line in text.splitlines():
+        if line.startswith("# " + SIGNATURE_COMMENT):
+            try:
+                sigs.append(Signature.from_json(json.loads(line[2 + len(SIGNATURE_COMMENT):])))
+            except (ValueError, KeyError, TypeError):
+                continue
+    return sigs
+
+
+def _recorded_for(path: Path, text: str, version: str, features: Features | None) -> bool:
+    """Does the scenario at ``path`` record its divergence for this target:
+    no ``known:`` entry, or one whose version range and CPU cover it?"""
+    try:
+        known = parse_scenario(text, path).known
+    except ScenarioError:
+        return True
+    return not known or any(k.covers(version, features) for k in known)
 
 
 class Fuzzer:
@@ -174,7 +197,9 @@ class Fuzzer:
         self.coverage = Coverage()
         self.stats = Stats()
         self.shrunk = 0
-        self.known = known_signatures((options.out, *options.known_dirs))
+        self.known: dict[Signature, Path] | None = None
+        """Recorded signatures, read at the first start (they depend on the
+        target's version and CPU)."""
 
     # --- the target ---------------------------------------------------------
 
@@ -201,6 +226,9 @@ class Fuzzer:
         self.knobs = Knobs(self.features, self.opt.allowed,
                            starts_el3=getattr(self.target, "scr_el3", None) is not None,
                            l0gptsz=GpcParams.decode(gpccr, 0, 52).l0gptsz)
+        if self.known is None:
+            self.known = known_signatures((self.opt.out, *self.opt.known_dirs),
+                                          self.version, self.features)
 
     def close(self) -> None:
         if self.target is not None:
@@ -343,7 +371,8 @@ class Fuzzer:
         f = self.findings.get(fam)
         fresh = f is None
         if f is None:
-            f = self.findings[fam] = Finding(fam, index, example, known_file=self.known.get(fam))
+            known = (self.known or {}).get(fam)
+            f = self.findings[fam] = Finding(fam, index, example, known_file=known)
         f.count += 1
         f.ops[sig.op] += 1
         if not f.cases or f.cases[-1] != index:

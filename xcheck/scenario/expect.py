@@ -175,9 +175,14 @@ class KnownDivergence:
     on such CPUs, e.g. a RES0 control honoured without its feature)."""
 
     def applies(self, probe: Probe, version: str, features: Features | None = None) -> bool:
+        return self.select.matches(probe) and self.covers(version, features)
+
+    def covers(self, version: str, features: Features | None = None) -> bool:
+        """Does the entry hold for this target version and CPU, whatever
+        the probe?"""
         qemu, kernel = split_target_version(version)
         if self.kvm is not None and (kernel is None or not self.kvm.contains(kernel)):
             return False
         if self.lacks and (features is None or any(features.has(n) for n in self.lacks)):
             return False
-        return self.select.matches(probe) and self.qemu.contains(qemu)
+        return self.qemu.contains(qemu)
