@@ -640,6 +640,30 @@ def _group_scr(scr_el3: int, space: SecurityState, regs: Mapping[str, int],
     return scr_el3
 
 
+def _smc_entry(a: Asm, gi: int) -> None:
+    """How segment B (at EL2) reaches a group run from EL3: X24 = the group's
+    EL3 address (VA = PA, just after the SMC's branch), SMC (EL3's handler
+    branches to X24), and the branch over the group that the group's ERET
+    returns to."""
+    x24_at = len(a.words)
+    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
+    a.branch(f"after{gi}")
+    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+
+
+def _enter_state(a: Asm, group_scr: int) -> None:
+    """At EL3: SCR_EL3 = ``group_scr`` with an ISB (a write to SCR_EL3 is
+    context-synchronized by ISB), then invalidate the EL1&0 TLB entries of
+    the Security state SCR_EL3.{NSE, NS} selects (TLBI ALLE1) and, where EL2
+    is enabled in it (Secure EL2, Realm), its EL2 and EL2&0 ones (TLBI
+    ALLE2): entries an earlier setup may have left."""
+    a.mov(R_PAR, group_scr)
+    a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
+    if group_scr & (sysregs.SCR_EL3_EEL2 | el3.SCR_NSE):
+        a.emit(isa.tlbi("ALLE2"))
+    a.emit(isa.dsb("SY"), isa.ISB)
+
+
 def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
                features: Features, group_scr: int) -> tuple[int, int]:
     """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
@@ -653,20 +677,13 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
     SCR_EL3 (and ISB) and returns by ERET to the instruction after the SMC,
     which branches over the group. Returns the step-mode landing and
     epilogue offsets."""
-    x24_at = len(a.words)
-    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
-    a.branch(f"after{gi}")
-    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+    _smc_entry(a, gi)
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
     if features.has("PAN"):
         a.emit(isa.msr_pan(int(g.pan)))
     switch = group_scr != scr_el3
     if switch:
-        a.mov(R_PAR, group_scr)
-        a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
-        if group_scr & (sysregs.SCR_EL3_EEL2 | el3.SCR_NSE):
-            a.emit(isa.tlbi("ALLE2"))
-        a.emit(isa.dsb("SY"), isa.ISB)
+        _enter_state(a, group_scr)
     a.mov(R_RES, HARNESS_DATA_PA)
     landing = epilogue = 0
     if step:
@@ -705,17 +722,10 @@ def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int
     SPSR_EL3 and returns by ERET to the instruction after the first SMC,
     which branches over the group. Returns the step-mode landing and
     epilogue offsets (at ``base``)."""
-    x24_at = len(a.words)
-    a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER), isa.smc(0))
-    a.branch(f"after{gi}")
-    _patch_mov(a, x24_at, R_CONT, HARNESS_PA + a.here)
+    _smc_entry(a, gi)
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"),
            isa.add_imm(R_SAVED, R_GIVEUP, 0))
-    a.mov(R_PAR, group_scr)
-    a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.dsb("SY"), isa.tlbi("ALLE1"))
-    if group_scr & (sysregs.SCR_EL3_EEL2 | el3.SCR_NSE):
-        a.emit(isa.tlbi("ALLE2"))
-    a.emit(isa.dsb("SY"), isa.ISB)
+    _enter_state(a, group_scr)
     back_at = len(a.words)
     a.emit(*isa.mov_imm(R_CONT, PLACEHOLDER))
     giveup_at = len(a.words)
