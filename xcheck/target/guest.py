@@ -51,7 +51,6 @@ ID_REGISTERS = (
     "ID_AA64MMFR3_EL1",
     "ID_AA64PFR0_EL1",
     "ID_AA64PFR1_EL1",
-    "ID_AA64ISAR2_EL1",
     "MIDR_EL1",
 )
 SCTLR_M = 1
@@ -259,6 +258,7 @@ class QemuTarget:
         self.gdb.write_blocks(code)
         if _updates_descriptors(setup.sysregs):
             self._shadow.distrust()
+
     def _continue_to(self, addr: int, timeout: float) -> int:
         """Continue until the PC reaches ``addr``; the PC where it stopped.
         The guest is looked at every STALL_SLICE seconds: a harness caught in
