@@ -133,7 +133,7 @@ def compare(
             trace=model.render(),
         ))
     else:
-        deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, model.par, model.mask))
+        deltas = _deltas(got, model.par, model.mask)
         out = _base(scenario, probe, target, version, par_target=got, par_model=model.par,
                     mask=model.mask, fields=deltas)
         permitted = [a for a in model.alternatives
@@ -396,6 +396,11 @@ def select(scenarios: Sequence[Scenario], keep: Callable[[str], bool]) -> list[S
     return out
 
 
+def _deltas(got: int, par: int, mask: int) -> tuple[FieldDelta, ...]:
+    """The PAR fields where ``got`` and ``par`` differ outside ``mask``."""
+    return tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, par, mask))
+
+
 def _closest(out: Outcome, got: int, model: AtResult) -> Outcome:
     """``out`` diffed against the permitted answer (the model's or one of its
     IMPLEMENTATION DEFINED alternatives) closest to ``got``: the same PAR
@@ -409,7 +414,7 @@ def _closest(out: Outcome, got: int, model: AtResult) -> Outcome:
     for alt in model.alternatives:
         if alt.kind != "par":
             continue
-        deltas = tuple(FieldDelta(d.name, d.a, d.b) for d in diff_par(got, alt.par, alt.mask))
+        deltas = _deltas(got, alt.par, alt.mask)
         if distance(deltas) < distance(best.fields):
             best = replace(out, par_model=alt.par, mask=alt.mask, fields=deltas)
     return best
