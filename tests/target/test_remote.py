@@ -71,3 +71,41 @@ def test_a_missing_qemu_fails_to_start_at_once(qemu_profile: Profile) -> None:
         target.start()
     assert time.monotonic() - t0 < 10
     assert target._proc is None
+
+
+def _children(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    out = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.add(int(entry))
+    return out
+
+
+def test_restarts_switch_to_a_spare_started_in_the_background(qemu_profile: Profile) -> None:
+    target = RemoteTarget(qemu_profile)
+    target.start()
+    try:
+        assert target._proc is not None and target._proc.pid is not None
+        child = target._proc.pid
+        vas = range(RAM_BASE, RAM_BASE + 4 * 0x1000, 0x1000)
+        target.restart()  # the first starts a QEMU, then a spare behind it
+        assert len(target.run(_off(vas))) == 4
+        deadline = time.monotonic() + 30
+        while len(before := _children(child)) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)  # QEMU and gdb, twice
+        time.sleep(1)
+        target.restart()
+        got = target.run(_off(vas))
+        assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+        after = _children(child)
+        # the spare's QEMU and gdb now serve; the crashed pair is gone
+        assert len(before) == 4 and len(before & after) == 2, (before, after)
+    finally:
+        target.close()

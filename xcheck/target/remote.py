@@ -15,6 +15,7 @@ import contextlib
 import multiprocessing
 import signal
 import traceback
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
 
@@ -39,11 +40,52 @@ def _identity(target: Target) -> dict[str, Any]:
             "ram_size": target.ram_size, "scr_el3": getattr(target, "scr_el3", None)}
 
 
+class _Spare:
+    """After a first restart, a second target started in the background, so
+    that the next restart (a campaign that crashes QEMU once does again) is
+    a switch, not a launch. Not for the nested-KVM target: its boot takes
+    seconds of CPU and a gigabyte of RAM."""
+
+    def __init__(self, profile: Profile) -> None:
+        self.profile = profile
+        # QEMU and gdb die with the thread that started them (PR_SET_PDEATHSIG):
+        # the pool's one thread lives as long as this child process
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="xcheck-spare")
+        self._next: Future[Target] | None = None
+
+    def _started(self) -> Target:
+        target = make_target(self.profile)
+        target.start()
+        return target
+
+    def take(self) -> Target:
+        """A started target: the spare when one is ready, else a new one; a
+        new spare is then started in the background."""
+        ahead, self._next = self._next, None
+        target = None
+        if ahead is not None:
+            with contextlib.suppress(errors.TargetError):
+                target = ahead.result()
+        if target is None:
+            target = self._pool.submit(self._started).result()
+        if self.profile.kind != "kvm-nested":
+            self._next = self._pool.submit(self._started)
+        return target
+
+    def close(self) -> None:
+        ahead, self._next = self._next, None
+        if ahead is not None:
+            with contextlib.suppress(errors.TargetError):
+                ahead.result().close()
+        self._pool.shutdown()
+
+
 def _serve(conn: Connection, profile: Profile) -> None:
     """The child: answer requests until "close" or the parent is gone."""
     die_with_parent()
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops us in order
     target = make_target(profile)
+    spare = _Spare(profile)
     try:
         while True:
             try:
@@ -59,7 +101,7 @@ def _serve(conn: Connection, profile: Profile) -> None:
                     answer: Any = _identity(target)
                 elif verb == "restart":
                     target.close()
-                    target.start()
+                    target = spare.take()
                     answer = _identity(target)
                 else:
                     _, setup, mode = request
@@ -72,6 +114,7 @@ def _serve(conn: Connection, profile: Profile) -> None:
                 conn.send(("bug", traceback.format_exc()))
     finally:
         target.close()
+        spare.close()
         conn.close()
 
 
