@@ -2,9 +2,10 @@
 model, group failures by signature, shrink each new one to a file.
 
 The target is started once and restarted after a crash or a hang (which
-is itself a finding). Findings whose signature a file in the output folder
-(or in a folder of earlier findings) already records are counted, not
-shrunk again.
+is itself a finding). It runs in a second process (xcheck.target.remote):
+while it runs one case, this process draws the next one. Findings whose
+signature a file in the output folder (or in a folder of earlier findings)
+already records are counted, not shrunk again.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ import json
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -33,8 +33,8 @@ from xcheck.needs import unrunnable
 from xcheck.outcome import Outcome
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.target.errors import HarnessError, TargetError, Unsupported
-from xcheck.target.factory import Target, make_target
 from xcheck.target.profile import Profile
+from xcheck.target.remote import RemoteTarget
 
 SIGNATURE_COMMENT = "signature: "
 GAVE_UP = "gave up after"
@@ -100,6 +100,18 @@ class Finding:
         }
 
 
+@dataclass(frozen=True)
+class Job:
+    """What a case runs on the target: its probes the harness can run
+    (``keep``: their numbers in the case), or why none can (``skipped``)."""
+
+    setup: MachineSetup
+    keep: tuple[int, ...]
+    skipped: str | None = None
+    error: TargetError | None = None
+    """The target failed when the run was sent (raised when it is collected)."""
+
+
 @dataclass
 class CheckResult:
     failures: list[tuple[Signature, int, Outcome]]
@@ -123,18 +135,6 @@ class Stats:
 
 class CannotFuzz(Exception):
     """The target could not be started."""
-
-
-def drawn_ahead(cases: Iterator[Case]) -> Iterator[Case]:
-    """``cases`` in order, each drawn (generated, loaded, run on the model) in
-    a second thread while the one before runs on the target: the waits for
-    QEMU and gdb release the interpreter. A case depends only on its seed and
-    number, so the cases are the same."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="xcheck-fuzz-draw") as pool:
-        ahead = pool.submit(next, cases, None)
-        while (case := ahead.result()) is not None:
-            ahead = pool.submit(next, cases, None)
-            yield case
 
 
 def known_signatures(dirs: tuple[Path, ...], version: str | None = None,
@@ -190,7 +190,7 @@ class Fuzzer:
         self.profile = profile
         self.opt = options
         self.on_event = on_event or (lambda kind, data: None)
-        self.target: Target | None = None
+        self.target: RemoteTarget | None = None
         self.features = Features()
         self.knobs = Knobs(self.features)
         self.findings: dict[Signature, Finding] = {}
@@ -214,11 +214,9 @@ class Fuzzer:
         from xcheck.target.errors import QemuLaunchError
 
         try:
-            self.target = make_target(self.profile)
+            self.target = RemoteTarget(self.profile)
             self.target.start()
         except QemuLaunchError as err:
-            if self.target is not None:
-                self.target.close()
             self.target = None
             raise CannotFuzz(str(err)) from None
         self.features = Features.from_id_regs(self.target.id_regs)
@@ -240,24 +238,47 @@ class Fuzzer:
         return self.target.version if self.target else ""
 
     def restart(self) -> None:
-        self.close()
-        self.start()
+        """QEMU (and gdb) started again, after a crash or a hang."""
+        from xcheck.target.errors import QemuLaunchError
+
+        if self.target is None:
+            self.start()
+            return
+        try:
+            self.target.restart()
+        except QemuLaunchError as err:
+            self.close()
+            raise CannotFuzz(str(err)) from None
 
     # --- one run on both sides --------------------------------------------------
 
     def check(self, scenario: Scenario, setup: MachineSetup,
               model: list[AtResult] | tuple[AtResult, ...]) -> CheckResult:
-        assert self.target is not None
-        # probes the harness cannot run on this CPU (xcheck.needs) are left
-        # out, as `xcheck run` skips them: their failures would be the harness's
+        """Run ``setup`` on the target and compare each probe with ``model``."""
+        job = self.job(setup)
+        if job.skipped is not None:
+            return CheckResult([], skipped=job.skipped)
+        return self.judge(scenario, job, model, lambda: self.run_target(job.setup))
+
+    def job(self, setup: MachineSetup) -> Job:
+        """The probes of ``setup`` the harness can run on this CPU. The others
+        (xcheck.needs) are left out, as `xcheck run` skips them: their
+        failures would be the harness's."""
         blocked = unrunnable(setup, self.features, self.ram_size)
-        keep = [i for i, why in enumerate(blocked) if not why]
+        keep = tuple(i for i, why in enumerate(blocked) if not why)
         if not keep:
-            return CheckResult([], skipped=blocked[0])
+            return Job(setup, keep, blocked[0])
         if len(keep) < len(blocked):
             setup = replace(setup, probes=tuple(setup.probes[i] for i in keep))
+        return Job(setup, keep)
+
+    def judge(self, scenario: Scenario, job: Job,
+              model: list[AtResult] | tuple[AtResult, ...],
+              results: Callable[[], list[ProbeResult]]) -> CheckResult:
+        """The failures of ``job``, whose target ``results`` are asked for here
+        (a target error ends the case; a crash or a hang restarts QEMU)."""
         try:
-            got = self.run_target(setup)
+            got = results()
         except Unsupported as err:
             return CheckResult([], skipped=str(err))
         except HarnessError as err:  # QEMU is fine: no restart
@@ -267,7 +288,7 @@ class Fuzzer:
             return CheckResult([], target_error=str(err))
         fails = []
         plain = not scenario.expect
-        for i, p, g in zip(keep, setup.probes, got, strict=True):
+        for i, p, g in zip(job.keep, job.setup.probes, got, strict=True):
             m = model[i]
             if plain and m.kind == "par" and isinstance(g, int) and not (g ^ m.par) & m.mask:
                 continue  # a match (compare would say so; no expectation to judge)
@@ -277,14 +298,15 @@ class Fuzzer:
                 fails.append((sig, i, o))
         return CheckResult(fails)
 
-    def run_target(self, setup: MachineSetup) -> list[ProbeResult]:
-        """The target's results; when the harness gave up after too many
-        unexpected exceptions, the probes again in small batches (each
-        program has its own exception budget), so that each probe gets its
-        own answer."""
+    def run_target(self, setup: MachineSetup,
+                   first: Callable[[], list[ProbeResult]] | None = None) -> list[ProbeResult]:
+        """The target's results (``first``: the run already submitted); when
+        the harness gave up after too many unexpected exceptions, the probes
+        again in small batches (each program has its own exception budget),
+        so that each probe gets its own answer."""
         assert self.target is not None
         try:
-            return self.target.run(setup, "batch")
+            return first() if first else self.target.run(setup, "batch")
         except TargetError as err:
             if GAVE_UP not in str(err) or len(setup.probes) <= SMALL_BATCH:
                 raise
@@ -331,39 +353,85 @@ class Fuzzer:
             yield make_case(self.opt.seed, index, self.knobs, self.ram_size, origin)
 
     def run(self) -> None:
+        """Every case: drawn (generated, loaded, run on the model) here while
+        the target's process runs the case before it."""
         t0 = time.monotonic()
-        for case in drawn_ahead(self.cases()):
-            self.coverage.add_case(case.tags)
-            for p, m in zip(case.setup.probes, case.model, strict=True):
-                self.coverage.add(p, m)
-            res = self.check(case.scenario, case.setup, case.model)
+        cases = self.cases()
+        ahead = self.submit(next(cases, None))
+        while ahead is not None:
+            case, job = ahead
+            following = next(cases, None)
+            res = self.collect(case, job)
             self.stats.cases += 1
             self.stats.probes += len(case.setup.probes)
             if res.skipped:
                 self.stats.skipped += 1
-            new: dict[Signature, list[int]] = {}
-            if res.target_error is not None:
-                self.stats.target_errors += 1
-                sig = target_error_signature(res.target_error)
-                if self.record(sig, case.index, None):
-                    new[sig] = []
-            for sig, i, o in res.failures:
-                if self.record(sig, case.index, o):
-                    new[sig.family] = [i]
-                elif sig.family in new:
-                    new[sig.family].append(i)
+            new = self.count(case, res)
+            shrinking = [sig for sig in new if self.findings[sig].known_file is None
+                         and self.opt.shrink and (self.opt.max_shrinks is None
+                                                  or self.shrunk < self.opt.max_shrinks)]
+            if not shrinking:
+                ahead = self.submit(following)
+            self.coverage.add_case(case.tags)
+            for p, m in zip(case.setup.probes, case.model, strict=True):
+                self.coverage.add(p, m)
             self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
             self.on_event("case", case)
             for sig, hint in new.items():
                 f = self.findings[sig]
-                if f.known_file is None and self.opt.shrink and (
-                        self.opt.max_shrinks is None or self.shrunk < self.opt.max_shrinks):
+                if sig in shrinking and (self.opt.max_shrinks is None
+                                         or self.shrunk < self.opt.max_shrinks):
                     self.shrunk += 1
                     s0 = time.monotonic()
                     self.shrink_finding(f, case, hint)
                     self.stats.shrink_seconds += time.monotonic() - s0
                 self.on_event("finding", f)
+            if shrinking:
+                ahead = self.submit(following)
         self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+
+    def submit(self, case: Case | None) -> tuple[Case, Job] | None:
+        """Start ``case``'s run on the target (if the harness can run any of
+        its probes); None when there is no case."""
+        if case is None:
+            return None
+        job = self.job(case.setup)
+        if job.skipped is None:
+            assert self.target is not None
+            try:
+                self.target.submit(job.setup)
+            except TargetError as err:
+                job = replace(job, error=err)
+        return case, job
+
+    def collect(self, case: Case, job: Job) -> CheckResult:
+        """The failures of ``case``, whose run :meth:`submit` started."""
+        if job.skipped is not None:
+            return CheckResult([], skipped=job.skipped)
+        assert self.target is not None
+        target = self.target
+
+        def results() -> list[ProbeResult]:
+            if job.error is not None:
+                raise job.error
+            return self.run_target(job.setup, target.collect)
+        return self.judge(case.scenario, job, case.model, results)
+
+    def count(self, case: Case, res: CheckResult) -> dict[Signature, list[int]]:
+        """Record ``res``'s failures; the families new in this run, each with
+        the probes that showed it (the shrinker's hint)."""
+        new: dict[Signature, list[int]] = {}
+        if res.target_error is not None:
+            self.stats.target_errors += 1
+            sig = target_error_signature(res.target_error)
+            if self.record(sig, case.index, None):
+                new[sig] = []
+        for sig, i, o in res.failures:
+            if self.record(sig, case.index, o):
+                new[sig.family] = [i]
+            elif sig.family in new:
+                new[sig.family].append(i)
+        return new
 
     def record(self, sig: Signature, index: int, example: Outcome | None) -> bool:
         """Count one failure; True when its signature family is new in this run."""

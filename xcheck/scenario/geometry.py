@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 from xcheck.arch.regs import SCTLR, TCR, TCR_EL2, VTCR, bit, field
 from xcheck.arch.walkparams import FINAL_LEVEL, TG0_BITS, TG1_BITS, start_level
@@ -81,7 +82,17 @@ class Geometry:
         return max(self.granule, self.entries(level) * 8)
 
     def index(self, va: int, level: int) -> int:
-        return (va >> self.lsb(level)) & (self.entries(level) - 1)
+        if level < self.start_level:
+            return (va >> self.lsb(level)) & (self.entries(level) - 1)
+        shift, mask = self._fields[level - self.start_level]
+        return (va >> shift) & mask
+
+    @cached_property
+    def _fields(self) -> tuple[tuple[int, int], ...]:
+        """Per level from the start level: where its index lies in an input
+        address (:meth:`lsb`, :meth:`entries`), worked out once."""
+        return tuple((self.lsb(lv), self.entries(lv) - 1)
+                     for lv in range(self.start_level, FINAL_LEVEL + 1))
 
     @property
     def range_start(self) -> int:

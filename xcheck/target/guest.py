@@ -219,9 +219,11 @@ class QemuTarget:
             return True
         if not teardown or start_el == 3:
             return False
-        g.write_reg("x1", harness.SCTLR_EL2_OFF)
-        g.write_reg("pc", self._el2_base + harness.TEARDOWN)
-        g.resume("-exec-step-instruction", self.profile.timeouts.command)
+        teardown = self._el2_base + harness.TEARDOWN
+        g.write_regs({"x1": harness.SCTLR_EL2_OFF, "pc": teardown})
+        stop = g.resume("-exec-step-instruction", self.profile.timeouts.command)
+        if _stop_pc(stop) == teardown + 4:  # the MSR ran (it cannot trap at EL2)
+            return True
         return not g.read_reg("SCTLR_EL2") & SCTLR_M
 
     def _reset(self) -> bool:
