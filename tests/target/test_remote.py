@@ -42,7 +42,7 @@ def test_runs_come_back_in_order_and_errors_as_themselves(qemu_profile: Profile)
         tge = _off(range(RAM_BASE, RAM_BASE + 1))
         tge = replace(tge, sysregs={**tge.sysregs, "HCR_EL2": 1 << 27},
                       probes=(Probe(AtOp.S1E1R, RAM_BASE, 1),))
-        with pytest.raises(TargetError, match="HCR_EL2.TGE = 0") as err:
+        with pytest.raises(TargetError, match=r"HCR_EL2\.TGE = 0") as err:
             target.run(tge)
         assert not isinstance(err.value, HarnessError)
         assert len(target.run(_off(vas))) == len(vas)  # still usable after an error

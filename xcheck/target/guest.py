@@ -219,10 +219,10 @@ class QemuTarget:
             return True
         if not teardown or start_el == 3:
             return False
-        teardown = self._el2_base + harness.TEARDOWN
-        g.write_regs({"x1": harness.SCTLR_EL2_OFF, "pc": teardown})
+        msr = self._el2_base + harness.TEARDOWN
+        g.write_regs({"x1": harness.SCTLR_EL2_OFF, "pc": msr})
         stop = g.resume("-exec-step-instruction", self.profile.timeouts.command)
-        if _stop_pc(stop) == teardown + 4:  # the MSR ran (it cannot trap at EL2)
+        if _stop_pc(stop) == msr + 4:  # the MSR ran (it cannot trap at EL2)
             return True
         return not g.read_reg("SCTLR_EL2") & SCTLR_M
 
