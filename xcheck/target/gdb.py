@@ -100,8 +100,8 @@ class Gdb:
             "remotetimeout 10",
             "max-value-size unlimited",
             "print elements 0",
-            # inserted once, not again at every resume and removed at every
-            # stop: QEMU (7.2 at least) flushes all its translated code each time
+            # breakpoints sent to the stub once, not inserted at every resume
+            # and removed at every stop (two packets a breakpoint a stop)
             "breakpoint always-inserted on",
         ):
             self.command(f"-gdb-set {setting}")
