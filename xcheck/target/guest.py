@@ -428,7 +428,8 @@ class QemuTarget:
                     self.read_back(setup, tuple(ran))
             self._stopped_at(self._continue(timeout, resume), (program.stop,))
         finally:
-            g.command(f"-break-delete {' '.join(numbers)}")
+            if self._stub is not None and self._stub.alive():  # else the error says why
+                g.command(f"-break-delete {' '.join(numbers)}")
 
 
 def _stop_pc(stop: Mapping[str, Any]) -> int | None:
