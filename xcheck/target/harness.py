@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from xcheck import sysregs
 from xcheck.arch.features import Features
@@ -193,8 +193,6 @@ class Program:
     resume: int
     end: int
     groups: tuple[Group, ...]
-    stubs: Mapping[AtOp, int] = field(default_factory=dict)
-    """Offset of ``AT <op>, X0; RET`` (what the loops call)."""
     stop: int = 0
     """The address where the program stops when done (EL2's ``end``, or
     EL3's when the program started at EL3)."""
@@ -426,9 +424,7 @@ def _generate(
     if a.here > STUBS:
         raise AssertionError("the handlers overlap the AT stubs")
     a.pad_to(STUBS)
-    stubs: dict[AtOp, int] = {}
-    for op in AtOp:
-        stubs[op] = a.here
+    for op in AtOp:  # at STUBS + STUB_SLOT[op]
         a.emit(isa.at(op, R_VA), isa.RET)
     if a.here > TEARDOWN:
         raise AssertionError("the AT stubs overlap the teardown instruction")
@@ -592,7 +588,6 @@ def _generate(
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(placed),
-        stubs=stubs,
         stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
 
