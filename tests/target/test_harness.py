@@ -135,15 +135,21 @@ def test_relocated_el2_regime_uses_code_va() -> None:
     assert (p.el2_base, p.el1_base) == (0x20_0000, 0x7FE0_0000)
 
 
-def test_step_program_has_landings_and_one_stub_per_op() -> None:
-    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES), step=True)
-    assert set(p.stubs) == set(AtOp)
-    for op, off in p.stubs.items():
-        assert listing(p, off, off + 4)[0] in at_texts(op, 0)
-    body = listing(p, p.resume, p.end)
-    assert not [line for line in body if line.startswith("at ")]
-    assert all(g.landing for g in p.groups)
-    assert "mov x21, #0" in body  # exceptions recorded in slot 0, read by the driver
+def test_step_mode_stops_on_a_nop_right_after_each_loops_store() -> None:
+    setup = MachineSetup(sysreg_defaults(), {}, PROBES, code_va={"EL10": 0x7FE0_0000})
+    p = harness.assemble(setup)
+    for op in AtOp:  # the stubs the table names
+        stub = harness.STUBS + harness.STUB_SLOT[op]
+        at, ret = listing(p, stub, stub + 8)
+        assert at in at_texts(op, 0) and ret == "ret"
+    bases = {2: p.el2_base, 1: p.el1_base}
+    for g in p.groups:
+        at = g.stored - bases[g.el]  # the VA of the group's regime
+        # the PAR stored to its slot, then the NOP the driver jumps over,
+        # then the loop's compare: one stop per probe, the PAR in memory
+        assert listing(p, at - 8, at + 8) == [
+            "mrs x1, par_el1", "str x1, [x20, x21, lsl #3]", "nop", "cmp x15, x16"]
+    assert len({g.stored for g in p.groups}) == len(p.groups)
 
 
 def test_decode_results() -> None:

@@ -7,13 +7,12 @@ its MMU off when the CPU starts at EL3 (``-machine virt,secure=on``: the
 program then starts and ends at EL3 and drops to Non-secure EL2), clears what the
 previous setup wrote, writes the tables and the generated program in
 physical-memory mode, and runs it (see harness.py). Batch mode: one stop at
-the end, one bulk read. Step mode: the driver steps one AT per probe and
-reads PAR_EL1 through the stub.
+the end, one bulk read. Step mode: the same program, stopped by a breakpoint
+after each probe's result is stored; the results come from the shared RAM.
 """
 
 from __future__ import annotations
 
-import struct
 import time
 from collections.abc import Mapping, Sequence
 from types import TracebackType
@@ -30,7 +29,6 @@ from xcheck.machine import (
     Probe,
     ProbeResult,
     Readback,
-    TargetException,
     chunks,
     word_spans,
     words_in,
@@ -262,42 +260,53 @@ class QemuTarget:
             self._shadow.distrust()
 
     def _continue_to(self, addr: int, timeout: float) -> int:
-        """Continue until the PC reaches ``addr``; the PC where it stopped.
-        The guest is looked at every STALL_SLICE seconds: a harness caught in
-        an exception loop is reported then, not when ``timeout`` runs out."""
+        """Continue until the PC reaches ``addr``; the PC where it stopped
+        (see :meth:`_continue`)."""
         g = self.gdb
         # temporary: gdb deletes it when it is hit, before its next command
         rec = g.command(f"-break-insert -t *0x{addr:x}")
         number = rec["payload"]["bkpt"]["number"]
-        deadline = time.monotonic() + timeout
-        looping: tuple[int, ...] = ()
         stop: Mapping[str, Any] = {}
         try:
-            while True:
-                left = deadline - time.monotonic()
-                try:
-                    stop = g.resume("-exec-continue", max(0.01, min(STALL_SLICE, left)))
-                    break
-                except GdbTimeout:
-                    if time.monotonic() >= deadline:
-                        raise
-                seen = self._exception_loop()
-                if seen and seen == looping:
-                    raise TargetError(
-                        "the harness cannot make progress: an exception loop in its vectors "
-                        f"({self._state()})"
-                    )
-                looping = seen
+            stop = self._continue(timeout)
         finally:
             if (stop.get("payload") or {}).get("bkptno") != number:
                 g.command(f"-break-delete {number}")
+        return self._stopped_at(stop, (addr,))
+
+    def _continue(self, timeout: float, resume: str = "-exec-continue") -> Mapping[str, Any]:
+        """Continue (with the MI command ``resume``) until the guest stops;
+        its ``*stopped`` record. The guest is looked at every STALL_SLICE
+        seconds: a harness caught in an exception loop is reported then, not
+        when ``timeout`` runs out (and continued from where it was)."""
+        deadline = time.monotonic() + timeout
+        looping: tuple[int, ...] = ()
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                return self.gdb.resume(resume, max(0.01, min(STALL_SLICE, left)))
+            except GdbTimeout:
+                if time.monotonic() >= deadline:
+                    raise
+            resume = "-exec-continue"
+            seen = self._exception_loop()
+            if seen and seen == looping:
+                raise TargetError(
+                    "the harness cannot make progress: an exception loop in its vectors "
+                    f"({self._state()})"
+                )
+            looping = seen
+
+    def _stopped_at(self, stop: Mapping[str, Any], expected: Sequence[int]) -> int:
+        """The PC of the ``stop``, which must be one of ``expected``."""
         pc = _stop_pc(stop)
         if pc is None:
-            pc = g.read_reg("pc")
-        if pc != addr:
+            pc = self.gdb.read_reg("pc")
+        if pc not in expected:
             reason = (stop.get("payload") or {}).get("reason", "unknown")
+            wanted = " or ".join(f"0x{a:x}" for a in expected)
             raise TargetError(
-                f"the guest stopped at 0x{pc:x} ({reason}), not at 0x{addr:x}: " + self._state()
+                f"the guest stopped at 0x{pc:x} ({reason}), not at {wanted}: " + self._state()
             )
         return pc
 
@@ -360,7 +369,7 @@ class QemuTarget:
         self._ensure_clean()  # may restart QEMU, and with it gdb
         g = self.gdb
         program = harness.assemble(
-            setup, probes, step=step, features=Features.from_id_regs(self.id_regs),
+            setup, probes, features=Features.from_id_regs(self.id_regs),
             scr_el3=self.scr_el3,
         )
         self._load(setup, program)
@@ -372,22 +381,19 @@ class QemuTarget:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
                 g.write_reg("pc", program.el2_base + program.resume)
             if step:
-                results = self._step_groups(program, probes, setup, offset)
+                self._step_groups(program, setup, offset)
             else:
                 self._continue_to(program.stop, timeout)
                 self.read_back(setup, tuple(offset + i for grp in program.groups
                                             for i in grp.indices))
-                results = []
         except GdbTimeout as err:
             raise TargetError(f"{err}: the program did not finish ({self._state()})") from None
         data = self._stub.ram.read(HARNESS_DATA_PA, program.data_size)
-        batch, setup_exc = harness.decode_results(program, data)
+        results, setup_exc = harness.decode_results(program, data)
         if setup_exc is not None:
             raise HarnessError(
                 f"writing the system registers took an exception: {setup_exc.describe()}"
             )
-        if not step:
-            results = batch
         missing = [i for i, r in enumerate(results) if r == harness.SENTINEL]
         if missing:
             raise HarnessError(
@@ -396,36 +402,36 @@ class QemuTarget:
             )
         return results
 
-    def _step_groups(self, program: harness.Program, probes: Sequence[Probe],
-                     setup: MachineSetup, offset: int) -> list[ProbeResult]:
-        """Step mode: one AT per round trip at each group's landing point,
-        the watched words read back after each."""
+    def _step_groups(self, program: harness.Program, setup: MachineSetup,
+                     offset: int) -> None:
+        """Step mode: the batch program with a breakpoint on the NOP after
+        each loop's store (Group.stored), so the guest stops after every
+        probe, its PAR or exception record already in the shared RAM, and the
+        watched words are read back there. One MI command a probe: a jump over
+        the NOP (a continue would make gdb step over the breakpoint first).
+        Each stop has the command timeout and the stall check of
+        :meth:`_continue`; a program that gives up stops at its end (the
+        probes left are reported missing)."""
         g = self.gdb
-        assert self._stub is not None
-        ram = self._stub.ram
         timeout = self.profile.timeouts.command
-        results: list[ProbeResult] = [0] * len(probes)
-        ran: list[int] = []
-        for group in program.groups:
-            base = {1: program.el1_base, 2: program.el2_base}.get(group.el, HARNESS_PA)
-            self._continue_to(base + group.landing, timeout)
-            for i in group.indices:
-                stub = base + program.stubs[probes[i].op]
-                g.write_regs({"x0": probes[i].va, "pc": stub})
-                stop = g.resume("-exec-step-instruction", timeout)
-                if _stop_pc(stop) == stub + 4:
-                    results[i] = g.read_reg("PAR_EL1")
-                else:
-                    self._continue_to(stub + 4, timeout)
-                    # the step-mode program records every exception in slot 0
-                    record = HARNESS_DATA_PA + program.records_offset
-                    flags, esr, elr, far = struct.unpack("<4Q", ram.read(record, harness.RECORD))
-                    results[i] = TargetException(esr=esr, elr=elr, far=far, el=flags >> 8 & 0xFF)
-                ran.append(offset + i)
-                self.read_back(setup, tuple(ran))
-            g.write_reg("pc", base + group.epilogue)
-        self._continue_to(program.stop, timeout)
-        return results
+        stops = tuple(dict.fromkeys([*(grp.stored for grp in program.groups), program.stop]))
+        numbers = [str(g.command(f"-break-insert *0x{addr:x}")["payload"]["bkpt"]["number"])
+                   for addr in stops]
+        try:
+            ran: list[int] = []
+            resume = "-exec-continue"
+            for grp in program.groups:
+                for i in grp.indices:
+                    stop = self._continue(timeout, resume)
+                    if self._stopped_at(stop, (grp.stored, program.stop)) == program.stop:
+                        return
+                    resume = f"-exec-jump *0x{grp.stored + 4:x}"  # over the NOP
+                    ran.append(offset + i)
+                    self.read_back(setup, tuple(ran))
+            self._stopped_at(self._continue(timeout, resume), (program.stop,))
+        finally:
+            if self._stub is not None and self._stub.alive():  # else the error says why
+                g.command(f"-break-delete {' '.join(numbers)}")
 
 
 def _stop_pc(stop: Mapping[str, Any]) -> int | None:

@@ -43,9 +43,9 @@ the same way (_lower_group): SMC, SCR_EL3 for the state, TLB maintenance,
 ERET to EL1h or EL2h of that state at the harness's VA; they run the same
 loop with the same vectors and records and come back by SMC.
 
-Step mode uses the same program with each group's loop replaced by a
-landing point: the driver steps the probe's ``AT`` stub there (X21 = 0: an
-exception is recorded in slot 0, read at once).
+Step mode runs the same program with a breakpoint right after each loop's
+store (``Group.stored``): the guest stops after every probe, with its PAR or
+its exception record already in the data half.
 
 Registers: X0 VA, X1 scratch/PAR, X20 result buffer, X21 probe index,
 X19/X22/X23 exception records (EL3/EL1/EL2 VA), X24 where HVC returns to at
@@ -60,7 +60,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from xcheck import sysregs
 from xcheck.arch.features import Features
@@ -173,11 +173,9 @@ class Group:
     el: int
     pan: bool
     indices: tuple[int, ...]
-    landing: int = 0
-    """Step mode: the offset where the driver takes over at this EL."""
-    epilogue: int = 0
-    """Step mode: the offset that leaves the group (HVC at EL1, a branch at
-    EL2, the return to EL2 at EL3)."""
+    stored: int = 0
+    """The VA of the NOP after the loop's store of a probe's PAR: where
+    step mode stops after each probe."""
     space: SecurityState = SecurityState.NONSECURE
 
 
@@ -195,9 +193,6 @@ class Program:
     resume: int
     end: int
     groups: tuple[Group, ...]
-    stubs: Mapping[AtOp, int] = field(default_factory=dict)
-    """Offset of ``AT <op>, X0; RET`` (what the loops call, and what step
-    mode steps)."""
     stop: int = 0
     """The address where the program stops when done (EL2's ``end``, or
     EL3's when the program started at EL3)."""
@@ -283,11 +278,14 @@ def _handler(a: Asm, el: int, records: int, give_up: Callable[[Asm], None]) -> N
     give_up(a)
 
 
-def _probe_loop(a: Asm, code_base: int, table: int, start: int, count: int) -> None:
+def _probe_loop(a: Asm, code_base: int, table: int, start: int, count: int) -> int:
     """Run entries ``start`` to ``start + count`` of the probe table (at VA
     ``table``): per entry X0 = VA, X21 = index, BLR to the op's stub, then
     PAR_EL1 to the index's slot (X20). The ISB makes the AT's PAR_EL1 visible
-    to the MRS (context synchronization, D24.2 PAR_EL1)."""
+    to the MRS (context synchronization, D24.2 PAR_EL1). The store is
+    followed by a NOP, where step mode stops (a breakpoint) and which it
+    resumes after (a jump, so gdb need not step over its breakpoint); returns
+    its VA at ``code_base`` (Group.stored)."""
     a.mov(R_STUB, code_base + STUBS)
     a.mov(R_NEXT, table + TABLE_ENTRY * start)
     a.mov(R_LAST, table + TABLE_ENTRY * (start + count))
@@ -301,9 +299,11 @@ def _probe_loop(a: Asm, code_base: int, table: int, start: int, count: int) -> N
         isa.ISB,
         isa.mrs(R_PAR, "PAR_EL1"),
         isa.str_reg(R_PAR, R_RES, R_IDX),
-        isa.cmp_reg(R_NEXT, R_LAST),
     )
+    stored = code_base + a.here
+    a.emit(isa.NOP, isa.cmp_reg(R_NEXT, R_LAST))
     a.emit(isa.b_cond("LO", loop - a.here))
+    return stored
 
 
 def probe_table(probes: Sequence[Probe], groups: Sequence[Group]) -> bytes:
@@ -333,13 +333,12 @@ def assemble(
     setup: MachineSetup,
     probes: Sequence[Probe] | None = None,
     *,
-    step: bool = False,
     el1_via_el12: bool = False,
     exit_store: int | None = None,
     features: Features = ALL,
     scr_el3: int | None = None,
 ) -> Program:
-    """The program for ``setup`` (or a slice of its probes), batch or step.
+    """The program for ``setup`` (or a slice of its probes).
 
     Two options serve targets nobody can stop at a breakpoint (both off by
     default, leaving the program as described above):
@@ -376,20 +375,20 @@ def assemble(
         raise ValueError("probes with PSTATE.PAN = 1 need FEAT_PAN")
     key = (tuple(setup.sysregs.items()), tuple(setup.code_va.items()),
            tuple((replace(g, indices=()), len(g.indices)) for g in groups),
-           step, el1_via_el12, exit_store, features, scr_el3)
+           el1_via_el12, exit_store, features, scr_el3)
     program = _CACHE.get(key)
     if program is None:
         if len(_CACHE) >= CACHE_SIZE:
             _CACHE.clear()
         program = _CACHE[key] = _generate(
-            setup.sysregs, setup.code_va, groups, len(probes), step=step,
+            setup.sysregs, setup.code_va, groups, len(probes),
             el1_via_el12=el1_via_el12, exit_store=exit_store, features=features,
             scr_el3=scr_el3)
     return replace(
         program,
         groups=tuple(replace(c, indices=g.indices)
                      for c, g in zip(program.groups, groups, strict=True)),
-        table=b"" if step else probe_table(probes, groups),
+        table=probe_table(probes, groups),
     )
 
 
@@ -402,7 +401,7 @@ generated again."""
 
 def _generate(
     sysreg_values: Mapping[str, int], code_va: Mapping[str, int], groups: Sequence[Group],
-    n: int, *, step: bool, el1_via_el12: bool, exit_store: int | None, features: Features,
+    n: int, *, el1_via_el12: bool, exit_store: int | None, features: Features,
     scr_el3: int | None,
 ) -> Program:
     """The program for ``n`` probes in ``groups`` (see :func:`assemble`);
@@ -425,9 +424,7 @@ def _generate(
     if a.here > STUBS:
         raise AssertionError("the handlers overlap the AT stubs")
     a.pad_to(STUBS)
-    stubs: dict[AtOp, int] = {}
-    for op in AtOp:
-        stubs[op] = a.here
+    for op in AtOp:  # at STUBS + STUB_SLOT[op]
         a.emit(isa.at(op, R_VA), isa.RET)
     if a.here > TEARDOWN:
         raise AssertionError("the AT stubs overlap the teardown instruction")
@@ -508,34 +505,23 @@ def _generate(
     a.mov(R_EXC2, el2_base + HARNESS_CODE_SIZE + rec)
     a.mov(R_EXC1, el1_base + HARNESS_CODE_SIZE + rec)
     a.mov(R_COUNT, 0)
-    if step:
-        # a probe's unexpected exception goes to slot 0, where the driver reads
-        # it at once (so it never writes X21)
-        a.mov(R_IDX, 0)
     giveup_at = len(a.words)
     a.emit(*isa.mov_imm(R_GIVEUP, PLACEHOLDER))
     placed: list[Group] = []
     start = 0
     for gi, g in enumerate(groups):
-        landing = epilogue = 0
         if g.el != 3 and g.space in (SecurityState.SECURE, SecurityState.REALM):
             assert scr_el3 is not None
-            landing, epilogue = _lower_group(
+            stored = _lower_group(
                 a, gi, g, el1_base if g.el == 1 else el2_base, el2_base,
-                table + TABLE_ENTRY * start, scr_el3, step,
+                table + TABLE_ENTRY * start, scr_el3,
                 _group_scr(scr_el3, g.space, regs, features))
         elif g.el == 2:
             if features.has("PAN"):
                 a.emit(isa.msr_pan(int(g.pan)))
             a.mov(R_RES, el2_base + HARNESS_CODE_SIZE)
-            if step:
-                landing = a.here
-                a.emit(isa.NOP)
-                epilogue = a.here
-                a.emit(isa.NOP)
-            else:
-                _probe_loop(a, el2_base, el2_base + HARNESS_CODE_SIZE + table, start,
-                            len(g.indices))
+            stored = _probe_loop(a, el2_base, el2_base + HARNESS_CODE_SIZE + table, start,
+                                 len(g.indices))
         elif g.el == 1:
             cont = f"cont{gi}"
             # X24 = the EL2 VA of the continuation, patched after layout
@@ -551,13 +537,8 @@ def _generate(
             a.emit(*isa.mov_imm(R_GIVEUP1, PLACEHOLDER))
             a.emit(isa.ERET)
             el1_start = a.here
-            if step:
-                landing = a.here
-                a.emit(isa.NOP)
-                epilogue = a.here
-            else:
-                _probe_loop(a, el1_base, el1_base + HARNESS_CODE_SIZE + table, start,
-                            len(g.indices))
+            stored = _probe_loop(a, el1_base, el1_base + HARNESS_CODE_SIZE + table, start,
+                                 len(g.indices))
             _patch_mov(a, giveup1_at, R_GIVEUP1, el1_base + a.here)
             a.emit(isa.hvc(0))
             a.label(cont)
@@ -565,12 +546,11 @@ def _generate(
             _patch_mov(a, el1_at, R_PAR, el1_base + el1_start)
         elif g.el == 3:
             assert scr_el3 is not None
-            landing, epilogue = _el3_group(a, gi, g, HARNESS_DATA_PA + table + TABLE_ENTRY * start,
-                                           scr_el3, step, features,
-                                           _group_scr(scr_el3, g.space, regs, features))
+            stored = _el3_group(a, gi, g, HARNESS_DATA_PA + table + TABLE_ENTRY * start,
+                                scr_el3, features, _group_scr(scr_el3, g.space, regs, features))
         else:
             raise ValueError(f"probes run at EL1, EL2 or EL3, not EL{g.el}")
-        placed.append(Group(g.el, g.pan, g.indices, landing, epilogue, g.space))
+        placed.append(Group(g.el, g.pan, g.indices, stored, g.space))
         start += len(g.indices)
     a.label("end")
     if scr_el3 is not None:
@@ -608,7 +588,6 @@ def _generate(
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(placed),
-        stubs=stubs,
         stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
     )
 
@@ -664,8 +643,8 @@ def _enter_state(a: Asm, group_scr: int) -> None:
     a.emit(isa.dsb("SY"), isa.ISB)
 
 
-def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
-               features: Features, group_scr: int) -> tuple[int, int]:
+def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int,
+               features: Features, group_scr: int) -> int:
     """An EL3 group, inline in segment B: EL2 sets X24 to the group's (EL3,
     VA = PA) address and executes SMC; the group saves ELR_EL3/SPSR_EL3 (the
     handler may overwrite them), sets PSTATE.PAN and, for Secure or Realm
@@ -675,8 +654,7 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
     state (TLBI ALLE1/ALLE2 at EL3 act on the state SCR_EL3.{NSE, NS}
     selects) an earlier setup may have left; runs its probes (from ``table``), restores
     SCR_EL3 (and ISB) and returns by ERET to the instruction after the SMC,
-    which branches over the group. Returns the step-mode landing and
-    epilogue offsets."""
+    which branches over the group. Returns the loop's Group.stored."""
     _smc_entry(a, gi)
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"))
     if features.has("PAN"):
@@ -685,23 +663,17 @@ def _el3_group(a: Asm, gi: int, g: Group, table: int, scr_el3: int, step: bool,
     if switch:
         _enter_state(a, group_scr)
     a.mov(R_RES, HARNESS_DATA_PA)
-    landing = epilogue = 0
-    if step:
-        landing = a.here
-        a.emit(isa.NOP)
-        epilogue = a.here
-    else:
-        _probe_loop(a, HARNESS_PA, table, 0, len(g.indices))
+    stored = _probe_loop(a, HARNESS_PA, table, 0, len(g.indices))
     if switch:
         a.mov(R_PAR, scr_el3)
         a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB)
     a.emit(isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
     a.label(f"after{gi}")
-    return landing, epilogue
+    return stored
 
 
 def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int,
-                 scr_el3: int, step: bool, group_scr: int) -> tuple[int, int]:
+                 scr_el3: int, group_scr: int) -> int:
     """A group at EL1 or EL2 of the Secure or Realm state, inline in segment
     B. EL2 sets X24 to the group's EL3 entry and executes SMC; at EL3 (VA =
     PA) the group saves ELR_EL3/SPSR_EL3, writes SCR_EL3 = ``group_scr``
@@ -720,8 +692,8 @@ def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int
     the handler of EL1 (X12) or EL2 (X29) give up, it branches to that same
     SMC. At EL3 again the group restores SCR_EL3 (ISB), X29, ELR_EL3 and
     SPSR_EL3 and returns by ERET to the instruction after the first SMC,
-    which branches over the group. Returns the step-mode landing and
-    epilogue offsets (at ``base``)."""
+    which branches over the group. Returns the loop's Group.stored (at
+    ``base``)."""
     _smc_entry(a, gi)
     a.emit(isa.mrs(R_ELR3, "ELR_EL3"), isa.mrs(R_SPSR3, "SPSR_EL3"),
            isa.add_imm(R_SAVED, R_GIVEUP, 0))
@@ -739,13 +711,7 @@ def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int
     _patch_mov(a, entry_at, R_PAR, base + a.here)
     # at EL1 or EL2 of the state, the harness's VAs from here to the SMC
     a.mov(R_RES, base + HARNESS_CODE_SIZE)
-    landing = epilogue = 0
-    if step:
-        landing = a.here
-        a.emit(isa.NOP)
-        epilogue = a.here
-    else:
-        _probe_loop(a, base, base + HARNESS_CODE_SIZE + table, 0, len(g.indices))
+    stored = _probe_loop(a, base, base + HARNESS_CODE_SIZE + table, 0, len(g.indices))
     smc = a.here
     a.emit(isa.smc(0))
     _patch_mov(a, giveup_at, R_GIVEUP, el2_base + smc)
@@ -756,7 +722,7 @@ def _lower_group(a: Asm, gi: int, g: Group, base: int, el2_base: int, table: int
     a.emit(isa.msr("SCR_EL3", R_PAR), isa.ISB, isa.add_imm(R_GIVEUP, R_SAVED, 0),
            isa.msr("ELR_EL3", R_ELR3), isa.msr("SPSR_EL3", R_SPSR3), isa.ERET)
     a.label(f"after{gi}")
-    return landing, epilogue
+    return stored
 
 
 def _patch_mov(a: Asm, at: int, reg: int, value: int) -> None:
