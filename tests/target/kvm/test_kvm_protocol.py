@@ -12,7 +12,14 @@ from pathlib import Path
 import capstone
 import pytest
 
-from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import (
+    HARNESS_PA,
+    AtOp,
+    MachineSetup,
+    Probe,
+    SecurityState,
+    sysreg_defaults,
+)
 from xcheck.target import harness
 from xcheck.target.errors import ProfileError, TargetError, Unsupported
 from xcheck.target.kvm import artifacts, build
@@ -357,6 +364,9 @@ def test_setups_this_target_cannot_run_are_unsupported_before_any_boot() -> None
         t.run(setup_with(sctlr_el2_m=True, EL2=0x1234_5000))
     with pytest.raises(Unsupported, match="never runs at EL3"):
         t.run(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E3R, 0, 3),)))
+    secure = Probe(AtOp.S1E1R, 0, 1, space=SecurityState.SECURE)
+    with pytest.raises(Unsupported, match="in the Secure or Realm state"):
+        t.run(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0, 1), secure)))
     with pytest.raises(TargetError, match="TGE"):
         t.run(
             MachineSetup(

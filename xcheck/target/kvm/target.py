@@ -32,6 +32,7 @@ from xcheck.machine import (
     Probe,
     ProbeResult,
     Readback,
+    SecurityState,
     chunks,
     word_spans,
     words_in,
@@ -118,11 +119,12 @@ def runnable(setup: MachineSetup, features: Features, choice: str) -> str:
     its PA in the EL2 regime, or an E2H the choice excludes), TargetError for
     probes at EL1 with HCR_EL2.TGE = 1."""
     regs = setup.sysregs
-    if any(p.el == 3 for p in setup.probes):
+    if any(p.el == 3 or p.space is not SecurityState.NONSECURE for p in setup.probes):
         raise Unsupported(
-            "probes at EL3 need a CPU that starts at EL3; the kvm-nested target's vCPU "
-            "starts at vEL2 and never runs at EL3 (ID_AA64PFR0_EL1.EL3 is the host's, "
-            "and a guest's SMC is taken by KVM)"
+            "probes at EL3, or in the Secure or Realm state, need a CPU that starts at "
+            "EL3 (SCR_EL3 selects the Security state); the kvm-nested target's vCPU "
+            "starts at Non-secure vEL2 and never runs at EL3 (ID_AA64PFR0_EL1.EL3 is "
+            "the host's, and a guest's SMC is taken by KVM)"
         )
     regime = harness.el2_regime(regs, features)
     base = setup.code_va.get(regime, HARNESS_PA)
