@@ -13,7 +13,9 @@
  *   REG x<n>|sp_el1 <value>  set a core register before the run
  *   ENTRY <pc>               where the vCPU starts (PSTATE = EL2h, DAIF masked)
  *   READ <addr> <len>        a RAM range to send back after the run
- *   RUN <timeout_ms>         create the VM, run it, answer
+ *   QUEUE                    close the job unrun: it runs with the next RUN
+ *   RUN <timeout_ms>         create the VM, run it (and the queued jobs' VMs, in
+ *                            parallel, job k on CPU k), answer each job in order
  *
  * Answer:  RESULT <id> ok <stats> | RESULT <id> error <reason>
  *          OUT <offset> <value>  (stores the program made to the exit page)
@@ -22,12 +24,16 @@
  *          KLOG <level> <text>   (kernel warnings and worse logged meanwhile)
  *          END <id>
  * Outside a job: PING -> PONG; a line that is not a command -> ERROR <why>.
+ * The jobs of one RUN (the queued ones and the last) are a group: their MEMS
+ * blocks follow each other in the shared memory, so do their SDATA ranges, and
+ * the KLOG lines logged while the group ran come with its first answer.
  *
  * The program ends by a store to EXIT_PA (+0: done, value = status) or reports
  * an exception by storing ESR/ELR/FAR/SPSR to EXIT_PA+0x10..0x28 and then the
  * vector offset to EXIT_PA+0x08. Both are outside guest RAM, so each store is a
- * KVM_EXIT_MMIO. A timer (SIGALRM + kvm_run.immediate_exit) ends a run that
- * does not finish in time. Every address and length from the host is checked.
+ * KVM_EXIT_MMIO. Each VM's vCPU runs in its own thread, pinned to its CPU; the
+ * main thread ends a run that does not finish in time (kvm_run.immediate_exit
+ * and a signal to that thread). Every address and length from the host is checked.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -35,6 +41,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -69,7 +77,7 @@
 #define KVM_CAP_ARM_EL2_E2H0 241
 #endif
 
-#define PROTOCOL_VERSION 2
+#define PROTOCOL_VERSION 3
 #define RAM_BASE 0x40000000ULL
 #define RAM_SIZE (128ULL << 20)
 #define EXIT_PA 0x0f000000ULL /* one page: the program's exit and report window */
@@ -86,6 +94,9 @@
 
 #define MAX_LINE 16384
 #define MAX_READS 16
+#define MAX_GROUP 8 /* jobs run in parallel by one RUN */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 #define MAX_READ_TOTAL (4ULL << 20)
 #define MAX_TIMEOUT_MS 600000UL
 #define MAX_MMIO_EXITS 100000UL
@@ -370,20 +381,24 @@ struct job {
 	struct range reads[MAX_READS];
 	int nreads;
 	uint64_t read_total;
-	uint64_t shm_in; /* where the next MEMS block starts in the shared memory */
 };
 
-static struct job job;
+static struct job job; /* the job being read */
+static struct job group[MAX_GROUP]; /* the queued jobs, then the one RUN closes */
+static int ngroup;
+static uint64_t shm_in; /* where the next MEMS block starts: 0 for a group's first job */
 
-__attribute__((format(printf, 1, 2))) static void job_fail(const char *fmt, ...)
+__attribute__((format(printf, 2, 3))) static void fail(struct job *j, const char *fmt, ...)
 {
-	if (job.error[0])
+	if (j->error[0])
 		return; /* keep the first error */
 	va_list ap;
 	va_start(ap, fmt);
-	vsnprintf(job.error, sizeof(job.error), fmt, ap);
+	vsnprintf(j->error, sizeof(j->error), fmt, ap);
 	va_end(ap);
 }
+
+#define job_fail(...) fail(&job, __VA_ARGS__)
 
 static int in_ram(uint64_t addr, uint64_t len)
 {
@@ -432,16 +447,19 @@ static long mem_available_kb(void)
 	return m ? strtol(m + strlen("MemAvailable:"), NULL, 10) : -1;
 }
 
-static void job_close(void)
+/* Forget a job that did not run (its RAM is unmapped) or did (its RAM stays, ram NULL). */
+static void job_close(struct job *j)
 {
-	if (job.ram)
-		munmap(job.ram, RAM_SIZE);
-	memset(&job, 0, sizeof(job));
+	if (j->ram)
+		munmap(j->ram, RAM_SIZE);
+	memset(j, 0, sizeof(*j));
 }
 
 static void job_open(const char *id, const char *mode)
 {
-	job_close();
+	job_close(&job);
+	if (ngroup == 0)
+		shm_in = 0;
 	job.open = 1;
 	snprintf(job.id, sizeof(job.id), "%s", id);
 	if (strcmp(mode, "vhe") == 0)
@@ -503,13 +521,13 @@ static void cmd_mems(char **w, int n)
 		job_fail("MEMS outside RAM at 0x%" PRIx64 " len %" PRIu64, addr, len);
 		return;
 	}
-	if (shm == NULL || len > shm_size - job.shm_in) {
+	if (shm == NULL || len > shm_size - shm_in) {
 		job_fail("MEMS beyond the shared memory (%" PRIu64 " bytes)", shm_size);
 		return;
 	}
 	if (job.ram)
-		copy_in(job.ram + (addr - RAM_BASE), shm + job.shm_in, len);
-	job.shm_in += len;
+		copy_in(job.ram + (addr - RAM_BASE), shm + shm_in, len);
+	shm_in += len;
 }
 
 static void cmd_reg(char **w, int n)
@@ -551,30 +569,14 @@ static void cmd_read(char **w, int n)
 	job.read_total += len;
 }
 
-/* ---- running the VM ------------------------------------------------------ */
+/* ---- running the VMs: one thread per job, pinned to its CPU ---------------- */
 
 static int kvm_fd = -1;
-static volatile struct kvm_run *volatile current_run;
-static volatile sig_atomic_t timed_out;
+static int ncpus = 1; /* CPUs online, read at start */
 
-static void on_alarm(int sig)
+static void on_kick(int sig)
 {
-	(void)sig;
-	timed_out = 1;
-	if (current_run)
-		current_run->immediate_exit = 1;
-}
-
-static void set_timer(unsigned long ms)
-{
-	struct itimerval it;
-	memset(&it, 0, sizeof(it));
-	if (ms) {
-		it.it_value.tv_sec = (time_t)(ms / 1000);
-		it.it_value.tv_usec = (suseconds_t)(ms % 1000) * 1000;
-		it.it_interval.tv_usec = 20000; /* re-kick if the first signal raced KVM_RUN */
-	}
-	setitimer(ITIMER_REAL, &it, NULL);
+	(void)sig; /* only there to make a vCPU thread's KVM_RUN return EINTR */
 }
 
 static uint64_t core_reg_id(size_t offset)
@@ -602,7 +604,25 @@ struct outcome {
 	unsigned long mmio_exits;
 	uint64_t status;
 	long create_us, run_us;
+	int cpu; /* the CPU the vCPU thread ran on at the end */
 };
+
+/* One job of a group, run by its own thread on CPU `cpu`. The main thread sets
+ * `stop` (and kvm_run.immediate_exit, and signals the thread) when time is up. */
+struct worker {
+	struct job *job;
+	struct outcome o;
+	struct vmctx v;
+	pthread_t thread;
+	int cpu, started, done;
+	unsigned long timeout_ms;
+	volatile sig_atomic_t stop;
+};
+
+static struct worker workers[MAX_GROUP];
+static pthread_mutex_t group_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t group_cond;
+static int group_running;
 
 static long now_us(void)
 {
@@ -636,17 +656,15 @@ static const char *exit_name(uint32_t reason)
 }
 
 /* Run the vCPU until the program is done, faults, or the time is up. */
-static void run_vcpu(int vcpu, volatile struct kvm_run *run, unsigned long timeout_ms,
-		     struct outcome *o)
+static void run_vcpu(struct worker *w)
 {
-	timed_out = 0;
-	run->immediate_exit = 0;
-	current_run = run;
-	set_timer(timeout_ms);
+	struct outcome *o = &w->o;
+	volatile struct kvm_run *run = w->v.run;
+	int vcpu = w->v.vcpu;
 	long t0 = now_us();
 	for (;;) {
-		if (timed_out) {
-			snprintf(o->error, sizeof(o->error), "timeout after %lu ms", timeout_ms);
+		if (w->stop) {
+			snprintf(o->error, sizeof(o->error), "timeout after %lu ms", w->timeout_ms);
 			break;
 		}
 		if (ioctl(vcpu, KVM_RUN, 0) < 0) {
@@ -695,8 +713,6 @@ static void run_vcpu(int vcpu, volatile struct kvm_run *run, unsigned long timeo
 		}
 	}
 	o->run_us = now_us() - t0;
-	set_timer(0);
-	current_run = NULL;
 }
 
 #define FAIL(...)                                                   \
@@ -705,8 +721,8 @@ static void run_vcpu(int vcpu, volatile struct kvm_run *run, unsigned long timeo
 		return -1;                                          \
 	} while (0)
 
-/* A new VM with one vCPU at EL2 (E2H0 for nVHE) and a vGICv3, RAM job.ram. */
-static int vm_create(struct vmctx *v, struct outcome *o)
+/* A new VM with one vCPU at EL2 (E2H0 for nVHE) and a vGICv3, RAM j->ram. */
+static int vm_create(struct vmctx *v, const struct job *j, struct outcome *o)
 {
 	struct kvm_vcpu_init init;
 	if (kvm_fd < 0)
@@ -716,7 +732,7 @@ static int vm_create(struct vmctx *v, struct outcome *o)
 		FAIL("kvm KVM_CREATE_VM errno=%d", errno);
 	struct kvm_userspace_memory_region mem = {
 		.slot = 0, .guest_phys_addr = RAM_BASE, .memory_size = RAM_SIZE,
-		.userspace_addr = (uint64_t)(uintptr_t)job.ram};
+		.userspace_addr = (uint64_t)(uintptr_t)j->ram};
 	if (ioctl(v->vm, KVM_SET_USER_MEMORY_REGION, &mem) < 0)
 		FAIL("kvm KVM_SET_USER_MEMORY_REGION errno=%d", errno);
 	struct kvm_create_device cd = {.type = KVM_DEV_TYPE_ARM_VGIC_V3};
@@ -741,44 +757,127 @@ static int vm_create(struct vmctx *v, struct outcome *o)
 	if (ioctl(v->vm, KVM_ARM_PREFERRED_TARGET, &init) < 0)
 		FAIL("kvm KVM_ARM_PREFERRED_TARGET errno=%d", errno);
 	init.features[0] |= 1U << KVM_ARM_VCPU_HAS_EL2;
-	if (job.nvhe)
+	if (j->nvhe)
 		init.features[0] |= 1U << KVM_ARM_VCPU_HAS_EL2_E2H0;
 	if (ioctl(v->vcpu, KVM_ARM_VCPU_INIT, &init) < 0)
-		FAIL("kvm KVM_ARM_VCPU_INIT (%s) errno=%d", job.nvhe ? "nvhe" : "vhe", errno);
+		FAIL("kvm KVM_ARM_VCPU_INIT (%s) errno=%d", j->nvhe ? "nvhe" : "vhe", errno);
 	if (set_attr(v->gic, KVM_DEV_ARM_VGIC_GRP_CTRL, KVM_DEV_ARM_VGIC_CTRL_INIT, NULL) < 0)
 		FAIL("kvm vGICv3 init errno=%d", errno);
 	return 0;
 }
 
 /* PC, PSTATE (EL2h, DAIF masked) and the job's registers. */
-static int vcpu_load(struct vmctx *v, struct outcome *o)
+static int vcpu_load(struct vmctx *v, const struct job *j, struct outcome *o)
 {
 	if (set_core(v->vcpu, offsetof(struct kvm_regs, regs.pstate), PSTATE_EL2H_MASKED) < 0 ||
-	    set_core(v->vcpu, offsetof(struct kvm_regs, regs.pc), job.entry) < 0)
+	    set_core(v->vcpu, offsetof(struct kvm_regs, regs.pc), j->entry) < 0)
 		FAIL("kvm KVM_SET_ONE_REG pc/pstate errno=%d", errno);
 	for (int i = 0; i < 31; i++)
-		if ((job.xset & (1U << i)) &&
-		    set_core(v->vcpu, offsetof(struct kvm_regs, regs.regs[i]), job.xregs[i]) < 0)
+		if ((j->xset & (1U << i)) &&
+		    set_core(v->vcpu, offsetof(struct kvm_regs, regs.regs[i]), j->xregs[i]) < 0)
 			FAIL("kvm KVM_SET_ONE_REG x%d errno=%d", i, errno);
-	if (job.has_sp_el1 && set_core(v->vcpu, offsetof(struct kvm_regs, sp_el1), job.sp_el1) < 0)
+	if (j->has_sp_el1 && set_core(v->vcpu, offsetof(struct kvm_regs, sp_el1), j->sp_el1) < 0)
 		FAIL("kvm KVM_SET_ONE_REG sp_el1 errno=%d", errno);
 	return 0;
 }
 #undef FAIL
 
-/* Run the job in a new VM; the VM is retired afterwards, never run again. */
-static void run_job(unsigned long timeout_ms, struct outcome *o)
+/* A worker thread: pinned to its CPU, it runs its job in a new VM. */
+static void *worker_main(void *arg)
 {
+	struct worker *w = arg;
+	struct outcome *o = &w->o;
+	cpu_set_t set;
+	CPU_ZERO(&set);
+	CPU_SET(w->cpu, &set);
+	if (sched_setaffinity(0, sizeof(set), &set) < 0)
+		snprintf(o->error, sizeof(o->error), "sched_setaffinity CPU %d errno=%d", w->cpu,
+			 errno);
 	long t0 = now_us();
-	struct vmctx v = {.vm = -1, .vcpu = -1, .gic = -1, .run = MAP_FAILED};
-	if (vms_alive >= MAX_VMS)
-		snprintf(o->error, sizeof(o->error), "full: %d VMs, restart the guest", vms_alive);
-	else if (vm_create(&v, o) == 0)
-		vcpu_load(&v, o);
+	if (!o->error[0] && vm_create(&w->v, w->job, o) == 0)
+		vcpu_load(&w->v, w->job, o);
 	o->create_us = now_us() - t0;
 	if (!o->error[0])
-		run_vcpu(v.vcpu, v.run, timeout_ms, o);
-	vm_retire(&v);
+		run_vcpu(w);
+	o->cpu = sched_getcpu();
+	pthread_mutex_lock(&group_lock);
+	w->done = 1;
+	group_running--;
+	pthread_cond_signal(&group_cond);
+	pthread_mutex_unlock(&group_lock);
+	return NULL;
+}
+
+static struct timespec ts_after_us(long us)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	long ns = ts.tv_nsec + (us % 1000000L) * 1000L;
+	ts.tv_sec += us / 1000000L + ns / 1000000000L;
+	ts.tv_nsec = ns % 1000000000L;
+	return ts;
+}
+
+/* Run the group's jobs that have no error, job k in a new VM on CPU k mod the
+ * CPUs online, all at once; when `timeout_ms` is up, stop those still running
+ * (their answer: a timeout). The VMs are retired afterwards, never run again. */
+static void run_group(unsigned long timeout_ms)
+{
+	int started = 0;
+	for (int k = 0; k < ngroup; k++) {
+		struct worker *w = &workers[k];
+		memset(w, 0, sizeof(*w));
+		w->job = &group[k];
+		w->v = (struct vmctx){.vm = -1, .vcpu = -1, .gic = -1, .run = MAP_FAILED};
+		w->cpu = k % ncpus;
+		w->timeout_ms = timeout_ms;
+		w->done = 1;
+		if (w->job->error[0])
+			continue;
+		if (vms_alive + started >= MAX_VMS) {
+			snprintf(w->o.error, sizeof(w->o.error), "full: %d VMs, restart the guest",
+				 vms_alive);
+			continue;
+		}
+		w->done = 0;
+		pthread_mutex_lock(&group_lock);
+		group_running++;
+		pthread_mutex_unlock(&group_lock);
+		int err = pthread_create(&w->thread, NULL, worker_main, w);
+		if (err != 0) {
+			snprintf(w->o.error, sizeof(w->o.error), "pthread_create errno=%d", err);
+			pthread_mutex_lock(&group_lock);
+			group_running--;
+			pthread_mutex_unlock(&group_lock);
+			w->done = 1;
+			continue;
+		}
+		w->started = 1;
+		started++;
+	}
+	struct timespec deadline = ts_after_us((long)timeout_ms * 1000L);
+	pthread_mutex_lock(&group_lock);
+	while (group_running > 0) {
+		if (pthread_cond_timedwait(&group_cond, &group_lock, &deadline) != ETIMEDOUT)
+			continue;
+		for (int k = 0; k < ngroup; k++) { /* time is up: stop, and kick again later */
+			struct worker *w = &workers[k];
+			if (w->done)
+				continue;
+			w->stop = 1;
+			if (w->v.run != MAP_FAILED)
+				w->v.run->immediate_exit = 1;
+			pthread_kill(w->thread, SIGUSR1);
+		}
+		deadline = ts_after_us(20000);
+	}
+	pthread_mutex_unlock(&group_lock);
+	for (int k = 0; k < ngroup; k++) {
+		struct worker *w = &workers[k];
+		if (w->started)
+			pthread_join(w->thread, NULL);
+		vm_retire(&w->v);
+	}
 }
 
 /* ---- the kernel's log ---------------------------------------------------- */
@@ -825,9 +924,9 @@ static void kmsg_report(void)
 
 /* Send a READ range: DATA lines for its 8-byte words, runs of zero words left
  * out (the host starts from zeros): the console is much slower out than in. */
-static void send_range(uint64_t addr, uint64_t len)
+static void send_range(const struct job *j, uint64_t addr, uint64_t len)
 {
-	const uint8_t *base = job.ram + (addr - RAM_BASE);
+	const uint8_t *base = j->ram + (addr - RAM_BASE);
 	static const uint8_t zero[8];
 	uint64_t i = 0;
 	while (i < len) {
@@ -850,56 +949,82 @@ static void send_range(uint64_t addr, uint64_t len)
 	}
 }
 
-static void answer(const char *id, const char *error, const struct outcome *o, int send_data)
+static uint64_t shm_out; /* where the next SDATA range goes: 0 for a group's first answer */
+
+/* The answer to job `j`: an error before it ran (o NULL), or how it ran. */
+static void answer(const struct job *j, const char *error, const struct outcome *o)
 {
 	if (error && error[0])
-		out("RESULT %s error %s\n", id, error);
+		out("RESULT %s error %s\n", j->id, error);
 	else
-		out("RESULT %s ok create_us=%ld run_us=%ld exits=%lu vms=%d mem_kb=%ld\n", id,
-		    o->create_us, o->run_us, o->mmio_exits, vms_alive, mem_available_kb());
+		out("RESULT %s ok create_us=%ld run_us=%ld exits=%lu cpu=%d vms=%d mem_kb=%ld\n",
+		    j->id, o->create_us, o->run_us, o->mmio_exits, o->cpu, vms_alive,
+		    mem_available_kb());
 	if (o) {
 		for (size_t i = 1; i < EXIT_SIZE / 8; i++)
 			if (o->written[i])
 				out("OUT 0x%zx 0x%" PRIx64 "\n", i * 8, o->slots[i]);
 	}
-	uint64_t at = 0; /* with shared memory, the READ ranges follow each other from 0 */
-	for (int r = 0; send_data && job.ram && r < job.nreads; r++) {
-		uint64_t addr = job.reads[r].addr, len = job.reads[r].len;
-		if (shm != NULL && len <= shm_size - at) {
-			copy_out(shm + at, job.ram + (addr - RAM_BASE), len);
-			out("SDATA 0x%" PRIx64 " %" PRIu64 " %" PRIu64 "\n", addr, len, at);
-			at += len;
+	for (int r = 0; o && j->ram && r < j->nreads; r++) {
+		uint64_t addr = j->reads[r].addr, len = j->reads[r].len;
+		if (shm != NULL && len <= shm_size - shm_out) {
+			copy_out(shm + shm_out, j->ram + (addr - RAM_BASE), len);
+			out("SDATA 0x%" PRIx64 " %" PRIu64 " %" PRIu64 "\n", addr, len, shm_out);
+			shm_out += len;
 		} else {
-			send_range(addr, len);
+			send_range(j, addr, len);
 		}
 	}
 	kmsg_report();
-	out("END %s\n", id);
+	out("END %s\n", j->id);
 	out_flush();
 }
 
+/* QUEUE: the job is complete and waits for the next RUN, to run beside it. */
+static void cmd_queue(int n)
+{
+	if (n != 1)
+		job_fail("malformed QUEUE");
+	else if (!job.has_entry)
+		job_fail("no ENTRY");
+	if (ngroup == MAX_GROUP - 1) {
+		answer(&job, "too many jobs queued (at most " STR(MAX_GROUP) " a RUN)", NULL);
+		job_close(&job);
+		return;
+	}
+	group[ngroup++] = job;
+	memset(&job, 0, sizeof(job));
+}
+
+/* RUN: the queued jobs and this one run at once, each in its VM on its CPU;
+ * then each is answered, in the order they came. */
 static void cmd_run(char **w, int n)
 {
 	uint64_t timeout_ms = 0;
-	if (n != 2 || parse_u64(w[1], &timeout_ms) < 0 || timeout_ms == 0 ||
-	    timeout_ms > MAX_TIMEOUT_MS)
-		job_fail("malformed RUN (timeout 1..%lu ms)", MAX_TIMEOUT_MS);
-	else if (!job.has_entry)
+	int malformed = n != 2 || parse_u64(w[1], &timeout_ms) < 0 || timeout_ms == 0 ||
+			timeout_ms > MAX_TIMEOUT_MS;
+	if (!malformed && !job.has_entry)
 		job_fail("no ENTRY");
-	if (job.error[0]) {
-		answer(job.id, job.error, NULL, 0);
-		job_close();
-		return;
+	group[ngroup++] = job;
+	memset(&job, 0, sizeof(job));
+	for (int k = 0; malformed && k < ngroup; k++)
+		fail(&group[k], "malformed RUN (timeout 1..%lu ms)", MAX_TIMEOUT_MS);
+	run_group((unsigned long)timeout_ms);
+	shm_out = 0;
+	for (int k = 0; k < ngroup; k++) {
+		struct job *j = &group[k];
+		if (j->error[0])
+			answer(j, j->error, NULL);
+		else
+			answer(j, workers[k].o.error, &workers[k].o);
+		/* A VM that ran keeps its RAM, untouched: unmapping it, or giving its
+		 * pages back, makes KVM unmap them from the VM's shadow stage 2 tables,
+		 * which takes tens of seconds under TCG once the vCPU has run at vEL1. */
+		if (workers[k].started)
+			j->ram = NULL;
+		job_close(j);
 	}
-	static struct outcome o;
-	memset(&o, 0, sizeof(o));
-	run_job((unsigned long)timeout_ms, &o);
-	answer(job.id, o.error, &o, 1);
-	/* The retired VM keeps its RAM, untouched: unmapping it, or giving its pages
-	 * back, makes KVM unmap them from the VM's shadow stage 2 tables, which takes
-	 * tens of seconds under TCG once the vCPU has run at vEL1. */
-	job.ram = NULL;
-	job_close();
+	ngroup = 0;
 }
 
 static void handle_line(char *line, int too_long)
@@ -920,8 +1045,8 @@ static void handle_line(char *line, int too_long)
 		out("PONG\n");
 	} else if (strcmp(w[0], "JOB") == 0) {
 		if (job.open) {
-			answer(job.id, "job not run (a new JOB came first)", NULL, 0);
-			job_close();
+			answer(&job, "job not run (a new JOB came first)", NULL);
+			job_close(&job);
 		}
 		if (n != 3 || !valid_id(w[1])) {
 			out("ERROR malformed JOB (JOB <id> <vhe|nvhe>)\n");
@@ -951,6 +1076,9 @@ static void handle_line(char *line, int too_long)
 		return;
 	} else if (strcmp(w[0], "READ") == 0) {
 		cmd_read(w, n);
+		return;
+	} else if (strcmp(w[0], "QUEUE") == 0) {
+		cmd_queue(n);
 		return;
 	} else if (strcmp(w[0], "RUN") == 0) {
 		cmd_run(w, n);
@@ -1009,6 +1137,9 @@ static void banner(void)
 	out("HELLO xcheck-agent %d\n", PROTOCOL_VERSION);
 	if (uname(&u) == 0)
 		out("INFO kernel %s\n", u.release);
+	long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+	ncpus = cpus > 0 && cpus <= CPU_SETSIZE ? (int)cpus : 1;
+	out("INFO cpus %d\n", ncpus);
 	kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
 	if (kvm_fd < 0) {
 		out("INFO nokvm errno=%d\n", errno);
@@ -1032,8 +1163,12 @@ int main(void)
 	klogctl(8 /* SYSLOG_ACTION_CONSOLE_LEVEL */, NULL, 1); /* keep the kernel off the wire */
 	struct sigaction sa;
 	memset(&sa, 0, sizeof(sa));
-	sa.sa_handler = on_alarm; /* no SA_RESTART: KVM_RUN returns EINTR */
-	sigaction(SIGALRM, &sa, NULL);
+	sa.sa_handler = on_kick; /* no SA_RESTART: KVM_RUN returns EINTR */
+	sigaction(SIGUSR1, &sa, NULL);
+	pthread_condattr_t ca; /* the group's deadline is on the monotonic clock */
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&group_cond, &ca);
 	signal(SIGPIPE, SIG_IGN);
 	struct rlimit nofile = {.rlim_cur = 4 * MAX_VMS + 64, .rlim_max = 4 * MAX_VMS + 64};
 	setrlimit(RLIMIT_NOFILE, &nofile); /* three descriptors per kept VM */

@@ -34,7 +34,7 @@ TARGETS: dict[str, tuple[str, float, str]] = {
 }
 NOTES = {
     "batch_probes_per_s": "end to end",
-    "kvm_probes_per_s": "the vCPU's own limit: kvm_vcpu_probes_per_s",
+    "kvm_probes_per_s": "the limit of the kvm_vcpus guest CPUs: kvm_vcpu_probes_per_s",
 }
 
 

@@ -12,23 +12,32 @@ from pathlib import Path
 import capstone
 import pytest
 
-from xcheck.machine import HARNESS_PA, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import (
+    HARNESS_PA,
+    AtOp,
+    MachineSetup,
+    Probe,
+    SecurityState,
+    sysreg_defaults,
+)
 from xcheck.target import harness
 from xcheck.target.errors import ProfileError, TargetError, Unsupported
 from xcheck.target.kvm import artifacts, build
 from xcheck.target.kvm.protocol import (
     GUEST_RAM_BASE,
+    MAX_GROUP,
     MAX_READ_TOTAL,
     MAX_READS,
     MEM_CHUNK,
     Job,
     ProtocolError,
     fit_reads,
+    group_lines,
     job_lines,
     parse_answer,
     shared_job_lines,
 )
-from xcheck.target.kvm.session import parse_banner
+from xcheck.target.kvm.session import parse_banner, qemu_kvm_argv
 from xcheck.target.kvm.target import KvmTarget, guest_hypervisor_for
 from xcheck.target.profile import Profile, load_profile
 
@@ -67,6 +76,25 @@ def test_shared_memory_jobs_put_the_blocks_one_after_another() -> None:
                                                        "RUN 30000"]
     with pytest.raises(ProtocolError, match="exceeds the shared memory"):
         shared_job_lines(job, 10)
+
+
+def test_a_group_queues_each_job_but_the_last_and_shares_the_memory_out_in_order() -> None:
+    a = Job("g1", "vhe", [(GUEST_RAM_BASE, b"\x11" * 8)], GUEST_RAM_BASE, timeout_ms=500)
+    b = Job("g2", "nvhe", [(GUEST_RAM_BASE + 64, b"\x22" * 4)], GUEST_RAM_BASE + 4,
+            [(GUEST_RAM_BASE, 8)], timeout_ms=700)
+    lines, blob = group_lines([a, b], 1 << 20)
+    assert lines == [
+        "JOB g1 vhe", f"MEMS 0x{GUEST_RAM_BASE:x} 8", f"ENTRY 0x{GUEST_RAM_BASE:x}", "QUEUE",
+        "JOB g2 nvhe", f"MEMS 0x{GUEST_RAM_BASE + 64:x} 4", f"ENTRY 0x{GUEST_RAM_BASE + 4:x}",
+        f"READ 0x{GUEST_RAM_BASE:x} 8", "RUN 700",
+    ]
+    assert blob == b"\x11" * 8 + b"\x22" * 4  # the second job's block after the first's
+    hex_lines, no_blob = group_lines([a, b])
+    assert no_blob == b"" and f"MEM 0x{GUEST_RAM_BASE:x} {'11' * 8}" in hex_lines
+    with pytest.raises(ProtocolError, match=f"runs 1 to {MAX_GROUP}"):
+        group_lines([a] * (MAX_GROUP + 1))
+    with pytest.raises(ProtocolError, match="exceeds the shared memory"):
+        group_lines([a, b], 10)
 
 
 def test_sdata_lines_read_the_shared_memory() -> None:
@@ -181,6 +209,14 @@ def test_banner() -> None:
         == 16 << 20
     assert b.kvm == ("kvm [1]: VHE+NV2 mode initialized successfully",)
     assert parse_banner("HELLO xcheck-agent 1\nINFO nokvm errno=2\n").nokvm == "errno=2"
+    assert b.cpus == 1 and parse_banner("HELLO xcheck-agent 3\nINFO cpus 2\n").cpus == 2
+
+
+def test_qemu_gets_as_many_cpus_as_the_profile_asks_for() -> None:
+    argv = qemu_kvm_argv("qemu", machine="virt", cpu="max", memory="1G", kernel=Path("k"),
+                         initramfs=Path("i"), append="", console=Path("c"), cpus=2)
+    assert argv[argv.index("-smp") + 1] == "2"
+    assert artifacts.KvmOptions.from_profile(kvm_profile(vcpus="2")).vcpus == 2
 
 
 # --- the initramfs and the build cache ---------------------------------------------
@@ -271,7 +307,13 @@ def test_the_shipped_profile_is_a_kvm_nested_one() -> None:
 
 @pytest.mark.parametrize(
     "options, words",
-    [({"colour": "red"}, "unknown key"), ({"guest_hypervisor": "el3"}, "not one of")],
+    [
+        ({"colour": "red"}, "unknown key"),
+        ({"guest_hypervisor": "el3"}, "not one of"),
+        ({"vcpus": "0"}, "vcpus: '0' is not a whole number from 1 to 8"),
+        ({"vcpus": "two"}, "vcpus: 'two' is not"),
+        ({"vcpus": "9"}, "vcpus: '9' is not"),
+    ],
 )
 def test_bad_options_name_what_is_wrong(options: dict[str, str], words: str) -> None:
     with pytest.raises(ProfileError, match=words):
@@ -322,6 +364,9 @@ def test_setups_this_target_cannot_run_are_unsupported_before_any_boot() -> None
         t.run(setup_with(sctlr_el2_m=True, EL2=0x1234_5000))
     with pytest.raises(Unsupported, match="never runs at EL3"):
         t.run(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E3R, 0, 3),)))
+    secure = Probe(AtOp.S1E1R, 0, 1, space=SecurityState.SECURE)
+    with pytest.raises(Unsupported, match="in the Secure or Realm state"):
+        t.run(MachineSetup(sysreg_defaults(), {}, (Probe(AtOp.S1E1R, 0, 1), secure)))
     with pytest.raises(TargetError, match="TGE"):
         t.run(
             MachineSetup(

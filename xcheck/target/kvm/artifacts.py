@@ -30,6 +30,8 @@ from xcheck.target.qemu import qemu_version
 MIN_QEMU = (9, 0)
 """First QEMU whose TCG emulates FEAT_NV well enough to host nested KVM."""
 MODES = ("auto", "vhe", "nvhe")
+MAX_VCPUS = 8
+"""Most guest CPUs a job's probes are spread over (the agent's MAX_GROUP)."""
 KERNEL_ARGS = "console=ttyAMA0 kvm-arm.mode=nested rdinit=/init quiet"
 
 
@@ -40,6 +42,9 @@ class KvmOptions:
     guest_hypervisor: str = "auto"
     """vhe (HCR_EL2.E2H fixed at 1), nvhe (E2H fixed at 0, FEAT_E2H0), or
     auto: per setup, the one its HCR_EL2.E2H asks for."""
+    vcpus: int = 1
+    """CPUs of the guest Linux (QEMU -smp); a job's probes are shared out
+    over that many VMs run at once, one on each CPU."""
     kernel_suite: str = "trixie-backports"
     kernel_package: str = "linux-binary-7.3.4+deb13-arm64"
     """This package or a newer kernel of the same flavour."""
@@ -60,7 +65,13 @@ class KvmOptions:
                 f"{profile.path or profile.name}: options: unknown key(s) "
                 f"{', '.join(sorted(unknown))}; expected {', '.join(sorted(known))}"
             )
-        o = cls(**opts)
+        vcpus = opts.pop("vcpus", "1")
+        if not vcpus.isdigit() or not 1 <= int(vcpus) <= MAX_VCPUS:
+            raise ProfileError(
+                f"{profile.path or profile.name}: options: vcpus: {vcpus!r} is not a "
+                f"whole number from 1 to {MAX_VCPUS}"
+            )
+        o = cls(**opts, vcpus=int(vcpus))
         if o.guest_hypervisor not in MODES:
             raise ProfileError(
                 f"{profile.path or profile.name}: options: guest_hypervisor: "

@@ -25,7 +25,7 @@ AGENT_SOURCE = Path(__file__).resolve().parents[3] / "agent" / "xcheck-agent.c"
 CROSS_GCC = "aarch64-linux-gnu-gcc"
 CROSS_LIBC = Path("/usr/aarch64-linux-gnu/lib/libc.a")
 CROSS_PACKAGES = ("gcc-aarch64-linux-gnu", "libc6-dev-arm64-cross")
-CFLAGS = ("-static", "-s", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11")
+CFLAGS = ("-static", "-pthread", "-s", "-O2", "-Wall", "-Wextra", "-Werror", "-std=gnu11")
 AGENT_NAME = "xcheck-agent"
 INITRAMFS_NAME = "initramfs.cpio"
 BUILD_INFO = "BUILD-INFO"

@@ -8,7 +8,10 @@ The grammar (agent/xcheck-agent.c has the agent's side):
     REG x<n>|sp_el1 <value>  a core register set before the run
     ENTRY <pc>               where the vCPU starts (PSTATE = EL2h, DAIF masked)
     READ <addr> <len>        a RAM range sent back after the run
-    RUN <timeout_ms>         create the VM, run until done, fault or timeout
+    QUEUE                    close the job unrun: it runs with the next RUN
+    RUN <timeout_ms>         create the VM, run until done, fault or timeout;
+                             the queued jobs run at the same time, job k of
+                             the group in its own VM on the guest's CPU k
 
     RESULT <id> ok <k=v ...> | RESULT <id> error <reason>
     OUT <offset> <value>     a store the program made to the exit page
@@ -20,8 +23,10 @@ The grammar (agent/xcheck-agent.c has the agent's side):
 With shared memory (an ivshmem-plain device the agent maps, its banner says
 ``INFO shm <size>``) the job's memory goes there, one block after another from
 offset 0, and the READ ranges come back there: the console, about 8 KB/s under
-TCG, then carries only the short lines. Everything here is pure (no I/O), so
-it is tested without QEMU.
+TCG, then carries only the short lines. The jobs of one RUN (a group) are
+answered in the order they were sent; their memory blocks follow each other in
+the shared memory, and so do their READ ranges. Everything here is pure (no
+I/O), so it is tested without QEMU.
 """
 
 from __future__ import annotations
@@ -47,6 +52,8 @@ ZERO_RUN = 64
 MAX_READS = 16
 MAX_READ_TOTAL = 4 << 20
 """READ ranges per job and their bytes in all (agent: MAX_READS, MAX_READ_TOTAL)."""
+MAX_GROUP = 8
+"""Jobs one RUN runs at once (agent: MAX_GROUP)."""
 MODES = ("vhe", "nvhe")
 _ID = re.compile(r"[A-Za-z0-9_.-]{1,64}\Z")
 
@@ -105,25 +112,38 @@ def _nonzero_runs(addr: int, data: bytes) -> Iterable[tuple[int, bytes]]:
 def job_lines(job: Job) -> list[str]:
     """The lines that send ``job`` (each without its newline), its memory as
     MEM lines of hex."""
-    lines = [_job_line(job)]
-    for a, piece in _pieces(job):
-        for k in range(0, len(piece), MEM_CHUNK):
-            lines.append(f"MEM 0x{a + k:x} {piece[k : k + MEM_CHUNK].hex()}")
-    return lines + _run_lines(job)
+    return group_lines([job])[0]
 
 
 def shared_job_lines(job: Job, capacity: int) -> tuple[list[str], bytes]:
     """The lines that send ``job`` with its memory in the shared memory
     (MEMS lines), and the bytes to put there first, from offset 0."""
-    lines = [_job_line(job)]
+    return group_lines([job], capacity)
+
+
+def group_lines(jobs: Sequence[Job], capacity: int | None = None) -> tuple[list[str], bytes]:
+    """The lines that send ``jobs`` to run at once: each but the last closed by
+    QUEUE, the last by RUN with its timeout. Their memory goes as MEM lines of
+    hex, or, given the ``capacity`` of the shared memory, as MEMS blocks that
+    follow each other from offset 0: then also the bytes to put there first."""
+    if not 1 <= len(jobs) <= MAX_GROUP:
+        raise ProtocolError(f"{len(jobs)} jobs at once: the agent runs 1 to {MAX_GROUP}")
+    lines: list[str] = []
     blob = bytearray()
-    for a, piece in _pieces(job):
-        lines.append(f"MEMS 0x{a:x} {len(piece)}")
-        blob += piece
-    if len(blob) > capacity:
-        raise ProtocolError(f"the job's memory ({len(blob)} bytes) exceeds the shared "
+    for k, job in enumerate(jobs):
+        lines.append(_job_line(job))
+        for a, piece in _pieces(job):
+            if capacity is not None:
+                lines.append(f"MEMS 0x{a:x} {len(piece)}")
+                blob += piece
+            else:
+                lines += [f"MEM 0x{a + i:x} {piece[i : i + MEM_CHUNK].hex()}"
+                          for i in range(0, len(piece), MEM_CHUNK)]
+        lines += _run_lines(job, last=k == len(jobs) - 1)
+    if capacity is not None and len(blob) > capacity:
+        raise ProtocolError(f"the jobs' memory ({len(blob)} bytes) exceeds the shared "
                             f"memory ({capacity} bytes)")
-    return lines + _run_lines(job), bytes(blob)
+    return lines, bytes(blob)
 
 
 def _job_line(job: Job) -> str:
@@ -167,7 +187,7 @@ def fit_reads(ranges: Sequence[tuple[int, int]], limit: int) -> list[tuple[int, 
     return out
 
 
-def _run_lines(job: Job) -> list[str]:
+def _run_lines(job: Job, last: bool) -> list[str]:
     total = sum(size for _, size in job.reads)
     if len(job.reads) > MAX_READS or total > MAX_READ_TOTAL:
         raise ProtocolError(
@@ -177,7 +197,7 @@ def _run_lines(job: Job) -> list[str]:
     lines = [f"REG {name} 0x{value:x}" for name, value in job.regs.items()]
     lines.append(f"ENTRY 0x{job.entry:x}")
     lines += [f"READ 0x{addr:x} {size}" for addr, size in job.reads]
-    lines.append(f"RUN {job.timeout_ms}")
+    lines.append(f"RUN {job.timeout_ms}" if last else "QUEUE")
     return lines
 
 

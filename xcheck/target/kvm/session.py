@@ -34,13 +34,12 @@ from xcheck.target.kvm.protocol import (
     Answer,
     Job,
     ProtocolError,
-    job_lines,
+    group_lines,
     parse_answer,
-    shared_job_lines,
 )
 from xcheck.target.process import spawn, stop
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 SHARED_SIZE = 16 << 20
 """Bytes of shared memory (a power of two, as ivshmem wants)."""
 PANIC = "Kernel panic"
@@ -63,11 +62,13 @@ class Banner:
     """Why /dev/kvm could not be opened, if it could not."""
     shared: int = 0
     """Bytes of shared memory the agent mapped (0: none, hex on the console)."""
+    cpus: int = 1
+    """CPUs online in the guest: the jobs of a group run on CPU 0, 1, ..."""
 
 
 def parse_banner(text: str) -> Banner:
     """The lines from HELLO up to READY."""
-    protocol, kernel, nokvm, shared = 0, "", "", 0
+    protocol, kernel, nokvm, shared, cpus = 0, "", "", 0, 1
     caps: dict[str, int] = {}
     kvm: list[str] = []
     for raw in text.splitlines():
@@ -86,7 +87,9 @@ def parse_banner(text: str) -> Banner:
             nokvm = " ".join(words[2:])
         elif words[:2] == ["INFO", "shm"] and len(words) == 3 and words[2].isdigit():
             shared = int(words[2])
-    return Banner(protocol, kernel, caps, tuple(kvm), nokvm, shared)
+        elif words[:2] == ["INFO", "cpus"] and len(words) == 3 and words[2].isdigit():
+            cpus = int(words[2])
+    return Banner(protocol, kernel, caps, tuple(kvm), nokvm, shared, cpus)
 
 
 def qemu_kvm_argv(
@@ -99,15 +102,17 @@ def qemu_kvm_argv(
     initramfs: Path,
     append: str,
     console: Path,
+    cpus: int = 1,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
-    """The QEMU command line: one CPU, the serial console on ``console``."""
+    """The QEMU command line: ``cpus`` CPUs (TCG gives each its own host
+    thread), the serial console on ``console``."""
     return [
         executable,
         "-nodefaults",
         "-machine", machine,
         "-cpu", cpu,
-        "-smp", "1",
+        "-smp", str(cpus),
         "-m", memory,
         "-display", "none",
         "-monitor", "none",
@@ -301,20 +306,29 @@ class AgentSession:
         return after.strip() if isinstance(after, str) else ""
 
     def run(self, job: Job, answer_timeout: float) -> Answer:
-        """Send ``job``; its answer. ``answer_timeout`` counts from the RUN
-        line and should exceed the job's own timeout (the agent answers a
+        """Send ``job``; its answer (:meth:`run_group` of one job)."""
+        return self.run_group([job], answer_timeout)[0]
+
+    def run_group(self, jobs: Sequence[Job], answer_timeout: float) -> list[Answer]:
+        """Send ``jobs`` to run at once (the last one's timeout applies to
+        all); their answers, in order. ``answer_timeout`` counts from the RUN
+        line and should exceed the jobs' own timeout (the agent answers a
         hung program with a timeout error, then goes on serving)."""
         try:
             if self._shared is not None:
-                lines, blob = shared_job_lines(job, len(self._shared))
+                lines, blob = group_lines(jobs, len(self._shared))
                 self._shared[: len(blob)] = blob
             else:
-                lines = job_lines(job)
+                lines, _ = group_lines(jobs)
             text = "\n".join(lines) + "\n"
         except ProtocolError as err:
             raise TargetError(f"cannot send the job: {err}") from None
         self._send(text, time.monotonic() + answer_timeout + len(text) / 20_000)
         deadline = time.monotonic() + answer_timeout
+        return [self._answer(job, deadline) for job in jobs]
+
+    def _answer(self, job: Job, deadline: float) -> Answer:
+        """Read the agent's answer to ``job``, RESULT to END."""
         idx = self._expect([rf"RESULT {job.id} ", PANIC], deadline)
         if idx == 1:
             self._expect(["\n"], time.monotonic() + 2)

@@ -32,6 +32,7 @@ from xcheck.machine import (
     Probe,
     ProbeResult,
     Readback,
+    SecurityState,
     chunks,
     word_spans,
     words_in,
@@ -68,6 +69,10 @@ ANSWER_SLACK = 15.0
 MAX_VMS = 500
 MIN_FREE_KB = 128 << 10
 """A guest with this many kept VMs, or less free memory, is rebooted."""
+MIN_PART = 64
+"""Fewest probes worth a VM of their own: a smaller batch is not shared out
+over the guest's CPUs (a VM costs about 25 ms of one CPU to create, and
+every one is kept until the guest is rebooted)."""
 
 
 def kernel_complaint(klog: Sequence[str]) -> str:
@@ -114,11 +119,12 @@ def runnable(setup: MachineSetup, features: Features, choice: str) -> str:
     its PA in the EL2 regime, or an E2H the choice excludes), TargetError for
     probes at EL1 with HCR_EL2.TGE = 1."""
     regs = setup.sysregs
-    if any(p.el == 3 for p in setup.probes):
+    if any(p.el == 3 or p.space is not SecurityState.NONSECURE for p in setup.probes):
         raise Unsupported(
-            "probes at EL3 need a CPU that starts at EL3; the kvm-nested target's vCPU "
-            "starts at vEL2 and never runs at EL3 (ID_AA64PFR0_EL1.EL3 is the host's, "
-            "and a guest's SMC is taken by KVM)"
+            "probes at EL3, or in the Secure or Realm state, need a CPU that starts at "
+            "EL3 (SCR_EL3 selects the Security state); the kvm-nested target's vCPU "
+            "starts at Non-secure vEL2 and never runs at EL3 (ID_AA64PFR0_EL1.EL3 is "
+            "the host's, and a guest's SMC is taken by KVM)"
         )
     regime = harness.el2_regime(regs, features)
     base = setup.code_va.get(regime, HARNESS_PA)
@@ -155,7 +161,8 @@ class KvmTarget:
         self.readbacks: list[Readback] = []
         """The watched words read back by the last :meth:`run` (one per job)."""
         self.vcpu_seconds = 0.0
-        """The jobs' vCPU run time (the agent's run_us): AT emulated by KVM."""
+        """The jobs' vCPU run time (the agent's run_us): AT emulated by KVM; of
+        the jobs run at once on several CPUs, the longest."""
         self._session: AgentSession | None = None
         self._ids = itertools.count(1)
 
@@ -187,6 +194,7 @@ class KvmTarget:
                 initramfs=art.initramfs,
                 append=append,
                 console=console,
+                cpus=self.options.vcpus,
                 extra_args=self.profile.extra_args,
             )
 
@@ -208,6 +216,11 @@ class KvmTarget:
                 raise QemuLaunchError(
                     "the guest's KVM cannot give the guest hypervisor E2H = 0 "
                     "(KVM_CAP_ARM_EL2_E2H0); use guest_hypervisor: vhe"
+                )
+            if banner.cpus < self.options.vcpus:
+                raise QemuLaunchError(
+                    f"the guest Linux brought up {banner.cpus} of the {self.options.vcpus} "
+                    "CPUs the profile asks for (options: vcpus)"
                 )
             self.kernel_release = banner.kernel
             upstream = ".".join(str(x) for x in version_tuple(banner.kernel))
@@ -245,21 +258,28 @@ class KvmTarget:
         timeout: float | None = None,
     ) -> Answer:
         """Run one job in a fresh VM; the agent's answer (errors included)."""
+        return self.run_jobs(mode, [(memory, entry, reads)], timeout)[0]
+
+    def run_jobs(
+        self,
+        mode: str,
+        parts: Sequence[tuple[Sequence[tuple[int, bytes]], int, Sequence[tuple[int, int]]]],
+        timeout: float | None = None,
+    ) -> list[Answer]:
+        """Run jobs (memory, entry, reads) at once, each in a fresh VM on its
+        own guest CPU; the agent's answers in the same order."""
         seconds = self.profile.timeouts.batch if timeout is None else timeout
-        job = Job(
-            id=f"j{next(self._ids)}",
-            mode=mode,
-            memory=memory,
-            entry=entry,
-            reads=reads,
-            timeout_ms=max(int(seconds * 1000), 1),
-        )
-        answer = self.session.run(job, seconds + ANSWER_SLACK)
-        self.last_stats = answer.stats
-        self.vcpu_seconds += answer.stats.get("run_us", 0) / 1e6
-        if answer.error.startswith("full") or self._full(answer.stats):
+        jobs = [
+            Job(id=f"j{next(self._ids)}", mode=mode, memory=memory, entry=entry, reads=reads,
+                timeout_ms=max(int(seconds * 1000), 1))
+            for memory, entry, reads in parts
+        ]
+        answers = self.session.run_group(jobs, seconds + ANSWER_SLACK)
+        self.last_stats = answers[-1].stats
+        self.vcpu_seconds += max(a.stats.get("run_us", 0) for a in answers) / 1e6
+        if any(a.error.startswith("full") or self._full(a.stats) for a in answers):
             self._retire_guest()
-        return answer
+        return answers
 
     @staticmethod
     def _full(stats: Mapping[str, int]) -> bool:
@@ -305,31 +325,55 @@ class KvmTarget:
         probes = list(setup.probes)
         out: list[ProbeResult] = []
         self.readbacks = []
-        for start in range(0, max(len(probes), 1), harness.MAX_BATCH):
-            out += self._run_part(setup, probes[start : start + harness.MAX_BATCH], start,
-                                  flavour)
+        size = harness.MAX_BATCH * self.options.vcpus
+        for start in range(0, max(len(probes), 1), size):
+            out += self._run_batch(setup, probes[start : start + size], start, flavour)
         return out
 
-    def _run_part(
+    def _run_batch(
         self, setup: MachineSetup, probes: Sequence[Probe], offset: int, flavour: str
     ) -> list[ProbeResult]:
-        """One job; the watched words come back with the results (READ
-        lines after the run) as one Readback of the whole batch."""
-        program = harness.assemble(
-            setup, probes, el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA,
-            features=Features.from_id_regs(self.id_regs),
-        )
-        memory = [
-            *chunks(setup.memory),
-            (HARNESS_PA, program.code),
-            (HARNESS_DATA_PA, program.initial_data()),
-        ]
+        """One group of jobs, run at once: probe k of ``probes`` goes to job
+        k mod n (n: the profile's vcpus, fewer for a small batch, MIN_PART),
+        so that trapped and untrapped probes are shared out alike. Each job is
+        a whole program in its own VM (its own exception vectors: a probe's
+        exception is reported as on one CPU); the watched words come back
+        with its results as one Readback of its probes."""
+        n = max(1, min(self.options.vcpus, len(probes) // MIN_PART))
+        features = Features.from_id_regs(self.id_regs)
         # the agent takes MAX_READS ranges, one of them the results
         spans = fit_reads(word_spans(setup.watch), MAX_READS - 1)
-        ans = self.run_job(
-            flavour, memory, HARNESS_PA + program.entry,
-            [(HARNESS_DATA_PA, program.data_size), *spans],
-        )
+        programs, parts = [], []
+        for k in range(n):
+            program = harness.assemble(
+                setup, probes[k::n], el1_via_el12=(flavour == "vhe"), exit_store=EXIT_PA,
+                features=features,
+            )
+            memory = [
+                *chunks(setup.memory),
+                (HARNESS_PA, program.code),
+                (HARNESS_DATA_PA, program.initial_data()),
+            ]
+            programs.append(program)
+            parts.append((memory, HARNESS_PA + program.entry,
+                          [(HARNESS_DATA_PA, program.data_size), *spans]))
+        answers = self.run_jobs(flavour, parts)
+        results: list[ProbeResult | None] = [None] * len(probes)
+        for k, (program, ans) in enumerate(zip(programs, answers, strict=True)):
+            indices = range(k, len(probes), n)
+            part = self._results(program, ans, flavour)
+            for i, r in zip(indices, part, strict=True):
+                results[i] = r
+            if spans:
+                words = words_in({a: ans.data.get(a, b"") for a, _ in spans}, setup.watch)
+                ran = tuple(offset + indices[i] for grp in program.groups for i in grp.indices)
+                self.readbacks.append(Readback(ran, words))
+        return [r for r in results if r is not None]
+
+    @staticmethod
+    def _results(program: harness.Program, ans: Answer, flavour: str) -> list[ProbeResult]:
+        """The PAR or exception of each probe of ``program`` from the agent's
+        answer; TargetError when the job or the guest failed."""
         if ans.klog:
             raise TargetError(kernel_complaint(ans.klog), stderr="\n".join(ans.klog))
         if not ans.ok:
@@ -355,8 +399,4 @@ class KvmTarget:
                 f"{len(missing)} probe(s) did not run (the program gave up after "
                 f"{harness.MAX_EXCEPTIONS} unexpected exceptions)"
             )
-        if spans:
-            words = words_in({a: ans.data.get(a, b"") for a, _ in spans}, setup.watch)
-            ran = tuple(offset + i for grp in program.groups for i in grp.indices)
-            self.readbacks.append(Readback(ran, words))
         return results
