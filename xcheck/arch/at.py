@@ -153,6 +153,8 @@ class AtSetup:
     steps: tuple[TraceStep, ...] = ()
     s2_notes: tuple[tuple[int, str], ...] = ()
     """The stage 2 configuration notes an AT through stage 2 reports."""
+    gpc: bool = False
+    """The granule protection check applies to the walks (FEAT_RME, GPCCR_EL3.GPC)."""
 
 
 def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
@@ -186,8 +188,9 @@ def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
         s2_notes += [(0, n) for n in state.stage2(r.space, True).notes]
     if s2_walks_secure is not None or (r.stage12 and secure):
         s2_notes += [(0, n) for n in state.ss2_secure_ipa.notes]
-    return AtSetup(r, acc, state.regime(r.regime, r.space), s2_walks, s2_walks_secure,
-                   tuple(steps), tuple(s2_notes))
+    rp = state.regime(r.regime, r.space)
+    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), tuple(s2_notes),
+                   rp.gpc is not None or state.s2.gpc is not None)
 
 
 @dataclass(frozen=True)
@@ -261,7 +264,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
             s2_plain = s2_translate(s2_out, s1.address, s1.descriptor_attrs, r.write,
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
-                out = replace(out, descriptor_attrs=s2_plain.attrs)
+                out = out._replace(descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
     notes += setup.s2_notes
     if isinstance(out, FaultRecord):
@@ -285,7 +288,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  descriptor_words(trace, updates, mem))
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
                         tuple(trace), memory=descriptor_words(trace, updates, mem))
-    if rp.gpc is not None or state.s2.gpc is not None:
+    if setup.gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
                                "translation, it does not access it", rule="AArch64.AT",
                                cites=Rule.AT_NO_OUTPUT_GPC))
@@ -305,8 +308,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
             success_mask &= ~NSE_BIT
             success_notes += REALM_NOTES if realm else RME_NOTES
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
-                           f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
-                           cites=Rule.ENCODE_PAR))
+                           f"SH 0b{reported.sh:02b}", None, None, None, None, None,
+                           "AArch64.EncodePAR", Rule.ENCODE_PAR))
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
     result = AtResult("par", par, success_mask & attr_mask, success_notes + tuple(notes), None,

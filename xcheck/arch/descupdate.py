@@ -73,15 +73,12 @@ def descriptor_words(trace: Sequence[TraceStep], updates: Iterable[PermittedUpda
     may: dict[int, int] = {}
     for u in updates:
         may[u.pa] = may.get(u.pa, 0) | u.bits
-    words: dict[int, DescriptorWord] = {}
-    for step in trace:
-        pa = step.addr
-        if pa is not None and step.desc is not None and pa not in words \
-                and step.what in DESCRIPTOR_KINDS:
-            value = mem.read64(pa)
-            if value is not None:
-                words[pa] = DescriptorWord(pa, value, may.get(pa, 0))
-    return tuple(words.values())
+    read = dict.fromkeys([step.addr for step in trace if step.desc is not None
+                          and step.addr is not None and step.what in DESCRIPTOR_KINDS])
+    # tuple.__new__: a NamedTuple's own __new__ is Python code, and every AT
+    # makes a word a level
+    return tuple([tuple.__new__(DescriptorWord, (pa, value, may.get(pa, 0))) for pa in read
+                  if (value := mem.read64(pa)) is not None])
 
 
 def permitted_together(words: Iterable[DescriptorWord]) -> dict[int, DescriptorWord]:
