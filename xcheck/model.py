@@ -3,7 +3,7 @@ xcheck.arch, with the answers each IMPLEMENTATION DEFINED choice permits."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 
 from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
@@ -142,6 +142,6 @@ def run_model(
             for alt in (answer, *answer.alternatives):
                 if (alt.kind, alt.par & alt.mask) not in seen:
                     seen.add((alt.kind, alt.par & alt.mask))
-                    res = replace(res, alternatives=(*res.alternatives, alt))
+                    res = res._replace(alternatives=(*res.alternatives, alt))
         results.append(res)
     return results

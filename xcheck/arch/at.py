@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from xcheck.arch import attrs, perms
 from xcheck.arch.decode import RegisterDecode
@@ -193,12 +193,12 @@ def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
                    rp.gpc is not None or state.s2.gpc is not None)
 
 
-@dataclass(frozen=True)
-class AtResult:
+class AtResult(NamedTuple):
     """What the architecture requires of one AT: a PAR_EL1 value (``par``,
     compare only ``mask``), or an exception: "undefined", "trap" (to EL2), or
     "abort" (a Data Abort instead of a PAR: a stage 2 fault on the stage 1
-    walk of an AT executed at EL1, or an External abort on a walk)."""
+    walk of an AT executed at EL1, or an External abort on a walk). A
+    NamedTuple: immutable, and far cheaper to make than a frozen dataclass."""
 
     kind: AtKind
     par: int
@@ -322,10 +322,10 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "
                "descriptor\"); an IMPLEMENTATION DEFINED choice")
-        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, par_ns, nse),
+        alt = result._replace(par=encode_success(out.address, plain.attr, plain.sh, par_ns, nse),
                       mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)), memory=())
-        result = replace(result, alternatives=(alt,))
+        result = result._replace(alternatives=(alt,))
     if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
         walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
         update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
@@ -337,5 +337,5 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                    if state.el == 1 else
                    AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
                             update, tuple(trace)))
-            result = replace(result, alternatives=(*result.alternatives, alt))
+            result = result._replace(alternatives=(*result.alternatives, alt))
     return result
