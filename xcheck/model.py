@@ -59,6 +59,18 @@ def part_differs(base: ArchState, other: ArchState, part: Decides) -> bool:
         for f in fields(mine) if f.name not in ("lower", "upper"))
 
 
+def decides_a_choice(base: ArchState, part: Decides) -> bool:
+    """Whether decoding ``part`` made an IMPLEMENTATION DEFINED choice: each
+    leaves a note (walkparams: a reserved or unimplemented TGx, a TxSZ out of
+    range), so without one every choice decodes the part alike and the other
+    choices need not be decoded at all."""
+    regime, secure, half = part
+    if half == "s2":
+        return bool(base.s2.notes or base.ss2_nonsecure_ipa.notes or base.ss2_secure_ipa.notes)
+    params = getattr(base.regime(regime, _space(secure)), half)
+    return params is not None and bool(params.notes)
+
+
 def variant_differs(base: ArchState, other: ArchState) -> set[Decides]:
     """The parts of the decode where ``other`` (an IMPLEMENTATION DEFINED
     choice) differs from ``base``: an AT that reads none of them gives the
@@ -101,6 +113,7 @@ class ImpDefStates:
         """Indexes in ``states`` of the other choices that decode one of
         ``parts`` differently from the default (states[0]): only under those
         can an AT reading ``parts`` answer otherwise."""
+        parts = {part for part in parts if decides_a_choice(self.states[0], part)}
         out = []
         for i in range(1, len(self.states)):
             for part in parts:

@@ -15,6 +15,7 @@ from xcheck.arch.features import Features
 from xcheck.arch.regime import HcrState, Regime
 from xcheck.arch.walkparams import ImpDef, s1_regime_params, s2_params
 from xcheck.machine import SecurityState
+from xcheck.model import IMPDEF_VARIANTS, PARTS, decides_a_choice, part_differs
 
 REGISTERS = (
     "SCTLR_EL1", "TCR_EL1", "TTBR0_EL1", "TTBR1_EL1", "MAIR_EL1", "TCR2_EL1", "PIR_EL1",
@@ -71,3 +72,21 @@ def test_a_decode_is_of_the_registers_it_was_made_from() -> None:
     other = state.with_pstate(2, True)
     assert other.regime(Regime.EL10) is before
     assert ArchState.from_sysregs(sysregs, MAX, 1, False).regime(Regime.EL10).lower.txsz == 25
+
+
+@settings(max_examples=80, deadline=None)
+@given(sysregs=st.fixed_dictionaries({name: words for name in REGISTERS}),
+       feats=st.sampled_from(CPUS))
+def test_a_choice_decodes_differently_only_where_the_default_noted_one(
+        sysregs: dict[str, int], feats: Features) -> None:
+    """model.decides_a_choice: every IMPLEMENTATION DEFINED choice of the
+    decode leaves a note (a reserved or unimplemented TGx: D24.2 TCR_EL1.TG0;
+    a TxSZ out of range: AArch64.S1TxSZFaults, S2TxSZFaults), so a part
+    without one decodes alike under every choice and run_model need not
+    decode it again."""
+    base = ArchState.from_sysregs(sysregs, feats, 1, False)
+    others = [ArchState.from_sysregs(sysregs, feats, 1, False, choice)
+              for choice in IMPDEF_VARIANTS]
+    for part in PARTS:
+        if not decides_a_choice(base, part):
+            assert not any(part_differs(base, other, part) for other in others), part
