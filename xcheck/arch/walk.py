@@ -10,7 +10,7 @@ AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import NamedTuple
 
@@ -574,7 +574,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if denied is not None:
         fault = _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
                           denied.rule)
-        return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
+        return fault._replace(dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level, ns=out_ns, nse=nse)
     sh = p.sh if ds else (desc >> 8) & 3
