@@ -71,6 +71,10 @@ class AtOp(enum.Enum):
     S1E2A = "S1E2A"
     """FEAT_ATS1A: stage 1 without permission checks (C5.4.7, C5.4.12)."""
 
+    __hash__ = object.__hash__
+    """Members are singletons: identity hashing, in C (Enum's own hashes the
+    name in Python code, and the model looks these up in dicts per AT)."""
+
     @property
     def is_write(self) -> bool:
         return self.value.endswith("W") or self.value.endswith("WP")
@@ -99,6 +103,10 @@ class SecurityState(enum.Enum):
     SECURE = "secure"
     REALM = "realm"
     ROOT = "root"
+
+    __hash__ = object.__hash__
+    """Members are singletons: identity hashing, in C (Enum's own hashes the
+    name in Python code, and the model looks these up in dicts per AT)."""
 
     @property
     def scr_ns(self) -> bool:

@@ -3,13 +3,13 @@ xcheck.arch, with the answers each IMPLEMENTATION DEFINED choice permits."""
 
 from __future__ import annotations
 
-from dataclasses import fields, replace
+from dataclasses import fields
 
 from xcheck.arch.at import ArchState, AtResult, translate
 from xcheck.arch.features import Features
 from xcheck.arch.memory import MemoryImage
 from xcheck.arch.regime import AtRoute, Regime
-from xcheck.arch.walkparams import ImpDef, S1RegimeParams
+from xcheck.arch.walkparams import ImpDef
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, SecurityState
 
 IMPDEF_VARIANTS = (
@@ -21,16 +21,12 @@ IMPDEF_VARIANTS = (
 
 
 def arch_states(setup: MachineSetup, features: Features, el: int, pan: bool) -> list[ArchState]:
-    """The registers of ``setup`` decoded with the model's default
-    IMPLEMENTATION DEFINED choices, then with each other choice that decodes
-    them differently (the architecture permits every one)."""
-    base = ArchState.from_sysregs(setup.sysregs, features, el, pan)
-    states = [base]
-    for choice in IMPDEF_VARIANTS:
-        st = ArchState.from_sysregs(setup.sysregs, features, el, pan, impdef=choice)
-        if all(st.decoded != o.decoded for o in states):
-            states.append(st)
-    return states
+    """The registers of ``setup`` with the model's default IMPLEMENTATION
+    DEFINED choices, then with each other choice (the architecture permits
+    every one). Each decodes a regime only when it is read, so a choice
+    that changes nothing an AT reads costs nothing (ImpDefStates)."""
+    return [ArchState.from_sysregs(setup.sysregs, features, el, pan, impdef=choice)
+            for choice in (ImpDef(), *IMPDEF_VARIANTS)]
 
 
 Decides = tuple[Regime, bool, str]
@@ -39,20 +35,40 @@ Secure instance), and "lower", "upper" (the VA range's walk parameters), or
 "s2" (the stage 2 parameters, Non-secure and Secure)."""
 REGIMES = ((Regime.EL10, False), (Regime.EL10, True), (Regime.EL2, False), (Regime.EL2, True),
            (Regime.EL20, False), (Regime.EL20, True), (Regime.EL3, False))
-
-
-def _differs(base: S1RegimeParams, other: S1RegimeParams) -> set[str]:
-    """Which parts of a regime's decode differ: "lower", "upper" (one VA
-    range's walk parameters) or "all" (the fields the ranges share)."""
-    out = {half for half in ("lower", "upper") if getattr(base, half) != getattr(other, half)}
-    if any(getattr(base, f.name) != getattr(other, f.name)
-           for f in fields(base) if f.name not in ("lower", "upper")):
-        out.add("all")
-    return out
+PARTS: tuple[Decides, ...] = (
+    *((regime, secure, half) for regime, secure in REGIMES for half in ("lower", "upper")),
+    (Regime.EL10, False, "s2"))
+"""Every part of the decode an AT can read."""
 
 
 def _space(secure: bool) -> SecurityState:
     return SecurityState.SECURE if secure else SecurityState.NONSECURE
+
+
+def part_differs(base: ArchState, other: ArchState, part: Decides) -> bool:
+    """Whether ``other`` (an IMPLEMENTATION DEFINED choice) decodes ``part``
+    differently from ``base``: one VA range's walk parameters, or a field the
+    regime's ranges share, or any stage 2 (Non-secure and Secure)."""
+    regime, secure, half = part
+    if half == "s2":
+        return (base.s2, base.ss2_nonsecure_ipa, base.ss2_secure_ipa) != \
+            (other.s2, other.ss2_nonsecure_ipa, other.ss2_secure_ipa)
+    mine, theirs = base.regime(regime, _space(secure)), other.regime(regime, _space(secure))
+    return getattr(mine, half) != getattr(theirs, half) or any(
+        getattr(mine, f.name) != getattr(theirs, f.name)
+        for f in fields(mine) if f.name not in ("lower", "upper"))
+
+
+def decides_a_choice(base: ArchState, part: Decides) -> bool:
+    """Whether decoding ``part`` made an IMPLEMENTATION DEFINED choice: each
+    leaves a note (walkparams: a reserved or unimplemented TGx, a TxSZ out of
+    range), so without one every choice decodes the part alike and the other
+    choices need not be decoded at all."""
+    regime, secure, half = part
+    if half == "s2":
+        return bool(base.s2.notes or base.ss2_nonsecure_ipa.notes or base.ss2_secure_ipa.notes)
+    params = getattr(base.regime(regime, _space(secure)), half)
+    return params is not None and bool(params.notes)
 
 
 def variant_differs(base: ArchState, other: ArchState) -> set[Decides]:
@@ -60,16 +76,18 @@ def variant_differs(base: ArchState, other: ArchState) -> set[Decides]:
     choice) differs from ``base``: an AT that reads none of them gives the
     same answer under both (AArch64.AT reads the regime it routes to, the
     VA range of its VA, and stage 2 for EL1&0)."""
-    out: set[Decides] = set()
-    for regime, secure in REGIMES:
-        for part in _differs(base.regime(regime, _space(secure)),
-                             other.regime(regime, _space(secure))):
-            if part == "all":
-                out |= {(regime, secure, "lower"), (regime, secure, "upper")}
-            else:
-                out.add((regime, secure, part))
-    if (base.s2, base.ss2_nonsecure_ipa, base.ss2_secure_ipa) != \
-            (other.s2, other.ss2_nonsecure_ipa, other.ss2_secure_ipa):
+    return {part for part in PARTS if part_differs(base, other, part)}
+
+
+def regime_reads(state: ArchState, regime: Regime, space: SecurityState, va: int,
+                 stage2: bool) -> set[Decides]:
+    """The parts of the decode a walk of ``regime`` in Security state
+    ``space`` on ``va`` reads (and stage 2, with ``stage2``)."""
+    secure = space is SecurityState.SECURE and regime is not Regime.EL3
+    rp = state.regime(regime, space)
+    half = "upper" if rp.upper is not None and (va >> 55) & 1 else "lower"
+    out = {(regime, secure, half)}
+    if stage2:
         out.add((Regime.EL10, False, "s2"))
     return out
 
@@ -80,13 +98,33 @@ def reads(state: ArchState, op: AtOp, va: int) -> set[Decides]:
     r, _ = state.route(op)
     if not isinstance(r, AtRoute):
         return set()
-    secure = r.space is SecurityState.SECURE and r.regime is not Regime.EL3
-    rp = state.regime(r.regime, r.space)
-    half = "upper" if rp.upper is not None and (va >> 55) & 1 else "lower"
-    out = {(r.regime, secure, half)}
-    if r.regime is Regime.EL10 or r.stage12:
-        out.add((Regime.EL10, False, "s2"))
-    return out
+    return regime_reads(state, r.regime, r.space, va, r.regime is Regime.EL10 or r.stage12)
+
+
+class ImpDefStates:
+    """arch_states, and which choices differ from the default in the parts
+    an AT reads (compared once per part, on first use)."""
+
+    def __init__(self, setup: MachineSetup, features: Features, el: int, pan: bool) -> None:
+        self.states = arch_states(setup, features, el, pan)
+        self._differs: dict[tuple[int, Decides], bool] = {}
+
+    def differing(self, parts: set[Decides]) -> list[int]:
+        """Indexes in ``states`` of the other choices that decode one of
+        ``parts`` differently from the default (states[0]): only under those
+        can an AT reading ``parts`` answer otherwise."""
+        parts = {part for part in parts if decides_a_choice(self.states[0], part)}
+        out = []
+        for i in range(1, len(self.states)):
+            for part in parts:
+                differs = self._differs.get((i, part))
+                if differs is None:
+                    differs = self._differs[(i, part)] = part_differs(
+                        self.states[0], self.states[i], part)
+                if differs:
+                    out.append(i)
+                    break
+        return out
 
 
 def run_model(
@@ -101,8 +139,7 @@ def run_model(
     if not setup.probes:
         return []
     first = setup.probes[0]
-    decoded = arch_states(setup, features, first.el, first.pan)
-    differs = [variant_differs(decoded[0], other) for other in decoded[1:]]
+    choices = ImpDefStates(setup, features, first.el, first.pan)
     states: dict[tuple[int, bool, SecurityState], list[ArchState]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
@@ -110,17 +147,14 @@ def run_model(
         variants = states.get(key)
         if variants is None:
             variants = states[key] = [s.with_pstate(probe.el, probe.pan, probe.space)
-                                      for s in decoded]
+                                      for s in choices.states]
         res = translate(probe.op, probe.va, variants[0], mem)
         seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}
-        read = reads(variants[0], probe.op, probe.va) if differs else set()
-        for other, parts in zip(variants[1:], differs, strict=True):
-            if not read & parts:
-                continue
-            answer = translate(probe.op, probe.va, other, mem)
+        for i in choices.differing(reads(variants[0], probe.op, probe.va)):
+            answer = translate(probe.op, probe.va, variants[i], mem)
             for alt in (answer, *answer.alternatives):
                 if (alt.kind, alt.par & alt.mask) not in seen:
                     seen.add((alt.kind, alt.par & alt.mask))
-                    res = replace(res, alternatives=(*res.alternatives, alt))
+                    res = res._replace(alternatives=(*res.alternatives, alt))
         results.append(res)
     return results

@@ -32,7 +32,7 @@ from xcheck.machine import (
     MachineSetup,
     SecurityState,
 )
-from xcheck.model import arch_states
+from xcheck.model import ImpDefStates, reads, regime_reads
 from xcheck.target.harness import el2_regime
 
 REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0", "EL3": "EL3"}
@@ -57,13 +57,19 @@ def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int,
     lower = space is not SecurityState.NONSECURE and el != 3
     if lower:
         where = f"the {space.value} state's {where.removeprefix('the ')}"
-    for state in arch_states(setup, features, 3 if lower else max(el, 2), False):
-        if lower:
-            state = state.with_pstate(3, False, space)
-        # the data half is read (the probe table) and written (the results)
-        for op, va, pa, what in ((read, base, HARNESS_PA, "code"),
-                                 (read, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"),
-                                 (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data")):
+    # the data half is read (the probe table) and written (the results)
+    ats = ((read, base, HARNESS_PA, "code"),
+           (read, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"),
+           (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"))
+    choices = ImpDefStates(setup, features, 3 if lower else max(el, 2), False)
+    states = [s.with_pstate(3, False, space) if lower else s for s in choices.states]
+    # a choice that decodes nothing these ATs and the code fetch read answers
+    # as the default does
+    parts = regime_reads(states[0], Regime(REGIMES[regime]), space if lower else
+                         SecurityState.NONSECURE, base, regime == "EL10")
+    parts = parts.union(*(reads(states[0], op, va) for op, va, _, _ in ats))
+    for state in (states[0], *(states[i] for i in choices.differing(parts))):
+        for op, va, pa, what in ats:
             res = translate(op, va, state, mem)
             if res.kind != "par":
                 return f"the harness's {what} at VA 0x{va:x} cannot be reached ({res.kind})"

@@ -11,9 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from xcheck.arch import attrs, perms
+from xcheck.arch.decode import RegisterDecode
 from xcheck.arch.descupdate import DescriptorWord, PermittedUpdate, descriptor_words
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
@@ -37,14 +38,7 @@ from xcheck.arch.regime import AtRoute, HcrState, NotExecuted, Regime, route
 from xcheck.arch.rules import Rule
 from xcheck.arch.trace import TraceStep, render_trace
 from xcheck.arch.walk import Access, Translated, s1_translate, s2_translate
-from xcheck.arch.walkparams import (
-    ImpDef,
-    S1RegimeParams,
-    S2TTWParams,
-    s1_regime_params,
-    s2_params,
-    secure_el2_enabled,
-)
+from xcheck.arch.walkparams import ImpDef, S1RegimeParams, S2TTWParams, secure_el2_enabled
 from xcheck.machine import AtOp, SecurityState
 
 AtKind = Literal["par", "undefined", "trap", "abort"]
@@ -54,28 +48,13 @@ HCR_GPF_BIT = 38
 
 @dataclass(frozen=True)
 class ArchState:
-    """The translation registers decoded once (every regime, stage 2), and
-    the PSTATE the AT runs with. ``with_pstate`` reuses the decode."""
+    """The translation registers (each regime decoded when an AT first reads
+    it: xcheck.arch.decode), and the PSTATE the AT runs with. ``with_pstate``
+    shares the decode."""
 
+    regs: RegisterDecode
     features: Features
     hcr: HcrState
-    el10: S1RegimeParams
-    el2: S1RegimeParams
-    el20: S1RegimeParams
-    s2: S2TTWParams
-    el3: S1RegimeParams
-    el10_secure: S1RegimeParams
-    el2_secure: S1RegimeParams
-    el20_secure: S1RegimeParams
-    ss2_nonsecure_ipa: S2TTWParams
-    """Stage 2 of a Non-secure IPA in the Secure state (VTTBR_EL2, VTCR_EL2.{NSW, NSA})."""
-    ss2_secure_ipa: S2TTWParams
-    """Stage 2 of a Secure IPA (VSTTBR_EL2, VSTCR_EL2)."""
-    el10_realm: S1RegimeParams
-    el2_realm: S1RegimeParams
-    el20_realm: S1RegimeParams
-    s2_realm: S2TTWParams
-    """Realm stage 2 (AArch64.RLS2TTWParams: VTTBR_EL2, VTCR_EL2)."""
     eel2: bool = False
     """EL2 is enabled in the Secure state (secure_el2_enabled)."""
     el: int = 1
@@ -89,91 +68,137 @@ class ArchState:
     scr_gpf: bool = False
     """SCR_EL3.GPF (FEAT_RME): granule protection faults below EL3 are GPC
     exceptions. The harness runs with SCR_EL3.GPF == 0 (xcheck.target.el3)."""
-    _routes: dict[AtOp, tuple[AtRoute | NotExecuted, Access | None]] = field(
-        default_factory=dict, compare=False, repr=False)
+    _setups: dict[AtOp, AtSetup] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def from_sysregs(cls, sysregs: Mapping[str, int], features: Features, el: int, pan: bool,
                      impdef: ImpDef | None = None) -> ArchState:
-        choices = impdef or ImpDef()
-        hcr = HcrState.decode(sysregs.get("HCR_EL2", 0), features)
-        secure, realm = SecurityState.SECURE, SecurityState.REALM
+        regs = RegisterDecode(sysregs, features, impdef or ImpDef())
         return cls(
-            features=features, hcr=hcr,
-            el10=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices),
-            el2=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices),
-            el20=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices),
-            s2=s2_params(sysregs, hcr, features, choices),
-            el3=s1_regime_params(Regime.EL3, sysregs, hcr, features, choices),
-            el10_secure=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices, secure),
-            el2_secure=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices, secure),
-            el20_secure=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, secure),
-            ss2_nonsecure_ipa=s2_params(sysregs, hcr, features, choices, secure),
-            ss2_secure_ipa=s2_params(sysregs, hcr, features, choices, secure, secure_ipa=True),
-            el10_realm=s1_regime_params(Regime.EL10, sysregs, hcr, features, choices, realm),
-            el2_realm=s1_regime_params(Regime.EL2, sysregs, hcr, features, choices, realm),
-            el20_realm=s1_regime_params(Regime.EL20, sysregs, hcr, features, choices, realm),
-            s2_realm=s2_params(sysregs, hcr, features, choices, realm),
+            regs=regs, features=features, hcr=regs.hcr,
             eel2=secure_el2_enabled(sysregs, features), el=el, pan=pan,
             hcr_gpf=bool(features.rme) and bool(sysregs.get("HCR_EL2", 0) >> HCR_GPF_BIT & 1),
         )
 
-    @property
-    def decoded(self) -> tuple[object, ...]:
-        """Everything decoded from the registers (two states that decode alike
-        answer alike)."""
-        return (self.el10, self.el2, self.el20, self.s2, self.el3, self.el10_secure,
-                self.el2_secure, self.el20_secure, self.ss2_nonsecure_ipa, self.ss2_secure_ipa,
-                self.el10_realm, self.el2_realm, self.el20_realm, self.s2_realm)
-
     def with_pstate(self, el: int, pan: bool,
                     space: SecurityState = SecurityState.NONSECURE) -> ArchState:
-        return replace(self, el=el, pan=pan, space=space, _routes={})
+        return replace(self, el=el, pan=pan, space=space, _setups={})
 
     def regime(self, regime: Regime,
                space: SecurityState = SecurityState.NONSECURE) -> S1RegimeParams:
-        if regime is Regime.EL3:
-            return self.el3
-        if space is SecurityState.REALM:
-            return {Regime.EL10: self.el10_realm, Regime.EL2: self.el2_realm,
-                    Regime.EL20: self.el20_realm}[regime]
-        secure = space is SecurityState.SECURE
-        if regime is Regime.EL10:
-            return self.el10_secure if secure else self.el10
-        if regime is Regime.EL2:
-            return self.el2_secure if secure else self.el2
-        return self.el20_secure if secure else self.el20
+        """The stage 1 of ``regime`` in Security state ``space`` (the EL3
+        regime has one instance; the Root state's regimes are Non-secure)."""
+        if regime is Regime.EL3 or space is SecurityState.ROOT:
+            space = SecurityState.NONSECURE
+        return self.regs.s1(regime, space)
 
     def stage2(self, space: SecurityState, ipa_ns: bool) -> S2TTWParams:
         """The stage 2 that translates an IPA of the Non-secure (``ipa_ns``) or
         Secure IPA space in Security state ``space`` (AArch64.S2Translate,
         AArch64.GetS2TTWParams)."""
-        if space is SecurityState.REALM:
-            return self.s2_realm
-        if space is not SecurityState.SECURE:
-            return self.s2
-        return self.ss2_nonsecure_ipa if ipa_ns else self.ss2_secure_ipa
+        if space is SecurityState.SECURE:
+            return self.regs.s2(space, not ipa_ns)
+        if space is not SecurityState.REALM:
+            space = SecurityState.NONSECURE
+        return self.regs.s2(space, False)
+
+    @property
+    def s2(self) -> S2TTWParams:
+        """The Non-secure stage 2 (VTTBR_EL2, VTCR_EL2)."""
+        return self.regs.s2(SecurityState.NONSECURE, False)
+
+    @property
+    def el10(self) -> S1RegimeParams:
+        """The Non-secure EL1&0 regime."""
+        return self.regs.s1(Regime.EL10, SecurityState.NONSECURE)
+
+    @property
+    def ss2_nonsecure_ipa(self) -> S2TTWParams:
+        """Stage 2 of a Non-secure IPA in the Secure state (VTTBR_EL2, VTCR_EL2.{NSW, NSA})."""
+        return self.regs.s2(SecurityState.SECURE, False)
+
+    @property
+    def ss2_secure_ipa(self) -> S2TTWParams:
+        """Stage 2 of a Secure IPA (VSTTBR_EL2, VSTCR_EL2)."""
+        return self.regs.s2(SecurityState.SECURE, True)
 
     def route(self, op: AtOp) -> tuple[AtRoute | NotExecuted, Access | None]:
-        """The op's routing at this EL, and the access it makes (memoized)."""
-        cached = self._routes.get(op)
-        if cached is None:
-            r = route(op, self.el, self.hcr, self.features, self.space, self.eel2)
-            acc = None
-            if isinstance(r, AtRoute):
-                acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
-                                            any_access=not op.checks_permissions),
-                             r.write, self.pan, self.features.pan)
-            cached = self._routes[op] = (r, acc)
-        return cached
+        """The op's routing at this EL, and the access it makes."""
+        setup = self.at_setup(op)
+        return setup.route, setup.acc
+
+    def at_setup(self, op: AtOp) -> AtSetup:
+        """What AT ``op`` reads of this state whatever its VA (memoized)."""
+        setup = self._setups.get(op)
+        if setup is None:
+            setup = self._setups[op] = _at_setup(op, self)
+        return setup
 
 
-@dataclass(frozen=True)
-class AtResult:
+@dataclass(frozen=True, slots=True)
+class AtSetup:
+    """The part of AArch64.AT that does not depend on the VA, worked out once
+    per operation and ArchState: the routing (or why the AT does not
+    execute), the access (CreateAccDescAT), the stage 1 regime, the stage 2
+    of its table walks, and the trace steps that say so."""
+
+    route: AtRoute | NotExecuted
+    acc: Access | None = None
+    rp: S1RegimeParams | None = None
+    s2_walks: S2TTWParams | None = None
+    """Stage 2 of the stage 1 walk (EL1&0 with HCR_EL2.{VM, DC}); in the
+    Secure state that of the Non-secure IPA space."""
+    s2_walks_secure: S2TTWParams | None = None
+    """In the Secure state, stage 2 of the walk in the Secure IPA space."""
+    steps: tuple[TraceStep, ...] = ()
+    s2_notes: tuple[tuple[int, str], ...] = ()
+    """The stage 2 configuration notes an AT through stage 2 reports."""
+    gpc: bool = False
+    """The granule protection check applies to the walks (FEAT_RME, GPCCR_EL3.GPC)."""
+
+
+def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
+    r = route(op, state.el, state.hcr, state.features, state.space, state.eel2)
+    if isinstance(r, NotExecuted):
+        return AtSetup(r)
+    checks = op.checks_permissions
+    acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
+                                any_access=not checks), r.write, state.pan, state.features.pan)
+    steps = [TraceStep(0, "regime", r.why, cites=r.rule)]
+    if not checks:
+        steps.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
+                               "write: no stage 1 permission check (CreateAccDescAT, "
+                               "AArch64.S1CheckPermissions; C5.4.7)",
+                               cites=Rule.AT_ANY_NO_PERMISSIONS))
+    secure, realm = r.space is SecurityState.SECURE, r.space is SecurityState.REALM
+    if secure and state.eel2 and r.regime is not Regime.EL3:
+        steps.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
+                               "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
+                               rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
+    if realm:
+        steps.append(TraceStep(0, "Realm", "SCR_EL3.{NSE, NS} == {1, 1}: the Realm state, where "
+                               "EL2 is enabled (EL2Enabled(): SCR_EL3.NS == 1)",
+                               rule="EL2Enabled, SecurityStateAtEL", cites=Rule.REALM_EL2_ENABLED))
+    s2_on = (r.regime is Regime.EL10 and state.s2.enabled
+             and (r.space is SecurityState.NONSECURE or realm or state.eel2))
+    s2_walks = state.stage2(r.space, True) if s2_on else None
+    s2_walks_secure = state.stage2(r.space, False) if s2_on and secure else None
+    s2_notes: list[tuple[int, str]] = []
+    if s2_walks or r.stage12:
+        s2_notes += [(0, n) for n in state.stage2(r.space, True).notes]
+    if s2_walks_secure is not None or (r.stage12 and secure):
+        s2_notes += [(0, n) for n in state.ss2_secure_ipa.notes]
+    rp = state.regime(r.regime, r.space)
+    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), tuple(s2_notes),
+                   rp.gpc is not None or state.s2.gpc is not None)
+
+
+class AtResult(NamedTuple):
     """What the architecture requires of one AT: a PAR_EL1 value (``par``,
     compare only ``mask``), or an exception: "undefined", "trap" (to EL2), or
     "abort" (a Data Abort instead of a PAR: a stage 2 fault on the stage 1
-    walk of an AT executed at EL1, or an External abort on a walk)."""
+    walk of an AT executed at EL1, or an External abort on a walk). A
+    NamedTuple: immutable, and far cheaper to make than a frozen dataclass."""
 
     kind: AtKind
     par: int
@@ -201,9 +226,10 @@ class AtResult:
 
 
 def _not_executed(kind: AtKind, why: str, trace: list[TraceStep], cites: Rule,
-                  fault: FaultRecord | None = None) -> AtResult:
+                  fault: FaultRecord | None = None,
+                  memory: tuple[DescriptorWord, ...] = ()) -> AtResult:
     trace.append(TraceStep(0, kind, why, cites=cites))
-    return AtResult(kind, 0, 0, (), fault, tuple(trace), why)
+    return AtResult(kind, 0, 0, (), fault, tuple(trace), why, memory=memory)
 
 
 @lru_cache(maxsize=1024)
@@ -219,40 +245,15 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan:
     the result, and the descriptors it read with the updates it may make."""
     updates: list[PermittedUpdate] = []
-    res = _translate(op, va, state, mem, updates)
-    words = descriptor_words(res.trace, updates, mem)
-    return replace(res, memory=words) if words else res
-
-
-def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
-               updates: list[PermittedUpdate]) -> AtResult:
-    trace: list[TraceStep] = []
-    r, acc = state.route(op)
+    setup = state.at_setup(op)
+    r, acc, rp = setup.route, setup.acc, setup.rp
     if isinstance(r, NotExecuted):
-        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, trace, r.rule)
-    assert acc is not None
-    trace.append(TraceStep(0, "regime", r.why, cites=r.rule))
-    if not op.checks_permissions:
-        trace.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
-                               "write: no stage 1 permission check (CreateAccDescAT, "
-                               "AArch64.S1CheckPermissions; C5.4.7)",
-                               cites=Rule.AT_ANY_NO_PERMISSIONS))
-    rp = state.regime(r.regime, r.space)
+        return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, [], r.rule)
+    assert acc is not None and rp is not None
+    trace = list(setup.steps)
     nonsecure = r.space is SecurityState.NONSECURE
     realm = r.space is SecurityState.REALM
-    if r.space is SecurityState.SECURE and state.eel2 and r.regime is not Regime.EL3:
-        trace.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
-                               "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
-                               rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
-    if realm:
-        trace.append(TraceStep(0, "Realm", "SCR_EL3.{NSE, NS} == {1, 1}: the Realm state, where "
-                               "EL2 is enabled (EL2Enabled(): SCR_EL3.NS == 1)",
-                               rule="EL2Enabled, SecurityStateAtEL", cites=Rule.REALM_EL2_ENABLED))
-    s2_on = (r.regime is Regime.EL10 and state.s2.enabled
-             and (nonsecure or realm or state.eel2))
-    s2_walks = state.stage2(r.space, True) if s2_on else None
-    s2_walks_secure = (state.stage2(r.space, False)
-                       if s2_on and r.space is SecurityState.SECURE else None)
+    s2_walks, s2_walks_secure = setup.s2_walks, setup.s2_walks_secure
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates, s2_walks_secure)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
@@ -263,18 +264,15 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
             s2_plain = s2_translate(s2_out, s1.address, s1.descriptor_attrs, r.write,
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
-                out = replace(out, descriptor_attrs=s2_plain.attrs)
+                out = out._replace(descriptor_attrs=s2_plain.attrs)
     notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
-    if s2_walks or r.stage12:
-        notes += [(0, n) for n in state.stage2(r.space, True).notes]
-    if s2_walks_secure is not None or (r.stage12 and r.space is SecurityState.SECURE):
-        notes += [(0, n) for n in state.ss2_secure_ipa.notes]
+    notes += setup.s2_notes
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
                                  "walk is taken as a Data Abort, not reported in PAR_EL1 "
                                  "(AArch64.AT; D24.2 PAR_EL1.FST note)", trace,
-                                 Rule.AT_ABORT_EXTERNAL, out)
+                                 Rule.AT_ABORT_EXTERNAL, out, descriptor_words(trace, updates, mem))
         if out.gpcf is not None and (
                 report_as_gpc_exception(out.gpcf, state.el, state.scr_gpf)
                 or (state.el == 1 and state.hcr_gpf and r.regime is Regime.EL10
@@ -282,14 +280,15 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
             return _not_executed("abort", f"a GPC fault on the walk ({out.gpcf.describe()}) "
                                  "is taken as an exception: ReportAsGPCException, or "
                                  "HCR_EL2.GPF == 1 for an AT at EL1 (AArch64.AT)", trace,
-                                 Rule.AT_GPC_EXCEPTION, out)
+                                 Rule.AT_GPC_EXCEPTION, out, descriptor_words(trace, updates, mem))
         if out.s2fs1walk and state.el == 1:
             return _not_executed("abort", "a stage 2 fault on the stage 1 walk of an AT "
                                  "executed at EL1 is taken as a Data Abort to EL2 "
-                                 "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out)
+                                 "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out,
+                                 descriptor_words(trace, updates, mem))
         return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
-                        tuple(trace))
-    if rp.gpc is not None or state.s2.gpc is not None:
+                        tuple(trace), memory=descriptor_words(trace, updates, mem))
+    if setup.gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
                                "translation, it does not access it", rule="AArch64.AT",
                                cites=Rule.AT_NO_OUTPUT_GPC))
@@ -309,12 +308,12 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
             success_mask &= ~NSE_BIT
             success_notes += REALM_NOTES if realm else RME_NOTES
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
-                           f"SH 0b{reported.sh:02b}", rule="AArch64.EncodePAR",
-                           cites=Rule.ENCODE_PAR))
+                           f"SH 0b{reported.sh:02b}", None, None, None, None, None,
+                           "AArch64.EncodePAR", Rule.ENCODE_PAR))
     cleared = ~attr_mask & ((1 << 64) - 1)
     notes += [(cleared, n) for n in attr_notes]
     result = AtResult("par", par, success_mask & attr_mask, success_notes + tuple(notes), None,
-                      tuple(trace))
+                      tuple(trace), memory=descriptor_words(trace, updates, mem))
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
         # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.
@@ -323,10 +322,10 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                "resulting Non-cacheable ones (D24.2 PAR_EL1.ATTR: \"can be the resulting "
                "attribute ... instead of the value that appears in the translation table "
                "descriptor\"); an IMPLEMENTATION DEFINED choice")
-        alt = replace(result, par=encode_success(out.address, plain.attr, plain.sh, par_ns, nse),
+        alt = result._replace(par=encode_success(out.address, plain.attr, plain.sh, par_ns, nse),
                       mask=success_mask & plain_mask,
-                      mask_notes=(*result.mask_notes, (0, why)))
-        result = replace(result, alternatives=(alt,))
+                      mask_notes=(*result.mask_notes, (0, why)), memory=())
+        result = result._replace(alternatives=(alt,))
     if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
         walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
         update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
@@ -338,5 +337,5 @@ def _translate(op: AtOp, va: int, state: ArchState, mem: PhysMem,
                    if state.el == 1 else
                    AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
                             update, tuple(trace)))
-            result = replace(result, alternatives=(*result.alternatives, alt))
+            result = result._replace(alternatives=(*result.alternatives, alt))
     return result

@@ -23,7 +23,6 @@ Everything else the walks read must be unchanged after the AT.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from xcheck.arch.memory import PhysMem
@@ -47,10 +46,10 @@ class PermittedUpdate(NamedTuple):
     why: str
 
 
-@dataclass(frozen=True, slots=True)
-class DescriptorWord:
+class DescriptorWord(NamedTuple):
     """A descriptor an AT's walks read: its PA, its value as stored before
-    the AT, and the bits the AT may set in it (0: it must stay as it was)."""
+    the AT, and the bits the AT may set in it (0: it must stay as it was).
+    A NamedTuple: every AT makes several."""
 
     pa: int
     value: int
@@ -74,15 +73,12 @@ def descriptor_words(trace: Sequence[TraceStep], updates: Iterable[PermittedUpda
     may: dict[int, int] = {}
     for u in updates:
         may[u.pa] = may.get(u.pa, 0) | u.bits
-    words: dict[int, DescriptorWord] = {}
-    for step in trace:
-        pa = step.addr
-        if pa is None or step.desc is None or step.what not in DESCRIPTOR_KINDS or pa in words:
-            continue
-        value = mem.read64(pa)
-        if value is not None:
-            words[pa] = DescriptorWord(pa, value, may.get(pa, 0))
-    return tuple(words.values())
+    read = dict.fromkeys([step.addr for step in trace if step.desc is not None
+                          and step.addr is not None and step.what in DESCRIPTOR_KINDS])
+    # tuple.__new__: a NamedTuple's own __new__ is Python code, and every AT
+    # makes a word a level
+    return tuple([tuple.__new__(DescriptorWord, (pa, value, may.get(pa, 0))) for pa in read
+                  if (value := mem.read64(pa)) is not None])
 
 
 def permitted_together(words: Iterable[DescriptorWord]) -> dict[int, DescriptorWord]:

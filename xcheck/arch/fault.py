@@ -7,8 +7,7 @@ D24.2 PAR_EL1.FST. A fault is a value, never an exception.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
     from xcheck.arch.gpc import GpcFault
@@ -54,10 +53,10 @@ def encode_fst(status: Fault, level: int) -> int:
     return _BASE[status] | (level & 3)
 
 
-@dataclass(frozen=True, slots=True)
-class FaultRecord:
+class FaultRecord(NamedTuple):
     """A translation fault as the ASL FaultRecord: status, level, stage,
-    s2fs1walk (PAR.PTW), write; ``rule`` cites what decided it."""
+    s2fs1walk (PAR.PTW), write; ``rule`` cites what decided it. A NamedTuple:
+    immutable, and cheap to make (most walks of a fuzz case fault)."""
 
     statuscode: Fault
     level: int

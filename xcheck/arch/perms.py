@@ -24,9 +24,9 @@ from typing import NamedTuple
 from xcheck.arch.rules import Rule
 
 
-@dataclass(frozen=True)
-class S1Access:
-    """The access an AT makes at stage 1 (CreateAccDescAT).
+class S1Access(NamedTuple):
+    """The access an AT makes at stage 1 (CreateAccDescAT); a NamedTuple
+    (hashed in C: it keys the memoized permission check of every walk).
 
     ``el``: 0 for AT S1E0*, 1 for S1E1*, 2 for S1E2* (the EL of the access,
     accdesc.el); ``write``: a W operation; ``pan_op``: AT S1E1RP/S1E1WP

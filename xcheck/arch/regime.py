@@ -31,6 +31,10 @@ class Regime(enum.Enum):
     EL20 = "EL2&0"
     EL3 = "EL3"
 
+    __hash__ = object.__hash__
+    """Members are singletons: identity hashing, in C (Enum's own hashes the
+    name in Python code, and the model looks these up in dicts per AT)."""
+
     @property
     def two_ranges(self) -> bool:
         """HasUnprivileged(regime): two VA ranges, EL0 and a privileged EL."""

@@ -10,8 +10,9 @@ AArch64.S2ApplyOutputPerms. Faults are returned as FaultRecord values.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from xcheck.arch import attrs, indirect, perms
 from xcheck.arch.attrs import MemAttrs
@@ -21,7 +22,7 @@ from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.regime import Regime
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
-from xcheck.arch.trace import TraceStep
+from xcheck.arch.trace import TraceStep, fetch_step
 from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
 
 ADDR48 = (1 << 48) - 1
@@ -38,9 +39,9 @@ class Access:
     pan_feature: int
 
 
-@dataclass(frozen=True, slots=True)
-class Translated:
-    """The output of a stage: address (IPA or PA), attributes, final level."""
+class Translated(NamedTuple):
+    """The output of a stage: address (IPA or PA), attributes, final level
+    (a NamedTuple: every walk makes one)."""
 
     address: int
     attrs: MemAttrs
@@ -215,69 +216,64 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     lsb = (3 - level) * stride + g
     table = p.base
     index = (va >> lsb) & ((1 << (iasize - lsb)) - 1)
-    trace.append(TraceStep(1, "start", p, rule="AArch64.S1StartLevel", cites=Rule.S1_START))
+    trace.append(TraceStep(1, "start", p, None, None, None, None, None, "AArch64.S1StartLevel",
+                           Rule.S1_START))
     if (table | (index << 3)) >> p.oasize:
         return _s1_fault(Fault.ADDRESS_SIZE, 0, acc, f"table base 0x{table:x} above the "
                          f"{p.oasize}-bit OA size (AArch64.S1Walk, AArch64.S1OAOutOfRange)",
                          trace, Rule.S1_BASE_ADDRESS_SIZE)
-    ap_table = xn_u = xn_p = 0
+    tables = 0  # the walk's table descriptors ORed: the union of APTable, UXNTable, PXNTable
     ns = not (rp.secure or rp.root or rp.realm)
+    read64, ee, gpc, oasize = mem.read64, p.ee, rp.gpc, p.oasize
+    walk_s2 = s2
     while True:
         descaddr = table | (index << 3)
         pa = descaddr
-        walk_s2 = s2 if ns or s2_secure is None else s2_secure
-        if walk_s2 is not None:
+        if s2 is not None:
+            walk_s2 = s2 if ns or s2_secure is None else s2_secure
             out = s2_translate(walk_s2, descaddr, None, False, True, mem, trace, updates)
             if isinstance(out, FaultRecord):
                 return out
             pa = out.address
-        if rp.gpc is not None:
+        if gpc is not None:
             # a Realm walk through stage 2 reads only the Realm PA space: stage 2
             # faults any other output (s2_translate, AArch64.S2CheckPermissions)
             walk_space = (PASpace.ROOT if rp.root else PASpace.REALM if rp.realm
                           else PASpace.NONSECURE if ns else PASpace.SECURE)
-            gpf = granule_protection_check(rp.gpc, pa, walk_space, mem, trace, 1)
+            gpf = granule_protection_check(gpc, pa, walk_space, mem, trace, 1)
             if gpf is not None:
                 return _gpc_on_walk(gpf, level, 1, False, acc.write, trace)
-        desc = mem.read64(pa)
+        desc = read64(pa)
         if desc is None:
             trace.append(TraceStep(1, "no memory", "", level, table, index, pa, None))
             return _s1_fault(Fault.EXTERNAL_ABORT_ON_WALK, level, acc, f"no memory at "
                              f"0x{pa:x} (FetchDescriptor, PhysMemRead)", trace,
                              Rule.S1_EXTERNAL_ABORT)
-        if p.ee:
+        if ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(1, kind, "", level, table, index, pa, desc,
-                               cites=DESCRIPTOR_RULES.get((1, kind))))
+        trace.append(fetch_step(1, kind, level, table, index, pa, desc,
+                                DESCRIPTOR_RULES.get((1, kind))))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
-        if rp.secure and not ns and desc >> 63:
-            ns = True
-            trace.append(TraceStep(1, "NSTable", "NSTable == 1: the next levels and the output "
-                                   "are in the Non-secure PA space", level,
-                                   rule="AArch64.S1Walk (D8.4.6.1)", cites=Rule.S1_NSTABLE))
-        elif rp.realm and desc >> 63:
-            trace.append(TraceStep(1, "NSTable", "NSTable == 1 has no effect in a Realm walk: "
-                                   "the next levels stay in the Realm PA space", level,
-                                   rule="AArch64.S1NextWalkStateTable",
-                                   cites=Rule.S1_REALM_NSTABLE))
-        if not p.hpd and not rp.pie:  # AArch64.S1Walk: no table permissions with PIE
-            if two:
-                ap_table |= (desc >> 61) & 3
-                xn_u |= (desc >> 60) & 1
-                xn_p |= (desc >> 59) & 1
-            else:
-                ap_table |= ((desc >> 62) & 1) << 1
-                xn_p |= (desc >> 60) & 1
+        tables |= desc
+        if desc >> 63 and (rp.secure or rp.realm):
+            _s1_nstable(rp.realm, ns, level, trace)
+            ns = ns or rp.secure
         level += 1
         lsb -= stride
         index = (va >> lsb) & ((1 << stride) - 1)
-        if table >> p.oasize:
+        if table >> oasize:
             return _s1_fault(Fault.ADDRESS_SIZE, level - 1, acc, f"next-level table 0x{table:x}"
-                             f" above the {p.oasize}-bit OA size (AArch64.S1Walk)", trace,
+                             f" above the {oasize}-bit OA size (AArch64.S1Walk)", trace,
                              Rule.S1_NEXT_TABLE_ADDRESS_SIZE)
+    if p.hpd or rp.pie:  # AArch64.S1Walk: no table permissions with HPD or PIE
+        ap_table = xn_u = xn_p = 0
+    elif two:
+        ap_table, xn_u, xn_p = (tables >> 61) & 3, (tables >> 60) & 1, (tables >> 59) & 1
+    else:
+        ap_table, xn_u, xn_p = ((tables >> 62) & 1) << 1, 0, (tables >> 60) & 1
     if kind.startswith("invalid"):
         rule = ("block descriptor not allowed at this level (AArch64.BlockDescSupported)"
                 if kind == "invalid block" else "descriptor bit[0] == 0")
@@ -349,6 +345,22 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                                level, rule="AArch64.S1Walk (D8.4.6 R_KZLVM, D8.4.6.1)",
                                cites=Rule.S1_OUTPUT_PASPACE))
     return Translated(oa, mem_attrs, level, descriptor_attrs, af_update, ns, nse, leaf_ns)
+
+
+def _s1_nstable(realm: bool, ns: bool, level: int, trace: list[TraceStep]) -> None:
+    """A table descriptor's NSTable == 1 (AArch64.S1NextWalkStateTable): in a
+    Secure walk the next levels and the output move to the Non-secure PA
+    space (once: ``ns`` says whether they are there already); in a Realm
+    walk it has no effect."""
+    if realm:
+        trace.append(TraceStep(1, "NSTable", "NSTable == 1 has no effect in a Realm walk: "
+                               "the next levels stay in the Realm PA space", level,
+                               rule="AArch64.S1NextWalkStateTable",
+                               cites=Rule.S1_REALM_NSTABLE))
+    elif not ns:
+        trace.append(TraceStep(1, "NSTable", "NSTable == 1: the next levels and the output "
+                               "are in the Non-secure PA space", level,
+                               rule="AArch64.S1Walk (D8.4.6.1)", cites=Rule.S1_NSTABLE))
 
 
 def _realm_leaf_space(rp: S1RegimeParams, desc: int, level: int,
@@ -493,8 +505,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         if p.ee:
             desc = _bswap(desc)
         kind = _kind(desc, level, g, ds, pa52)
-        trace.append(TraceStep(2, kind, "", level, table, index, descaddr, desc,
-                               cites=DESCRIPTOR_RULES.get((2, kind))))
+        trace.append(fetch_step(2, kind, level, table, index, descaddr, desc,
+                                DESCRIPTOR_RULES.get((2, kind))))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -562,7 +574,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     if denied is not None:
         fault = _s2_fault(Fault.PERMISSION, level, ttw, write and not ttw, denied.why, trace,
                           denied.rule)
-        return replace(fault, dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
+        return fault._replace(dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
         return Translated(oa, MemAttrs(0, 0), level, ns=out_ns, nse=nse)
     sh = p.sh if ds else (desc >> 8) & 3
