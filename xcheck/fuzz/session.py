@@ -147,19 +147,25 @@ def known_signatures(dirs: tuple[Path, ...], version: str | None = None,
     signature here is another disagreement to explain. A file without
     ``known:`` entries (a finding not recorded yet) counts everywhere."""
     out: dict[Signature, Path] = {}
+    for f, text in _scenario_texts(dirs):
+        sigs = _signature_lines(text)
+        if sigs and (version is None or _recorded_for(f, text, version, features)):
+            for sig in sigs:
+                out.setdefault(sig.family, f)
+    return out
+
+
+def _scenario_texts(dirs: tuple[Path, ...]) -> Iterator[tuple[Path, str]]:
+    """Every readable ``*.yaml`` file under ``dirs`` (subfolders too), with
+    its text, in path order per folder."""
     for d in dirs:
         if not d.is_dir():
             continue
         for f in sorted(d.rglob("*.yaml")):
             try:
-                text = f.read_text(encoding="utf-8")
+                yield f, f.read_text(encoding="utf-8")
             except OSError:
                 continue
-            sigs = _signature_lines(text)
-            if sigs and (version is None or _recorded_for(f, text, version, features)):
-                for sig in sigs:
-                    out.setdefault(sig.family, f)
-    return out
 
 
 @dataclass(frozen=True)
@@ -181,19 +187,15 @@ def known_behaviours(dirs: tuple[Path, ...], version: str,
     """The `known:` entries with ``acts_as`` under ``dirs`` that cover this
     target's version and CPU, in file order."""
     out: list[Behaviour] = []
-    for d in dirs:
-        if not d.is_dir():
+    for f, text in _scenario_texts(dirs):
+        if "acts_as" not in text:
             continue
-        for f in sorted(d.rglob("*.yaml")):
-            try:
-                text = f.read_text(encoding="utf-8")
-                if "acts_as" not in text:
-                    continue
-                scenario = parse_scenario(text, f)
-            except (OSError, ScenarioError):
-                continue
-            out += [Behaviour(f, scenario.name, k) for k in scenario.known
-                    if k.acts_as and k.covers(version, features)]
+        try:
+            scenario = parse_scenario(text, f)
+        except ScenarioError:
+            continue
+        out += [Behaviour(f, scenario.name, k) for k in scenario.known
+                if k.acts_as and k.covers(version, features)]
     return out
 
 
