@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +33,7 @@ from xcheck.model import run_model
 from xcheck.needs import unrunnable
 from xcheck.outcome import FieldDelta, Kind, Outcome
 from xcheck.requires import missing_features
+from xcheck.scenario.expect import KnownDivergence
 from xcheck.scenario.loader import Scenario, ScenarioError, discover, load_scenario
 from xcheck.target.errors import TargetError, Unsupported
 from xcheck.target.factory import Target
@@ -103,12 +105,15 @@ def compare(
     unjudged: str = "",
     features: Features | None = None,
     memory: tuple[FieldDelta, ...] = (),
+    acts: Acts | None = None,
 ) -> Outcome:
     """One probe's outcome from the target's result and the model's.
     ``unjudged`` names the lacking features the probe's pinned expectation
     depends on: the expectation is then noted, not judged. ``memory``: the
     descriptor words this probe left as the model does not permit
-    (:func:`memory_fields`), a mismatch like a PAR field."""
+    (:func:`memory_fields`), a mismatch like a PAR field. ``acts``: whether
+    a `known` entry's ``acts_as`` explains the target's answer (without it,
+    such entries apply by their selection alone)."""
     failed = "" if unjudged else _failed_expectation(scenario, probe, model)
     if isinstance(got, TargetException):
         if model.kind != "par" and _exception_agrees(model, got):
@@ -116,7 +121,7 @@ def compare(
                         detail=f"both: {model.kind} ({got.describe()})")
         else:
             want = describe_par(model.par) if model.kind == "par" else model.kind
-            out = _known(scenario, probe, version, features, _base(
+            out = _known(scenario, probe, version, features, acts, _base(
                 scenario, probe, target, version,
                 kind=Kind.MISMATCH,
                 par_model=model.par if model.kind == "par" else None,
@@ -124,7 +129,7 @@ def compare(
                 trace=model.render(),
             ))
     elif model.kind != "par":
-        out = _known(scenario, probe, version, features, _base(
+        out = _known(scenario, probe, version, features, acts, _base(
             scenario, probe, target, version,
             kind=Kind.MISMATCH,
             par_target=got,
@@ -145,7 +150,7 @@ def compare(
             out = replace(out, par_model=alt.par, mask=alt.mask, fields=(),
                           detail=f"matches the other IMPLEMENTATION DEFINED choice: {why}"[:400])
         elif deltas:
-            out = _known(scenario, probe, version, features,
+            out = _known(scenario, probe, version, features, acts,
                          replace(_closest(out, got, model), kind=Kind.MISMATCH,
                                  trace=model.render()))
     if memory:
@@ -170,7 +175,7 @@ def _memory_mismatch(scenario: Scenario, probe: Probe, version: str, features: F
     out = replace(out, fields=(*out.fields, *memory), trace=out.trace or model.render(),
                   detail=f"{out.detail}; {why}" if out.detail else why)
     if out.kind is Kind.MATCH:
-        out = _known(scenario, probe, version, features, replace(out, kind=Kind.MISMATCH))
+        out = _known(scenario, probe, version, features, None, replace(out, kind=Kind.MISMATCH))
     return out
 
 
@@ -204,14 +209,43 @@ def memory_fields(model: Sequence[AtResult],
 
 
 def _known(scenario: Scenario, probe: Probe, version: str, features: Features | None,
-           out: Outcome) -> Outcome:
+           acts: Acts | None, out: Outcome) -> Outcome:
     """A mismatch that a `known` entry records for this QEMU version is KNOWN
-    (with the entry's reason; the mismatch detail stays in the trace)."""
-    known = [k for k in scenario.known if k.applies(probe, version, features)]
+    (with the entry's reason; the mismatch detail stays in the trace). An
+    entry with ``acts_as`` covers it only when ``acts`` says the target
+    answered as the model does under those register values."""
+    known = [k for k in scenario.known if k.applies(probe, version, features)
+             and (not k.acts_as or acts is None or acts(k))]
     if not known:
         return out
-    return replace(out, kind=Kind.KNOWN, detail=f"{known[0].why} ({out.detail})" if out.detail
-                   else known[0].why)
+    k = known[0]
+    why = (f"answers as the model does with {k.describe_acts()}: {k.why}"
+           if k.acts_as and acts is not None else k.why)
+    return replace(out, kind=Kind.KNOWN, detail=f"{why} ({out.detail})" if out.detail else why)
+
+
+Acts = Callable[[KnownDivergence], bool]
+"""Does a `known` entry's ``acts_as`` explain one probe's answer?"""
+
+
+def acts_as_explains(known: KnownDivergence, setup: MachineSetup, probe: Probe,
+                     got: ProbeResult, features: Features, ram_size: int) -> bool:
+    """Is ``got`` the model's answer for ``probe`` with the entry's
+    ``acts_as`` register values written into ``setup`` (an answer the
+    architecture permits under them: a PAR within the mask or one of the
+    IMPLEMENTATION DEFINED alternatives, or the same exception)? Then the
+    target behaves as the recorded bug does. False when the values change
+    nothing, so a probe the model already answers differently is never
+    explained by an entry that does not concern it."""
+    sysregs = known.acting(setup.sysregs)
+    if sysregs == dict(setup.sysregs):
+        return False
+    (model,) = run_model(replace(setup, sysregs=sysregs, probes=(probe,)), features, ram_size)
+    if isinstance(got, TargetException):
+        return model.kind != "par" and _exception_agrees(model, got)
+    return model.kind == "par" and any(
+        a.kind == "par" and not diff_par(got, a.par, a.mask)
+        for a in (model, *model.alternatives))
 
 
 def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> str:
@@ -271,9 +305,12 @@ def check_scenario(
             outcomes.append(replace(_base(scenario, p, target_name, target.version),
                                     kind=Kind.SKIPPED, detail=why))
         else:
-            outcomes.append(compare(scenario, p, next(ran), m, target=target_name,
-                                    version=target.version, unjudged=depends,
-                                    features=features, memory=next(memory)))
+            got = next(ran)
+            outcomes.append(compare(
+                scenario, p, got, m, target=target_name, version=target.version,
+                unjudged=depends, features=features, memory=next(memory),
+                acts=partial(acts_as_explains, setup=setup, probe=p, got=got,
+                             features=features, ram_size=target.ram_size)))
     if traces:
         outcomes = [
             o if o.trace else replace(o, trace=m.render())
@@ -352,7 +389,7 @@ def target_failed(
     out = []
     for p in scenario.probes:
         o = replace(_base(scenario, p, target, version), kind=Kind.TARGET_ERROR, detail=detail)
-        k = _known(scenario, p, version, features,
+        k = _known(scenario, p, version, features, None,
                    replace(o, detail=f"target error: {detail}"))
         out.append(k if k.kind is Kind.KNOWN else o)
     return out

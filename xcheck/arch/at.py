@@ -286,8 +286,12 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out,
                                  descriptor_words(trace, updates, mem))
-        return AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes), out,
-                        tuple(trace), memory=descriptor_words(trace, updates, mem))
+        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes),
+                           out, tuple(trace), memory=descriptor_words(trace, updates, mem))
+        if out.stage == 2 and not out.s2fs1walk:  # the output's stage 2, after stage 1
+            return _with_af_update_fault(faulted, s1_out, s2_walks, s2_walks_secure, state,
+                                         mem, trace)
+        return faulted
     if setup.gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
                                "translation, it does not access it", rule="AArch64.AT",
@@ -326,16 +330,29 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                       mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)), memory=())
         result = result._replace(alternatives=(alt,))
-    if isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks:
-        walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
-        update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
-        if isinstance(update, FaultRecord):
-            why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
-                   "descriptor goes through stage 2 (AArch64.S1Translate, "
-                   "CreateAccDescTTEUpdate) and faults: " + update.describe())
-            alt = (_not_executed("abort", why, list(trace), Rule.AF_UPDATE_S2_FAULT, update)
-                   if state.el == 1 else
-                   AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
-                            update, tuple(trace)))
-            result = result._replace(alternatives=(*result.alternatives, alt))
-    return result
+    return _with_af_update_fault(result, s1_out, s2_walks, s2_walks_secure, state, mem, trace)
+
+
+def _with_af_update_fault(result: AtResult, s1_out: Translated | FaultRecord,
+                          s2_walks: S2TTWParams | None, s2_walks_secure: S2TTWParams | None,
+                          state: ArchState, mem: PhysMem, trace: list[TraceStep]) -> AtResult:
+    """``result`` with, as a permitted alternative, the stage 2 fault that
+    the AT's permitted AF update takes (TCR.HA == 1, AF == 0, D8.5): the
+    write to the stage 1 descriptor goes through stage 2 (AArch64.S1Translate,
+    CreateAccDescTTEUpdate), before AArch64.FullTranslate translates the
+    output address at stage 2, so it is an alternative to a translation and
+    to a fault on the output's stage 2 alike."""
+    if not (isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks):
+        return result
+    walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
+    update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
+    if not isinstance(update, FaultRecord):
+        return result
+    why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "
+           "descriptor goes through stage 2 (AArch64.S1Translate, "
+           "CreateAccDescTTEUpdate) and faults: " + update.describe())
+    alt = (_not_executed("abort", why, list(trace), Rule.AF_UPDATE_S2_FAULT, update)
+           if state.el == 1 else
+           AtResult("par", encode_fault(update), FAULT_MASK, (*FAULT_NOTES, (0, why)),
+                    update, tuple(trace)))
+    return result._replace(alternatives=(*result.alternatives, alt))

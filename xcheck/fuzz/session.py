@@ -21,16 +21,17 @@ from typing import Any
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.gpc import GpcParams
-from xcheck.check import compare
+from xcheck.check import acts_as_explains, compare
 from xcheck.fuzz.case import Case, built, load_doc, make_case, model_results, scenario_of
 from xcheck.fuzz.coverage import Coverage
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.shrink import shrink
 from xcheck.fuzz.signature import Signature, signature, target_error_signature
 from xcheck.fuzz.yamlout import Doc
-from xcheck.machine import MachineSetup, ProbeResult
+from xcheck.machine import MachineSetup, Probe, ProbeResult
 from xcheck.needs import unrunnable
 from xcheck.outcome import Outcome
+from xcheck.scenario.expect import KnownDivergence
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.target.errors import HarnessError, TargetError, Unsupported
 from xcheck.target.profile import Profile
@@ -146,18 +147,55 @@ def known_signatures(dirs: tuple[Path, ...], version: str | None = None,
     signature here is another disagreement to explain. A file without
     ``known:`` entries (a finding not recorded yet) counts everywhere."""
     out: dict[Signature, Path] = {}
+    for f, text in _scenario_texts(dirs):
+        sigs = _signature_lines(text)
+        if sigs and (version is None or _recorded_for(f, text, version, features)):
+            for sig in sigs:
+                out.setdefault(sig.family, f)
+    return out
+
+
+def _scenario_texts(dirs: tuple[Path, ...]) -> Iterator[tuple[Path, str]]:
+    """Every readable ``*.yaml`` file under ``dirs`` (subfolders too), with
+    its text, in path order per folder."""
     for d in dirs:
         if not d.is_dir():
             continue
         for f in sorted(d.rglob("*.yaml")):
             try:
-                text = f.read_text(encoding="utf-8")
+                yield f, f.read_text(encoding="utf-8")
             except OSError:
                 continue
-            sigs = _signature_lines(text)
-            if sigs and (version is None or _recorded_for(f, text, version, features)):
-                for sig in sigs:
-                    out.setdefault(sig.family, f)
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """A recorded bug known by what the target does: a `known:` entry with
+    ``acts_as`` register values, from the scenario ``name`` at ``path``."""
+
+    path: Path
+    name: str
+    entry: KnownDivergence
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} ({self.entry.describe_acts()})"
+
+
+def known_behaviours(dirs: tuple[Path, ...], version: str,
+                     features: Features | None = None) -> list[Behaviour]:
+    """The `known:` entries with ``acts_as`` under ``dirs`` that cover this
+    target's version and CPU, in file order."""
+    out: list[Behaviour] = []
+    for f, text in _scenario_texts(dirs):
+        if "acts_as" not in text:
+            continue
+        try:
+            scenario = parse_scenario(text, f)
+        except ScenarioError:
+            continue
+        out += [Behaviour(f, scenario.name, k) for k in scenario.known
+                if k.acts_as and k.covers(version, features)]
     return out
 
 
@@ -200,6 +238,8 @@ class Fuzzer:
         self.known: dict[Signature, Path] | None = None
         """Recorded signatures, read at the first start (they depend on the
         target's version and CPU)."""
+        self.behaviours: list[Behaviour] = []
+        """Recorded bugs known by their ``acts_as``, read with ``known``."""
 
     # --- the target ---------------------------------------------------------
 
@@ -225,8 +265,9 @@ class Fuzzer:
                            starts_el3=getattr(self.target, "scr_el3", None) is not None,
                            l0gptsz=GpcParams.decode(gpccr, 0, 52).l0gptsz)
         if self.known is None:
-            self.known = known_signatures((self.opt.out, *self.opt.known_dirs),
-                                          self.version, self.features)
+            dirs = (self.opt.out, *self.opt.known_dirs)
+            self.known = known_signatures(dirs, self.version, self.features)
+            self.behaviours = known_behaviours(dirs, self.version, self.features)
 
     def close(self) -> None:
         if self.target is not None:
@@ -295,8 +336,23 @@ class Fuzzer:
             o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version)
             sig = signature(o, g, m)
             if sig is not None:
-                fails.append((sig, i, o))
+                fails.append((self.explained(sig, job.setup, p, g), i, o))
         return CheckResult(fails)
+
+    def explained(self, sig: Signature, setup: MachineSetup, probe: Probe,
+                  got: ProbeResult) -> Signature:
+        """``sig``; or, when no file records its family and a recorded bug's
+        ``acts_as`` explains the probe (xcheck.check.acts_as_explains), the
+        signature with that bug named, which the bug's file then records."""
+        known = self.known if self.known is not None else {}
+        if sig.family in known:
+            return sig
+        for b in self.behaviours:
+            if acts_as_explains(b.entry, setup, probe, got, self.features, self.ram_size):
+                out = replace(sig, acts_as=b.label)
+                known.setdefault(out.family, b.path)
+                return out
+        return sig
 
     def run_target(self, setup: MachineSetup,
                    first: Callable[[], list[ProbeResult]] | None = None) -> list[ProbeResult]:

@@ -77,13 +77,18 @@ class Signature:
     op: str
     fields: tuple[str, ...]
     rule: str
+    acts_as: str = ""
+    """The recorded bug whose ``acts_as`` explained the failure (its
+    scenario's name and register values), else empty: a failure so
+    explained is another finding than the same signature unexplained."""
 
     def describe(self) -> str:
         if self.kind == "target-error":
             return f"target error: {self.rule}"
         what = ", ".join(self.fields) or "no field"
         at = "AT" if self.op == "*" else f"AT {self.op}"
-        return f"{at}: {what} differ; the model's trace ends in: {self.rule}"
+        seen = f"; the target acts as {self.acts_as}" if self.acts_as else ""
+        return f"{at}: {what} differ; the model's trace ends in: {self.rule}{seen}"
 
     @property
     def slug(self) -> str:
@@ -98,19 +103,20 @@ class Signature:
     def family(self) -> Signature:
         """The signature without its op: the failures shrunk once, whatever
         AT operation shows them (their ops are listed with the finding)."""
-        return Signature(self.kind, "*", self.fields, self.rule)
+        return Signature(self.kind, "*", self.fields, self.rule, self.acts_as)
 
     def key(self) -> str:
         return json.dumps(self.to_json(), sort_keys=True)
 
     def to_json(self) -> dict[str, Any]:
-        return {"kind": self.kind, "op": self.op, "fields": list(self.fields),
-                "rule": self.rule}
+        out = {"kind": self.kind, "op": self.op, "fields": list(self.fields),
+               "rule": self.rule}
+        return {**out, "acts_as": self.acts_as} if self.acts_as else out
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Signature:
         return cls(str(data["kind"]), str(data["op"]), tuple(map(str, data["fields"])),
-                   str(data["rule"]))
+                   str(data["rule"]), str(data.get("acts_as", "")))
 
 
 def signature(outcome: Outcome, got: ProbeResult, model: AtResult) -> Signature | None:
@@ -130,15 +136,30 @@ def signature(outcome: Outcome, got: ProbeResult, model: AtResult) -> Signature 
 
 
 _ASSERTION = re.compile(r"(\w+): Assertion (.+) failed")
+_ESR = re.compile(r"ESR=(0x[0-9a-fA-F]+)")
+ABORT_ECS = (0x20, 0x21, 0x24, 0x25)
+"""ESR_ELx.EC of Instruction and Data Aborts (lower, same EL): ISS[5:0] is
+the fault status code (IFSC/DFSC, D24.2 ESR_EL2)."""
 
 
 def target_error_signature(message: str) -> Signature:
     """A whole case the target could not run (a crash, a hang): the first
     line of the error, and the assertion QEMU printed when it aborted on
-    one (the same signal is many bugs, one assertion is one)."""
+    one (the same signal is many bugs, one assertion is one). An exception
+    the harness took keeps its exception class and, for an abort, its fault
+    status code (the kind of fault and its level): an instruction fetch
+    that a stage 2 Translation fault at level 0 stops is not one that a
+    Permission fault stops."""
     lines = message.splitlines() if message else ["target error"]
     head = lines[0]
     failed = next((m for m in map(_ASSERTION.search, reversed(lines)) if m), None)
     if failed:
         head += f": {failed.group(1)}: Assertion {failed.group(2)} failed"
-    return Signature("target-error", "*", (), normalize(head)[:160])
+    rule = normalize(head)
+    esr = _ESR.search(head)
+    if esr:
+        value = int(esr.group(1), 16)
+        ec = value >> 26 & 0x3F
+        fsc = f", FSC=0x{value & 0x3F:02x}" if ec in ABORT_ECS else ""
+        rule = rule.replace("(EC=#)", f"(EC=0x{ec:02x}{fsc})", 1)
+    return Signature("target-error", "*", (), rule[:160])

@@ -8,13 +8,16 @@ versions that answer differently, and why.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from xcheck.arch.at import AtResult
 from xcheck.arch.fault import Fault, FaultRecord
 from xcheck.arch.features import Features
 from xcheck.arch.par import NS_BIT, decode_par, describe_par
+from xcheck.arch.regs import HCR
 from xcheck.machine import AtOp, Probe, SecurityState
+from xcheck.scenario.regfields import layout, set_field
 from xcheck.scenario.versions import VersionRange, split_target_version
 
 FAULT_NAMES: dict[str, Fault] = {
@@ -156,6 +159,26 @@ class Expectation:
 
 
 @dataclass(frozen=True)
+class RegChange:
+    """One field value of a known entry's ``acts_as:``."""
+
+    reg: str
+    field: str
+    value: int
+
+    def apply(self, sysregs: Mapping[str, int]) -> dict[str, int]:
+        e2h = bool(sysregs.get("HCR_EL2", 0) >> HCR.E2H & 1)
+        fields = layout(self.reg, e2h)
+        out = dict(sysregs)
+        if self.field in fields:
+            out[self.reg] = set_field(out.get(self.reg, 0), fields[self.field], self.value)
+        return out
+
+    def describe(self) -> str:
+        return f"{self.reg}.{self.field} = {self.value}"
+
+
+@dataclass(frozen=True)
 class KnownDivergence:
     """A recorded disagreement with the Arm ARM: the probes it covers, the
     QEMU versions (``qemu``), why, and a link to the upstream fix or report.
@@ -173,6 +196,23 @@ class KnownDivergence:
     lacks: tuple[str, ...] = ()
     """Features the CPU must lack for the entry to apply (the bug shows only
     on such CPUs, e.g. a RES0 control honoured without its feature)."""
+    acts_as: tuple[RegChange, ...] = ()
+    """``acts_as:``: register field values under which the model answers as
+    the target does (the bug's behaviour, e.g. HCR_EL2.TGE ignored). With
+    them the entry covers a probe only where the target's answer is the
+    model's under these values (xcheck.check.acts_as_explains), and the fuzzer
+    knows the bug by that, whatever its signature."""
+
+    def acting(self, sysregs: Mapping[str, int]) -> dict[str, int]:
+        """``sysregs`` with the ``acts_as`` field values written in (the
+        field layout of TCR_EL2 follows the registers' own HCR_EL2.E2H)."""
+        out = dict(sysregs)
+        for change in self.acts_as:
+            out = change.apply(out)
+        return out
+
+    def describe_acts(self) -> str:
+        return ", ".join(c.describe() for c in self.acts_as)
 
     def applies(self, probe: Probe, version: str, features: Features | None = None) -> bool:
         return self.select.matches(probe) and self.covers(version, features)

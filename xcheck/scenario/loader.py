@@ -21,6 +21,7 @@ from xcheck.scenario.expect import (
     RESULTS,
     Expectation,
     KnownDivergence,
+    RegChange,
     Selector,
 )
 from xcheck.scenario.gpt import parse_gpt
@@ -77,7 +78,7 @@ SELECT_KEYS = ("op", "va", "el", "pan", "space")
 PROBE_KEYS = (*SELECT_KEYS, "label")
 EXPECT_KEYS = (*SELECT_KEYS, "fault", "level", "stage", "ptw", "pa", "attr", "sh", "ns",
                "result")
-KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link")
+KNOWN_KEYS = (*SELECT_KEYS, "qemu", "kvm", "lacks", "why", "link", "acts_as")
 S1_KEYS = ("va", "pa", "size", "level", "raw", "force", "ap", "attr", "sh", "af", "ng",
            "contiguous", "pxn", "uxn", "xn", "dbm", "table", "pi_index", "ndirty",
            "ns", "nse")
@@ -695,8 +696,33 @@ class _Parser:
         why = as_str(m["why"], f"{field}.why", m.at("why")).strip()
         link = as_str(m["link"], f"{field}.link", m.at("link")).strip() if "link" in m else ""
         lacks = self.feature_list(m, "lacks", f"{field}.lacks") if "lacks" in m else ()
+        acts = self.acts_as(m["acts_as"], f"{field}.acts_as", m.at("acts_as")) \
+            if "acts_as" in m else ()
         return KnownDivergence(line=m.line, select=sel, qemu=rng, why=why, link=link, kvm=kvm,
-                               lacks=lacks)
+                               lacks=lacks, acts_as=acts)
+
+    def acts_as(self, value: Any, field: str, line: int) -> tuple[RegChange, ...]:
+        """``acts_as: {REG: {FIELD: VALUE}}``: field values (by name, as in
+        ``regs:``) under which the model answers as the target does."""
+        regs = as_map(value, field, line, TRANSLATION_SYSREGS, "register")
+        out: list[RegChange] = []
+        for reg in regs:
+            spec = as_map(regs[reg], f"{field}.{reg}", regs.at(reg))
+            if not spec:
+                raise Located(regs.at(reg), f"{field}.{reg}", "empty: expected field values, "
+                              "e.g. {TGE: 0}")
+            fields = {**layout(reg, False), **layout(reg, True)}
+            for name, fv in spec.items():
+                at, where = spec.at(name), f"{field}.{reg}.{name}"
+                if name not in fields:
+                    raise Located(at, where, f"unknown field of {reg}; expected one of "
+                                  f"{field_names(fields)}")
+                width = fields[name][1]
+                n = named_value(name, fv) if isinstance(fv, str) else None
+                if n is None:
+                    n = as_int(fv, where, at, 0, (1 << width) - 1, what=f"a {width}-bit value")
+                out.append(RegChange(reg, name, n))
+        return tuple(out)
 
 
 def _parse_fault(value: Any, field: str, line: int) -> Any:

@@ -143,7 +143,12 @@ def json_schema() -> Schema:
                   "lacks": {"type": "array", "items": {"enum": list(FEATURE_NAMES)},
                             "description": "the entry applies only on CPUs without these "
                             "features"},
-                  "why": {"type": "string"}, "link": {"type": "string"}}, ("why",),
+                  "why": {"type": "string"}, "link": {"type": "string"},
+                  "acts_as": {**_obj({reg: _register(reg)["anyOf"][1]
+                                      for reg in TRANSLATION_SYSREGS}),
+                              "description": "register fields by name under which the model "
+                              "answers as the target does (the bug's behaviour): the entry "
+                              "then covers a probe only where that holds"}}, ("why",),
                  about="a recorded QEMU divergence: reported as known, not failed")
     memory = _obj({"addr": _ref("address"),
                    "words": {"type": "array", "items": _ref("address"), "minItems": 1}},
