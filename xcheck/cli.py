@@ -524,6 +524,9 @@ def live(
 @click.option("--no-shrink", is_flag=True, help="Report failures without shrinking them.")
 @click.option("--shrink-runs", default=300, show_default=True,
               help="At most this many target runs to shrink one finding.")
+@click.option("--max-shrinks", type=click.IntRange(min=0),
+              help="Shrink at most N new findings; later ones are reported, not shrunk "
+                   "(slow targets such as nested KVM) [default: every one].")
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N slices of the campaign (case numbers K-1 modulo N; "
                    "needs --seed); `xcheck fuzz merge` joins the N --out folders.")
@@ -532,7 +535,7 @@ def fuzz(
     ctx: click.Context, seed: int | None, count: int | None, duration: str | None,
     features: tuple[str, ...], config: str | None, qemu: str | None, cpu: str | None,
     out: Path, known_dirs: tuple[Path, ...], json_path: Path | None, no_shrink: bool,
-    shrink_runs: int, shard: str | None,
+    shrink_runs: int, max_shrinks: int | None, shard: str | None,
 ) -> None:
     """Differential fuzzing: random translation setups (within what the CPU
     implements) run on QEMU and on the model; each new kind of failure is
@@ -556,7 +559,8 @@ def fuzz(
     sys.exit(fuzz_command(
         seed=seed, count=count, duration=duration, features=features, config=config,
         qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,
-        do_shrink=not no_shrink, shrink_runs=shrink_runs, console=_console(),
+        do_shrink=not no_shrink, shrink_runs=shrink_runs, max_shrinks=max_shrinks,
+        console=_console(),
         shard=_parse_shard(shard),
     ))
 

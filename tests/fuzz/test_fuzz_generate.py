@@ -216,3 +216,20 @@ def test_the_harness_pages_keep_permissions_it_runs_with() -> None:
                 assert not PI_ENCODINGS[pi_entry(pire0, code)][1]
                 assert pi_entry(pire0, data) == 0
     assert seen > 0
+
+
+def test_no_descriptor_sets_the_contiguous_bit() -> None:
+    """The Contiguous bit on a lone entry is a misprogramming whose output is
+    CONSTRAINED UNPREDICTABLE (D8.7.1): no generated leaf sets bit 52, raw
+    words with reserved and ignored bits set included."""
+    raw = 0
+    for index in range(300):
+        c = case("qemu10", index)
+        words = [m["raw"] for ms in c.doc.get("tables", {}).values() for m in ms if "raw" in m]
+        words += [w for block in c.doc.get("memory", []) for w in block.get("words", [])]
+        words += [o["value"] for o in c.doc.get("descriptors", [])]
+        raw += len(words)
+        for w in words:
+            if w & 1:
+                assert not w >> 52 & 1, (hex(w), c.text)
+    assert raw > 50

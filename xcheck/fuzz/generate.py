@@ -44,6 +44,8 @@ RAW_PAGES = 0x4180_0000
 NO_RAM = 0x5000_0000
 """Physical addresses here hold nothing on the virt machine: a walk that
 reads one takes an External abort."""
+CONTIGUOUS_BIT = 1 << 52
+"""The Contiguous bit of a block or page descriptor (D8.3.2)."""
 
 MAIR_NORMAL = (0xFF, 0x44, 0xBB, 0x4F, 0xF4, 0xEE, 0x77, 0xAA, 0x33, 0x4B)
 MAIR_DEVICE = (0x00, 0x04, 0x08, 0x0C)
@@ -687,7 +689,9 @@ class Generator:
             if level < 3 and shape.granule_bits + 1 < shape.lsb(level):
                 noise |= r.randrange(1, 1 << (shape.lsb(level) - 12)) << 12 \
                     if r.random() < 0.3 else 0
-            return self.leaf_word(shape, level, oa) | noise
+            # Never the Contiguous bit (52): on a lone entry it is a
+            # misprogramming whose output is CONSTRAINED UNPREDICTABLE (D8.7.1).
+            return self.leaf_word(shape, level, oa) | noise & ~CONTIGUOUS_BIT
         if kind == "oa-high":
             hi = 1 << shape.encodable_bits
             lo = min(1 << shape.oasize, hi - size)
