@@ -49,18 +49,23 @@ tables:
     - {va: 0x1000_1000, pa: 0x8000_1000, size: 4K}
     - {va: 0x2000_0000, level: 2, raw: 0x0000_0000_A000_0003}
     - {va: 0x2020_0000, level: 2, raw: 0x0000_0000_B000_0003}
+    - {va: 0x2040_0000, level: 2, raw: 0x0000_0000_C000_0003}
   VTTBR_EL2:
     - {ipa: 0x4000_0000, pa: 0x4000_0000, size: 1G}
     - {ipa: 0x8000_0000, pa: 0x4060_0000, size: 4K, s2ap: RO, dbm: 1}
     - {ipa: 0x8000_1000, pa: 0x4060_1000, size: 4K, af: false}
     - {ipa: 0xA000_0000, pa: 0x4070_0000, size: 4K, s2ap: RO, dbm: 1}
     - {ipa: 0xB000_0000, pa: 0x4071_0000, size: 4K, s2ap: RO}
+    - {ipa: 0xC000_0000, pa: 0x4072_0000, size: 4K, s2ap: RO}
 memory:
-  # stage 1 level 3 tables at IPA 0xA000_0000 and 0xB000_0000: a page, AF == 0
+  # stage 1 level 3 tables at IPA 0xA000_0000, 0xB000_0000 and 0xC000_0000:
+  # a page with AF == 0 (at 0xC000_0000 read-only, AP[2] == 1)
   - {addr: 0x4070_0000, words: [0x0000_0000_8000_0343]}
   - {addr: 0x4071_0000, words: [0x0000_0000_8000_0343]}
+  - {addr: 0x4072_0000, words: [0x0000_0000_8000_03C3]}
 probes:
-  - {op: [S12E1R, S12E1W], va: [0x1000_0000, 0x1000_1000, 0x2000_0000, 0x2020_0000], el: 2}
+  - {op: [S12E1R, S12E1W], va: [0x1000_0000, 0x1000_1000, 0x2000_0000, 0x2020_0000,
+                                0x2040_0000], el: 2}
 """
 
 
@@ -145,6 +150,25 @@ def test_af_write_through_stage2_may_set_the_stage2_dirty_state() -> None:
 def test_no_af_update_where_the_write_through_stage2_faults() -> None:
     r = _results(STAGE2)[("S12E1R", 0x2020_0000)]  # S2 read-only, no DBM
     assert _leaf(r, 0x4071_0000).may_set == 0
+
+
+def test_af_write_faulting_at_stage2_may_replace_a_stage1_permission_fault() -> None:
+    # A write to a read-only page with AF == 0 and TCR.HA == 1: the Permission
+    # fault stands, and AArch64.SettingAccessFlagPermitted lets the walk set AF
+    # all the same (CONSTRAINED UNPREDICTABLE). That write goes through stage 2
+    # (CreateAccDescTTEUpdate), where the table's page is read-only: its
+    # stage 2 Permission fault on the walk (MemSwapTableDesc) is then the
+    # AT's answer, level 3 of the 4KB stage 2 (D24.2 PAR_EL1: S, PTW, FST).
+    r = _results(STAGE2)[("S12E1W", 0x2040_0000)]
+    assert r.fault is not None and (r.fault.statuscode.value, r.fault.stage) == ("permission", 1)
+    (alt,) = r.alternatives
+    assert alt.kind == "par" and alt.fault is not None
+    assert (alt.fault.statuscode.value, alt.fault.stage, alt.fault.level) == ("permission", 2, 3)
+    assert alt.fault.s2fs1walk
+    # a read has no Permission fault and no AF alternative beyond the update
+    # the read's translation already allows (the same stage 2 fault)
+    read = _results(STAGE2)[("S12E1R", 0x2040_0000)]
+    assert read.fault is None and [a.fault.s2fs1walk for a in read.alternatives if a.fault] == [True]
 
 
 def test_several_ats_permit_the_union_of_their_updates() -> None:

@@ -288,9 +288,13 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  descriptor_words(trace, updates, mem))
         faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes),
                            out, tuple(trace), memory=descriptor_words(trace, updates, mem))
-        if out.stage == 2 and not out.s2fs1walk:  # the output's stage 2, after stage 1
-            return _with_af_update_fault(faulted, s1_out, s2_walks, s2_walks_secure, state,
-                                         mem, trace)
+        if out.af_update is not None:  # a stage 1 Permission fault
+            return _with_af_update_fault(faulted, out.af_update, out.af_update_ns, s2_walks,
+                                         s2_walks_secure, state, mem, trace)
+        if out.stage == 2 and not out.s2fs1walk and isinstance(s1_out, Translated) \
+                and s1_out.af_update is not None:  # the output's stage 2, after stage 1
+            return _with_af_update_fault(faulted, s1_out.af_update, s1_out.leaf_ns, s2_walks,
+                                         s2_walks_secure, state, mem, trace)
         return faulted
     if setup.gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
@@ -330,22 +334,29 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                       mask=success_mask & plain_mask,
                       mask_notes=(*result.mask_notes, (0, why)), memory=())
         result = result._replace(alternatives=(alt,))
-    return _with_af_update_fault(result, s1_out, s2_walks, s2_walks_secure, state, mem, trace)
+    if isinstance(s1_out, Translated) and s1_out.af_update is not None:
+        return _with_af_update_fault(result, s1_out.af_update, s1_out.leaf_ns, s2_walks,
+                                     s2_walks_secure, state, mem, trace)
+    return result
 
 
-def _with_af_update_fault(result: AtResult, s1_out: Translated | FaultRecord,
+def _with_af_update_fault(result: AtResult, descaddr: int, descaddr_ns: bool,
                           s2_walks: S2TTWParams | None, s2_walks_secure: S2TTWParams | None,
                           state: ArchState, mem: PhysMem, trace: list[TraceStep]) -> AtResult:
     """``result`` with, as a permitted alternative, the stage 2 fault that
-    the AT's permitted AF update takes (TCR.HA == 1, AF == 0, D8.5): the
-    write to the stage 1 descriptor goes through stage 2 (AArch64.S1Translate,
-    CreateAccDescTTEUpdate), before AArch64.FullTranslate translates the
-    output address at stage 2, so it is an alternative to a translation and
-    to a fault on the output's stage 2 alike."""
-    if not (isinstance(s1_out, Translated) and s1_out.af_update is not None and s2_walks):
+    the AT's permitted AF update of the stage 1 descriptor at ``descaddr``
+    takes (TCR.HA == 1, AF == 0, D8.5): the write goes through stage 2
+    (AArch64.S1Translate, CreateAccDescTTEUpdate, MemSwapTableDesc), whose
+    fault replaces the walk's. AArch64.S1Translate makes it after the stage 1
+    permission check, when there is no fault or (CONSTRAINED UNPREDICTABLE,
+    AArch64.SettingAccessFlagPermitted) a Permission fault, and before
+    AArch64.FullTranslate translates the output address at stage 2: so it is
+    an alternative to a translation, to a stage 1 Permission fault and to a
+    fault on the output's stage 2 alike."""
+    if not s2_walks:
         return result
-    walk_s2 = s2_walks if s1_out.leaf_ns or s2_walks_secure is None else s2_walks_secure
-    update = s2_translate(walk_s2, s1_out.af_update, None, True, True, mem, [])
+    walk_s2 = s2_walks if descaddr_ns or s2_walks_secure is None else s2_walks_secure
+    update = s2_translate(walk_s2, descaddr, None, True, True, mem, [])
     if not isinstance(update, FaultRecord):
         return result
     why = ("an AT is permitted to set AF (TCR.HA == 1, D8.5); that write to the "

@@ -69,6 +69,12 @@ class FaultRecord(NamedTuple):
     Indirect permissions (PAR_EL1.DirtyBit)."""
     gpcf: GpcFault | None = None
     """With Fault.GPCF_ON_WALK: the GPCFRecord (xcheck.arch.gpc)."""
+    af_update: int | None = None
+    """A stage 1 Permission fault on a descriptor with AF == 0 under TCR.HA
+    == 1: the descriptor's address, where the walk may still set AF
+    (AArch64.SettingAccessFlagPermitted: CONSTRAINED UNPREDICTABLE)."""
+    af_update_ns: bool = False
+    """The PA space of that descriptor (the walk's, before the leaf's NS)."""
 
     @property
     def secondstage(self) -> bool:

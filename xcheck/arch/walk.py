@@ -293,7 +293,10 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     denied = _s1_leaf_permission(rp, p.hd, desc, two, ap_table, bool(xn_u), bool(xn_p), acc,
                                  trace)
     if denied is not None:
-        return _s1_fault(Fault.PERMISSION, level, acc, denied.why, trace, denied.rule)
+        fault = _s1_fault(Fault.PERMISSION, level, acc, denied.why, trace, denied.rule)
+        if not (desc >> 10) & 1:  # AF may still be set (_permit_s1_af)
+            fault = fault._replace(af_update=descaddr, af_update_ns=ns)
+        return fault
     nse = False
     if rp.root:
         # D8.4.6 Table D8-88: {NSE, NS} = 00 is Secure with FEAT_SEL2, else Non-secure.
