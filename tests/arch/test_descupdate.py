@@ -168,7 +168,8 @@ def test_af_write_faulting_at_stage2_may_replace_a_stage1_permission_fault() -> 
     # a read has no Permission fault and no AF alternative beyond the update
     # the read's translation already allows (the same stage 2 fault)
     read = _results(STAGE2)[("S12E1R", 0x2040_0000)]
-    assert read.fault is None and [a.fault.s2fs1walk for a in read.alternatives if a.fault] == [True]
+    assert read.fault is None
+    assert [a.fault.s2fs1walk for a in read.alternatives if a.fault] == [True]
 
 
 def test_several_ats_permit_the_union_of_their_updates() -> None:
