@@ -29,6 +29,7 @@ from xcheck.machine import (
     HARNESS_PA,
     HARNESS_SIZE,
     RAM_BASE,
+    RESERVED_LOW,
     AtOp,
     MachineSetup,
     Probe,
@@ -46,11 +47,12 @@ from xcheck.scenario.loader import (
 from xcheck.scenario.loader import _Parser as LoaderParser
 from xcheck.scenario.yamlsrc import YList, YMap
 
-DEVICE_WINDOWS = ((0, RAM_BASE), (HARNESS_PA, HARNESS_PA + HARNESS_SIZE),
+DEVICE_WINDOWS = ((0, RAM_BASE + RESERVED_LOW), (HARNESS_PA, HARNESS_PA + HARNESS_SIZE),
                   (0x40_0000_0000, 0x100_0000_0000))
 """Physical ranges whose content the model does not know: the virt machine's
 flash, devices and PCIe windows (below RAM; the high GIC, PCIe ECAM and MMIO
-between 256 GiB and 1 TiB) and the harness (its code and results). A walk
+between 256 GiB and 1 TiB), the bottom of RAM where QEMU puts the device
+tree (machine.RESERVED_LOW), and the harness (its code and results). A walk
 that reads a descriptor there reads something else on the target, so such
 probes are left out. Between the end of RAM and 256 GiB, and from 1 TiB,
 there is nothing: both sides take an External abort."""
