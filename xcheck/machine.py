@@ -47,7 +47,15 @@ earlier setup into a later one. Both sides read exactly these values (the
 target writes those the CPU implements: xcheck.sysregs)."""
 
 
-class AtOp(enum.Enum):
+class IdentityEnum(enum.Enum):
+    """An Enum hashed by identity: its members are singletons, and
+    object.__hash__ runs in C (Enum's own hashes the name in Python code,
+    and the model looks members up in dicts per AT)."""
+
+    __hash__ = object.__hash__
+
+
+class AtOp(IdentityEnum):
     """The AT (address translate) operations, by their assembler names.
 
     Arm ARM DDI 0487, C5.5 "A64 system instructions for address translation".
@@ -71,10 +79,6 @@ class AtOp(enum.Enum):
     S1E2A = "S1E2A"
     """FEAT_ATS1A: stage 1 without permission checks (C5.4.7, C5.4.12)."""
 
-    __hash__ = object.__hash__
-    """Members are singletons: identity hashing, in C (Enum's own hashes the
-    name in Python code, and the model looks these up in dicts per AT)."""
-
     @property
     def is_write(self) -> bool:
         return self.value.endswith("W") or self.value.endswith("WP")
@@ -93,7 +97,7 @@ class AtOp(enum.Enum):
         return 2 if self.value.startswith(("S1E2", "S12")) else 1
 
 
-class SecurityState(enum.Enum):
+class SecurityState(IdentityEnum):
     """A Security state (Arm ARM D1.3, the ASL's SecurityState; a probe's
     ``space:``). EL3 runs in Root with FEAT_RME (else Secure); for a probe at
     EL3 the state is the one SCR_EL3.{NSE, NS} selects for the EL1 and EL2
@@ -103,10 +107,6 @@ class SecurityState(enum.Enum):
     SECURE = "secure"
     REALM = "realm"
     ROOT = "root"
-
-    __hash__ = object.__hash__
-    """Members are singletons: identity hashing, in C (Enum's own hashes the
-    name in Python code, and the model looks these up in dicts per AT)."""
 
     @property
     def scr_ns(self) -> bool:

@@ -16,24 +16,19 @@ the ops route as in the Non-secure state, to the Realm regimes.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 
 from xcheck.arch.features import Features
 from xcheck.arch.regs import HCR, bit
 from xcheck.arch.rules import Rule
-from xcheck.machine import AtOp, SecurityState
+from xcheck.machine import AtOp, IdentityEnum, SecurityState
 
 
-class Regime(enum.Enum):
+class Regime(IdentityEnum):
     EL10 = "EL1&0"
     EL2 = "EL2"
     EL20 = "EL2&0"
     EL3 = "EL3"
-
-    __hash__ = object.__hash__
-    """Members are singletons: identity hashing, in C (Enum's own hashes the
-    name in Python code, and the model looks these up in dicts per AT)."""
 
     @property
     def two_ranges(self) -> bool:
