@@ -423,9 +423,8 @@ class Fuzzer:
             if res.skipped:
                 self.stats.skipped += 1
             new = self.count(case, res)
-            shrinking = [sig for sig in new if self.findings[sig].known_file is None
-                         and self.opt.shrink and (self.opt.max_shrinks is None
-                                                  or self.shrunk < self.opt.max_shrinks)]
+            shrinking = [sig for sig in new
+                         if self.findings[sig].known_file is None and self.may_shrink()]
             if not shrinking:
                 ahead = self.submit(following)
             self.coverage.add_case(case.tags)
@@ -435,8 +434,7 @@ class Fuzzer:
             self.on_event("case", case)
             for sig, hint in new.items():
                 f = self.findings[sig]
-                if sig in shrinking and (self.opt.max_shrinks is None
-                                         or self.shrunk < self.opt.max_shrinks):
+                if sig in shrinking and self.may_shrink():
                     self.shrunk += 1
                     s0 = time.monotonic()
                     self.shrink_finding(f, case, hint)
@@ -445,6 +443,11 @@ class Fuzzer:
             if shrinking:
                 ahead = self.submit(following)
         self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+
+    def may_shrink(self) -> bool:
+        """Is shrinking on, with findings left in its budget (--max-shrinks)?"""
+        return self.opt.shrink and (self.opt.max_shrinks is None
+                                    or self.shrunk < self.opt.max_shrinks)
 
     def submit(self, case: Case | None) -> tuple[Case, Job] | None:
         """Start ``case``'s run on the target (if the harness can run any of
