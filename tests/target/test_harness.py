@@ -50,13 +50,18 @@ def test_groups_keep_first_appearance_order() -> None:
 
 def test_batch_program_runs_each_probe_once_in_group_order() -> None:
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
-    body = listing(p, p.resume, p.end + 4)
+    body = listing(p, p.resume, p.end + 12)
     assert not [line for line in body if line.startswith("at ")]  # the ATs are the stubs
     assert body.count("blr x1") == 2 and body.count("isb") >= 2  # one loop per group
     assert sum(line.startswith("b.lo") for line in body) == 2
     assert "msr pan, #0" in body
     assert body.count("eret") == 1 and body.count("hvc #0") == 1
-    assert body[-1].startswith("b #")  # the end is a self-loop the driver stops at
+    # the end: X1 = SCTLR_EL2 with M = 0 and its RES1 bits, then the teardown's
+    # MSR; the driver stops at the next PC, the same for every program
+    assert body[-3:] == ["mov x1, #0x830", "movk x1, #0x30c5, lsl #16",
+                         f"b #0x{HARNESS_PA + harness.TEARDOWN:x}"]
+    assert listing(p, harness.TEARDOWN, harness.HALT) == ["msr sctlr_el2, x1"]
+    assert p.stop == HARNESS_PA + harness.HALT == HARNESS_PA + harness.TEARDOWN + 4
     # The table, group after group: each probe's VA, index and the stub of its op.
     entries = [struct.unpack_from("<2Q", p.table, 16 * k) for k in range(len(PROBES))]
     assert [meta & 0xFFFF_FFFF for _, meta in entries] == [0, 2, 1, 3]

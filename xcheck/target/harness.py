@@ -7,7 +7,8 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
-         +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
+         +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off at the end);
+                 +0x1F04 (HALT) the stop: ISB; B .
          +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
          +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
@@ -29,14 +30,19 @@ RET); ISB; MRS X1, PAR_EL1; STR X1, [X20, X21, LSL #3]``, so the code does
 not grow with the probes and is generated once per shape (registers, groups
 and their sizes) and cached. An exception the probes did not
 expect is recorded by the handler of the EL it is taken to, which resumes
-after the faulting instruction; after MAX_EXCEPTIONS it gives up.
+after the faulting instruction; after MAX_EXCEPTIONS it gives up. The
+program ends by branching to the teardown with X1 = SCTLR_EL2 with M = 0:
+the PC after the MSR (HALT at the EL2 regime's VA, now a PA) is where it
+stops, at the same address for every setup of that VA, with the CPU at EL2
+and its MMU off, ready for the next setup.
 
 On a CPU that starts at EL3 (``scr_el3`` given), the program starts there
 instead (segment E3, at physical addresses): it installs the EL3 vectors,
 writes SCR_EL3 (Non-secure, EL2 in AArch64, the feature enables of
 target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
 program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
-SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
+SMC from EL2), turns the EL3 MMU off and stops at HALT (at its PA), ready
+for the next setup.
 
 Probes at EL1 or EL2 of the Secure or Realm state are entered from EL3 in
 the same way (_lower_group): SMC, SCR_EL3 for the state, TLB maintenance,
@@ -82,6 +88,8 @@ VEC_EL1 = 0x800
 HANDLERS = 0x1000
 STUBS = 0x1E00
 TEARDOWN = 0x1F00
+HALT = TEARDOWN + 4
+"""Where a program stops when done: the instruction after the teardown's MSR."""
 VEC_EL3 = 0x2000
 PROGRAM = 0x2800
 SENTINEL = (1 << 64) - 1
@@ -194,8 +202,10 @@ class Program:
     end: int
     groups: tuple[Group, ...]
     stop: int = 0
-    """The address where the program stops when done (EL2's ``end``, or
-    EL3's when the program started at EL3)."""
+    """The address where the program stops when done: the same for every
+    program of one EL2 regime VA (HALT at el2_base, with the EL2 MMU just
+    turned off), or at HARNESS_PA when the program started at EL3 (its MMU
+    off); ``end`` with ``exit_store``."""
     table: bytes = b""
     """The probe table (batch mode), written at :attr:`table_offset` of the
     data half."""
@@ -565,15 +575,22 @@ def _generate(
             a.mov(R_PAR, 0)
             a.emit(isa.msr("GPCCR_EL3", R_PAR), isa.ISB, isa.tlbi("PAALL"), isa.dsb("SY"),
                    isa.ISB)
-        a.label("halt3")
         _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
         _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
-    if exit_store is not None:
+        a.emit(isa.b(HALT - a.here))  # EL3, MMU off: VA = PA
+        stop = HARNESS_PA + HALT
+    elif exit_store is not None:
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
         a.mov(R_PAR, exit_store)
-        a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"))
-    a.emit(isa.b(0))
+        a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"), isa.b(0))
+        stop = el2_base + a.labels["end"]
+    else:
+        # The teardown turns the EL2 MMU off; the PC after it, el2_base +
+        # HALT, is then a PA, where the driver stops before any fetch.
+        a.mov(R_PAR, SCTLR_EL2_OFF)
+        a.emit(isa.b(TEARDOWN - a.here))
+        stop = el2_base + HALT
     _patch_mov(a, giveup_at, R_GIVEUP, el2_base + a.labels["end"])
     code = a.resolve()
     if len(code) > HARNESS_CODE_SIZE:
@@ -588,7 +605,7 @@ def _generate(
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(placed),
-        stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
+        stop=stop,
     )
 
 
