@@ -11,6 +11,7 @@ from test_isa import at_texts
 from xcheck.arch.features import Features
 from xcheck.machine import (
     HARNESS_CODE_SIZE,
+    HARNESS_DATA_PA,
     HARNESS_PA,
     AtOp,
     MachineSetup,
@@ -202,3 +203,26 @@ def test_e2h_without_vhe_is_the_el2_regime() -> None:
     regs = sysreg_defaults() | {"HCR_EL2": 1 << 31 | 1 << 34}
     assert harness.el2_regime(regs) == "EL20"
     assert harness.el2_regime(regs, Features(vh=False)) == "EL2"
+
+
+def test_the_loader_copies_each_block_and_branches_to_the_entry() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    body = listing(p, harness.LOADER, harness.VEC_EL3)
+    body = body[: body.index("br x2") + 1]
+    assert body[0] == f"mov x1, #0x{HARNESS_DATA_PA + harness.LOAD_LIST:x}"
+    assert body[1] == "ldp x2, x3, [x1], #0x10"  # the entry
+    assert "str x5, [x3]" in body and "str x6, [x3, #8]" in body
+    # the instruction stream synchronized with the stores before the branch (B2.4.4)
+    assert body[-5:] == ["dsb sy", "ic iallu", "dsb sy", "isb", "br x2"]
+
+
+def test_load_list_layout() -> None:
+    got = harness.load_list(0x4020_2800,
+                            [(0x4020_2800, bytes(range(32))), (0x4020_3000, b"x" * 16)])
+    assert got is not None
+    words = struct.unpack(f"<{len(got) // 8}Q", got)
+    assert words[:4] == (0x4020_2800, 0, 0x4020_2800, 32)
+    assert got[32:64] == bytes(range(32))
+    assert words[8:10] == (0x4020_3000, 16) and got[80:96] == b"x" * 16
+    assert words[-2:] == (0, 0)
+    assert harness.load_list(0x4020_2800, [(0x4020_2808, bytes(16))]) is None  # unaligned

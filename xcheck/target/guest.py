@@ -37,7 +37,7 @@ from xcheck.target import el3, harness, isa
 from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
-from xcheck.target.shadow import Shadow
+from xcheck.target.shadow import PAGE, Shadow
 from xcheck.target.stub import AttachedQemu
 
 ID_REGISTERS = (
@@ -58,6 +58,11 @@ RESET_POLLS, RESET_POLL_S = 20, 0.005
 """How often, and how far apart, the PC is read after a monitor reset."""
 MAX_STOPS = 8
 """Stop breakpoints kept inserted (one per EL2 regime VA of the harness)."""
+
+
+HARNESS_CODE = range(HARNESS_PA, HARNESS_PA + HARNESS_CODE_SIZE)
+"""The harness's code: no AT updates a descriptor there (tables are kept
+out of the harness), so the shadow keeps trusting it."""
 
 
 def _updates_descriptors(sysregs: Mapping[str, int]) -> bool:
@@ -252,10 +257,12 @@ class QemuTarget:
             pass
         return False
 
-    def _load(self, setup: MachineSetup, program: harness.Program) -> None:
-        """Write what changed since the last setup: the harness's code through
-        the stub (so that QEMU drops what it translated there), everything
-        else straight into the shared RAM."""
+    def _load(self, setup: MachineSetup, program: harness.Program) -> int:
+        """Write what changed since the last setup straight into the shared
+        RAM, but for the harness's code, which QEMU must see written (to drop
+        what it translated there): copied by the harness's loader when its
+        own page is unchanged (harness.load_list), else written through the
+        stub. Returns where the program starts: the loader or the entry."""
         assert self._stub is not None
         ram = self._stub.ram
         image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
@@ -266,9 +273,17 @@ class QemuTarget:
             else:
                 ram.write(addr, data)
         ram.write(HARNESS_DATA_PA, program.initial_data())
-        self.gdb.write_blocks(code)
         if _updates_descriptors(setup.sysregs):
-            self._shadow.distrust()
+            self._shadow.distrust(keep=HARNESS_CODE)
+        entry = HARNESS_PA + program.entry
+        page = HARNESS_PA + (harness.LOADER & ~(PAGE - 1))
+        listed = harness.load_list(entry, code) if code and not any(
+            addr < page + PAGE and page < addr + len(data) for addr, data in code) else None
+        if listed is None:
+            self.gdb.write_blocks(code)
+            return entry
+        ram.write(HARNESS_DATA_PA + harness.LOAD_LIST, listed)
+        return HARNESS_PA + harness.LOADER
 
     def _continue_to(self, addr: int, timeout: float, resume: str = "-exec-continue") -> int:
         """Resume (``resume``) until the PC reaches ``addr``, with a
@@ -383,7 +398,7 @@ class QemuTarget:
         if self._written is None:
             self._written = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
         if any(self._written.read64(pa) != v for pa, v in got.items()):
-            self._shadow.distrust()
+            self._shadow.distrust(keep=HARNESS_CODE)
 
     def _run_part(
         self, setup: MachineSetup, probes: Sequence[Probe], offset: int, *, step: bool
@@ -401,11 +416,11 @@ class QemuTarget:
             setup, probes, features=Features.from_id_regs(self.id_regs),
             scr_el3=self.scr_el3,
         )
-        self._load(setup, program)
+        start = self._load(setup, program)
         timeout = self.profile.timeouts.batch
         self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
-            jump = f"-exec-jump *0x{HARNESS_PA + program.entry:x}"
+            jump = f"-exec-jump *0x{start:x}"
             if program.el2_base != HARNESS_PA:
                 self._continue_to(HARNESS_PA + program.mmu_stop, timeout, jump)
                 jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"

@@ -9,6 +9,7 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off at the end);
                  +0x1F04 (HALT) the stop: ISB; B .
+         +0x1F10 the loader: copies code blocks, branches to the entry (load_list)
          +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
          +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
@@ -74,6 +75,7 @@ from xcheck.machine import (
     HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
     HARNESS_PA,
+    HARNESS_SIZE,
     TRANSLATION_SYSREGS,
     AtOp,
     MachineSetup,
@@ -90,6 +92,11 @@ STUBS = 0x1E00
 TEARDOWN = 0x1F00
 HALT = TEARDOWN + 4
 """Where a program stops when done: the instruction after the teardown's MSR."""
+LOADER = 0x1F10
+"""The loader (see :func:`load_list`)."""
+LOAD_LIST = 0x8_0000
+"""Offset of the loader's input in the data half (past the largest batch's
+results and probe table)."""
 VEC_EL3 = 0x2000
 PROGRAM = 0x2800
 SENTINEL = (1 << 64) - 1
@@ -440,6 +447,8 @@ def _generate(
         raise AssertionError("the AT stubs overlap the teardown instruction")
     a.pad_to(TEARDOWN)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    a.pad_to(LOADER)
+    _loader(a)
     a.pad_to(VEC_EL3)
     if scr_el3 is not None:
         _vectors(a, "handler3")
@@ -607,6 +616,46 @@ def _generate(
         groups=tuple(placed),
         stop=stop,
     )
+
+
+def _loader(a: Asm) -> None:
+    """The loader, at PAs with the MMU off: per entry of the load list
+    (X1) copy its bytes, 16 at a time, to its address, then synchronize
+    the instruction stream with what was written (DSB, IC IALLU, DSB, ISB:
+    B2.4.4 "Concurrent modification and execution of instructions") and
+    branch to the list's entry (X2)."""
+    a.mov(1, HARNESS_DATA_PA + LOAD_LIST)
+    a.emit(isa.ldp_post(2, 3, 1, 16))
+    entry = a.here
+    a.emit(isa.ldp_post(3, 4, 1, 16), isa.cmp_imm(4, 0))
+    a.branch("loaded", lambda off: isa.b_cond("EQ", off))
+    a.emit(isa.add_lsl(4, 3, 4, 0))
+    copy = a.here
+    a.emit(isa.ldp_post(5, 6, 1, 16), isa.str_imm(5, 3, 0), isa.str_imm(6, 3, 8),
+           isa.add_imm(3, 3, 16), isa.cmp_reg(3, 4))
+    a.emit(isa.b_cond("LO", copy - a.here))
+    a.emit(isa.b(entry - a.here))
+    a.label("loaded")
+    a.emit(isa.dsb("SY"), isa.IC_IALLU, isa.dsb("SY"), isa.ISB, isa.br(2))
+    if a.here > VEC_EL3:
+        raise AssertionError("the loader overlaps the EL3 vectors")
+
+
+def load_list(entry: int, blocks: Sequence[tuple[int, bytes]]) -> bytes | None:
+    """The loader's input, written at LOAD_LIST of the data half: the PA
+    to branch to, then per block its PA, its size and its bytes, and a zero
+    size. The harness's code is written this way, by the guest, so that
+    QEMU drops what it translated there (a write into the shared RAM goes
+    unseen) without gdb's MI hex. None when a block is not 16-byte aligned
+    in address and size, or the list does not fit."""
+    if any(addr % 16 or len(data) % 16 for addr, data in blocks):
+        return None
+    parts = [struct.pack("<2Q", entry, 0)]
+    for addr, data in blocks:
+        parts += (struct.pack("<2Q", addr, len(data)), data)
+    parts.append(bytes(16))
+    out = b"".join(parts)
+    return out if len(out) <= HARNESS_SIZE - HARNESS_CODE_SIZE - LOAD_LIST else None
 
 
 def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> None:
