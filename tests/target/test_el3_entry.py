@@ -54,9 +54,12 @@ def test_program_starts_at_el3_drops_to_el2_and_ends_by_smc() -> None:
                     "elr_el3"]  # SCTLR_EL3 after the TLBI; Secure stage 2 (FEAT_SEL2) at EL3
     assert seg_e3.index("tlbi alle3") < seg_e3.index("msr sctlr_el3, x1")
     assert "mov x1, #0x3c9" in seg_e3  # SPSR_EL3.M = EL2h
-    tail = listing(p, p.end, p.stop - HARNESS_PA + 4)
+    tail = listing(p, p.end, len(p.code))
+    tail = tail[: tail.index(f"b #0x{p.stop:x}") + 1]  # to the stop, at EL3 with VA = PA
     assert "smc #0" in tail and "msr sctlr_el3, x1" in tail
-    assert tail[-1] == f"b #0x{p.stop:x}"  # the stop is a self-loop at EL3
+    assert tail.index("msr sctlr_el3, x1") < len(tail) - 1
+    assert p.stop == HARNESS_PA + harness.HALT
+    assert listing(p, harness.HALT, harness.HALT + 8) == ["isb", f"b #0x{p.stop + 4:x}"]
     assert len(table_ats(p)) == len(PROBES)
 
 
@@ -73,7 +76,7 @@ def test_el3_vectors_branch_to_a_handler_that_takes_smc_from_el2_to_x24() -> Non
 def test_without_el3_the_program_is_unchanged_and_stops_at_el2() -> None:
     setup = MachineSetup(sysreg_defaults(), {}, PROBES)
     p = harness.assemble(setup)
-    assert p.stop == p.el2_base + p.end
+    assert p.stop == p.el2_base + harness.HALT
     assert set(listing(p, harness.VEC_EL3, harness.PROGRAM)) == {"nop"}
     assert "smc #0" not in listing(p, p.resume, len(p.code))
 

@@ -21,6 +21,7 @@ import pytest
 from xcheck.arch.par import decode_par
 from xcheck.machine import (
     ARENA_PA,
+    HARNESS_DATA_PA,
     HARNESS_PA,
     RAM_BASE,
     AtOp,
@@ -29,6 +30,7 @@ from xcheck.machine import (
     TargetException,
     sysreg_defaults,
 )
+from xcheck.target import harness
 from xcheck.target.errors import QemuLaunchError, TargetError
 from xcheck.target.guest import QemuTarget
 from xcheck.target.profile import Profile, Timeouts
@@ -113,6 +115,26 @@ def test_el2_stage1_with_the_harness_relocated(target: QemuTarget) -> None:
     assert decode_par(got[1])["FST"] == 0b000101  # translation fault, level 1
     # The next setup starts from a clean machine: EL2 MMU off again.
     assert pa(target.run(off_setup((Probe(AtOp.S1E1R, 0x4000_3000, 2),)))[0]) == 0x4000_3000
+
+
+def test_code_the_loader_writes_is_the_code_that_runs(target: QemuTarget) -> None:
+    # The same probe under programs that differ only in code (MAIR_EL2 as a
+    # constant load), the harness at VA = PA (no stop on the way): each
+    # PAR.ATTR must be its own setup's MAIR_EL2 Attr0 (D24.2 PAR_EL1.ATTR),
+    # so the loader copied that setup's code, and the PA the 1GB block's
+    # base plus VA[29:0] (D8.3).
+    probe = (Probe(AtOp.S1E2R, 0x4123_4000, 2),)
+    assert target._stub is not None
+    ram = target._stub.ram
+    for k, attr in enumerate((0xFF, 0x44, 0xFF, 0x04)):
+        setup = el2_mmu_setup(RAM_BASE, probe)
+        setup = replace(setup, sysregs={**setup.sysregs, "MAIR_EL2": attr})
+        ram.write(HARNESS_DATA_PA + harness.LOAD_LIST, bytes(8))
+        (got,) = target.run(setup)
+        assert pa(got) == 0x4123_4000 and decode_par(got)["ATTR"] == attr
+        if k:  # the loader ran: its list names the entry
+            entry = int.from_bytes(ram.read(HARNESS_DATA_PA + harness.LOAD_LIST, 8), "little")
+            assert entry == HARNESS_PA + harness.PROGRAM
 
 
 def test_tables_from_a_previous_setup_are_cleared(target: QemuTarget) -> None:

@@ -11,6 +11,7 @@ from test_isa import at_texts
 from xcheck.arch.features import Features
 from xcheck.machine import (
     HARNESS_CODE_SIZE,
+    HARNESS_DATA_PA,
     HARNESS_PA,
     AtOp,
     MachineSetup,
@@ -50,13 +51,18 @@ def test_groups_keep_first_appearance_order() -> None:
 
 def test_batch_program_runs_each_probe_once_in_group_order() -> None:
     p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
-    body = listing(p, p.resume, p.end + 4)
+    body = listing(p, p.resume, p.end + 12)
     assert not [line for line in body if line.startswith("at ")]  # the ATs are the stubs
     assert body.count("blr x1") == 2 and body.count("isb") >= 2  # one loop per group
     assert sum(line.startswith("b.lo") for line in body) == 2
     assert "msr pan, #0" in body
     assert body.count("eret") == 1 and body.count("hvc #0") == 1
-    assert body[-1].startswith("b #")  # the end is a self-loop the driver stops at
+    # the end: X1 = SCTLR_EL2 with M = 0 and its RES1 bits, then the teardown's
+    # MSR; the driver stops at the next PC, the same for every program
+    assert body[-3:] == ["mov x1, #0x830", "movk x1, #0x30c5, lsl #16",
+                         f"b #0x{HARNESS_PA + harness.TEARDOWN:x}"]
+    assert listing(p, harness.TEARDOWN, harness.HALT) == ["msr sctlr_el2, x1"]
+    assert p.stop == HARNESS_PA + harness.HALT == HARNESS_PA + harness.TEARDOWN + 4
     # The table, group after group: each probe's VA, index and the stub of its op.
     entries = [struct.unpack_from("<2Q", p.table, 16 * k) for k in range(len(PROBES))]
     assert [meta & 0xFFFF_FFFF for _, meta in entries] == [0, 2, 1, 3]
@@ -197,3 +203,26 @@ def test_e2h_without_vhe_is_the_el2_regime() -> None:
     regs = sysreg_defaults() | {"HCR_EL2": 1 << 31 | 1 << 34}
     assert harness.el2_regime(regs) == "EL20"
     assert harness.el2_regime(regs, Features(vh=False)) == "EL2"
+
+
+def test_the_loader_copies_each_block_and_branches_to_the_entry() -> None:
+    p = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    body = listing(p, harness.LOADER, harness.VEC_EL3)
+    body = body[: body.index("br x2") + 1]
+    assert body[0] == f"mov x1, #0x{HARNESS_DATA_PA + harness.LOAD_LIST:x}"
+    assert body[1] == "ldp x2, x3, [x1], #0x10"  # the entry
+    assert "str x5, [x3]" in body and "str x6, [x3, #8]" in body
+    # the instruction stream synchronized with the stores before the branch (B2.4.4)
+    assert body[-5:] == ["dsb sy", "ic iallu", "dsb sy", "isb", "br x2"]
+
+
+def test_load_list_layout() -> None:
+    got = harness.load_list(0x4020_2800,
+                            [(0x4020_2800, bytes(range(32))), (0x4020_3000, b"x" * 16)])
+    assert got is not None
+    words = struct.unpack(f"<{len(got) // 8}Q", got)
+    assert words[:4] == (0x4020_2800, 0, 0x4020_2800, 32)
+    assert got[32:64] == bytes(range(32))
+    assert words[8:10] == (0x4020_3000, 16) and got[80:96] == b"x" * 16
+    assert words[-2:] == (0, 0)
+    assert harness.load_list(0x4020_2800, [(0x4020_2808, bytes(16))]) is None  # unaligned

@@ -106,6 +106,7 @@ def test_simple_words() -> None:
     assert dis(isa.msr_pan(1)) == "msr pan, #1"
     assert dis(isa.msr_pan(0)) == "msr pan, #0"
     assert dis(isa.mov(3, 4)) == "mov x3, x4"
+    assert dis(isa.IC_IALLU) == "ic iallu"
 
 
 def test_branches() -> None:

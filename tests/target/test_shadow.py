@@ -42,6 +42,14 @@ def test_distrust_rewrites_every_page_once() -> None:
     assert s.update(img) == []
 
 
+def test_distrust_keeps_the_pages_it_is_told_to() -> None:
+    s = Shadow()
+    img = [(0x4040_0000, b"\x05" * 8), (0x4050_0000, b"\x06" * 8)]
+    s.update(img)
+    s.distrust(keep=range(0x4050_0000, 0x4060_0000))
+    assert [a for a, _ in s.update(img)] == [0x4040_0000]
+
+
 def test_forget_starts_from_a_fresh_ram() -> None:
     s = Shadow()
     s.update([(0x4040_0000, b"\x05" * 8)])

@@ -37,7 +37,7 @@ from xcheck.target import el3, harness, isa
 from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
-from xcheck.target.shadow import Shadow
+from xcheck.target.shadow import PAGE, Shadow
 from xcheck.target.stub import AttachedQemu
 
 ID_REGISTERS = (
@@ -56,6 +56,13 @@ STALL_SLICE = 0.25
 """Seconds between looks at a running harness (see _exception_loop)."""
 RESET_POLLS, RESET_POLL_S = 20, 0.005
 """How often, and how far apart, the PC is read after a monitor reset."""
+MAX_STOPS = 8
+"""Stop breakpoints kept inserted (one per EL2 regime VA of the harness)."""
+
+
+HARNESS_CODE = range(HARNESS_PA, HARNESS_PA + HARNESS_CODE_SIZE)
+"""The harness's code: no AT updates a descriptor there (tables are kept
+out of the harness), so the shadow keeps trusting it."""
 
 
 def _updates_descriptors(sysregs: Mapping[str, int]) -> bool:
@@ -88,6 +95,11 @@ class QemuTarget:
         self._written: MemoryImage | None = None
         self.scr_el3: int | None = None
         """SCR_EL3 the harness runs the lower ELs with, when the CPU starts at EL3."""
+        self._stops: dict[int, str] = {}
+        """The breakpoints kept at programs' stops (Program.stop), by address."""
+        self._at_rest = False
+        """The last program stopped at its end: the CPU is where a program
+        starts (EL2 or EL3, MMU off), with nothing to check."""
 
     # --- lifecycle -----------------------------------------------------
     def __enter__(self) -> QemuTarget:
@@ -104,6 +116,7 @@ class QemuTarget:
         read the ID registers. Raises QemuLaunchError when unusable."""
         self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
         self._stub.start()
+        self._stops, self._at_rest = {}, False
         self._id_program = {}
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
         self.phys_mode = True
@@ -198,8 +211,10 @@ class QemuTarget:
     def _ensure_clean(self) -> None:
         """EL2 with its MMU off (EL3 with its MMU off when the CPU starts at
         EL3): the MMU turned off by the harness's teardown instruction, or
-        else the machine reset (:meth:`_reset`), or else QEMU restarted."""
-        if self._clean(teardown=True):
+        else the machine reset (:meth:`_reset`), or else QEMU restarted.
+        Nothing to do when the last program stopped at its end (HALT: the
+        teardown ran, or at EL3 the MMU was turned off)."""
+        if self._at_rest or self._clean(teardown=True):
             return
         if not self._reset() or not self._clean(teardown=False):
             self.restart()
@@ -230,6 +245,7 @@ class QemuTarget:
         True once gdb sees the reset PC (0; registers re-read, not cached)."""
         g = self.gdb
         try:
+            self._drop_stops()  # gdb's breakpoints outlive a reset; QEMU's may not
             g.console_command("monitor system_reset")
             for _ in range(RESET_POLLS):
                 g.console_command("maintenance flush register-cache")
@@ -241,10 +257,12 @@ class QemuTarget:
             pass
         return False
 
-    def _load(self, setup: MachineSetup, program: harness.Program) -> None:
-        """Write what changed since the last setup: the harness's code through
-        the stub (so that QEMU drops what it translated there), everything
-        else straight into the shared RAM."""
+    def _load(self, setup: MachineSetup, program: harness.Program) -> int:
+        """Write what changed since the last setup straight into the shared
+        RAM, but for the harness's code, which QEMU must see written (to drop
+        what it translated there): copied by the harness's loader when its
+        own page is unchanged (harness.load_list), else written through the
+        stub. Returns where the program starts: the loader or the entry."""
         assert self._stub is not None
         ram = self._stub.ram
         image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
@@ -255,24 +273,50 @@ class QemuTarget:
             else:
                 ram.write(addr, data)
         ram.write(HARNESS_DATA_PA, program.initial_data())
-        self.gdb.write_blocks(code)
         if _updates_descriptors(setup.sysregs):
-            self._shadow.distrust()
+            self._shadow.distrust(keep=HARNESS_CODE)
+        entry = HARNESS_PA + program.entry
+        page = HARNESS_PA + (harness.LOADER & ~(PAGE - 1))
+        listed = harness.load_list(entry, code) if code and not any(
+            addr < page + PAGE and page < addr + len(data) for addr, data in code) else None
+        if listed is None:
+            self.gdb.write_blocks(code)
+            return entry
+        ram.write(HARNESS_DATA_PA + harness.LOAD_LIST, listed)
+        return HARNESS_PA + harness.LOADER
 
-    def _continue_to(self, addr: int, timeout: float) -> int:
-        """Continue until the PC reaches ``addr``; the PC where it stopped
-        (see :meth:`_continue`)."""
+    def _continue_to(self, addr: int, timeout: float, resume: str = "-exec-continue") -> int:
+        """Resume (``resume``) until the PC reaches ``addr``, with a
+        temporary breakpoint; the PC where it stopped (see :meth:`_continue`)."""
         g = self.gdb
         # temporary: gdb deletes it when it is hit, before its next command
         rec = g.command(f"-break-insert -t *0x{addr:x}")
         number = rec["payload"]["bkpt"]["number"]
         stop: Mapping[str, Any] = {}
         try:
-            stop = self._continue(timeout)
+            stop = self._continue(timeout, resume)
         finally:
             if (stop.get("payload") or {}).get("bkptno") != number:
                 g.command(f"-break-delete {number}")
         return self._stopped_at(stop, (addr,))
+
+    def _stop_at(self, addr: int) -> None:
+        """A breakpoint at ``addr``, a program's stop, inserted once and kept:
+        no PC but the end's reaches HALT at any harness VA aligned as the
+        builder places them (see :func:`_aligned`), so a breakpoint kept
+        from an earlier program cannot stop another early."""
+        if addr in self._stops:
+            return
+        if len(self._stops) >= MAX_STOPS:
+            self._drop_stops()
+        rec = self.gdb.command(f"-break-insert *0x{addr:x}")
+        self._stops[addr] = str(rec["payload"]["bkpt"]["number"])
+
+    def _drop_stops(self) -> None:
+        """Delete the breakpoints :meth:`_stop_at` kept."""
+        if self._stops:
+            self.gdb.command(f"-break-delete {' '.join(self._stops.values())}")
+            self._stops = {}
 
     def _continue(self, timeout: float, resume: str = "-exec-continue") -> Mapping[str, Any]:
         """Continue (with the MI command ``resume``) until the guest stops;
@@ -354,7 +398,7 @@ class QemuTarget:
         if self._written is None:
             self._written = MemoryImage(setup.memory, RAM_BASE, self.ram_size)
         if any(self._written.read64(pa) != v for pa, v in got.items()):
-            self._shadow.distrust()
+            self._shadow.distrust(keep=HARNESS_CODE)
 
     def _run_part(
         self, setup: MachineSetup, probes: Sequence[Probe], offset: int, *, step: bool
@@ -367,23 +411,32 @@ class QemuTarget:
                 "probes at EL1 need HCR_EL2.TGE = 0 (EL1 cannot be entered with TGE = 1)"
             )
         self._ensure_clean()  # may restart QEMU, and with it gdb
-        g = self.gdb
+        self._at_rest = False
         program = harness.assemble(
             setup, probes, features=Features.from_id_regs(self.id_regs),
             scr_el3=self.scr_el3,
         )
-        self._load(setup, program)
+        start = self._load(setup, program)
         timeout = self.profile.timeouts.batch
         self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
-            g.write_reg("pc", HARNESS_PA + program.entry)
+            jump = f"-exec-jump *0x{start:x}"
             if program.el2_base != HARNESS_PA:
-                self._continue_to(HARNESS_PA + program.mmu_stop, timeout)
-                g.write_reg("pc", program.el2_base + program.resume)
-            if step:
-                self._step_groups(program, setup, offset)
+                self._continue_to(HARNESS_PA + program.mmu_stop, timeout, jump)
+                jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"
+            keep = _aligned(program.el2_base) and _aligned(program.el1_base)
+            if keep:
+                self._stop_at(program.stop)
             else:
-                self._continue_to(program.stop, timeout)
+                self._drop_stops()
+            if step:
+                self._step_groups(program, setup, offset, jump)
+            elif keep:
+                self._stopped_at(self._continue(timeout, jump), (program.stop,))
+            else:
+                self._continue_to(program.stop, timeout, jump)
+            self._at_rest = True
+            if not step:
                 self.read_back(setup, tuple(offset + i for grp in program.groups
                                             for i in grp.indices))
         except GdbTimeout as err:
@@ -403,23 +456,25 @@ class QemuTarget:
         return results
 
     def _step_groups(self, program: harness.Program, setup: MachineSetup,
-                     offset: int) -> None:
+                     offset: int, resume: str) -> None:
         """Step mode: the batch program with a breakpoint on the NOP after
         each loop's store (Group.stored), so the guest stops after every
         probe, its PAR or exception record already in the shared RAM, and the
-        watched words are read back there. One MI command a probe: a jump over
+        watched words are read back there. ``resume`` starts the program. One
+        MI command a probe: a jump over
         the NOP (a continue would make gdb step over the breakpoint first).
         Each stop has the command timeout and the stall check of
         :meth:`_continue`; a program that gives up stops at its end (the
         probes left are reported missing)."""
         g = self.gdb
         timeout = self.profile.timeouts.command
-        stops = tuple(dict.fromkeys([*(grp.stored for grp in program.groups), program.stop]))
+        stops = [*dict.fromkeys(grp.stored for grp in program.groups)]
+        if program.stop not in self._stops:
+            stops.append(program.stop)
         numbers = [str(g.command(f"-break-insert *0x{addr:x}")["payload"]["bkpt"]["number"])
                    for addr in stops]
         try:
             ran: list[int] = []
-            resume = "-exec-continue"
             for grp in program.groups:
                 for i in grp.indices:
                     stop = self._continue(timeout, resume)
@@ -439,3 +494,10 @@ def _stop_pc(stop: Mapping[str, Any]) -> int | None:
     frame = (stop.get("payload") or {}).get("frame") or {}
     addr = frame.get("addr")
     return int(addr, 16) if addr else None
+
+
+def _aligned(base: int) -> bool:
+    """A harness VA at a multiple of HARNESS_CODE_SIZE from HARNESS_PA (the
+    builder places the harness in 2 MiB slots), so that its HALT differs
+    from every other harness VA's code."""
+    return (base - HARNESS_PA) % HARNESS_CODE_SIZE == 0

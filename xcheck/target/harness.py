@@ -7,7 +7,9 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
-         +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off between setups)
+         +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off at the end);
+                 +0x1F04 (HALT) the stop: ISB; B .
+         +0x1F10 the loader: copies code blocks, branches to the entry (load_list)
          +0x2000 EL3 vector table      (VBAR_EL3, on a CPU that starts at EL3)
          +0x2800 the program
     data +0     one PAR_EL1 per probe (pre-filled with SENTINEL)
@@ -29,14 +31,19 @@ RET); ISB; MRS X1, PAR_EL1; STR X1, [X20, X21, LSL #3]``, so the code does
 not grow with the probes and is generated once per shape (registers, groups
 and their sizes) and cached. An exception the probes did not
 expect is recorded by the handler of the EL it is taken to, which resumes
-after the faulting instruction; after MAX_EXCEPTIONS it gives up.
+after the faulting instruction; after MAX_EXCEPTIONS it gives up. The
+program ends by branching to the teardown with X1 = SCTLR_EL2 with M = 0:
+the PC after the MSR (HALT at the EL2 regime's VA, now a PA) is where it
+stops, at the same address for every setup of that VA, with the CPU at EL2
+and its MMU off, ready for the next setup.
 
 On a CPU that starts at EL3 (``scr_el3`` given), the program starts there
 instead (segment E3, at physical addresses): it installs the EL3 vectors,
 writes SCR_EL3 (Non-secure, EL2 in AArch64, the feature enables of
 target/el3.py), turns the EL2 MMU off and drops to segment A by ERET. The
 program then ends by SMC back to EL3 (the EL3 handler branches to X24 on an
-SMC from EL2), where it stops with the EL3 MMU off, ready for the next setup.
+SMC from EL2), turns the EL3 MMU off and stops at HALT (at its PA), ready
+for the next setup.
 
 Probes at EL1 or EL2 of the Secure or Realm state are entered from EL3 in
 the same way (_lower_group): SMC, SCR_EL3 for the state, TLB maintenance,
@@ -68,6 +75,7 @@ from xcheck.machine import (
     HARNESS_CODE_SIZE,
     HARNESS_DATA_PA,
     HARNESS_PA,
+    HARNESS_SIZE,
     TRANSLATION_SYSREGS,
     AtOp,
     MachineSetup,
@@ -82,6 +90,13 @@ VEC_EL1 = 0x800
 HANDLERS = 0x1000
 STUBS = 0x1E00
 TEARDOWN = 0x1F00
+HALT = TEARDOWN + 4
+"""Where a program stops when done: the instruction after the teardown's MSR."""
+LOADER = 0x1F10
+"""The loader (see :func:`load_list`)."""
+LOAD_LIST = 0x8_0000
+"""Offset of the loader's input in the data half (past the largest batch's
+results and probe table)."""
 VEC_EL3 = 0x2000
 PROGRAM = 0x2800
 SENTINEL = (1 << 64) - 1
@@ -194,8 +209,10 @@ class Program:
     end: int
     groups: tuple[Group, ...]
     stop: int = 0
-    """The address where the program stops when done (EL2's ``end``, or
-    EL3's when the program started at EL3)."""
+    """The address where the program stops when done: the same for every
+    program of one EL2 regime VA (HALT at el2_base, with the EL2 MMU just
+    turned off), or at HARNESS_PA when the program started at EL3 (its MMU
+    off); ``end`` with ``exit_store``."""
     table: bytes = b""
     """The probe table (batch mode), written at :attr:`table_offset` of the
     data half."""
@@ -430,6 +447,8 @@ def _generate(
         raise AssertionError("the AT stubs overlap the teardown instruction")
     a.pad_to(TEARDOWN)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    a.pad_to(LOADER)
+    _loader(a)
     a.pad_to(VEC_EL3)
     if scr_el3 is not None:
         _vectors(a, "handler3")
@@ -565,15 +584,22 @@ def _generate(
             a.mov(R_PAR, 0)
             a.emit(isa.msr("GPCCR_EL3", R_PAR), isa.ISB, isa.tlbi("PAALL"), isa.dsb("SY"),
                    isa.ISB)
-        a.label("halt3")
         _patch_mov(a, end3_at, R_CONT, HARNESS_PA + a.labels["end3"])
         _patch_mov(a, entry_at, R_PAR, HARNESS_PA + a.labels["entry"])
-    if exit_store is not None:
+        a.emit(isa.b(HALT - a.here))  # EL3, MMU off: VA = PA
+        stop = HARNESS_PA + HALT
+    elif exit_store is not None:
         a.mov(R_PAR, SCTLR_EL2_OFF)
         a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB)
         a.mov(R_PAR, exit_store)
-        a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"))
-    a.emit(isa.b(0))
+        a.emit(isa.str_imm(isa.XZR, R_PAR, 0), isa.dsb("SY"), isa.b(0))
+        stop = el2_base + a.labels["end"]
+    else:
+        # The teardown turns the EL2 MMU off; the PC after it, el2_base +
+        # HALT, is then a PA, where the driver stops before any fetch.
+        a.mov(R_PAR, SCTLR_EL2_OFF)
+        a.emit(isa.b(TEARDOWN - a.here))
+        stop = el2_base + HALT
     _patch_mov(a, giveup_at, R_GIVEUP, el2_base + a.labels["end"])
     code = a.resolve()
     if len(code) > HARNESS_CODE_SIZE:
@@ -588,8 +614,48 @@ def _generate(
         resume=a.labels["resume"],
         end=a.labels["end"],
         groups=tuple(placed),
-        stop=HARNESS_PA + a.labels["halt3"] if scr_el3 is not None else el2_base + a.labels["end"],
+        stop=stop,
     )
+
+
+def _loader(a: Asm) -> None:
+    """The loader, at PAs with the MMU off: per entry of the load list
+    (X1) copy its bytes, 16 at a time, to its address, then synchronize
+    the instruction stream with what was written (DSB, IC IALLU, DSB, ISB:
+    B2.4.4 "Concurrent modification and execution of instructions") and
+    branch to the list's entry (X2)."""
+    a.mov(1, HARNESS_DATA_PA + LOAD_LIST)
+    a.emit(isa.ldp_post(2, 3, 1, 16))
+    entry = a.here
+    a.emit(isa.ldp_post(3, 4, 1, 16), isa.cmp_imm(4, 0))
+    a.branch("loaded", lambda off: isa.b_cond("EQ", off))
+    a.emit(isa.add_lsl(4, 3, 4, 0))
+    copy = a.here
+    a.emit(isa.ldp_post(5, 6, 1, 16), isa.str_imm(5, 3, 0), isa.str_imm(6, 3, 8),
+           isa.add_imm(3, 3, 16), isa.cmp_reg(3, 4))
+    a.emit(isa.b_cond("LO", copy - a.here))
+    a.emit(isa.b(entry - a.here))
+    a.label("loaded")
+    a.emit(isa.dsb("SY"), isa.IC_IALLU, isa.dsb("SY"), isa.ISB, isa.br(2))
+    if a.here > VEC_EL3:
+        raise AssertionError("the loader overlaps the EL3 vectors")
+
+
+def load_list(entry: int, blocks: Sequence[tuple[int, bytes]]) -> bytes | None:
+    """The loader's input, written at LOAD_LIST of the data half: the PA
+    to branch to, then per block its PA, its size and its bytes, and a zero
+    size. The harness's code is written this way, by the guest, so that
+    QEMU drops what it translated there (a write into the shared RAM goes
+    unseen) without gdb's MI hex. None when a block is not 16-byte aligned
+    in address and size, or the list does not fit."""
+    if any(addr % 16 or len(data) % 16 for addr, data in blocks):
+        return None
+    parts = [struct.pack("<2Q", entry, 0)]
+    for addr, data in blocks:
+        parts += (struct.pack("<2Q", addr, len(data)), data)
+    parts.append(bytes(16))
+    out = b"".join(parts)
+    return out if len(out) <= HARNESS_SIZE - HARNESS_CODE_SIZE - LOAD_LIST else None
 
 
 def _segment_start(a: Asm, el: int, n: int, records: int, setup_record: int) -> None:

@@ -42,10 +42,11 @@ class Shadow:
         """After a restart: RAM is zero but for ``memory``."""
         self._pages = {p: b for p, b in pages((memory or {}).items()).items() if b != ZERO}
 
-    def distrust(self) -> None:
+    def distrust(self, keep: range = range(0)) -> None:
         """The guest may have changed what we wrote (e.g. an emulator that
-        updates descriptors during AT): next time rewrite every page we wrote."""
-        self._pages = {p: b"\xff" * PAGE for p in self._pages}
+        updates descriptors during AT): next time rewrite every page we
+        wrote, but for those in ``keep`` (memory nothing but xcheck writes)."""
+        self._pages = {p: b if p in keep else b"\xff" * PAGE for p, b in self._pages.items()}
 
     def update(self, memory: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
         """Make ``memory`` the guest's content (other pages we wrote become
