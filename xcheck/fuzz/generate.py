@@ -62,6 +62,8 @@ S12_OPS = (AtOp.S12E1R, AtOp.S12E1W, AtOp.S12E0R, AtOp.S12E0W)
 EL2_OPS = (AtOp.S1E2R, AtOp.S1E2W)
 EL3_OPS = (AtOp.S1E3R, AtOp.S1E3W)
 MAX_PROBES = 96
+OP_NAMES = {op: op.value for op in AtOp}
+"""Each op's assembler name (an Enum's ``value`` is a Python-level property)."""
 
 
 def size_name(n: int) -> str:
@@ -826,6 +828,8 @@ class Generator:
         r, p = self.r, self.p
         seen: dict[tuple[str, int, int, int, str], dict[str, Any]] = {}
         pan_ok = self.k.on("pan")
+        el1_ops = {op for op in AtOp
+                   if op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)}
         for t in p.targets:
             for _ in range(r.randint(1, 4)):
                 op = r.choice(t.ops)
@@ -834,15 +838,15 @@ class Generator:
                     # the EL3 regime: the Root state with FEAT_RME, else Secure
                     el, space = 3, "root" if self.f.rme else ""
                 else:
-                    legal_el1 = op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)
-                    el = 1 if p.el1 and legal_el1 and r.random() < 0.5 else 2
+                    el = 1 if p.el1 and op in el1_ops and r.random() < 0.5 else 2
                     if self.security and r.random() < (0.85 if t.secure else 0.4):
                         el, space = 3, self.space(t.secure)
                 pan = int(pan_ok and r.random() < 0.4)
-                q = {"op": op.value, "va": t.va, "el": el, "pan": pan}
+                name = OP_NAMES[op]
+                q = {"op": name, "va": t.va, "el": el, "pan": pan}
                 if space and space != "nonsecure":
                     q["space"] = space
-                seen.setdefault((op.value, t.va, el, pan, space), q)
+                seen.setdefault((name, t.va, el, pan, space), q)
         out = list(seen.values())
         if len(out) > MAX_PROBES:
             out = r.sample(out, MAX_PROBES)
