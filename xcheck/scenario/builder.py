@@ -206,6 +206,13 @@ class _Build:
                attrs: tuple[int | None, int, int, str] | None = None) -> None:
         """Put ``leaf`` at ``level`` on the walk of ``va``; ``attrs`` =
         (level or None, table bits, line, field) marks a table descriptor."""
+        t = self.table_on_walk(tree, va, level, leaf, attrs)
+        self.place(t, tree.geo.index(va, level), leaf, level)
+
+    def table_on_walk(self, tree: Tree, va: int, level: int, leaf: Leaf,
+                      attrs: tuple[int | None, int, int, str] | None = None) -> Table:
+        """The table at ``level`` on the walk of ``va``, with the tables
+        above it made as needed (for :meth:`insert`, which puts ``leaf`` in it)."""
         geo = tree.geo
         t = tree.root
         want = None
@@ -229,12 +236,15 @@ class _Build:
                                     "gives it other table attributes")
                 e.bits, e.bits_owner, e.bits_line = attrs[1], leaf.owner, leaf.line
             t = e.table
-        idx = geo.index(va, level)
+        return t
+
+    def place(self, t: Table, idx: int, leaf: Leaf, level: int) -> None:
+        """Put ``leaf`` in entry ``idx`` of ``t`` (at ``level``), which must be free."""
         old = t.entries.get(idx)
         if old is not None:
             if isinstance(old, Leaf):
                 raise self._clash(leaf, old)
-            raise self.fail(leaf.line, leaf.owner, f"level {level} entry for {hex_(va)} "
+            raise self.fail(leaf.line, leaf.owner, f"level {level} entry for {hex_(leaf.va)} "
                             "already holds a table for smaller mappings")
         t.entries[idx] = leaf
 
@@ -314,10 +324,21 @@ class _Build:
         self.code_va[regime] = va
 
     def map_pages(self, tree: Tree, va: int, pa: int, size: int, bits: int) -> None:
-        g = tree.geo.granule
-        for off in range(0, size, g):
-            self.insert(tree, va + off, 3,
-                        Leaf(bits | (pa + off) | 0b11, HARNESS, 0, va + off, g))
+        """Pages for [va, va + size) at pa, in order: the walk down to each
+        last-level table is taken once, for its first page."""
+        geo = tree.geo
+        g, span = geo.granule, geo.size(2)
+        off = 0
+        while off < size:
+            page = Leaf(bits | (pa + off) | 0b11, HARNESS, 0, va + off, g)
+            t = self.table_on_walk(tree, va + off, 3, page)
+            first = geo.index(va + off, 3)
+            end = min(size, off + span - (va + off) % span)
+            for i, o in enumerate(range(off, end, g)):
+                if i:
+                    page = Leaf(bits | (pa + o) | 0b11, HARNESS, 0, va + o, g)
+                self.place(t, first + i, page, 3)
+            off = end
 
     def harness_slot(self, tree: Tree, regime: str, why: str) -> int:
         """HARNESS_PA when free in the TTBR0 range, else the highest free
