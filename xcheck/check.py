@@ -241,11 +241,23 @@ def acts_as_explains(known: KnownDivergence, setup: MachineSetup, probe: Probe,
     if sysregs == dict(setup.sysregs):
         return False
     (model,) = run_model(replace(setup, sysregs=sysregs, probes=(probe,)), features, ram_size)
+    return agrees(model, got)
+
+
+def agrees(model: AtResult, got: ProbeResult) -> bool:
+    """Is ``got`` an answer the architecture permits for the AT the model
+    answered with ``model``: a PAR that differs in no field within the mask
+    of the model's PAR or of one of its IMPLEMENTATION DEFINED alternatives,
+    or the exception the model's non-PAR answer means? (What :func:`compare`
+    calls a match when no expectation or memory is judged.)"""
     if isinstance(got, TargetException):
         return model.kind != "par" and _exception_agrees(model, got)
-    return model.kind == "par" and any(
-        a.kind == "par" and not diff_par(got, a.par, a.mask)
-        for a in (model, *model.alternatives))
+    if model.kind != "par":
+        return False
+    if not (got ^ model.par) & model.mask:
+        return True  # equal within the mask: no field differs
+    return any(a.kind == "par" and not diff_par(got, a.par, a.mask)
+               for a in (model, *model.alternatives))
 
 
 def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> str:
