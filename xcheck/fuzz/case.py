@@ -339,10 +339,19 @@ def _free_harness(doc: Doc, plan: Plan, name: str, features: Features,
 def _reads_devices(doc: Doc, model: list[AtResult]) -> list[int] | None:
     """Drop probes whose walk reads a descriptor in DEVICE_WINDOWS (in place):
     the indexes of those kept, or None when none went."""
-    kept = [i for i, m in enumerate(model)
-            if not any(s.addr is not None and any(lo <= s.addr < hi for lo, hi in DEVICE_WINDOWS)
-                       for s in m.trace)]
+    kept = [i for i, m in enumerate(model) if not _reads_device(m)]
     return _keep(doc, kept)
+
+
+def _reads_device(result: AtResult) -> bool:
+    """Does a step of ``result``'s walks read memory in DEVICE_WINDOWS?"""
+    for step in result.trace:
+        addr = step.addr
+        if addr is not None:
+            for lo, hi in DEVICE_WINDOWS:
+                if lo <= addr < hi:
+                    return True
+    return False
 
 
 def _over_budget(doc: Doc, model: list[AtResult]) -> list[int] | None:

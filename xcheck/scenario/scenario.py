@@ -45,6 +45,12 @@ class Scenario:
     def build(self) -> MachineSetup:
         """The machine setup for this scenario's probes (ScenarioError if
         the tables cannot be placed)."""
+        return self._setup
+
+    @cached_property
+    def _setup(self) -> MachineSetup:
+        """:meth:`build`'s answer, kept with this scenario (a fuzz case asks
+        for it again after loading), from the builds of equal layouts."""
         return _build(self.layout, self.probes)
 
     @cached_property
