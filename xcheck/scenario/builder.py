@@ -20,9 +20,9 @@ that covers the arena must map it identically.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from xcheck.arch.walk import block_supported
 from xcheck.machine import (
@@ -100,7 +100,8 @@ class Tree:
         while todo:
             t = todo.pop(0)
             yield t
-            todo.extend(e.table for _, e in sorted(t.entries.items()) if isinstance(e, Child))
+            children = sorted((i, e.table) for i, e in t.entries.items() if isinstance(e, Child))
+            todo.extend(table for _, table in children)
 
     def path(self, va: int, level: int) -> list[tuple[Table, int]]:
         """The (table, index) pairs a walk of ``va`` reads down to ``level``,
@@ -152,10 +153,11 @@ class _Build:
 
     def level_of(self, m: MapEntry, geo: Geometry) -> int:
         lo = geo.start_level
-        sizes = ", ".join(f"{_size_name(geo.size(lv))} (level {lv})" for lv in range(lo, 4))
         if m.size is not None:
             match = [lv for lv in range(lo, 4) if geo.size(lv) == m.size]
             if not match:
+                sizes = ", ".join(f"{_size_name(geo.size(lv))} (level {lv})"
+                                  for lv in range(lo, 4))
                 raise self.fail(m.line_of("size"), f"{m.field}.size",
                                 f"{_size_name(m.size)} is not an entry size of this table "
                                 f"({geo.describe()}): expected one of {sizes}")
@@ -552,15 +554,14 @@ class _Build:
     def image(self) -> dict[int, bytes]:
         mem: dict[int, bytes] = {}
         for tree in self.trees.values():
-            order: Literal["big", "little"] = "big" if tree.geo.ee else "little"
+            put = struct.Struct(">Q" if tree.geo.ee else "<Q").pack_into
             for t in tree.tables():
                 buf = bytearray(t.nbytes)
                 for idx, e in t.entries.items():
-                    word = (e.word if isinstance(e, Leaf)
-                            else e.bits | (e.table.pa & ADDR48) | 0b11)
-                    buf[idx * 8:idx * 8 + 8] = word.to_bytes(8, order)
+                    put(buf, idx * 8, e.word if isinstance(e, Leaf)
+                        else e.bits | (e.table.pa & ADDR48) | 0b11)
                 for idx, word in t.overrides.items():
-                    buf[idx * 8:idx * 8 + 8] = word.to_bytes(8, order)
+                    put(buf, idx * 8, word)
                 mem[t.pa] = bytes(buf)
         for b in self.lay.memory:
             mem[b.addr] = b"".join(w.to_bytes(8, "little") for w in b.words)
