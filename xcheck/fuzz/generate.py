@@ -34,6 +34,7 @@ from xcheck.fuzz.shape import (
 )
 from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import ARENA_PA, HARNESS_PA, HARNESS_SIZE, RAM_BASE, AtOp
+from xcheck.scenario.loader import OP_NAMES
 
 RAM_END = RAM_BASE + (128 << 20)
 IDENTITY_END = RAM_BASE + (32 << 20)
@@ -62,8 +63,6 @@ S12_OPS = (AtOp.S12E1R, AtOp.S12E1W, AtOp.S12E0R, AtOp.S12E0W)
 EL2_OPS = (AtOp.S1E2R, AtOp.S1E2W)
 EL3_OPS = (AtOp.S1E3R, AtOp.S1E3W)
 MAX_PROBES = 96
-OP_NAMES = {op: op.value for op in AtOp}
-"""Each op's assembler name (an Enum's ``value`` is a Python-level property)."""
 
 
 def size_name(n: int) -> str:
