@@ -5,6 +5,7 @@ which rules of the model's registry (xcheck.arch.rules) were never reached."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
@@ -37,29 +38,39 @@ class Coverage:
         self.cases += 1
         self.features.update(sorted(tags))
 
-    def add(self, probe: Probe, result: AtResult) -> None:
-        self.probes += 1
-        self.ops[_op_key(probe.op, probe.el, probe.pan)] += 1
-        steps, rules, cited = [], [], []
-        # TraceStep's fields unpacked (a NamedTuple): far cheaper than by name
-        for stage, what, _, level, _, _, addr, _, text, rule_of in result.trace:
-            fetch, rule, cites = _step_keys(stage, level, what, text, rule_of, addr is not None)
-            if fetch:
-                steps.append(fetch)
-            if rule:
-                rules.append(rule)
-            if cites:
-                cited.append(cites)
+    def add(self, probes: Iterable[Probe], results: Iterable[AtResult]) -> None:
+        """Count each probe with the model's answer for it (one case's, in
+        one go: each counter is updated once)."""
+        ops: list[str] = []
+        steps: list[str] = []
+        rules: list[str] = []
+        cited: list[str] = []
+        answers: list[str] = []
+        for probe, result in zip(probes, results, strict=True):
+            ops.append(_op_key(probe.op, probe.el, probe.pan))
+            # TraceStep's fields unpacked (a NamedTuple): far cheaper than by name
+            for stage, what, _, level, _, _, addr, _, text, rule_of in result.trace:
+                fetch, rule, cites = _step_keys(stage, level, what, text, rule_of,
+                                                addr is not None)
+                if fetch:
+                    steps.append(fetch)
+                if rule:
+                    rules.append(rule)
+                if cites:
+                    cited.append(cites)
+            if result.kind != "par":
+                answers.append(result.kind)
+            elif result.fault is None:
+                answers.append("success")
+            else:
+                f = result.fault
+                answers.append(_fault_key(f.stage, f.statuscode, f.level, f.s2fs1walk))
+        self.probes += len(ops)
+        self.ops.update(ops)
         self.steps.update(steps)
         self.rules.update(rules)
         self.cited.update(cited)
-        if result.kind != "par":
-            self.results[result.kind] += 1
-        elif result.fault is None:
-            self.results["success"] += 1
-        else:
-            f = result.fault
-            self.results[_fault_key(f.stage, f.statuscode, f.level, f.s2fs1walk)] += 1
+        self.results.update(answers)
 
     @property
     def never_reached(self) -> list[Rule]:

@@ -428,8 +428,7 @@ class Fuzzer:
             if not shrinking:
                 ahead = self.submit(following)
             self.coverage.add_case(case.tags)
-            for p, m in zip(case.setup.probes, case.model, strict=True):
-                self.coverage.add(p, m)
+            self.coverage.add(case.setup.probes, case.model)
             self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
             self.on_event("case", case)
             for sig, hint in new.items():
