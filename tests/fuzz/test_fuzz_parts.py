@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from xcheck.check import compare
 from xcheck.fuzz.case import make_case, model_results
 from xcheck.fuzz.command import parse_duration
 from xcheck.fuzz.memory import sparse
-from xcheck.fuzz.session import known_signatures
+from xcheck.fuzz.session import _young_collections, known_signatures
 from xcheck.fuzz.signature import (
     Signature,
     last_rule,
@@ -277,3 +278,11 @@ def test_known_signatures_hold_only_where_the_bug_is_recorded(tmp_path: Path) ->
                                                        b: tmp_path / "new.yaml"}
     assert known_signatures((tmp_path,), "11.1.3") == {b: tmp_path / "new.yaml"}
     assert known_signatures((tmp_path,), "11.1.3/kvm-7.3.4") == {b: tmp_path / "new.yaml"}
+
+
+def test_fuzzing_collects_the_young_generation_less_often_and_sets_it_back() -> None:
+    before = gc.get_threshold()
+    with pytest.raises(KeyError), _young_collections(12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        raise KeyError("a case failed")
+    assert gc.get_threshold() == before
