@@ -9,8 +9,16 @@ import pytest
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.par import decode_par
-from xcheck.check import compare, memory_fields, target_failed
-from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, Readback, sysreg_defaults
+from xcheck.check import agrees, compare, memory_fields, target_failed
+from xcheck.machine import (
+    RAM_BASE,
+    AtOp,
+    MachineSetup,
+    Probe,
+    Readback,
+    TargetException,
+    sysreg_defaults,
+)
 from xcheck.model import run_model
 from xcheck.outcome import FieldDelta, Kind
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
@@ -247,3 +255,28 @@ def test_the_device_tree_region_is_not_read_back() -> None:
 
     assert _not_ours(RAM_BASE) and _not_ours(RAM_BASE + RESERVED_LOW - 8)
     assert not _not_ours(ARENA_PA) and not _not_ours(RAM_BASE - 8)
+
+
+def test_agrees_is_what_compare_calls_a_match() -> None:
+    """A PAR equal within the mask (or an IMPLEMENTATION DEFINED
+    alternative's), or the exception the model's answer means (UNDEFINED:
+    ESR.EC 0, D24.2.39); nothing else. Each case is judged by compare too."""
+    ok = 0xFF00_0000_4000_0000  # F = 0, PA 0x40000000, ATTR 0xff (D24.2 PAR_EL1)
+    sh_unknown = AtResult("par", ok, ~0x180, (), None, ())  # SH[8:7] masked
+    exact = AtResult("par", ok, ~0, (), None, ())
+    outer = AtResult("par", ok | 0x100, ~0, (), None, ())  # SH = OSH: the other choice
+    with_alt = exact._replace(alternatives=(outer,))
+    undefined = AtResult("undefined", 0, 0, (), None, ())
+    probe = Probe(AtOp.S1E1R, 0x1000, 1)
+    scenario = parse_scenario(
+        "name: s\nprobes:\n  - {op: S1E1R, va: 0x1000}\n", Path("s.yaml"))
+    cases = [(sh_unknown, ok | 0x180, True), (sh_unknown, ok | 1 << 12, False),
+             (sh_unknown, ok | 1, False), (exact, ok | 0x100, False),
+             (with_alt, ok | 0x100, True), (with_alt, ok | 0x80, False),
+             (undefined, TargetException(0, 0, 0, 1), True),
+             (undefined, TargetException(0x18 << 26, 0, 0, 2), False),
+             (undefined, ok, False), (exact, TargetException(0, 0, 0, 1), False)]
+    for m, got, want in cases:
+        assert agrees(m, got) is want, (m.kind, got)
+        out = compare(scenario, probe, got, m, target="qemu", version="10.0.0")
+        assert (out.kind is Kind.MATCH) is want, (m.kind, got, out.kind)

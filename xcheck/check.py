@@ -139,20 +139,23 @@ def compare(
         ))
     else:
         deltas = _deltas(got, model.par, model.mask)
-        out = _base(scenario, probe, target, version, par_target=got, par_model=model.par,
-                    mask=model.mask, fields=deltas)
         permitted = [a for a in model.alternatives
                      if a.kind == "par" and not diff_par(got, a.par, a.mask)]
         if deltas and permitted:
             alt = permitted[0]
             why = "; ".join(n for note in alt.mask_notes if note not in model.mask_notes
                             for n in (note[1],))
-            out = replace(out, par_model=alt.par, mask=alt.mask, fields=(),
-                          detail=f"matches the other IMPLEMENTATION DEFINED choice: {why}"[:400])
+            out = _base(scenario, probe, target, version, par_target=got, par_model=alt.par,
+                        mask=alt.mask, detail=f"matches the other IMPLEMENTATION DEFINED "
+                        f"choice: {why}"[:400])
         elif deltas:
-            out = _known(scenario, probe, version, features, acts,
-                         replace(_closest(out, got, model), kind=Kind.MISMATCH,
-                                 trace=model.render()))
+            out = _known(scenario, probe, version, features, acts, _closest(_base(
+                scenario, probe, target, version, kind=Kind.MISMATCH, par_target=got,
+                par_model=model.par, mask=model.mask, fields=deltas, trace=model.render()),
+                got, model))
+        else:
+            out = _base(scenario, probe, target, version, par_target=got, par_model=model.par,
+                        mask=model.mask)
     if memory:
         out = _memory_mismatch(scenario, probe, version, features, model, out, memory)
     if unjudged:
@@ -241,11 +244,23 @@ def acts_as_explains(known: KnownDivergence, setup: MachineSetup, probe: Probe,
     if sysregs == dict(setup.sysregs):
         return False
     (model,) = run_model(replace(setup, sysregs=sysregs, probes=(probe,)), features, ram_size)
+    return agrees(model, got)
+
+
+def agrees(model: AtResult, got: ProbeResult) -> bool:
+    """Is ``got`` an answer the architecture permits for the AT the model
+    answered with ``model``: a PAR that differs in no field within the mask
+    of the model's PAR or of one of its IMPLEMENTATION DEFINED alternatives,
+    or the exception the model's non-PAR answer means? (What :func:`compare`
+    calls a match when no expectation or memory is judged.)"""
     if isinstance(got, TargetException):
         return model.kind != "par" and _exception_agrees(model, got)
-    return model.kind == "par" and any(
-        a.kind == "par" and not diff_par(got, a.par, a.mask)
-        for a in (model, *model.alternatives))
+    if model.kind != "par":
+        return False
+    if not (got ^ model.par) & model.mask:
+        return True  # equal within the mask: no field differs
+    return any(a.kind == "par" and not diff_par(got, a.par, a.mask)
+               for a in (model, *model.alternatives))
 
 
 def _failed_expectation(scenario: Scenario, probe: Probe, model: AtResult) -> str:

@@ -219,11 +219,13 @@ def sysreg_defaults() -> dict[str, int]:
 
 def chunks(memory: Mapping[int, bytes]) -> list[tuple[int, bytes]]:
     """The memory image as sorted (address, bytes) blocks, adjacent ones merged."""
-    out: list[tuple[int, bytes]] = []
+    runs: list[tuple[int, list[bytes]]] = []
+    end = None
     for addr in sorted(memory):
         data = memory[addr]
-        if out and out[-1][0] + len(out[-1][1]) == addr:
-            out[-1] = (out[-1][0], out[-1][1] + data)
+        if addr == end:
+            runs[-1][1].append(data)
         else:
-            out.append((addr, bytes(data)))
-    return out
+            runs.append((addr, [data]))
+        end = addr + len(data)
+    return [(addr, b"".join(parts)) for addr, parts in runs]

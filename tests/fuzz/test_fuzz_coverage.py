@@ -32,8 +32,7 @@ def test_coverage_names_the_rules_never_reached() -> None:
     for index in range(10):
         case = make_case(5, index, knobs(), RAM)
         cov.add_case(case.tags)
-        for p, m in zip(case.setup.probes, case.model, strict=True):
-            cov.add(p, m)
+        cov.add(case.setup.probes, case.model)
     reached = {Rule[name] for name in cov.cited}
     assert reached and cov.never_reached
     assert set(cov.never_reached) == set(Rule) - reached

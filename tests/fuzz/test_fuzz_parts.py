@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import random
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from xcheck.check import compare
 from xcheck.fuzz.case import make_case, model_results
 from xcheck.fuzz.command import parse_duration
 from xcheck.fuzz.memory import sparse
-from xcheck.fuzz.session import known_signatures
+from xcheck.fuzz.session import _young_collections, known_signatures
 from xcheck.fuzz.signature import (
     Signature,
     last_rule,
@@ -157,6 +158,18 @@ def test_sparse_memory_reads_the_same() -> None:
         assert sum(map(len, sparse(mem).values())) <= sum(map(len, mem.values()))
 
 
+def test_sparse_keeps_runs_of_non_zero_pieces_trimmed_to_words() -> None:
+    """512-byte pieces: 0x000 and 0x200 hold bytes (one run), 0x400..0x7ff
+    are zero, 0x800 holds one byte; each run loses its zero words at both ends."""
+    data = bytearray(0x1000)
+    data[0x10], data[0x208], data[0x900] = 1, 2, 3
+    assert sparse({0x4040_0000: bytes(data)}) == {
+        0x4040_0010: bytes(data[0x10:0x210]), 0x4040_0900: bytes(data[0x900:0x908])}
+    # adjacent blocks are one image: a run goes on across their boundary
+    assert sparse({0x4040_0000: bytes(0x1ff) + b"\1", 0x4040_0200: b"\2" + bytes(0x1ff)}) == {
+        0x4040_01f8: bytes(7) + b"\1\2" + bytes(7)}
+
+
 def test_sparse_case_memory_is_small() -> None:
     case = make_case(41, 3, knobs(), RAM)
     full = case.scenario.build().memory
@@ -265,3 +278,11 @@ def test_known_signatures_hold_only_where_the_bug_is_recorded(tmp_path: Path) ->
                                                        b: tmp_path / "new.yaml"}
     assert known_signatures((tmp_path,), "11.1.3") == {b: tmp_path / "new.yaml"}
     assert known_signatures((tmp_path,), "11.1.3/kvm-7.3.4") == {b: tmp_path / "new.yaml"}
+
+
+def test_fuzzing_collects_the_young_generation_less_often_and_sets_it_back() -> None:
+    before = gc.get_threshold()
+    with pytest.raises(KeyError), _young_collections(12_345):
+        assert gc.get_threshold() == (12_345, *before[1:])
+        raise KeyError("a case failed")
+    assert gc.get_threshold() == before

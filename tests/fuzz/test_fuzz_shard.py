@@ -59,8 +59,7 @@ def _coverage(tmp_path: Path, shard: tuple[int, int] | None) -> Coverage:
     cov = Coverage()
     for case in fz.cases():
         cov.add_case(case.tags)
-        for p, m in zip(case.setup.probes, case.model, strict=True):
-            cov.add(p, m)
+        cov.add(case.setup.probes, case.model)
     return cov
 
 

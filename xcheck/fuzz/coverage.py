@@ -5,13 +5,16 @@ which rules of the model's registry (xcheck.arch.rules) were never reached."""
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from xcheck.arch.at import AtResult
+from xcheck.arch.fault import Fault
 from xcheck.arch.rules import Rule
 from xcheck.fuzz.signature import normalize
-from xcheck.machine import Probe
+from xcheck.machine import AtOp, Probe
 
 
 @dataclass
@@ -35,25 +38,39 @@ class Coverage:
         self.cases += 1
         self.features.update(sorted(tags))
 
-    def add(self, probe: Probe, result: AtResult) -> None:
-        self.probes += 1
-        self.ops[f"{probe.op.value} at EL{probe.el}" + (" PAN" if probe.pan else "")] += 1
-        for step in result.trace:
-            head = f"S{step.stage}" if step.stage else "AT"
-            if step.addr is not None or step.what in ("no memory",):
-                self.steps[f"{head} L{step.level} {step.what}"] += 1
-            if step.rule:
-                self.rules[f"{head} {step.what}: {normalize(step.rule)}"] += 1
-            if step.cites is not None:
-                self.cited[step.cites.name] += 1
-        if result.kind != "par":
-            self.results[result.kind] += 1
-        elif result.fault is None:
-            self.results["success"] += 1
-        else:
-            f = result.fault
-            self.results[f"S{f.stage} {f.statuscode.value} L{f.level}"
-                         + (" (on the S1 walk)" if f.s2fs1walk else "")] += 1
+    def add(self, probes: Iterable[Probe], results: Iterable[AtResult]) -> None:
+        """Count each probe with the model's answer for it (one case's, in
+        one go: each counter is updated once)."""
+        ops: list[str] = []
+        steps: list[str] = []
+        rules: list[str] = []
+        cited: list[str] = []
+        answers: list[str] = []
+        for probe, result in zip(probes, results, strict=True):
+            ops.append(_op_key(probe.op, probe.el, probe.pan))
+            # TraceStep's fields unpacked (a NamedTuple): far cheaper than by name
+            for stage, what, _, level, _, _, addr, _, text, rule_of in result.trace:
+                fetch, rule, cites = _step_keys(stage, level, what, text, rule_of,
+                                                addr is not None)
+                if fetch:
+                    steps.append(fetch)
+                if rule:
+                    rules.append(rule)
+                if cites:
+                    cited.append(cites)
+            if result.kind != "par":
+                answers.append(result.kind)
+            elif result.fault is None:
+                answers.append("success")
+            else:
+                f = result.fault
+                answers.append(_fault_key(f.stage, f.statuscode, f.level, f.s2fs1walk))
+        self.probes += len(ops)
+        self.ops.update(ops)
+        self.steps.update(steps)
+        self.rules.update(rules)
+        self.cited.update(cited)
+        self.results.update(answers)
 
     @property
     def never_reached(self) -> list[Rule]:
@@ -78,6 +95,30 @@ class Coverage:
         self.probes += other.probes
         for name in COUNTERS:
             getattr(self, name).update(getattr(other, name))
+
+
+@lru_cache(maxsize=256)
+def _op_key(op: AtOp, el: int, pan: bool) -> str:
+    """The ``ops`` counter of a probe."""
+    return f"{op.value} at EL{el}" + (" PAN" if pan else "")
+
+
+@lru_cache(maxsize=4096)
+def _step_keys(stage: int, level: int | None, what: str, rule: str, cites: Rule | None,
+               fetched: bool) -> tuple[str, str, str]:
+    """The ``steps``, ``rules`` and ``cited`` counters a trace step adds to
+    ("" for none): a descriptor fetch (or the lack of memory for one), the
+    rule's text with its numbers blanked, the registry rule it cites."""
+    head = f"S{stage}" if stage else "AT"
+    return (f"{head} L{level} {what}" if fetched or what == "no memory" else "",
+            f"{head} {what}: {normalize(rule)}" if rule else "",
+            cites.name if cites is not None else "")
+
+
+@lru_cache(maxsize=256)
+def _fault_key(stage: int, status: Fault, level: int, s2fs1walk: bool) -> str:
+    """The ``results`` counter of a PAR that reports a fault."""
+    return f"S{stage} {status.value} L{level}" + (" (on the S1 walk)" if s2fs1walk else "")
 
 
 COUNTERS = ("steps", "rules", "results", "ops", "features", "cited")

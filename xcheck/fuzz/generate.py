@@ -34,6 +34,7 @@ from xcheck.fuzz.shape import (
 )
 from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import ARENA_PA, HARNESS_PA, HARNESS_SIZE, RAM_BASE, AtOp
+from xcheck.scenario.loader import OP_NAMES
 
 RAM_END = RAM_BASE + (128 << 20)
 IDENTITY_END = RAM_BASE + (32 << 20)
@@ -826,6 +827,8 @@ class Generator:
         r, p = self.r, self.p
         seen: dict[tuple[str, int, int, int, str], dict[str, Any]] = {}
         pan_ok = self.k.on("pan")
+        el1_ops = {op for op in AtOp
+                   if op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)}
         for t in p.targets:
             for _ in range(r.randint(1, 4)):
                 op = r.choice(t.ops)
@@ -834,15 +837,15 @@ class Generator:
                     # the EL3 regime: the Root state with FEAT_RME, else Secure
                     el, space = 3, "root" if self.f.rme else ""
                 else:
-                    legal_el1 = op.min_el == 1 and (op not in PAN_OPS or self.f.pan >= 2)
-                    el = 1 if p.el1 and legal_el1 and r.random() < 0.5 else 2
+                    el = 1 if p.el1 and op in el1_ops and r.random() < 0.5 else 2
                     if self.security and r.random() < (0.85 if t.secure else 0.4):
                         el, space = 3, self.space(t.secure)
                 pan = int(pan_ok and r.random() < 0.4)
-                q = {"op": op.value, "va": t.va, "el": el, "pan": pan}
+                name = OP_NAMES[op]
+                q = {"op": name, "va": t.va, "el": el, "pan": pan}
                 if space and space != "nonsecure":
                     q["space"] = space
-                seen.setdefault((op.value, t.va, el, pan, space), q)
+                seen.setdefault((name, t.va, el, pan, space), q)
         out = list(seen.values())
         if len(out) > MAX_PROBES:
             out = r.sample(out, MAX_PROBES)

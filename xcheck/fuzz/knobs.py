@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import cached_property
 
 from xcheck.arch.features import Features
 
@@ -111,8 +112,15 @@ class Knobs:
     def on(self, name: str) -> bool:
         """May a case use ``name`` (chosen by the user, supported by the CPU
         and, for the EL3 knobs, by where the target starts)?"""
-        return (name in self.allowed and KNOBS[name][1](self.features)
-                and (name not in AT_EL3 or self.starts_el3))
+        return name in self._on
+
+    @cached_property
+    def _on(self) -> frozenset[str]:
+        """The knobs :meth:`on` allows (decided once: the generator asks
+        a few hundred times a case)."""
+        return frozenset(name for name in self.allowed if name in KNOBS
+                         and KNOBS[name][1](self.features)
+                         and (name not in AT_EL3 or self.starts_el3))
 
     def available(self) -> list[str]:
         return [k for k in KNOBS if self.on(k)]

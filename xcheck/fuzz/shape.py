@@ -11,6 +11,7 @@ AArch64.S2InvalidSL / S2InconsistentSL, D8.2.7 concatenation), D8.3
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 from xcheck.arch.walk import block_supported
 
@@ -20,7 +21,8 @@ FINAL_LEVEL = 3
 
 @dataclass(frozen=True)
 class Shape:
-    """One base register's tree as the fuzzer plans it."""
+    """One base register's tree as the fuzzer plans it (the derived sizes
+    are worked out once: the generator reads them per mapping and probe)."""
 
     base: str
     granule_bits: int
@@ -33,15 +35,15 @@ class Shape:
     """64KB level 1 blocks are legal (52-bit PAs, the scenario requires LPA)."""
     upper: bool = False
 
-    @property
+    @cached_property
     def stage(self) -> int:
         return 2 if self.base in ("VTTBR_EL2", "VSTTBR_EL2") else 1
 
-    @property
+    @cached_property
     def granule(self) -> int:
         return 1 << self.granule_bits
 
-    @property
+    @cached_property
     def stride(self) -> int:
         return self.granule_bits - 3
 
@@ -51,16 +53,16 @@ class Shape:
     def size(self, level: int) -> int:
         return 1 << self.lsb(level)
 
-    @property
+    @cached_property
     def encodable_bits(self) -> int:
         """The widest output address a descriptor can hold (D8.3)."""
         return 52 if self.granule_bits == 16 or self.ds else 48
 
-    @property
+    @cached_property
     def range_start(self) -> int:
         return (1 << 64) - (1 << self.iasize) if self.upper else 0
 
-    @property
+    @cached_property
     def range_end(self) -> int:
         return (1 << 64) if self.upper else (1 << self.iasize)
 

@@ -20,9 +20,9 @@ that covers the arena must map it identically.
 from __future__ import annotations
 
 import itertools
+import struct
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
 
 from xcheck.arch.walk import block_supported
 from xcheck.machine import (
@@ -100,7 +100,8 @@ class Tree:
         while todo:
             t = todo.pop(0)
             yield t
-            todo.extend(e.table for _, e in sorted(t.entries.items()) if isinstance(e, Child))
+            children = sorted((i, e.table) for i, e in t.entries.items() if isinstance(e, Child))
+            todo.extend(table for _, table in children)
 
     def path(self, va: int, level: int) -> list[tuple[Table, int]]:
         """The (table, index) pairs a walk of ``va`` reads down to ``level``,
@@ -152,10 +153,11 @@ class _Build:
 
     def level_of(self, m: MapEntry, geo: Geometry) -> int:
         lo = geo.start_level
-        sizes = ", ".join(f"{_size_name(geo.size(lv))} (level {lv})" for lv in range(lo, 4))
         if m.size is not None:
             match = [lv for lv in range(lo, 4) if geo.size(lv) == m.size]
             if not match:
+                sizes = ", ".join(f"{_size_name(geo.size(lv))} (level {lv})"
+                                  for lv in range(lo, 4))
                 raise self.fail(m.line_of("size"), f"{m.field}.size",
                                 f"{_size_name(m.size)} is not an entry size of this table "
                                 f"({geo.describe()}): expected one of {sizes}")
@@ -206,6 +208,13 @@ class _Build:
                attrs: tuple[int | None, int, int, str] | None = None) -> None:
         """Put ``leaf`` at ``level`` on the walk of ``va``; ``attrs`` =
         (level or None, table bits, line, field) marks a table descriptor."""
+        t = self.table_on_walk(tree, va, level, leaf, attrs)
+        self.place(t, tree.geo.index(va, level), leaf, level)
+
+    def table_on_walk(self, tree: Tree, va: int, level: int, leaf: Leaf,
+                      attrs: tuple[int | None, int, int, str] | None = None) -> Table:
+        """The table at ``level`` on the walk of ``va``, with the tables
+        above it made as needed (for :meth:`insert`, which puts ``leaf`` in it)."""
         geo = tree.geo
         t = tree.root
         want = None
@@ -229,12 +238,15 @@ class _Build:
                                     "gives it other table attributes")
                 e.bits, e.bits_owner, e.bits_line = attrs[1], leaf.owner, leaf.line
             t = e.table
-        idx = geo.index(va, level)
+        return t
+
+    def place(self, t: Table, idx: int, leaf: Leaf, level: int) -> None:
+        """Put ``leaf`` in entry ``idx`` of ``t`` (at ``level``), which must be free."""
         old = t.entries.get(idx)
         if old is not None:
             if isinstance(old, Leaf):
                 raise self._clash(leaf, old)
-            raise self.fail(leaf.line, leaf.owner, f"level {level} entry for {hex_(va)} "
+            raise self.fail(leaf.line, leaf.owner, f"level {level} entry for {hex_(leaf.va)} "
                             "already holds a table for smaller mappings")
         t.entries[idx] = leaf
 
@@ -314,10 +326,21 @@ class _Build:
         self.code_va[regime] = va
 
     def map_pages(self, tree: Tree, va: int, pa: int, size: int, bits: int) -> None:
-        g = tree.geo.granule
-        for off in range(0, size, g):
-            self.insert(tree, va + off, 3,
-                        Leaf(bits | (pa + off) | 0b11, HARNESS, 0, va + off, g))
+        """Pages for [va, va + size) at pa, in order: the walk down to each
+        last-level table is taken once, for its first page."""
+        geo = tree.geo
+        g, span = geo.granule, geo.size(2)
+        off = 0
+        while off < size:
+            page = Leaf(bits | (pa + off) | 0b11, HARNESS, 0, va + off, g)
+            t = self.table_on_walk(tree, va + off, 3, page)
+            first = geo.index(va + off, 3)
+            end = min(size, off + span - (va + off) % span)
+            for i, o in enumerate(range(off, end, g)):
+                if i:
+                    page = Leaf(bits | (pa + o) | 0b11, HARNESS, 0, va + o, g)
+                self.place(t, first + i, page, 3)
+            off = end
 
     def harness_slot(self, tree: Tree, regime: str, why: str) -> int:
         """HARNESS_PA when free in the TTBR0 range, else the highest free
@@ -531,15 +554,14 @@ class _Build:
     def image(self) -> dict[int, bytes]:
         mem: dict[int, bytes] = {}
         for tree in self.trees.values():
-            order: Literal["big", "little"] = "big" if tree.geo.ee else "little"
+            put = struct.Struct(">Q" if tree.geo.ee else "<Q").pack_into
             for t in tree.tables():
                 buf = bytearray(t.nbytes)
                 for idx, e in t.entries.items():
-                    word = (e.word if isinstance(e, Leaf)
-                            else e.bits | (e.table.pa & ADDR48) | 0b11)
-                    buf[idx * 8:idx * 8 + 8] = word.to_bytes(8, order)
+                    put(buf, idx * 8, e.word if isinstance(e, Leaf)
+                        else e.bits | (e.table.pa & ADDR48) | 0b11)
                 for idx, word in t.overrides.items():
-                    buf[idx * 8:idx * 8 + 8] = word.to_bytes(8, order)
+                    put(buf, idx * 8, word)
                 mem[t.pa] = bytes(buf)
         for b in self.lay.memory:
             mem[b.addr] = b"".join(w.to_bytes(8, "little") for w in b.words)

@@ -161,10 +161,14 @@ def parse_op(value: Any, field: str, line: int) -> AtOp:
                   + ", ".join(_AT_OPS))
 
 
+OP_NAMES = {op: name for name, op in _AT_OPS.items()}
+"""Each op's assembler name (an Enum's ``value`` is a Python-level property)."""
+
+
 def probe_label(op: AtOp, va: int, el: int, pan: bool,
                 space: SecurityState = SecurityState.NONSECURE) -> str:
     """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``)."""
-    return f"{op.value} va={hex_(va)} el={el} pan={int(pan)}" + \
+    return f"{OP_NAMES[op]} va={hex_(va)} el={el} pan={int(pan)}" + \
         ("" if space is SecurityState.NONSECURE else f" space={space.value}")
 
 

@@ -45,20 +45,28 @@ class Scenario:
     def build(self) -> MachineSetup:
         """The machine setup for this scenario's probes (ScenarioError if
         the tables cannot be placed)."""
+        return self._setup
+
+    @cached_property
+    def _setup(self) -> MachineSetup:
+        """:meth:`build`'s answer, kept with this scenario (a fuzz case asks
+        for it again after loading), from the builds of equal layouts."""
         return _build(self.layout, self.probes)
 
     @cached_property
-    def _lines(self) -> tuple[dict[Probe, int], dict[tuple[AtOp, int, int, bool], int]]:
-        exact = dict(self.probe_lines)
-        loose = {(p.op, p.va, p.el, p.pan): line for p, line in reversed(self.probe_lines)}
-        return exact, loose
+    def _exact_lines(self) -> dict[Probe, int]:
+        return dict(self.probe_lines)
+
+    @cached_property
+    def _loose_lines(self) -> dict[tuple[AtOp, int, int, bool], int]:
+        return {(p.op, p.va, p.el, p.pan): line for p, line in reversed(self.probe_lines)}
 
     def probe_line(self, probe: Probe) -> int | None:
-        """The line of the ``probes:`` entry ``probe`` was expanded from."""
-        exact, loose = self._lines
-        line = exact.get(probe)
+        """The line of the ``probes:`` entry ``probe`` was expanded from (by
+        its op, VA, EL and PAN when it is not one of this scenario's own)."""
+        line = self._exact_lines.get(probe)
         if line is None:
-            line = loose.get((probe.op, probe.va, probe.el, probe.pan))
+            line = self._loose_lines.get((probe.op, probe.va, probe.el, probe.pan))
         return line
 
     def with_probes(self, probes: Iterable[Probe]) -> Scenario:
