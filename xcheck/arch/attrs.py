@@ -282,7 +282,10 @@ def _s2_candidates(memattr: int, fwb: bool) -> tuple[tuple[int, ...], str | None
     return (memattr,), None
 
 
+@lru_cache(maxsize=256)
 def _s1_decode_any(attr: int) -> Decoded:
+    """decode_attr with every feature, a reserved encoding as Device-nGnRnE;
+    memoized per byte: par_attrs decodes every permitted candidate."""
     d = decode_attr(attr, feat_xs=True, feat_mte2=True)
     return d if d is not None else Decoded(device=0)
 
@@ -355,10 +358,12 @@ PAR_ATTR_SHIFT = 56
 PAR_SH_SHIFT = 7
 
 
+@lru_cache(maxsize=256)
 def _transient_bits(attr: int) -> int:
     """The Transient bit (bit [3] of a nibble) of the halves of a Normal
     ``attr`` that are Transient: an implementation without Transient support
-    reports them Non-transient; a Non-transient half is fixed either way."""
+    reports them Non-transient; a Non-transient half is fixed either way.
+    Memoized per byte: par_attr_mask asks it of every permitted candidate."""
     d = decode_attr(attr, feat_xs=True, feat_mte2=True)
     if d is None or d.device is not None or d.tagged or attr in (0x40, 0xA0):
         return 0
