@@ -151,8 +151,11 @@ class AtSetup:
     s2_walks_secure: S2TTWParams | None = None
     """In the Secure state, stage 2 of the walk in the Secure IPA space."""
     steps: tuple[TraceStep, ...] = ()
-    s2_notes: tuple[tuple[int, str], ...] = ()
-    """The stage 2 configuration notes an AT through stage 2 reports."""
+    notes_lower: tuple[tuple[int, str], ...] = ()
+    """The configuration notes an AT on a VA of the lower range reports: the
+    walk parameters', then (through stage 2) stage 2's."""
+    notes_upper: tuple[tuple[int, str], ...] = ()
+    """The same for the upper VA range (TTBR1)."""
     gpc: bool = False
     """The granule protection check applies to the walks (FEAT_RME, GPCCR_EL3.GPC)."""
 
@@ -183,14 +186,16 @@ def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
              and (r.space is SecurityState.NONSECURE or realm or state.eel2))
     s2_walks = state.stage2(r.space, True) if s2_on else None
     s2_walks_secure = state.stage2(r.space, False) if s2_on and secure else None
-    s2_notes: list[tuple[int, str]] = []
+    s2_notes: tuple[tuple[int, str], ...] = ()
     if s2_walks or r.stage12:
-        s2_notes += [(0, n) for n in state.stage2(r.space, True).notes]
+        s2_notes += tuple((0, n) for n in state.stage2(r.space, True).notes)
     if s2_walks_secure is not None or (r.stage12 and secure):
-        s2_notes += [(0, n) for n in state.ss2_secure_ipa.notes]
+        s2_notes += tuple((0, n) for n in state.ss2_secure_ipa.notes)
     rp = state.regime(r.regime, r.space)
-    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), tuple(s2_notes),
-                   rp.gpc is not None or state.s2.gpc is not None)
+    lower = tuple((0, n) for n in rp.lower.notes) if rp.enabled else ()
+    upper = tuple((0, n) for n in rp.upper.notes) if rp.enabled and rp.upper else lower
+    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), lower + s2_notes,
+                   upper + s2_notes, rp.gpc is not None or state.s2.gpc is not None)
 
 
 class AtResult(NamedTuple):
@@ -233,12 +238,14 @@ def _not_executed(kind: AtKind, why: str, trace: list[TraceStep], cites: Rule,
 
 
 @lru_cache(maxsize=1024)
-def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[str, ...]]:
-    """PAR_EL1.{ATTR, SH} for final attributes and the bits they leave open
-    (attrs.par_attrs, attrs.par_attr_mask), memoized: few distinct inputs."""
+def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[tuple[int, str], ...]]:
+    """PAR_EL1.{ATTR, SH} for final attributes, the mask of the bits they fix
+    and the mask notes of those they leave open (attrs.par_attrs,
+    attrs.par_attr_mask), memoized: few distinct inputs."""
     reported = attrs.par_attrs(final)
     mask, notes = attrs.par_attr_mask(reported)
-    return reported, mask, notes
+    cleared = ~mask & ((1 << 64) - 1)
+    return reported, mask, tuple((cleared, n) for n in notes)
 
 
 def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
@@ -265,8 +272,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
                 out = out._replace(descriptor_attrs=s2_plain.attrs)
-    notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
-    notes += setup.s2_notes
+    notes = setup.notes_upper if rp.params(va) is rp.upper else setup.notes_lower
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
@@ -286,7 +292,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out,
                                  descriptor_words(trace, updates, mem))
-        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes),
+        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + notes,
                            out, tuple(trace), memory=descriptor_words(trace, updates, mem))
         if out.af_update is not None:  # a stage 1 Permission fault
             return _with_af_update_fault(faulted, out.af_update, out.af_update_ns, s2_walks,
@@ -318,10 +324,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", None, None, None, None, None,
                            "AArch64.EncodePAR", Rule.ENCODE_PAR))
-    cleared = ~attr_mask & ((1 << 64) - 1)
-    notes += [(cleared, n) for n in attr_notes]
-    result = AtResult("par", par, success_mask & attr_mask, success_notes + tuple(notes), None,
-                      tuple(trace), memory=descriptor_words(trace, updates, mem))
+    result = AtResult("par", par, success_mask & attr_mask, success_notes + notes + attr_notes,
+                      None, tuple(trace), memory=descriptor_words(trace, updates, mem))
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
         # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.

@@ -138,6 +138,20 @@ def _kind(desc: int, level: int, granule_bits: int, ds: bool, pa52_64k: bool) ->
     return "block" if block_supported(granule_bits, ds, pa52_64k, level) else "invalid block"
 
 
+DescriptorTypes = tuple[tuple[tuple[str, Rule | None], ...], ...]
+
+
+@lru_cache(maxsize=64)
+def _descriptor_types(stage: int, granule_bits: int, ds: bool, pa52_64k: bool) -> DescriptorTypes:
+    """AArch64.DecodeDescriptorType as a table, which depends on a
+    descriptor only through bits [1:0]: per level (-1 to 3, at index level +
+    1) and those bits, the type and the rule its fetch step cites (memoized:
+    walks have few distinct parameters)."""
+    return tuple(tuple((kind := _kind(bits, level, granule_bits, ds, pa52_64k),
+                        DESCRIPTOR_RULES.get((stage, kind))) for bits in range(4))
+                 for level in range(-1, 4))
+
+
 def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
     trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule,
@@ -190,7 +204,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     if not rp.enabled:
         return _s1_disabled(rp, va, acc, trace)
     p = rp.params(va)
-    two = rp.regime.two_ranges
+    two = rp.upper is not None  # HasUnprivileged(regime): it has two VA ranges
     for note in p.notes:
         trace.append(TraceStep(1, "config", note))
     if p.txsz_fault:
@@ -225,6 +239,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     tables = 0  # the walk's table descriptors ORed: the union of APTable, UXNTable, PXNTable
     ns = not (rp.secure or rp.root or rp.realm)
     read64, ee, gpc, oasize = mem.read64, p.ee, rp.gpc, p.oasize
+    types = _descriptor_types(1, g, ds, pa52)
     walk_s2 = s2
     while True:
         descaddr = table | (index << 3)
@@ -251,9 +266,8 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                              Rule.S1_EXTERNAL_ABORT)
         if ee:
             desc = _bswap(desc)
-        kind = _kind(desc, level, g, ds, pa52)
-        trace.append(fetch_step(1, kind, level, table, index, pa, desc,
-                                DESCRIPTOR_RULES.get((1, kind))))
+        kind, cites = types[level + 1][desc & 3]
+        trace.append(fetch_step(1, kind, level, table, index, pa, desc, cites))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -491,6 +505,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"{p.ttbr_name} base 0x{table:x} above "
                          f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
                          Rule.S2_BASE_ADDRESS_SIZE)
+    types = _descriptor_types(2, g, ds, pa52)
     while True:
         descaddr = table | (index << 3)
         if p.gpc is not None:
@@ -507,9 +522,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                              Rule.S2_EXTERNAL_ABORT)
         if p.ee:
             desc = _bswap(desc)
-        kind = _kind(desc, level, g, ds, pa52)
-        trace.append(fetch_step(2, kind, level, table, index, descaddr, desc,
-                                DESCRIPTOR_RULES.get((2, kind))))
+        kind, cites = types[level + 1][desc & 3]
+        trace.append(fetch_step(2, kind, level, table, index, descaddr, desc, cites))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
