@@ -103,11 +103,13 @@ def reads(state: ArchState, op: AtOp, va: int) -> set[Decides]:
 
 class ImpDefStates:
     """arch_states, and which choices differ from the default in the parts
-    an AT reads (compared once per part, on first use)."""
+    an AT reads (whether a part decides a choice, and whether a choice
+    decodes it otherwise, worked out once per part, on first use)."""
 
     def __init__(self, setup: MachineSetup, features: Features, el: int, pan: bool) -> None:
         self.states = arch_states(setup, features, el, pan)
         self._differs: dict[tuple[int, Decides], bool] = {}
+        self._decides: dict[Decides, bool] = {}
         self._pstates: dict[tuple[int, int, bool, SecurityState], ArchState] = {}
 
     def with_pstate(self, i: int, el: int, pan: bool, space: SecurityState) -> ArchState:
@@ -123,7 +125,12 @@ class ImpDefStates:
         """Indexes in ``states`` of the other choices that decode one of
         ``parts`` differently from the default (states[0]): only under those
         can an AT reading ``parts`` answer otherwise."""
-        parts = {part for part in parts if decides_a_choice(self.states[0], part)}
+        decides = self._decides
+        for part in parts.difference(decides):
+            decides[part] = decides_a_choice(self.states[0], part)
+        parts = {part for part in parts if decides[part]}
+        if not parts:
+            return []
         out = []
         for i in range(1, len(self.states)):
             for part in parts:

@@ -79,10 +79,6 @@ class FaultRecord(NamedTuple):
     """The PA space of that descriptor (the walk's, before the leaf's NS)."""
 
     @property
-    def secondstage(self) -> bool:
-        return self.stage == 2
-
-    @property
     def fst(self) -> int:
         return encode_fst(self.statuscode, self.level)
 
