@@ -349,9 +349,17 @@ def par_attrs(a: MemAttrs) -> MemAttrs:
     ATTR as is (EncodePARAttrs); SH forced to 0b10 for any Device memory and
     for Normal Inner and Outer Non-cacheable memory (PAREncodeShareability;
     D24.2 PAR_EL1.SH note "This field returns the value 0b10 for...")."""
-    pairs = [(attr, OSH if _s1_decode_any(attr).forces_osh else sh)
-             for attr, sh in sorted(a.candidates(), key=lambda p: p != (a.attr, a.sh))]
+    first, candidates = (a.attr, a.sh), a.candidates()
+    pairs = [(attr, OSH if _forces_osh(attr) else sh)
+             for attr, sh in (first, *(c for c in candidates if c != first))]
     return _result(list(dict.fromkeys(pairs)), a.notes)
+
+
+@lru_cache(maxsize=256)
+def _forces_osh(attr: int) -> bool:
+    """Decoded.forces_osh of an attribute byte, memoized per byte: a reserved
+    MAIR encoding makes every allocated one a candidate (s1_attrs)."""
+    return _s1_decode_any(attr).forces_osh
 
 
 PAR_ATTR_SHIFT = 56
