@@ -160,28 +160,43 @@ class AtSetup:
     """The granule protection check applies to the walks (FEAT_RME, GPCCR_EL3.GPC)."""
 
 
-def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
-    r = route(op, state.el, state.hcr, state.features, state.space, state.eel2)
+@lru_cache(maxsize=1024)
+def _at_access(op: AtOp, el: int, pan: bool, hcr: HcrState, features: Features,
+               space: SecurityState, eel2: bool
+               ) -> tuple[AtRoute | NotExecuted, Access | None, tuple[TraceStep, ...]]:
+    """The part of AArch64.AT that reads neither the VA nor the translation
+    table registers: the routing (regime.route), the access (CreateAccDescAT)
+    and the trace steps that say so. Memoized: few distinct inputs, asked per
+    PSTATE and op of every setup."""
+    r = route(op, el, hcr, features, space, eel2)
     if isinstance(r, NotExecuted):
-        return AtSetup(r)
+        return r, None, ()
     checks = op.checks_permissions
     acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
-                                any_access=not checks), r.write, state.pan, state.features.pan)
+                                any_access=not checks), r.write, pan, features.pan)
     steps = [TraceStep(0, "regime", r.why, cites=r.rule)]
     if not checks:
         steps.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
                                "write: no stage 1 permission check (CreateAccDescAT, "
                                "AArch64.S1CheckPermissions; C5.4.7)",
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
-    secure, realm = r.space is SecurityState.SECURE, r.space is SecurityState.REALM
-    if secure and state.eel2 and r.regime is not Regime.EL3:
+    if r.space is SecurityState.SECURE and eel2 and r.regime is not Regime.EL3:
         steps.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
                                "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
                                rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
-    if realm:
+    if r.space is SecurityState.REALM:
         steps.append(TraceStep(0, "Realm", "SCR_EL3.{NSE, NS} == {1, 1}: the Realm state, where "
                                "EL2 is enabled (EL2Enabled(): SCR_EL3.NS == 1)",
                                rule="EL2Enabled, SecurityStateAtEL", cites=Rule.REALM_EL2_ENABLED))
+    return r, acc, tuple(steps)
+
+
+def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
+    r, acc, steps = _at_access(op, state.el, state.pan, state.hcr, state.features, state.space,
+                               state.eel2)
+    if isinstance(r, NotExecuted):
+        return AtSetup(r)
+    secure, realm = r.space is SecurityState.SECURE, r.space is SecurityState.REALM
     s2_on = (r.regime is Regime.EL10 and state.s2.enabled
              and (r.space is SecurityState.NONSECURE or realm or state.eel2))
     s2_walks = state.stage2(r.space, True) if s2_on else None
@@ -194,7 +209,7 @@ def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
     rp = state.regime(r.regime, r.space)
     lower = tuple((0, n) for n in rp.lower.notes) if rp.enabled else ()
     upper = tuple((0, n) for n in rp.upper.notes) if rp.enabled and rp.upper else lower
-    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), lower + s2_notes,
+    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, steps, lower + s2_notes,
                    upper + s2_notes, rp.gpc is not None or state.s2.gpc is not None)
 
 

@@ -17,7 +17,6 @@ the ops route as in the Non-secure state, to the Realm regimes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
 
 from xcheck.arch.features import Features
 from xcheck.arch.regs import HCR, bit
@@ -102,7 +101,6 @@ class NotExecuted:
     rule: Rule
 
 
-@lru_cache(maxsize=1024)
 def route(op: AtOp, el: int, hcr: HcrState, features: Features,
           space: SecurityState = SecurityState.NONSECURE,
           eel2: bool = False) -> AtRoute | NotExecuted:
@@ -110,9 +108,7 @@ def route(op: AtOp, el: int, hcr: HcrState, features: Features,
     ``space``: at EL3, the Security state SCR_EL3.{NSE, NS} selects for the
     EL1 and EL2 operations; at EL1 and EL2, the Security state the PE runs
     in (the regimes are those of that state, the UNDEFINED and trapped ops
-    are those of the EL); ``eel2``: EL2 is enabled in the Secure state.
-    Memoized: a pure function of few distinct inputs, asked per PSTATE and op
-    of every setup."""
+    are those of the EL); ``eel2``: EL2 is enabled in the Secure state."""
     name = op.value
     pan_op = name.endswith("P")
     write = op.is_write
