@@ -307,8 +307,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out,
                                  descriptor_words(trace, updates, mem))
-        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + notes,
-                           out, tuple(trace), memory=descriptor_words(trace, updates, mem))
+        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + notes, out,
+                           tuple(trace), "", (), descriptor_words(trace, updates, mem))
         if out.af_update is not None:  # a stage 1 Permission fault
             return _with_af_update_fault(faulted, out.af_update, out.af_update_ns, s2_walks,
                                          s2_walks_secure, state, mem, trace)
@@ -340,7 +340,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                            f"SH 0b{reported.sh:02b}", None, None, None, None, None,
                            "AArch64.EncodePAR", Rule.ENCODE_PAR))
     result = AtResult("par", par, success_mask & attr_mask, success_notes + notes + attr_notes,
-                      None, tuple(trace), memory=descriptor_words(trace, updates, mem))
+                      None, tuple(trace), "", (), descriptor_words(trace, updates, mem))
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
         # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.

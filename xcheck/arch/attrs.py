@@ -94,11 +94,13 @@ def _ldf(nibble: int) -> Cacheability:
                         transient=(ra or wa) and not nibble & 8)
 
 
+@lru_cache(maxsize=1024)
 def decode_attr(attr: int, *, feat_xs: bool = False, feat_mte2: bool = False) -> Decoded | None:
     """S1DecodeMemAttrs of a MAIR_ELx.Attr<n> byte; None for a reserved
     encoding (S1ConstrainUnpredictableRESMAIR: 0b0000dd1x, 0bxxxx0000 other
     than the allocated ones, and 0b0000dd01 / 0x40 / 0xA0 without FEAT_XS,
-    0xF0 without FEAT_MTE2), which is CONSTRAINED UNPREDICTABLE."""
+    0xF0 without FEAT_MTE2), which is CONSTRAINED UNPREDICTABLE. Memoized
+    (a byte and two features): the walks decode the same few bytes again."""
     attr &= 0xFF
     if attr >> 4 == 0:
         if attr & 0b10 or (attr & 1 and not feat_xs):

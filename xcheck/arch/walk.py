@@ -154,8 +154,8 @@ def _descriptor_types(stage: int, granule_bits: int, ds: bool, pa52_64k: bool) -
 
 def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
-    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule,
-                           cites=cites))
+    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", None, None, None,
+                           None, None, rule, cites))
     return FaultRecord(status, level, 1, False, acc.write, rule)
 
 
@@ -454,7 +454,8 @@ def _s1_leaf_permission(rp: S1RegimeParams, hw_dirty: bool, desc: int, two: bool
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
     trace.append(TraceStep(2, "fault", f"{status.value} fault, level {level}"
-                           + (" (stage 1 table walk)" if ttw else ""), rule=rule, cites=cites))
+                           + (" (stage 1 table walk)" if ttw else ""), None, None, None, None,
+                           None, rule, cites))
     return FaultRecord(status, level, 2, ttw, write, rule)
 
 
