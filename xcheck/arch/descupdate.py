@@ -75,12 +75,13 @@ def descriptor_words(trace: Sequence[TraceStep], updates: Iterable[PermittedUpda
         may[u.pa] = may.get(u.pa, 0) | u.bits
     words: dict[int, DescriptorWord] = {}
     read64 = mem.read64
-    for _, what, _, _, _, _, addr, desc, _, _ in trace:
-        if desc is not None and addr is not None and addr not in words \
-                and what in DESCRIPTOR_KINDS and (value := read64(addr)) is not None:
-            # tuple.__new__: a NamedTuple's own __new__ is Python code, and
-            # every AT makes a word a level
-            words[addr] = tuple.__new__(DescriptorWord, (addr, value, may.get(addr, 0)))
+    for step in trace:
+        if step.what in DESCRIPTOR_KINDS and step.desc is not None:
+            pa = step.addr
+            if pa is not None and pa not in words and (value := read64(pa)) is not None:
+                # tuple.__new__: a NamedTuple's own __new__ is Python code,
+                # and every AT makes a word a level
+                words[pa] = tuple.__new__(DescriptorWord, (pa, value, may.get(pa, 0)))
     return tuple(words.values())
 
 

@@ -22,11 +22,15 @@ from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.regime import Regime
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
-from xcheck.arch.trace import TraceStep, fetch_step
+from xcheck.arch.trace import TraceStep
 from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
 
 ADDR48 = (1 << 48) - 1
 ADDR56 = (1 << 56) - 1
+
+_new = tuple.__new__
+"""Makes the step of each descriptor fetch (a NamedTuple's own __new__ is
+Python code, and a walk makes one such step a level)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,7 +271,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         if ee:
             desc = _bswap(desc)
         kind, cites = types[level + 1][desc & 3]
-        trace.append(fetch_step(1, kind, level, table, index, pa, desc, cites))
+        trace.append(_new(TraceStep, (1, kind, "", level, table, index, pa, desc, "", cites)))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -524,7 +528,8 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         if p.ee:
             desc = _bswap(desc)
         kind, cites = types[level + 1][desc & 3]
-        trace.append(fetch_step(2, kind, level, table, index, descaddr, desc, cites))
+        trace.append(_new(TraceStep, (2, kind, "", level, table, index, descaddr, desc, "",
+                                      cites)))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
