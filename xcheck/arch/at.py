@@ -135,12 +135,12 @@ class ArchState:
         return setup
 
 
-@dataclass(frozen=True, slots=True)
-class AtSetup:
+class AtSetup(NamedTuple):
     """The part of AArch64.AT that does not depend on the VA, worked out once
     per operation and ArchState: the routing (or why the AT does not
     execute), the access (CreateAccDescAT), the stage 1 regime, the stage 2
-    of its table walks, and the trace steps that say so."""
+    of its table walks, and the trace steps that say so. A NamedTuple: made
+    per op and PSTATE of every setup."""
 
     route: AtRoute | NotExecuted
     acc: Access | None = None

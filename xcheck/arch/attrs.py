@@ -190,7 +190,11 @@ def s1_disabled_attrs(sctlr_c: bool, hcr_dc: bool) -> MemAttrs:
     Device-nGnRnE, Outer Shareable. SCTLR_ELx.C plays no part for data
     accesses (only SCTLR_ELx.I, for instruction fetches)."""
     del sctlr_c
-    return MemAttrs(0xFF, NSH) if hcr_dc else MemAttrs(0x00, OSH)
+    return _S1_DISABLED_DC if hcr_dc else _S1_DISABLED
+
+
+_S1_DISABLED_DC = MemAttrs(0xFF, NSH)
+_S1_DISABLED = MemAttrs(0x00, OSH)
 
 
 def _s2_decode(memattr: int) -> Decoded | None:

@@ -28,6 +28,12 @@ from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
 ADDR48 = (1 << 48) - 1
 ADDR56 = (1 << 56) - 1
 
+_NO_S1_ATTRS = MemAttrs(0, 0)
+"""The attributes of a stage 2 output no stage 1 attributes enter (a stage 1
+table address: only the address is used)."""
+_S1_DCACHE_OFF_ATTRS = MemAttrs(attr=0x44, sh=0b10)
+"""Normal Non-cacheable, Outer Shareable: Normal memory with SCTLR_ELx.C == 0."""
+
 _new = tuple.__new__
 """Makes the step of each descriptor fetch (a NamedTuple's own __new__ is
 Python code, and a walk makes one such step a level)."""
@@ -352,7 +358,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         # AArch64.S1Translate: with the stage 1 data cache disabled
         # (AArch64.S1DCacheEnabled, SCTLR_ELx.C == 0) Normal memory is Normal
         # Non-cacheable for data accesses.
-        mem_attrs = MemAttrs(attr=0x44, sh=0b10)
+        mem_attrs = _S1_DCACHE_OFF_ATTRS
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
                                "Non-cacheable",
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
@@ -471,7 +477,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     fault reported with PAR.PTW == 1) or the stage 1 output (attributes
     combined with ``s1_attrs``). ``updates`` as for s1_translate."""
     if not p.enabled:
-        return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0,
+        return Translated(ipa, s1_attrs if s1_attrs is not None else _NO_S1_ATTRS, 0,
                           nse=p.realm)
     what = "stage 1 table address" if ttw else "IPA"
     if p.config_fault:
@@ -599,7 +605,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                           denied.rule)
         return fault._replace(dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
-        return Translated(oa, MemAttrs(0, 0), level, ns=out_ns, nse=nse)
+        return Translated(oa, _NO_S1_ATTRS, level, ns=out_ns, nse=nse)
     sh = p.sh if ds else (desc >> 8) & 3
     if p.fwb:
         trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
