@@ -140,7 +140,7 @@ class AtSetup(NamedTuple):
     per operation and ArchState: the routing (or why the AT does not
     execute), the access (CreateAccDescAT), the stage 1 regime, the stage 2
     of its table walks, and the trace steps that say so. A NamedTuple: made
-    per op and PSTATE of every setup."""
+    per op and PSTATE of every setup, and unpacked whole by translate."""
 
     route: AtRoute | NotExecuted
     acc: Access | None = None
@@ -267,15 +267,14 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan:
     the result, and the descriptors it read with the updates it may make."""
     updates: list[PermittedUpdate] = []
-    setup = state.at_setup(op)
-    r, acc, rp = setup.route, setup.acc, setup.rp
+    r, acc, rp, s2_walks, s2_walks_secure, steps, notes_lower, notes_upper, gpc = \
+        state.at_setup(op)
     if isinstance(r, NotExecuted):
         return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, [], r.rule)
     assert acc is not None and rp is not None
-    trace = list(setup.steps)
+    trace = list(steps)
     nonsecure = r.space is SecurityState.NONSECURE
     realm = r.space is SecurityState.REALM
-    s2_walks, s2_walks_secure = setup.s2_walks, setup.s2_walks_secure
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates, s2_walks_secure)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
@@ -287,7 +286,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
                 out = out._replace(descriptor_attrs=s2_plain.attrs)
-    notes = setup.notes_upper if rp.params(va) is rp.upper else setup.notes_lower
+    notes = notes_upper if rp.params(va) is rp.upper else notes_lower
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
@@ -317,7 +316,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
             return _with_af_update_fault(faulted, s1_out.af_update, s1_out.leaf_ns, s2_walks,
                                          s2_walks_secure, state, mem, trace)
         return faulted
-    if setup.gpc:
+    if gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
                                "translation, it does not access it", rule="AArch64.AT",
                                cites=Rule.AT_NO_OUTPUT_GPC))
