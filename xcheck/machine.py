@@ -79,22 +79,20 @@ class AtOp(IdentityEnum):
     S1E2A = "S1E2A"
     """FEAT_ATS1A: stage 1 without permission checks (C5.4.7, C5.4.12)."""
 
-    @property
-    def is_write(self) -> bool:
-        return self.value.endswith("W") or self.value.endswith("WP")
+    is_write: bool
+    """S1E*W, S1E1WP, S12E*W: the AT checks write permission."""
+    checks_permissions: bool
+    """False for AT S1E*A (CreateAccDescAT with ATAccess_Any: neither a
+    read nor a write, so no permission check decides it)."""
+    min_el: int
+    """The lowest EL at which the instruction is not UNDEFINED."""
 
-    @property
-    def checks_permissions(self) -> bool:
-        """False for AT S1E*A (CreateAccDescAT with ATAccess_Any: neither a
-        read nor a write, so no permission check decides it)."""
-        return not self.value.endswith("A")
-
-    @property
-    def min_el(self) -> int:
-        """The lowest EL at which the instruction is not UNDEFINED."""
-        if self.value.startswith("S1E3"):
-            return 3
-        return 2 if self.value.startswith(("S1E2", "S12")) else 1
+    def __init__(self, name: str) -> None:
+        # worked out once per member: the model asks them per AT, and an
+        # Enum's ``value`` is a Python-level descriptor
+        self.is_write = name.endswith(("W", "WP"))
+        self.checks_permissions = not name.endswith("A")
+        self.min_el = 3 if name.startswith("S1E3") else 2 if name.startswith(("S1E2", "S12")) else 1
 
 
 class SecurityState(IdentityEnum):

@@ -103,17 +103,34 @@ def reads(state: ArchState, op: AtOp, va: int) -> set[Decides]:
 
 class ImpDefStates:
     """arch_states, and which choices differ from the default in the parts
-    an AT reads (compared once per part, on first use)."""
+    an AT reads (whether a part decides a choice, and whether a choice
+    decodes it otherwise, worked out once per part, on first use)."""
 
     def __init__(self, setup: MachineSetup, features: Features, el: int, pan: bool) -> None:
         self.states = arch_states(setup, features, el, pan)
         self._differs: dict[tuple[int, Decides], bool] = {}
+        self._decides: dict[Decides, bool] = {}
+        self._pstates: dict[tuple[int, int, bool, SecurityState], ArchState] = {}
+
+    def with_pstate(self, i: int, el: int, pan: bool, space: SecurityState) -> ArchState:
+        """states[i] with a probe's PSTATE (EL, PAN) and Security state, made
+        once per PSTATE: it keeps the AT setups worked out on it."""
+        key = (i, el, pan, space)
+        state = self._pstates.get(key)
+        if state is None:
+            state = self._pstates[key] = self.states[i].with_pstate(el, pan, space)
+        return state
 
     def differing(self, parts: set[Decides]) -> list[int]:
         """Indexes in ``states`` of the other choices that decode one of
         ``parts`` differently from the default (states[0]): only under those
         can an AT reading ``parts`` answer otherwise."""
-        parts = {part for part in parts if decides_a_choice(self.states[0], part)}
+        decides = self._decides
+        for part in parts.difference(decides):
+            decides[part] = decides_a_choice(self.states[0], part)
+        parts = {part for part in parts if decides[part]}
+        if not parts:
+            return []
         out = []
         for i in range(1, len(self.states)):
             for part in parts:
@@ -140,21 +157,25 @@ def run_model(
         return []
     first = setup.probes[0]
     choices = ImpDefStates(setup, features, first.el, first.pan)
-    states: dict[tuple[int, bool, SecurityState], list[ArchState]] = {}
+    # the other choices an AT may answer under: what it reads depends on its
+    # VA only through bit 55, the VA range (regime_reads)
+    others: dict[tuple[AtOp, int, bool, SecurityState, int], list[int]] = {}
     results: list[AtResult] = []
     for probe in setup.probes:
-        key = (probe.el, probe.pan, probe.space)
-        variants = states.get(key)
-        if variants is None:
-            variants = states[key] = [s.with_pstate(probe.el, probe.pan, probe.space)
-                                      for s in choices.states]
-        res = translate(probe.op, probe.va, variants[0], mem)
-        seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}
-        for i in choices.differing(reads(variants[0], probe.op, probe.va)):
-            answer = translate(probe.op, probe.va, variants[i], mem)
-            for alt in (answer, *answer.alternatives):
-                if (alt.kind, alt.par & alt.mask) not in seen:
-                    seen.add((alt.kind, alt.par & alt.mask))
-                    res = res._replace(alternatives=(*res.alternatives, alt))
+        op, va, el, pan, space = probe.op, probe.va, probe.el, probe.pan, probe.space
+        state = choices.with_pstate(0, el, pan, space)
+        res = translate(op, va, state, mem)
+        key = (op, el, pan, space, (va >> 55) & 1)
+        differing = others.get(key)
+        if differing is None:
+            differing = others[key] = choices.differing(reads(state, op, va))
+        if differing:
+            seen = {(a.kind, a.par & a.mask) for a in (res, *res.alternatives)}
+            for i in differing:
+                answer = translate(op, va, choices.with_pstate(i, el, pan, space), mem)
+                for alt in (answer, *answer.alternatives):
+                    if (alt.kind, alt.par & alt.mask) not in seen:
+                        seen.add((alt.kind, alt.par & alt.mask))
+                        res = res._replace(alternatives=(*res.alternatives, alt))
         results.append(res)
     return results

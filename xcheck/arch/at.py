@@ -135,12 +135,12 @@ class ArchState:
         return setup
 
 
-@dataclass(frozen=True, slots=True)
-class AtSetup:
+class AtSetup(NamedTuple):
     """The part of AArch64.AT that does not depend on the VA, worked out once
     per operation and ArchState: the routing (or why the AT does not
     execute), the access (CreateAccDescAT), the stage 1 regime, the stage 2
-    of its table walks, and the trace steps that say so."""
+    of its table walks, and the trace steps that say so. A NamedTuple: made
+    per op and PSTATE of every setup, and unpacked whole by translate."""
 
     route: AtRoute | NotExecuted
     acc: Access | None = None
@@ -151,46 +151,66 @@ class AtSetup:
     s2_walks_secure: S2TTWParams | None = None
     """In the Secure state, stage 2 of the walk in the Secure IPA space."""
     steps: tuple[TraceStep, ...] = ()
-    s2_notes: tuple[tuple[int, str], ...] = ()
-    """The stage 2 configuration notes an AT through stage 2 reports."""
+    notes_lower: tuple[tuple[int, str], ...] = ()
+    """The configuration notes an AT on a VA of the lower range reports: the
+    walk parameters', then (through stage 2) stage 2's."""
+    notes_upper: tuple[tuple[int, str], ...] = ()
+    """The same for the upper VA range (TTBR1)."""
     gpc: bool = False
     """The granule protection check applies to the walks (FEAT_RME, GPCCR_EL3.GPC)."""
 
 
-def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
-    r = route(op, state.el, state.hcr, state.features, state.space, state.eel2)
+@lru_cache(maxsize=1024)
+def _at_access(op: AtOp, el: int, pan: bool, hcr: HcrState, features: Features,
+               space: SecurityState, eel2: bool
+               ) -> tuple[AtRoute | NotExecuted, Access | None, tuple[TraceStep, ...]]:
+    """The part of AArch64.AT that reads neither the VA nor the translation
+    table registers: the routing (regime.route), the access (CreateAccDescAT)
+    and the trace steps that say so. Memoized: few distinct inputs, asked per
+    PSTATE and op of every setup."""
+    r = route(op, el, hcr, features, space, eel2)
     if isinstance(r, NotExecuted):
-        return AtSetup(r)
+        return r, None, ()
     checks = op.checks_permissions
     acc = Access(perms.S1Access(el=r.acc_el, write=r.write, pan_op=r.pan_op,
-                                any_access=not checks), r.write, state.pan, state.features.pan)
+                                any_access=not checks), r.write, pan, features.pan)
     steps = [TraceStep(0, "regime", r.why, cites=r.rule)]
     if not checks:
         steps.append(TraceStep(0, "access", f"AT {op.value}: ATAccess_Any, neither a read nor a "
                                "write: no stage 1 permission check (CreateAccDescAT, "
                                "AArch64.S1CheckPermissions; C5.4.7)",
                                cites=Rule.AT_ANY_NO_PERMISSIONS))
-    secure, realm = r.space is SecurityState.SECURE, r.space is SecurityState.REALM
-    if secure and state.eel2 and r.regime is not Regime.EL3:
+    if r.space is SecurityState.SECURE and eel2 and r.regime is not Regime.EL3:
         steps.append(TraceStep(0, "Secure EL2", "SCR_EL3.EEL2 == 1: EL2 is enabled in the "
                                "Secure state (EL2Enabled(); D24.2 SCR_EL3.EEL2)",
                                rule="EL2Enabled", cites=Rule.SECURE_EL2_ENABLED))
-    if realm:
+    if r.space is SecurityState.REALM:
         steps.append(TraceStep(0, "Realm", "SCR_EL3.{NSE, NS} == {1, 1}: the Realm state, where "
                                "EL2 is enabled (EL2Enabled(): SCR_EL3.NS == 1)",
                                rule="EL2Enabled, SecurityStateAtEL", cites=Rule.REALM_EL2_ENABLED))
+    return r, acc, tuple(steps)
+
+
+def _at_setup(op: AtOp, state: ArchState) -> AtSetup:
+    r, acc, steps = _at_access(op, state.el, state.pan, state.hcr, state.features, state.space,
+                               state.eel2)
+    if isinstance(r, NotExecuted):
+        return AtSetup(r)
+    secure, realm = r.space is SecurityState.SECURE, r.space is SecurityState.REALM
     s2_on = (r.regime is Regime.EL10 and state.s2.enabled
              and (r.space is SecurityState.NONSECURE or realm or state.eel2))
     s2_walks = state.stage2(r.space, True) if s2_on else None
     s2_walks_secure = state.stage2(r.space, False) if s2_on and secure else None
-    s2_notes: list[tuple[int, str]] = []
+    s2_notes: tuple[tuple[int, str], ...] = ()
     if s2_walks or r.stage12:
-        s2_notes += [(0, n) for n in state.stage2(r.space, True).notes]
+        s2_notes += tuple((0, n) for n in state.stage2(r.space, True).notes)
     if s2_walks_secure is not None or (r.stage12 and secure):
-        s2_notes += [(0, n) for n in state.ss2_secure_ipa.notes]
+        s2_notes += tuple((0, n) for n in state.ss2_secure_ipa.notes)
     rp = state.regime(r.regime, r.space)
-    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, tuple(steps), tuple(s2_notes),
-                   rp.gpc is not None or state.s2.gpc is not None)
+    lower = tuple((0, n) for n in rp.lower.notes) if rp.enabled else ()
+    upper = tuple((0, n) for n in rp.upper.notes) if rp.enabled and rp.upper else lower
+    return AtSetup(r, acc, rp, s2_walks, s2_walks_secure, steps, lower + s2_notes,
+                   upper + s2_notes, rp.gpc is not None or state.s2.gpc is not None)
 
 
 class AtResult(NamedTuple):
@@ -233,27 +253,28 @@ def _not_executed(kind: AtKind, why: str, trace: list[TraceStep], cites: Rule,
 
 
 @lru_cache(maxsize=1024)
-def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[str, ...]]:
-    """PAR_EL1.{ATTR, SH} for final attributes and the bits they leave open
-    (attrs.par_attrs, attrs.par_attr_mask), memoized: few distinct inputs."""
+def _par_attrs(final: attrs.MemAttrs) -> tuple[attrs.MemAttrs, int, tuple[tuple[int, str], ...]]:
+    """PAR_EL1.{ATTR, SH} for final attributes, the mask of the bits they fix
+    and the mask notes of those they leave open (attrs.par_attrs,
+    attrs.par_attr_mask), memoized: few distinct inputs."""
     reported = attrs.par_attrs(final)
     mask, notes = attrs.par_attr_mask(reported)
-    return reported, mask, notes
+    cleared = ~mask & ((1 << 64) - 1)
+    return reported, mask, tuple((cleared, n) for n in notes)
 
 
 def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     """Execute AT ``op`` on ``va`` at state.el with PSTATE.PAN = state.pan:
     the result, and the descriptors it read with the updates it may make."""
     updates: list[PermittedUpdate] = []
-    setup = state.at_setup(op)
-    r, acc, rp = setup.route, setup.acc, setup.rp
+    r, acc, rp, s2_walks, s2_walks_secure, steps, notes_lower, notes_upper, gpc = \
+        state.at_setup(op)
     if isinstance(r, NotExecuted):
         return _not_executed("trap" if r.kind == "trap" else "undefined", r.why, [], r.rule)
     assert acc is not None and rp is not None
-    trace = list(setup.steps)
+    trace = list(steps)
     nonsecure = r.space is SecurityState.NONSECURE
     realm = r.space is SecurityState.REALM
-    s2_walks, s2_walks_secure = setup.s2_walks, setup.s2_walks_secure
     out = s1_translate(rp, va, acc, s2_walks, mem, trace, updates, s2_walks_secure)
     s1_out = out
     if isinstance(out, Translated) and r.stage12:
@@ -265,8 +286,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                     False, mem, [])
             if isinstance(s2_plain, Translated):
                 out = out._replace(descriptor_attrs=s2_plain.attrs)
-    notes = [(0, n) for n in rp.params(va).notes] if rp.enabled else []
-    notes += setup.s2_notes
+    notes = notes_upper if rp.params(va) is rp.upper else notes_lower
     if isinstance(out, FaultRecord):
         if out.statuscode is Fault.EXTERNAL_ABORT_ON_WALK:
             return _not_executed("abort", "Synchronous External abort on a translation table "
@@ -286,8 +306,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
                                  "executed at EL1 is taken as a Data Abort to EL2 "
                                  "(AArch64.AT)", trace, Rule.AT_ABORT_S2_ON_WALK_EL1, out,
                                  descriptor_words(trace, updates, mem))
-        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + tuple(notes),
-                           out, tuple(trace), memory=descriptor_words(trace, updates, mem))
+        faulted = AtResult("par", encode_fault(out), FAULT_MASK, FAULT_NOTES + notes, out,
+                           tuple(trace), "", (), descriptor_words(trace, updates, mem))
         if out.af_update is not None:  # a stage 1 Permission fault
             return _with_af_update_fault(faulted, out.af_update, out.af_update_ns, s2_walks,
                                          s2_walks_secure, state, mem, trace)
@@ -296,7 +316,7 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
             return _with_af_update_fault(faulted, s1_out.af_update, s1_out.leaf_ns, s2_walks,
                                          s2_walks_secure, state, mem, trace)
         return faulted
-    if setup.gpc:
+    if gpc:
         trace.append(TraceStep(0, "GPC", "the output address is not checked: AT reports the "
                                "translation, it does not access it", rule="AArch64.AT",
                                cites=Rule.AT_NO_OUTPUT_GPC))
@@ -318,10 +338,8 @@ def translate(op: AtOp, va: int, state: ArchState, mem: PhysMem) -> AtResult:
     trace.append(TraceStep(0, "output", f"PA 0x{out.address:x}, ATTR 0x{reported.attr:02x}, "
                            f"SH 0b{reported.sh:02b}", None, None, None, None, None,
                            "AArch64.EncodePAR", Rule.ENCODE_PAR))
-    cleared = ~attr_mask & ((1 << 64) - 1)
-    notes += [(cleared, n) for n in attr_notes]
-    result = AtResult("par", par, success_mask & attr_mask, success_notes + tuple(notes), None,
-                      tuple(trace), memory=descriptor_words(trace, updates, mem))
+    result = AtResult("par", par, success_mask & attr_mask, success_notes + notes + attr_notes,
+                      None, tuple(trace), "", (), descriptor_words(trace, updates, mem))
     if out.descriptor_attrs is not None:
         # D24.2 PAR_EL1.ATTR: the reported attributes may be those the
         # descriptor gives, before SCTLR_ELx.C made them Non-cacheable.

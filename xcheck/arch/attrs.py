@@ -94,11 +94,13 @@ def _ldf(nibble: int) -> Cacheability:
                         transient=(ra or wa) and not nibble & 8)
 
 
+@lru_cache(maxsize=1024)
 def decode_attr(attr: int, *, feat_xs: bool = False, feat_mte2: bool = False) -> Decoded | None:
     """S1DecodeMemAttrs of a MAIR_ELx.Attr<n> byte; None for a reserved
     encoding (S1ConstrainUnpredictableRESMAIR: 0b0000dd1x, 0bxxxx0000 other
     than the allocated ones, and 0b0000dd01 / 0x40 / 0xA0 without FEAT_XS,
-    0xF0 without FEAT_MTE2), which is CONSTRAINED UNPREDICTABLE."""
+    0xF0 without FEAT_MTE2), which is CONSTRAINED UNPREDICTABLE. Memoized
+    (a byte and two features): the walks decode the same few bytes again."""
     attr &= 0xFF
     if attr >> 4 == 0:
         if attr & 0b10 or (attr & 1 and not feat_xs):
@@ -188,7 +190,11 @@ def s1_disabled_attrs(sctlr_c: bool, hcr_dc: bool) -> MemAttrs:
     Device-nGnRnE, Outer Shareable. SCTLR_ELx.C plays no part for data
     accesses (only SCTLR_ELx.I, for instruction fetches)."""
     del sctlr_c
-    return MemAttrs(0xFF, NSH) if hcr_dc else MemAttrs(0x00, OSH)
+    return _S1_DISABLED_DC if hcr_dc else _S1_DISABLED
+
+
+_S1_DISABLED_DC = MemAttrs(0xFF, NSH)
+_S1_DISABLED = MemAttrs(0x00, OSH)
 
 
 def _s2_decode(memattr: int) -> Decoded | None:
@@ -282,7 +288,10 @@ def _s2_candidates(memattr: int, fwb: bool) -> tuple[tuple[int, ...], str | None
     return (memattr,), None
 
 
+@lru_cache(maxsize=256)
 def _s1_decode_any(attr: int) -> Decoded:
+    """decode_attr with every feature, a reserved encoding as Device-nGnRnE;
+    memoized per byte: par_attrs decodes every permitted candidate."""
     d = decode_attr(attr, feat_xs=True, feat_mte2=True)
     return d if d is not None else Decoded(device=0)
 
@@ -346,19 +355,29 @@ def par_attrs(a: MemAttrs) -> MemAttrs:
     ATTR as is (EncodePARAttrs); SH forced to 0b10 for any Device memory and
     for Normal Inner and Outer Non-cacheable memory (PAREncodeShareability;
     D24.2 PAR_EL1.SH note "This field returns the value 0b10 for...")."""
-    pairs = [(attr, OSH if _s1_decode_any(attr).forces_osh else sh)
-             for attr, sh in sorted(a.candidates(), key=lambda p: p != (a.attr, a.sh))]
+    first, candidates = (a.attr, a.sh), a.candidates()
+    pairs = [(attr, OSH if _forces_osh(attr) else sh)
+             for attr, sh in (first, *(c for c in candidates if c != first))]
     return _result(list(dict.fromkeys(pairs)), a.notes)
+
+
+@lru_cache(maxsize=256)
+def _forces_osh(attr: int) -> bool:
+    """Decoded.forces_osh of an attribute byte, memoized per byte: a reserved
+    MAIR encoding makes every allocated one a candidate (s1_attrs)."""
+    return _s1_decode_any(attr).forces_osh
 
 
 PAR_ATTR_SHIFT = 56
 PAR_SH_SHIFT = 7
 
 
+@lru_cache(maxsize=256)
 def _transient_bits(attr: int) -> int:
     """The Transient bit (bit [3] of a nibble) of the halves of a Normal
     ``attr`` that are Transient: an implementation without Transient support
-    reports them Non-transient; a Non-transient half is fixed either way."""
+    reports them Non-transient; a Non-transient half is fixed either way.
+    Memoized per byte: par_attr_mask asks it of every permitted candidate."""
     d = decode_attr(attr, feat_xs=True, feat_mte2=True)
     if d is None or d.device is not None or d.tagged or attr in (0x40, 0xA0):
         return 0

@@ -73,12 +73,16 @@ def descriptor_words(trace: Sequence[TraceStep], updates: Iterable[PermittedUpda
     may: dict[int, int] = {}
     for u in updates:
         may[u.pa] = may.get(u.pa, 0) | u.bits
-    read = dict.fromkeys([step.addr for step in trace if step.desc is not None
-                          and step.addr is not None and step.what in DESCRIPTOR_KINDS])
-    # tuple.__new__: a NamedTuple's own __new__ is Python code, and every AT
-    # makes a word a level
-    return tuple([tuple.__new__(DescriptorWord, (pa, value, may.get(pa, 0))) for pa in read
-                  if (value := mem.read64(pa)) is not None])
+    words: dict[int, DescriptorWord] = {}
+    read64 = mem.read64
+    for step in trace:
+        if step.what in DESCRIPTOR_KINDS and step.desc is not None:
+            pa = step.addr
+            if pa is not None and pa not in words and (value := read64(pa)) is not None:
+                # tuple.__new__: a NamedTuple's own __new__ is Python code,
+                # and every AT makes a word a level
+                words[pa] = tuple.__new__(DescriptorWord, (pa, value, may.get(pa, 0)))
+    return tuple(words.values())
 
 
 def permitted_together(words: Iterable[DescriptorWord]) -> dict[int, DescriptorWord]:

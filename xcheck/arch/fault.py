@@ -6,15 +6,17 @@ D24.2 PAR_EL1.FST. A fault is a value, never an exception.
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING, NamedTuple
+
+from xcheck.machine import IdentityEnum
 
 if TYPE_CHECKING:
     from xcheck.arch.gpc import GpcFault
 
 
-class Fault(enum.Enum):
-    """The FaultRecord.statuscode values the model produces."""
+class Fault(IdentityEnum):
+    """The FaultRecord.statuscode values the model produces (hashed by
+    identity: encode_fst looks them up per faulting AT)."""
 
     ADDRESS_SIZE = "address size"
     TRANSLATION = "translation"
@@ -75,10 +77,6 @@ class FaultRecord(NamedTuple):
     (AArch64.SettingAccessFlagPermitted: CONSTRAINED UNPREDICTABLE)."""
     af_update_ns: bool = False
     """The PA space of that descriptor (the walk's, before the leaf's NS)."""
-
-    @property
-    def secondstage(self) -> bool:
-        return self.stage == 2
 
     @property
     def fst(self) -> int:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from xcheck.arch.fault import Fault, FaultRecord
+from xcheck.arch.fault import Fault, FaultRecord, encode_fst
 
 MASK64 = (1 << 64) - 1
 
@@ -89,8 +89,8 @@ def encode_success(pa: int, attr: int, sh: int, ns: bool = True, nse: bool | Non
 
 def encode_fault(fault: FaultRecord) -> int:
     """AArch64.EncodePAR, F == 1: DirtyBit, FST, PTW, S, bit [11] RES1."""
-    return (int(fault.dirtybit) << 15) | (1 << 11) | (int(fault.secondstage) << 9) \
-        | (int(fault.s2fs1walk) << 8) | (fault.fst << 1) | 1
+    return (int(fault.dirtybit) << 15) | (1 << 11) | (int(fault.stage == 2) << 9) \
+        | (int(fault.s2fs1walk) << 8) | (encode_fst(fault.statuscode, fault.level) << 1) | 1
 
 
 @dataclass(frozen=True)

@@ -52,13 +52,5 @@ class TraceStep(NamedTuple):
         return line
 
 
-def fetch_step(stage: int, what: str, level: int, table: int, idx: int, addr: int, desc: int,
-               cites: Rule | None) -> TraceStep:
-    """The step of one descriptor fetch (``what``: the decoded type). Made
-    with tuple.__new__: a NamedTuple's own __new__ is Python code, and every
-    walk makes one such step a level."""
-    return tuple.__new__(TraceStep, (stage, what, "", level, table, idx, addr, desc, "", cites))
-
-
 def render_trace(steps: tuple[TraceStep, ...]) -> str:
     return "\n".join(s.render() for s in steps)

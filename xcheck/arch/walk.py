@@ -22,11 +22,21 @@ from xcheck.arch.gpc import GpcFault, PASpace, granule_protection_check
 from xcheck.arch.memory import PhysMem
 from xcheck.arch.regime import Regime
 from xcheck.arch.rules import DESCRIPTOR_RULES, Rule
-from xcheck.arch.trace import TraceStep, fetch_step
+from xcheck.arch.trace import TraceStep
 from xcheck.arch.walkparams import S1RegimeParams, S2TTWParams
 
 ADDR48 = (1 << 48) - 1
 ADDR56 = (1 << 56) - 1
+
+_NO_S1_ATTRS = MemAttrs(0, 0)
+"""The attributes of a stage 2 output no stage 1 attributes enter (a stage 1
+table address: only the address is used)."""
+_S1_DCACHE_OFF_ATTRS = MemAttrs(attr=0x44, sh=0b10)
+"""Normal Non-cacheable, Outer Shareable: Normal memory with SCTLR_ELx.C == 0."""
+
+_new = tuple.__new__
+"""Makes the step of each descriptor fetch (a NamedTuple's own __new__ is
+Python code, and a walk makes one such step a level)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,10 +148,24 @@ def _kind(desc: int, level: int, granule_bits: int, ds: bool, pa52_64k: bool) ->
     return "block" if block_supported(granule_bits, ds, pa52_64k, level) else "invalid block"
 
 
+DescriptorTypes = tuple[tuple[tuple[str, Rule | None], ...], ...]
+
+
+@lru_cache(maxsize=64)
+def _descriptor_types(stage: int, granule_bits: int, ds: bool, pa52_64k: bool) -> DescriptorTypes:
+    """AArch64.DecodeDescriptorType as a table, which depends on a
+    descriptor only through bits [1:0]: per level (-1 to 3, at index level +
+    1) and those bits, the type and the rule its fetch step cites (memoized:
+    walks have few distinct parameters)."""
+    return tuple(tuple((kind := _kind(bits, level, granule_bits, ds, pa52_64k),
+                        DESCRIPTOR_RULES.get((stage, kind))) for bits in range(4))
+                 for level in range(-1, 4))
+
+
 def _s1_fault(status: Fault, level: int, acc: Access, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
-    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", rule=rule,
-                           cites=cites))
+    trace.append(TraceStep(1, "fault", f"{status.value} fault, level {level}", None, None, None,
+                           None, None, rule, cites))
     return FaultRecord(status, level, 1, False, acc.write, rule)
 
 
@@ -190,7 +214,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     if not rp.enabled:
         return _s1_disabled(rp, va, acc, trace)
     p = rp.params(va)
-    two = rp.regime.two_ranges
+    two = rp.upper is not None  # HasUnprivileged(regime): it has two VA ranges
     for note in p.notes:
         trace.append(TraceStep(1, "config", note))
     if p.txsz_fault:
@@ -225,6 +249,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
     tables = 0  # the walk's table descriptors ORed: the union of APTable, UXNTable, PXNTable
     ns = not (rp.secure or rp.root or rp.realm)
     read64, ee, gpc, oasize = mem.read64, p.ee, rp.gpc, p.oasize
+    types = _descriptor_types(1, g, ds, pa52)
     walk_s2 = s2
     while True:
         descaddr = table | (index << 3)
@@ -251,9 +276,8 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
                              Rule.S1_EXTERNAL_ABORT)
         if ee:
             desc = _bswap(desc)
-        kind = _kind(desc, level, g, ds, pa52)
-        trace.append(fetch_step(1, kind, level, table, index, pa, desc,
-                                DESCRIPTOR_RULES.get((1, kind))))
+        kind, cites = types[level + 1][desc & 3]
+        trace.append(_new(TraceStep, (1, kind, "", level, table, index, pa, desc, "", cites)))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -334,7 +358,7 @@ def s1_translate(rp: S1RegimeParams, va: int, acc: Access, s2: S2TTWParams | Non
         # AArch64.S1Translate: with the stage 1 data cache disabled
         # (AArch64.S1DCacheEnabled, SCTLR_ELx.C == 0) Normal memory is Normal
         # Non-cacheable for data accesses.
-        mem_attrs = MemAttrs(attr=0x44, sh=0b10)
+        mem_attrs = _S1_DCACHE_OFF_ATTRS
         trace.append(TraceStep(1, "attrs", "SCTLR_ELx.C == 0: Normal memory treated as "
                                "Non-cacheable",
                                rule="AArch64.S1Translate, AArch64.S1DCacheEnabled",
@@ -440,7 +464,8 @@ def _s1_leaf_permission(rp: S1RegimeParams, hw_dirty: bool, desc: int, two: bool
 def _s2_fault(status: Fault, level: int, ttw: bool, write: bool, rule: str,
               trace: list[TraceStep], cites: Rule) -> FaultRecord:
     trace.append(TraceStep(2, "fault", f"{status.value} fault, level {level}"
-                           + (" (stage 1 table walk)" if ttw else ""), rule=rule, cites=cites))
+                           + (" (stage 1 table walk)" if ttw else ""), None, None, None, None,
+                           None, rule, cites))
     return FaultRecord(status, level, 2, ttw, write, rule)
 
 
@@ -452,7 +477,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
     fault reported with PAR.PTW == 1) or the stage 1 output (attributes
     combined with ``s1_attrs``). ``updates`` as for s1_translate."""
     if not p.enabled:
-        return Translated(ipa, s1_attrs if s1_attrs is not None else MemAttrs(0, 0), 0,
+        return Translated(ipa, s1_attrs if s1_attrs is not None else _NO_S1_ATTRS, 0,
                           nse=p.realm)
     what = "stage 1 table address" if ttw else "IPA"
     if p.config_fault:
@@ -491,6 +516,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
         return _s2_fault(Fault.ADDRESS_SIZE, 0, ttw, write, f"{p.ttbr_name} base 0x{table:x} above "
                          f"the {p.oasize}-bit OA size (AArch64.S2Walk)", trace,
                          Rule.S2_BASE_ADDRESS_SIZE)
+    types = _descriptor_types(2, g, ds, pa52)
     while True:
         descaddr = table | (index << 3)
         if p.gpc is not None:
@@ -507,9 +533,9 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                              Rule.S2_EXTERNAL_ABORT)
         if p.ee:
             desc = _bswap(desc)
-        kind = _kind(desc, level, g, ds, pa52)
-        trace.append(fetch_step(2, kind, level, table, index, descaddr, desc,
-                                DESCRIPTOR_RULES.get((2, kind))))
+        kind, cites = types[level + 1][desc & 3]
+        trace.append(_new(TraceStep, (2, kind, "", level, table, index, descaddr, desc, "",
+                                      cites)))
         if kind != "table":
             break
         table = output_address(desc, g, ds, pa52)
@@ -579,7 +605,7 @@ def s2_translate(p: S2TTWParams, ipa: int, s1_attrs: MemAttrs | None, write: boo
                           denied.rule)
         return fault._replace(dirtybit=True) if denied.rule is Rule.S2PIE_DIRTY else fault
     if s1_attrs is None:
-        return Translated(oa, MemAttrs(0, 0), level, ns=out_ns, nse=nse)
+        return Translated(oa, _NO_S1_ATTRS, level, ns=out_ns, nse=nse)
     sh = p.sh if ds else (desc >> 8) & 3
     if p.fwb:
         trace.append(TraceStep(2, "fwb", f"HCR_EL2.FWB == 1: stage 2 MemAttr 0b{memattr:04b} "
