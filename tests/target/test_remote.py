@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
@@ -95,17 +96,58 @@ def test_restarts_switch_to_a_spare_started_in_the_background(qemu_profile: Prof
         assert target._proc is not None and target._proc.pid is not None
         child = target._proc.pid
         vas = range(RAM_BASE, RAM_BASE + 4 * 0x1000, 0x1000)
-        target.restart()  # the first starts a QEMU, then a spare behind it
-        assert len(target.run(_off(vas))) == 4
-        deadline = time.monotonic() + 30
-        while len(before := _children(child)) < 4 and time.monotonic() < deadline:
-            time.sleep(0.1)  # QEMU and gdb, twice
-        time.sleep(1)
-        target.restart()
-        got = target.run(_off(vas))
+        for _ in range(2):  # the spare started with the target, then the one behind it
+            deadline = time.monotonic() + 30
+            while len(before := _children(child)) < 4 and time.monotonic() < deadline:
+                time.sleep(0.1)  # QEMU and gdb, twice
+            time.sleep(1)
+            target.restart()
+            got = target.run(_off(vas))
+            assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+            after = _children(child)
+            # the spare's QEMU and gdb now serve; the pair before them is gone
+            assert len(before) == 4 and len(before & after) == 2, (before, after)
+    finally:
+        target.close()
+
+
+def test_queued_runs_answer_in_order_around_a_run(qemu_profile: Profile) -> None:
+    target = RemoteTarget(qemu_profile)
+    target.start()
+    try:
+        first = range(RAM_BASE, RAM_BASE + 3 * 0x1000, 0x1000)
+        second = range(RAM_BASE + 0x10_0000, RAM_BASE + 0x10_0000 + 5 * 0x1000, 0x1000)
+        target.submit(_off(first))
+        target.submit(_off(second))
+        # a run sent behind them waits for them and keeps their results
+        assert len(target.run(_off(range(RAM_BASE, RAM_BASE + 1)))) == 1
+        for vas in (first, second):
+            got = target.collect()
+            assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+        with pytest.raises(RuntimeError, match="under way"):
+            target.collect()
+    finally:
+        target.close()
+
+
+def test_a_crash_restarts_qemu_before_the_run_queued_behind(qemu_profile: Profile) -> None:
+    target = RemoteTarget(qemu_profile)
+    target.start()
+    try:
+        assert target._proc is not None and target._proc.pid is not None
+        qemu = [pid for pid in _children(target._proc.pid)
+                if "qemu" in Path(f"/proc/{pid}/comm").read_text()]
+        assert len(qemu) == 1
+        os.kill(qemu[0], 9)
+        vas = range(RAM_BASE, RAM_BASE + 4 * 0x1000, 0x1000)
+        target.submit(_off(vas))
+        target.submit(_off(vas))
+        with pytest.raises(TargetError, match="QEMU") as err:
+            target.collect()
+        assert not isinstance(err.value, HarnessError)
+        target.restart()  # done already, in the target's process
+        got = target.collect()
         assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
-        after = _children(child)
-        # the spare's QEMU and gdb now serve; the crashed pair is gone
-        assert len(before) == 4 and len(before & after) == 2, (before, after)
+        assert qemu[0] not in _children(target._proc.pid)
     finally:
         target.close()

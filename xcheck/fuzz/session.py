@@ -2,8 +2,9 @@
 model, group failures by signature, shrink each new one to a file.
 
 The target is started once and restarted after a crash or a hang (which
-is itself a finding). It runs in a second process (xcheck.target.remote):
-while it runs one case, this process draws the next one. Findings whose
+is itself a finding). It runs in a second process (xcheck.target.remote)
+with the next case queued (IN_FLIGHT): while it runs them, this process
+compares the case before and draws the one after. Findings whose
 signature a file in the output folder (or in a folder of earlier findings)
 already records are counted, not shrunk again.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import gc
 import json
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -43,6 +44,10 @@ SIGNATURE_COMMENT = "signature: "
 GAVE_UP = "gave up after"
 """In the target's error when the harness stopped after too many exceptions."""
 SMALL_BATCH = 16
+IN_FLIGHT = 2
+"""Cases sent to the target ahead of the one compared: the running one and
+one queued behind it, so that the target starts the next case while this
+process compares the last and draws the one after."""
 GC_YOUNG = 10_000
 """Allocations between two collections of the youngest GC generation while
 fuzzing (Python's default: 700). A case makes tens of thousands of short-lived
@@ -424,10 +429,13 @@ class Fuzzer:
     def _run(self) -> None:
         t0 = time.monotonic()
         cases = self.cases()
-        ahead = self.submit(next(cases, None))
-        while ahead is not None:
-            case, job = ahead
-            following = next(cases, None)
+        ahead: deque[tuple[Case, Job]] = deque()
+        while True:
+            while len(ahead) < IN_FLIGHT and (sent := self.submit(next(cases, None))):
+                ahead.append(sent)
+            if not ahead:
+                break
+            case, job = ahead.popleft()
             res = self.collect(case, job)
             self.stats.cases += 1
             self.stats.probes += len(case.setup.probes)
@@ -436,8 +444,6 @@ class Fuzzer:
             new = self.count(case, res)
             shrinking = [sig for sig in new
                          if self.findings[sig].known_file is None and self.may_shrink()]
-            if not shrinking:
-                ahead = self.submit(following)
             self.coverage.add_case(case.tags)
             self.coverage.add(case.setup.probes, case.model)
             self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
@@ -450,8 +456,6 @@ class Fuzzer:
                     self.shrink_finding(f, case, hint)
                     self.stats.shrink_seconds += time.monotonic() - s0
                 self.on_event("finding", f)
-            if shrinking:
-                ahead = self.submit(following)
         self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
 
     def may_shrink(self) -> bool:

@@ -3,10 +3,15 @@ and checks its next case (Python work) while the target runs this one
 (waiting on QEMU and gdb) on the other core.
 
 The child process owns the target (QEMU, gdb) and answers requests sent
-through a pipe: start, run a setup, close. Setups go one way and results
-the other (a few kilobytes each); the target's errors come back as the
-same TargetError subclasses. The child dies with its parent (like QEMU and
-gdb, xcheck.target.process), and QEMU and gdb die with the child.
+through a pipe, in order: start, run a setup, restart, close. Setups go
+one way and results the other (a few kilobytes each); the target's errors
+come back as the same TargetError subclasses. Runs may be queued: the
+child starts the next as soon as one ends, without waiting for the parent
+to read its results. A run that crashes or hangs the target (any
+TargetError but HarnessError and Unsupported) is followed by a restart in
+the child, before the runs queued behind it. The child dies with its
+parent (like QEMU and gdb, xcheck.target.process), and QEMU and gdb die
+with the child.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import contextlib
 import multiprocessing
 import signal
 import traceback
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import Any
@@ -31,6 +37,8 @@ ERRORS: dict[str, type[errors.TargetError]] = {
                 errors.HarnessError, errors.GdbTimeout)
 }
 """The target errors that cross the pipe as themselves."""
+NO_RESTART = (errors.HarnessError, errors.Unsupported)
+"""The errors that leave QEMU as it was (the harness's, the CPU's): no restart."""
 CLOSE_GRACE_S = 10.0
 """How long a closing child may take to stop QEMU and gdb before it is killed."""
 
@@ -41,10 +49,10 @@ def _identity(target: Target) -> dict[str, Any]:
 
 
 class _Spare:
-    """After a first restart, a second target started in the background, so
-    that the next restart (a campaign that crashes QEMU once does again) is
-    a switch, not a launch. Not for the nested-KVM target: its boot takes
-    seconds of CPU and a gigabyte of RAM."""
+    """A second target started in the background once the first is up, so
+    that a restart (a fuzz campaign crashes QEMU now and then) is a switch,
+    not a launch, and a new spare is started behind it. Not for the
+    nested-KVM target: its boot takes seconds of CPU and a gigabyte of RAM."""
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
@@ -68,9 +76,13 @@ class _Spare:
                 target = ahead.result()
         if target is None:
             target = self._pool.submit(self._started).result()
-        if self.profile.kind != "kvm-nested":
-            self._next = self._pool.submit(self._started)
+        self.prepare()
         return target
+
+    def prepare(self) -> None:
+        """Start a spare in the background, unless one is under way."""
+        if self._next is None and self.profile.kind != "kvm-nested":
+            self._next = self._pool.submit(self._started)
 
     def close(self) -> None:
         ahead, self._next = self._next, None
@@ -98,6 +110,7 @@ def _serve(conn: Connection, profile: Profile) -> None:
                     return
                 if verb == "start":
                     target.start()
+                    spare.prepare()
                     answer: Any = _identity(target)
                 elif verb == "restart":
                     target.close()
@@ -108,8 +121,10 @@ def _serve(conn: Connection, profile: Profile) -> None:
                     answer = (target.run(setup, mode), list(target.readbacks))
                 conn.send(("ok", answer))
             except errors.TargetError as err:
-                name = type(err).__name__ if type(err).__name__ in ERRORS else "TargetError"
-                conn.send(("error", name, err.args[0] if err.args else "", err.stderr))
+                restarted: Any = None
+                if verb == "run" and not isinstance(err, NO_RESTART):
+                    target, restarted = _restarted(target, spare)
+                conn.send(("error", *_error(err), restarted))
             except Exception:  # a bug of xcheck's: shown with its traceback
                 conn.send(("bug", traceback.format_exc()))
     finally:
@@ -118,11 +133,29 @@ def _serve(conn: Connection, profile: Profile) -> None:
         conn.close()
 
 
+def _error(err: errors.TargetError) -> tuple[str, str, str]:
+    """``err`` as it crosses the pipe: its class name, message and stderr."""
+    name = type(err).__name__ if type(err).__name__ in ERRORS else "TargetError"
+    return name, err.args[0] if err.args else "", err.stderr
+
+
+def _restarted(target: Target, spare: _Spare) -> tuple[Target, Any]:
+    """The target started again after a crash or a hang: the new target,
+    and "ok" or why it could not start (the _error triple)."""
+    target.close()
+    try:
+        return spare.take(), "ok"
+    except errors.TargetError as err:
+        return target, _error(err)
+
+
 class RemoteTarget:
     """A Target whose QEMU (or nested KVM) is driven by a child process.
 
-    :meth:`submit` starts a run and returns at once; :meth:`collect` waits
-    for its results. :meth:`run` does both. One run at a time."""
+    :meth:`submit` queues a run and returns at once; :meth:`collect` waits
+    for the results of the oldest run queued and not collected. :meth:`run`
+    runs one setup and waits for it (after the runs queued before it, whose
+    results are kept for :meth:`collect`)."""
 
     def __init__(self, profile: Profile) -> None:
         self.profile = profile
@@ -133,7 +166,15 @@ class RemoteTarget:
         self.readbacks: list[Readback] = []
         self._proc: multiprocessing.process.BaseProcess | None = None
         self._conn: Connection | None = None
-        self._busy = False
+        self._sent = 0
+        """Requests sent so far; a request's number is its place in the pipe."""
+        self._received: dict[int, Any] = {}
+        """Answers read, by request number, not yet taken."""
+        self._read = 0
+        self._queued: deque[int] = deque()
+        """The numbers of the runs submitted and not collected, oldest first."""
+        self._restarted: Any = None
+        """After a failed run: how the child's restart went ("ok", or the error)."""
 
     def start(self) -> None:
         ctx = multiprocessing.get_context("fork")
@@ -143,6 +184,7 @@ class RemoteTarget:
         self._proc.start()
         child.close()
         self._conn = parent
+        self._sent = self._read = 0
         try:
             self._identify(self._call(("start",)))
         except BaseException:
@@ -150,7 +192,14 @@ class RemoteTarget:
             raise
 
     def restart(self) -> None:
-        """QEMU (and gdb) started again by the same child."""
+        """QEMU (and gdb) started again: already done by the child when the
+        last failed run crashed or hung the target, else asked for now."""
+        restarted, self._restarted = self._restarted, None
+        if restarted == "ok":
+            return
+        if restarted is not None:
+            name, message, stderr = restarted
+            raise ERRORS[name](message, stderr)
         self._identify(self._call(("restart",)))
 
     def _identify(self, ident: dict[str, Any]) -> None:
@@ -162,7 +211,8 @@ class RemoteTarget:
     def close(self) -> None:
         conn, proc = self._conn, self._proc
         self._conn = self._proc = None
-        self._busy = False
+        self._queued.clear()
+        self._received.clear()
         if conn is not None:
             with contextlib.suppress(OSError):
                 conn.send(("close",))
@@ -175,47 +225,53 @@ class RemoteTarget:
             conn.close()
 
     def run(self, setup: MachineSetup, mode: str = "batch") -> list[ProbeResult]:
-        self.submit(setup, mode)
-        return self.collect()
+        return self._results(self._send(("run", setup, mode)))
 
     def submit(self, setup: MachineSetup, mode: str = "batch") -> None:
-        """Start running ``setup``; :meth:`collect` gives its results."""
-        if self._busy:
-            raise RuntimeError("a run is already under way")
-        self._send(("run", setup, mode))
-        self._busy = True
+        """Queue a run of ``setup``; :meth:`collect` gives its results."""
+        self._queued.append(self._send(("run", setup, mode)))
 
     def collect(self) -> list[ProbeResult]:
-        """The results of the run :meth:`submit` started (its TargetError raised here)."""
-        if not self._busy:
+        """The results of the oldest run :meth:`submit` queued (its
+        TargetError raised here)."""
+        if not self._queued:
             raise RuntimeError("no run under way")
-        self._busy = False
-        results, self.readbacks = self._receive()
+        return self._results(self._queued.popleft())
+
+    def _results(self, number: int) -> list[ProbeResult]:
+        results, self.readbacks = self._receive(number)
         return list(results)
 
     def _call(self, request: tuple[Any, ...]) -> Any:
-        self._send(request)
-        return self._receive()
+        return self._receive(self._send(request))
 
-    def _send(self, request: tuple[Any, ...]) -> None:
+    def _send(self, request: tuple[Any, ...]) -> int:
+        """Send ``request``; its number."""
         if self._conn is None:
             raise errors.TargetError("the target is not started")
         try:
             self._conn.send(request)
         except OSError as err:
             raise errors.TargetError(f"the target's process is gone: {err}") from None
+        self._sent += 1
+        return self._sent - 1
 
-    def _receive(self) -> Any:
-        assert self._conn is not None
-        try:
-            answer = self._conn.recv()
-        except (EOFError, OSError):
-            code = self._proc.exitcode if self._proc is not None else None
-            raise errors.TargetError(
-                f"the target's process died (exit status {code})") from None
+    def _receive(self, number: int) -> Any:
+        """The answer to request ``number`` (those before it kept for later)."""
+        while number not in self._received:
+            if self._conn is None:
+                raise errors.TargetError("the target is not started")
+            try:
+                self._received[self._read] = self._conn.recv()
+            except (EOFError, OSError):
+                code = self._proc.exitcode if self._proc is not None else None
+                raise errors.TargetError(
+                    f"the target's process died (exit status {code})") from None
+            self._read += 1
+        answer = self._received.pop(number)
         if answer[0] == "ok":
             return answer[1]
         if answer[0] == "error":
-            _, name, message, stderr = answer
+            _, name, message, stderr, self._restarted = answer
             raise ERRORS[name](message, stderr)
         raise RuntimeError(f"the target's process failed:\n{answer[1]}")
