@@ -327,9 +327,12 @@ class Fuzzer:
 
     def judge(self, scenario: Scenario, job: Job,
               model: list[AtResult] | tuple[AtResult, ...],
-              results: Callable[[], list[ProbeResult]]) -> CheckResult:
+              results: Callable[[], list[ProbeResult]], counted: bool = False) -> CheckResult:
         """The failures of ``job``, whose target ``results`` are asked for here
-        (a target error ends the case; a crash or a hang restarts QEMU)."""
+        (a target error ends the case; a crash or a hang restarts QEMU).
+        ``counted``: the failures go to :meth:`count`, which keeps an outcome
+        only as the example of a family new in the run, so only those carry
+        the model's rendered trace."""
         try:
             got = results()
         except Unsupported as err:
@@ -345,10 +348,14 @@ class Fuzzer:
             m = model[i]
             if plain and agrees(m, g):
                 continue  # a match (compare would say so; no expectation to judge)
-            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version)
+            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version,
+                        trace=not counted)
             sig = signature(o, g, m)
             if sig is not None:
-                fails.append((self.explained(sig, job.setup, p, g), i, o))
+                sig = self.explained(sig, job.setup, p, g)
+                if counted and sig.family not in self.findings:
+                    o = replace(o, trace=m.render())
+                fails.append((sig, i, o))
         return CheckResult(fails)
 
     def explained(self, sig: Signature, setup: MachineSetup, probe: Probe,
@@ -488,7 +495,7 @@ class Fuzzer:
             if job.error is not None:
                 raise job.error
             return self.run_target(job.setup, target.collect)
-        return self.judge(case.scenario, job, case.model, results)
+        return self.judge(case.scenario, job, case.model, results, counted=True)
 
     def count(self, case: Case, res: CheckResult) -> dict[Signature, list[int]]:
         """Record ``res``'s failures; the families new in this run, each with
