@@ -41,22 +41,16 @@ REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0", "EL3": "EL3"}
 
 class _Asker:
     """What the questions about one setup share: its memory image, and its
-    registers decoded with every IMPLEMENTATION DEFINED choice per EL the
-    questions are asked from (model.ImpDefStates: what each choice decodes
-    differently is worked out once)."""
+    registers decoded with every IMPLEMENTATION DEFINED choice
+    (model.ImpDefStates: each regime decoded once, and what each choice
+    decodes differently worked out once, whatever the PSTATE asked from)."""
 
-    def __init__(self, setup: MachineSetup, features: Features, ram_size: int) -> None:
+    def __init__(self, setup: MachineSetup, features: Features, ram_size: int,
+                 choices: ImpDefStates | None) -> None:
         self.setup = setup
         self.features = features
         self.mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
-        self._choices: dict[int, ImpDefStates] = {}
-
-    def choices(self, el: int) -> ImpDefStates:
-        """The setup's registers with PSTATE.EL = ``el``, PAN = 0."""
-        out = self._choices.get(el)
-        if out is None:
-            out = self._choices[el] = ImpDefStates(self.setup, self.features, el, False)
-        return out
+        self.choices = ImpDefStates(setup, features, 2, False) if choices is None else choices
 
 
 def _reaches(ask: _Asker, el: int, space: SecurityState = SecurityState.NONSECURE) -> str:
@@ -80,14 +74,15 @@ def _reaches(ask: _Asker, el: int, space: SecurityState = SecurityState.NONSECUR
     ats = ((read, base, HARNESS_PA, "code"),
            (read, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"),
            (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"))
-    choices = ask.choices(3 if lower else max(el, 2))
-    states = [s.with_pstate(3, False, space) if lower else s for s in choices.states]
+    choices = ask.choices
+    asked = (3, space) if lower else (max(el, 2), SecurityState.NONSECURE)
+    default = choices.with_pstate(0, asked[0], False, asked[1])
     # a choice that decodes nothing these ATs and the code fetch read answers
     # as the default does
-    parts = regime_reads(states[0], Regime(REGIMES[regime]), space if lower else
-                         SecurityState.NONSECURE, base, regime == "EL10")
-    parts = parts.union(*(reads(states[0], op, va) for op, va, _, _ in ats))
-    for state in (states[0], *(states[i] for i in choices.differing(parts))):
+    parts = regime_reads(default, Regime(REGIMES[regime]), asked[1], base, regime == "EL10")
+    parts = parts.union(*(reads(default, op, va) for op, va, _, _ in ats))
+    for state in (default, *(choices.with_pstate(i, asked[0], False, asked[1])
+                             for i in choices.differing(parts))):
         for op, va, pa, what in ats:
             res = translate(op, va, state, mem)
             if res.kind != "par":
@@ -140,10 +135,13 @@ def _gpc_denied(state: ArchState, regime: str, space: SecurityState, pa: int, ns
     return f"is refused by the GPT: {gpf.describe()}" if gpf else ""
 
 
-def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequence[str]:
+def unrunnable(setup: MachineSetup, features: Features, ram_size: int,
+               choices: ImpDefStates | None = None) -> Sequence[str]:
     """Per probe of ``setup``: "" when the harness can run it on a CPU with
-    ``features``, else the reason it cannot."""
-    ask = _Asker(setup, features, ram_size)
+    ``features``, else the reason it cannot. ``choices``: the setup's
+    registers as the model already decoded them for its probes (run_model),
+    if at hand."""
+    ask = _Asker(setup, features, ram_size, choices)
     el2 = _reaches(ask, 2)
     # On a CPU with EL3 every program starts and ends there (harness.py, segment E3).
     el3 = _reaches(ask, 3) if features.el3 else ""

@@ -32,6 +32,7 @@ from xcheck.fuzz.shrink import shrink
 from xcheck.fuzz.signature import Signature, signature, target_error_signature
 from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import MachineSetup, Probe, ProbeResult
+from xcheck.model import ImpDefStates
 from xcheck.needs import unrunnable
 from xcheck.outcome import Outcome
 from xcheck.scenario.expect import KnownDivergence
@@ -313,11 +314,12 @@ class Fuzzer:
             return CheckResult([], skipped=job.skipped)
         return self.judge(scenario, job, model, lambda: self.run_target(job.setup))
 
-    def job(self, setup: MachineSetup) -> Job:
+    def job(self, setup: MachineSetup, choices: ImpDefStates | None = None) -> Job:
         """The probes of ``setup`` the harness can run on this CPU. The others
         (xcheck.needs) are left out, as `xcheck run` skips them: their
-        failures would be the harness's."""
-        blocked = unrunnable(setup, self.features, self.ram_size)
+        failures would be the harness's. ``choices``: the registers as the
+        model decoded them for the probes (Case.choices)."""
+        blocked = unrunnable(setup, self.features, self.ram_size, choices)
         keep = tuple(i for i, why in enumerate(blocked) if not why)
         if not keep:
             return Job(setup, keep, blocked[0])
@@ -475,7 +477,7 @@ class Fuzzer:
         its probes); None when there is no case."""
         if case is None:
             return None
-        job = self.job(case.setup)
+        job = self.job(case.setup, case.choices)
         if job.skipped is None:
             assert self.target is not None
             try:
