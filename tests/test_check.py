@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,10 @@ def test_a_mismatch_names_the_fields_of_the_closest_permitted_answer() -> None:
     assert out.kind is Kind.MISMATCH
     assert [f.name for f in out.fields] == ["S"]
     assert out.par_model == fault.par
+    assert out.trace == res.render()
+    # without the trace (the fuzzer renders only a new finding's): the same outcome
+    bare = compare(s, setup.probes[0], got, res, target="qemu", version="1.0", trace=False)
+    assert bare.trace == "" and replace(bare, trace=out.trace) == out
 
 
 def test_no_alternative_where_no_impdef_choice_decides() -> None:

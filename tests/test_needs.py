@@ -10,7 +10,7 @@ from pathlib import Path
 from xcheck.arch.features import Features
 from xcheck.check import _unjudged
 from xcheck.machine import HARNESS_CODE_SIZE
-from xcheck.model import run_model
+from xcheck.model import ImpDefStates, run_model
 from xcheck.needs import unrunnable
 from xcheck.scenario.loader import load_scenario, parse_scenario
 
@@ -41,6 +41,23 @@ def test_a_granule_the_cpu_lacks_in_the_harness_regime() -> None:
     setup = load_scenario(SUITE / "el2/s1e2-16k.yaml").build()
     why = unrunnable(setup, dataclasses.replace(MAX, tgran16=False), RAM)
     assert all(why) and "harness" in why[0]
+
+
+def test_the_models_decode_gives_the_same_answers() -> None:
+    """unrunnable asks its questions of the registers as run_model decoded
+    them for the probes (ImpDefStates, other PSTATEs) and answers as when it
+    decodes them itself: on a CPU that can run the probes and on one whose
+    missing granule or VHE stops the harness."""
+    for name, cpu in (("el2/s1e2-16k.yaml", MAX),
+                      ("el2/s1e2-16k.yaml", dataclasses.replace(MAX, tgran16=False)),
+                      ("vhe/e2h-tge0.yaml", dataclasses.replace(MAX, vh=False)),
+                      ("stage2/s2-16k-l2-concat16.yaml", MAX)):
+        setup = load_scenario(SUITE / name).build()
+        choices = ImpDefStates(setup, cpu, 2, False)
+        run_model(setup, cpu, RAM, choices)
+        alone = list(unrunnable(setup, cpu, RAM))
+        assert list(unrunnable(setup, cpu, RAM, choices)) == alone, name
+        assert any(alone) is (cpu is not MAX), name
 
 
 def test_pan_probes_need_feat_pan() -> None:

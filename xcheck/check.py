@@ -106,6 +106,7 @@ def compare(
     features: Features | None = None,
     memory: tuple[FieldDelta, ...] = (),
     acts: Acts | None = None,
+    trace: bool = True,
 ) -> Outcome:
     """One probe's outcome from the target's result and the model's.
     ``unjudged`` names the lacking features the probe's pinned expectation
@@ -113,7 +114,10 @@ def compare(
     descriptor words this probe left as the model does not permit
     (:func:`memory_fields`), a mismatch like a PAR field. ``acts``: whether
     a `known` entry's ``acts_as`` explains the target's answer (without it,
-    such entries apply by their selection alone)."""
+    such entries apply by their selection alone). ``trace``: False leaves
+    the model's trace out of a failure (for a caller that shows only some
+    failures and renders theirs: rendering costs more than comparing)."""
+    render = model.render if trace else str
     failed = "" if unjudged else _failed_expectation(scenario, probe, model)
     if isinstance(got, TargetException):
         if model.kind != "par" and _exception_agrees(model, got):
@@ -126,7 +130,7 @@ def compare(
                 kind=Kind.MISMATCH,
                 par_model=model.par if model.kind == "par" else None,
                 detail=f"target: {got.describe()}; model: {want}",
-                trace=model.render(),
+                trace=render(),
             ))
     elif model.kind != "par":
         out = _known(scenario, probe, version, features, acts, _base(
@@ -135,7 +139,7 @@ def compare(
             par_target=got,
             detail=f"model: the AT is {model.kind} at EL{probe.el}; "
             f"target returned PAR {describe_par(got)}",
-            trace=model.render(),
+            trace=render(),
         ))
     else:
         deltas = _deltas(got, model.par, model.mask)
@@ -151,31 +155,32 @@ def compare(
         elif deltas:
             out = _known(scenario, probe, version, features, acts, _closest(_base(
                 scenario, probe, target, version, kind=Kind.MISMATCH, par_target=got,
-                par_model=model.par, mask=model.mask, fields=deltas, trace=model.render()),
+                par_model=model.par, mask=model.mask, fields=deltas, trace=render()),
                 got, model))
         else:
             out = _base(scenario, probe, target, version, par_target=got, par_model=model.par,
                         mask=model.mask)
     if memory:
-        out = _memory_mismatch(scenario, probe, version, features, model, out, memory)
+        out = _memory_mismatch(scenario, probe, version, features, render, out, memory)
     if unjudged:
         note = f"expectation not judged: it depends on {unjudged}, which this CPU lacks"
         out = replace(out, detail=f"{out.detail}; {note}" if out.detail else note)
     if failed and out.kind in (Kind.MATCH, Kind.KNOWN):
-        out = replace(out, kind=Kind.EXPECT_FAILED, detail=failed, trace=model.render())
+        out = replace(out, kind=Kind.EXPECT_FAILED, detail=failed, trace=render())
     elif failed:
         out = replace(out, detail=f"{out.detail}; also {failed}")
     return out
 
 
 def _memory_mismatch(scenario: Scenario, probe: Probe, version: str, features: Features | None,
-                     model: AtResult, out: Outcome, memory: tuple[FieldDelta, ...]) -> Outcome:
+                     render: Callable[[], str], out: Outcome,
+                     memory: tuple[FieldDelta, ...]) -> Outcome:
     """``out`` with the descriptor words the AT changed against the rules
     (D8.5: only AF may be set, and the dirty state is never updated by an
     AT, R_ZYGHJ) added to its fields; a match becomes a mismatch."""
     why = ("the AT changed a descriptor in memory where the Arm ARM permits no change but "
            "setting AF (D8.5; an AT never updates the dirty state, R_ZYGHJ)")
-    out = replace(out, fields=(*out.fields, *memory), trace=out.trace or model.render(),
+    out = replace(out, fields=(*out.fields, *memory), trace=out.trace or render(),
                   detail=f"{out.detail}; {why}" if out.detail else why)
     if out.kind is Kind.MATCH:
         out = _known(scenario, probe, version, features, None, replace(out, kind=Kind.MISMATCH))

@@ -145,18 +145,22 @@ class ImpDefStates:
 
 
 def run_model(
-    setup: MachineSetup, features: Features, ram_size: int
+    setup: MachineSetup, features: Features, ram_size: int,
+    choices: ImpDefStates | None = None,
 ) -> list[AtResult]:
     """Translate every probe of ``setup`` in the model; the registers are
     decoded once, then re-used with each probe's PSTATE (EL, PAN) and Security state. Where an
     IMPLEMENTATION DEFINED choice (walkparams.ImpDef) changes the decoded
     registers, each result also carries the other choices' answers as
-    alternatives the architecture permits."""
+    alternatives the architecture permits. ``choices``: the registers of
+    ``setup`` (with ``features``) decoded by the caller, who asks more of
+    them (xcheck.needs); else decoded here."""
     mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
     if not setup.probes:
         return []
-    first = setup.probes[0]
-    choices = ImpDefStates(setup, features, first.el, first.pan)
+    if choices is None:
+        first = setup.probes[0]
+        choices = ImpDefStates(setup, features, first.el, first.pan)
     # the other choices an AT may answer under: what it reads depends on its
     # VA only through bit 55, the VA range (regime_reads)
     others: dict[tuple[AtOp, int, bool, SecurityState, int], list[int]] = {}

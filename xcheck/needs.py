@@ -39,8 +39,21 @@ REGIMES = {"EL10": "EL1&0", "EL2": "EL2", "EL20": "EL2&0", "EL3": "EL3"}
 """code_va's regime keys, as xcheck.arch.regime.Regime values."""
 
 
-def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int,
-             space: SecurityState = SecurityState.NONSECURE) -> str:
+class _Asker:
+    """What the questions about one setup share: its memory image, and its
+    registers decoded with every IMPLEMENTATION DEFINED choice
+    (model.ImpDefStates: each regime decoded once, and what each choice
+    decodes differently worked out once, whatever the PSTATE asked from)."""
+
+    def __init__(self, setup: MachineSetup, features: Features, ram_size: int,
+                 choices: ImpDefStates | None) -> None:
+        self.setup = setup
+        self.features = features
+        self.mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
+        self.choices = ImpDefStates(setup, features, 2, False) if choices is None else choices
+
+
+def _reaches(ask: _Asker, el: int, space: SecurityState = SecurityState.NONSECURE) -> str:
     """"" when the harness's code and data translate to their physical
     addresses under every permitted decoding of the setup's registers, in the
     regime it runs in at ``el`` (EL1: the EL1&0 regime and stage 2, asked from
@@ -48,11 +61,11 @@ def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int,
     Realm ``space`` the question is asked from EL3 in that state (the same
     regime as at ``el``, AArch64.AT), and the code must also be fetchable
     from the PA space it lands in (GPC included)."""
-    regime = {1: "EL10", 3: "EL3"}.get(el) or el2_regime(setup.sysregs, features)
+    setup, mem = ask.setup, ask.mem
+    regime = {1: "EL10", 3: "EL3"}.get(el) or el2_regime(setup.sysregs, ask.features)
     base = setup.code_va.get(regime, HARNESS_PA)
     read, write = {1: (AtOp.S12E1R, AtOp.S12E1W), 3: (AtOp.S1E3R, AtOp.S1E3W)}.get(
         el, (AtOp.S1E2R, AtOp.S1E2W))
-    mem = MemoryImage(setup.memory, RAM_BASE, ram_size)
     where = "the EL1&0 regime and stage 2" if el == 1 else f"the {regime} regime"
     lower = space is not SecurityState.NONSECURE and el != 3
     if lower:
@@ -61,14 +74,15 @@ def _reaches(setup: MachineSetup, features: Features, ram_size: int, el: int,
     ats = ((read, base, HARNESS_PA, "code"),
            (read, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"),
            (write, base + HARNESS_CODE_SIZE, HARNESS_DATA_PA, "data"))
-    choices = ImpDefStates(setup, features, 3 if lower else max(el, 2), False)
-    states = [s.with_pstate(3, False, space) if lower else s for s in choices.states]
+    choices = ask.choices
+    asked = (3, space) if lower else (max(el, 2), SecurityState.NONSECURE)
+    default = choices.with_pstate(0, asked[0], False, asked[1])
     # a choice that decodes nothing these ATs and the code fetch read answers
     # as the default does
-    parts = regime_reads(states[0], Regime(REGIMES[regime]), space if lower else
-                         SecurityState.NONSECURE, base, regime == "EL10")
-    parts = parts.union(*(reads(states[0], op, va) for op, va, _, _ in ats))
-    for state in (states[0], *(states[i] for i in choices.differing(parts))):
+    parts = regime_reads(default, Regime(REGIMES[regime]), asked[1], base, regime == "EL10")
+    parts = parts.union(*(reads(default, op, va) for op, va, _, _ in ats))
+    for state in (default, *(choices.with_pstate(i, asked[0], False, asked[1])
+                             for i in choices.differing(parts))):
         for op, va, pa, what in ats:
             res = translate(op, va, state, mem)
             if res.kind != "par":
@@ -121,17 +135,22 @@ def _gpc_denied(state: ArchState, regime: str, space: SecurityState, pa: int, ns
     return f"is refused by the GPT: {gpf.describe()}" if gpf else ""
 
 
-def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequence[str]:
+def unrunnable(setup: MachineSetup, features: Features, ram_size: int,
+               choices: ImpDefStates | None = None) -> Sequence[str]:
     """Per probe of ``setup``: "" when the harness can run it on a CPU with
-    ``features``, else the reason it cannot."""
-    el2 = _reaches(setup, features, ram_size, 2)
+    ``features``, else the reason it cannot. ``choices``: the setup's
+    registers as the model already decoded them for its probes (run_model),
+    if at hand."""
+    ask = _Asker(setup, features, ram_size, choices)
+    el2 = _reaches(ask, 2)
     # On a CPU with EL3 every program starts and ends there (harness.py, segment E3).
-    el3 = _reaches(setup, features, ram_size, 3) if features.el3 else ""
+    el3 = _reaches(ask, 3) if features.el3 else ""
     el1: str | None = None
     lower: dict[tuple[int, SecurityState], str] = {}
     out = []
+    pan = features.has("PAN")
     for p in setup.probes:
-        if p.pan and not features.has("PAN"):
+        if p.pan and not pan:
             out.append("PSTATE.PAN = 1 needs FEAT_PAN, which this CPU lacks")
         elif p.el == 3 and not features.el3:
             out.append("probes at EL3 need a CPU with EL3 that starts there (a machine with "
@@ -149,11 +168,11 @@ def unrunnable(setup: MachineSetup, features: Features, ram_size: int) -> Sequen
         elif p.el != 3 and p.space is not SecurityState.NONSECURE:
             key = (p.el, p.space)
             if key not in lower:
-                lower[key] = _reaches(setup, features, ram_size, p.el, p.space)
+                lower[key] = _reaches(ask, p.el, p.space)
             out.append(lower[key])
         elif p.el == 1:
             if el1 is None:
-                el1 = _reaches(setup, features, ram_size, 1)
+                el1 = _reaches(ask, 1)
             out.append(el1)
         else:
             out.append("")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from xcheck.machine import (
     Probe,
     SecurityState,
 )
-from xcheck.model import run_model
+from xcheck.model import ImpDefStates, run_model
 from xcheck.scenario.errors import Located
 from xcheck.scenario.loader import (
     Scenario,
@@ -75,6 +75,8 @@ class Case:
     model: tuple[AtResult, ...]
     tags: frozenset[str]
     repairs: tuple[str, ...] = ()
+    choices: ImpDefStates | None = field(default=None, compare=False, repr=False)
+    """The setup's registers as the model decoded them (for xcheck.needs)."""
 
     @property
     def name(self) -> str:
@@ -244,24 +246,25 @@ def make_case(seed: int, index: int, knobs: Knobs, ram_size: int,
             if "gpt" in doc and _gpt_blocks_harness(setup, knobs.features, ram_size):
                 scenario, setup = _free_harness(doc, plan, name, knobs.features, ram_size)
                 repairs.append("GPT regions on the harness's walks dropped")
-            model = model_results(setup, knobs.features, ram_size)
+            choices = ImpDefStates(setup, knobs.features, 2, False)
+            model = run_model(setup, knobs.features, ram_size, choices)
             kept = _reads_devices(doc, model)
             if kept is not None:
                 repairs.append("probes whose walk reads a device window dropped")
                 if not doc["probes"]:
                     raise ScenarioError(Path(name), 1, "probes", "every probe reads a device")
-                scenario, setup, model = _kept(doc, name, setup, model, kept, knobs.features,
-                                               ram_size)
+                scenario, setup, model, choices = _kept(doc, name, setup, model, choices, kept,
+                                                        knobs.features, ram_size)
             kept = _over_budget(doc, model)
             if kept is not None:
                 repairs.append("probes over the exception budget dropped")
-                scenario, setup, model = _kept(doc, name, setup, model, kept, knobs.features,
-                                               ram_size)
+                scenario, setup, model, choices = _kept(doc, name, setup, model, choices, kept,
+                                                        knobs.features, ram_size)
         except ScenarioError as err:
             last = str(err)
             continue
         return Case(seed, index, doc, comments, scenario, setup, tuple(model),
-                    frozenset(plan.tags), tuple(repairs))
+                    frozenset(plan.tags), tuple(repairs), choices)
     raise RuntimeError(f"case {index} of seed {seed}: no draw loaded ({last})")
 
 
@@ -377,10 +380,12 @@ def _keep(doc: Doc, kept: list[int]) -> list[int] | None:
     return kept
 
 
-def _kept(doc: Doc, name: str, setup: MachineSetup, model: list[AtResult], kept: list[int],
-          features: Features, ram_size: int) -> tuple[Scenario, MachineSetup, list[AtResult]]:
+def _kept(doc: Doc, name: str, setup: MachineSetup, model: list[AtResult],
+          choices: ImpDefStates, kept: list[int], features: Features, ram_size: int
+          ) -> tuple[Scenario, MachineSetup, list[AtResult], ImpDefStates]:
     """The case loaded again after the probes ``kept`` (indexes into
-    ``setup.probes``) were kept, with the model's answers. The model reads
+    ``setup.probes``) were kept, with the model's answers and its decode of
+    the registers (``choices``, the old setup's). The model reads
     memory and never writes it, so an answer depends on its probe and the
     setup alone; when the new setup is the old one less the dropped probes
     and no AT of the case may update a descriptor (every word its walks read
@@ -391,8 +396,9 @@ def _kept(doc: Doc, name: str, setup: MachineSetup, model: list[AtResult], kept:
     same = (new.probes == tuple(setup.probes[i] for i in kept)
             and replace(new, probes=setup.probes) == setup)
     if same and not any(word.may_set for result in model for word in result.memory):
-        return scenario, new, [model[i] for i in kept]
-    return scenario, new, model_results(new, features, ram_size)
+        return scenario, new, [model[i] for i in kept], choices
+    choices = ImpDefStates(new, features, 2, False)
+    return scenario, new, run_model(new, features, ram_size, choices), choices
 
 
 def model_features(features: Features | None) -> Features:

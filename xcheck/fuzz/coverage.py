@@ -40,24 +40,14 @@ class Coverage:
 
     def add(self, probes: Iterable[Probe], results: Iterable[AtResult]) -> None:
         """Count each probe with the model's answer for it (one case's, in
-        one go: each counter is updated once)."""
+        one go: each counter is updated once, and each kind of trace step is
+        made into counter keys once)."""
         ops: list[str] = []
-        steps: list[str] = []
-        rules: list[str] = []
-        cited: list[str] = []
         answers: list[str] = []
+        traces = []
         for probe, result in zip(probes, results, strict=True):
             ops.append(_op_key(probe.op, probe.el, probe.pan))
-            # TraceStep's fields unpacked (a NamedTuple): far cheaper than by name
-            for stage, what, _, level, _, _, addr, _, text, rule_of in result.trace:
-                fetch, rule, cites = _step_keys(stage, level, what, text, rule_of,
-                                                addr is not None)
-                if fetch:
-                    steps.append(fetch)
-                if rule:
-                    rules.append(rule)
-                if cites:
-                    cited.append(cites)
+            traces.append(result.trace)
             if result.kind != "par":
                 answers.append(result.kind)
             elif result.fault is None:
@@ -65,11 +55,21 @@ class Coverage:
             else:
                 f = result.fault
                 answers.append(_fault_key(f.stage, f.statuscode, f.level, f.s2fs1walk))
+        # TraceStep's fields unpacked (a NamedTuple): far cheaper than by name
+        kinds = Counter((stage, level, what, rule, cites, addr is not None)
+                        for trace in traces
+                        for stage, what, _, level, _, _, addr, _, rule, cites in trace)
+        steps, rules, cited = self.steps, self.rules, self.cited
+        for kind, n in kinds.items():
+            fetch, rule, cites = _step_keys(*kind)
+            if fetch:
+                steps[fetch] += n
+            if rule:
+                rules[rule] += n
+            if cites:
+                cited[cites] += n
         self.probes += len(ops)
         self.ops.update(ops)
-        self.steps.update(steps)
-        self.rules.update(rules)
-        self.cited.update(cited)
         self.results.update(answers)
 
     @property

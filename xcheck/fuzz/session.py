@@ -32,6 +32,7 @@ from xcheck.fuzz.shrink import shrink
 from xcheck.fuzz.signature import Signature, signature, target_error_signature
 from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import MachineSetup, Probe, ProbeResult
+from xcheck.model import ImpDefStates
 from xcheck.needs import unrunnable
 from xcheck.outcome import Outcome
 from xcheck.scenario.expect import KnownDivergence
@@ -313,11 +314,12 @@ class Fuzzer:
             return CheckResult([], skipped=job.skipped)
         return self.judge(scenario, job, model, lambda: self.run_target(job.setup))
 
-    def job(self, setup: MachineSetup) -> Job:
+    def job(self, setup: MachineSetup, choices: ImpDefStates | None = None) -> Job:
         """The probes of ``setup`` the harness can run on this CPU. The others
         (xcheck.needs) are left out, as `xcheck run` skips them: their
-        failures would be the harness's."""
-        blocked = unrunnable(setup, self.features, self.ram_size)
+        failures would be the harness's. ``choices``: the registers as the
+        model decoded them for the probes (Case.choices)."""
+        blocked = unrunnable(setup, self.features, self.ram_size, choices)
         keep = tuple(i for i, why in enumerate(blocked) if not why)
         if not keep:
             return Job(setup, keep, blocked[0])
@@ -327,9 +329,12 @@ class Fuzzer:
 
     def judge(self, scenario: Scenario, job: Job,
               model: list[AtResult] | tuple[AtResult, ...],
-              results: Callable[[], list[ProbeResult]]) -> CheckResult:
+              results: Callable[[], list[ProbeResult]], counted: bool = False) -> CheckResult:
         """The failures of ``job``, whose target ``results`` are asked for here
-        (a target error ends the case; a crash or a hang restarts QEMU)."""
+        (a target error ends the case; a crash or a hang restarts QEMU).
+        ``counted``: the failures go to :meth:`count`, which keeps an outcome
+        only as the example of a family new in the run, so only those carry
+        the model's rendered trace."""
         try:
             got = results()
         except Unsupported as err:
@@ -345,10 +350,14 @@ class Fuzzer:
             m = model[i]
             if plain and agrees(m, g):
                 continue  # a match (compare would say so; no expectation to judge)
-            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version)
+            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version,
+                        trace=not counted)
             sig = signature(o, g, m)
             if sig is not None:
-                fails.append((self.explained(sig, job.setup, p, g), i, o))
+                sig = self.explained(sig, job.setup, p, g)
+                if counted and sig.family not in self.findings:
+                    o = replace(o, trace=m.render())
+                fails.append((sig, i, o))
         return CheckResult(fails)
 
     def explained(self, sig: Signature, setup: MachineSetup, probe: Probe,
@@ -468,7 +477,7 @@ class Fuzzer:
         its probes); None when there is no case."""
         if case is None:
             return None
-        job = self.job(case.setup)
+        job = self.job(case.setup, case.choices)
         if job.skipped is None:
             assert self.target is not None
             try:
@@ -488,7 +497,7 @@ class Fuzzer:
             if job.error is not None:
                 raise job.error
             return self.run_target(job.setup, target.collect)
-        return self.judge(case.scenario, job, case.model, results)
+        return self.judge(case.scenario, job, case.model, results, counted=True)
 
     def count(self, case: Case, res: CheckResult) -> dict[Signature, list[int]]:
         """Record ``res``'s failures; the families new in this run, each with

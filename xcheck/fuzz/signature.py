@@ -16,7 +16,7 @@ from functools import lru_cache
 from typing import Any
 
 from xcheck.arch.at import AtResult
-from xcheck.arch.trace import TraceStep
+from xcheck.arch.trace import Summarized, TraceStep
 from xcheck.machine import ProbeResult, TargetException
 from xcheck.outcome import Kind, Outcome
 
@@ -44,27 +44,36 @@ def last_rule(trace: tuple[TraceStep, ...]) -> str:
     Normal memory Non-cacheable, stage 2 applied to the output, with
     HCR_EL2.FWB. Two causes of one rule are two findings."""
     rule = ""
-    for step in reversed(trace):
-        if step.rule:
-            rule = normalize(step.rule)
-            break
-    else:
+    off: str | Summarized | None = None
+    attrs = s2 = fwb = False
+    # one pass over the steps, unpacked (a NamedTuple's fields by name cost more)
+    for stage, what, text, _, _, _, _, _, step_rule, _ in trace:
+        if step_rule:
+            rule = step_rule
+        if what == "disabled":
+            off = text if off is None else off
+        elif what == "attrs":
+            attrs = True
+        elif what == "fwb":
+            fwb = True
+        elif stage == 2 and what == "start" and str(text).startswith("IPA"):
+            s2 = True
+    if not rule:
         return normalize(trace[-1].what) if trace else ""
-    off = next((s for s in trace if s.what == "disabled"), None)
+    rule = normalize(rule)
     path = [] if off is None else [f"S1 off ({_cause(off)})"]
     if trace[-1].what == "output":
         path = path or ["S1 walk"]
-        if any(s.what == "attrs" for s in trace):
+        if attrs:
             path.append("C=0")
-        if any(s.stage == 2 and s.what == "start" and str(s.text).startswith("IPA")
-               for s in trace):
-            path.append("S2 FWB" if any(s.what == "fwb" for s in trace) else "S2")
+        if s2:
+            path.append("S2 FWB" if fwb else "S2")
     return f"{rule} [{', '.join(path)}]" if path else rule
 
 
-def _cause(step: TraceStep) -> str:
-    """The control named in a "stage 1 disabled" step: "...disabled (X): ..."."""
-    text = str(step.text)
+def _cause(step_text: str | Summarized) -> str:
+    """The control named in a "stage 1 disabled" step's text: "...disabled (X): ..."."""
+    text = str(step_text)
     return normalize(text[text.find("(") + 1:text.find(")")]) if "(" in text else ""
 
 

@@ -167,9 +167,10 @@ OP_NAMES = {op: name for name, op in _AT_OPS.items()}
 
 def probe_label(op: AtOp, va: int, el: int, pan: bool,
                 space: SecurityState = SecurityState.NONSECURE) -> str:
-    """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``)."""
-    return f"{OP_NAMES[op]} va={hex_(va)} el={el} pan={int(pan)}" + \
-        ("" if space is SecurityState.NONSECURE else f" space={space.value}")
+    """The label a probe gets from its fields (``S1E1RP va=0x8000_0000 el=1 pan=1``;
+    the VA as values.hex_ writes it, formatted in place: every probe has one)."""
+    label = f"{OP_NAMES[op]} va={va:#_x} el={el} pan={pan:d}"
+    return label if space is SecurityState.NONSECURE else f"{label} space={space.value}"
 
 
 def parse_va(value: Any, field: str, line: int) -> int:
