@@ -68,6 +68,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 
 from xcheck import sysregs
 from xcheck.arch.features import Features
@@ -175,9 +176,27 @@ class Asm:
         self.emit(*isa.mov_imm(reg, value))
 
     def resolve(self) -> bytes:
-        for i, name, encode in self._fixups:
-            self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
+        self.settle()
+        if self._fixups:
+            raise KeyError(f"labels never placed: {sorted({n for _, n, _ in self._fixups})}")
         return struct.pack(f"<{len(self.words)}I", *self.words)
+
+    def settle(self) -> None:
+        """Resolve the branches to the labels placed so far (the others wait
+        for :meth:`resolve`)."""
+        waiting = []
+        for i, name, encode in self._fixups:
+            if name in self.labels:
+                self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
+            else:
+                waiting.append((i, name, encode))
+        self._fixups = waiting
+
+    def copy(self) -> Asm:
+        """An assembler that goes on from where this one is."""
+        out = Asm(self.origin)
+        out.words, out.labels, out._fixups = [*self.words], {**self.labels}, [*self._fixups]
+        return out
 
 
 @dataclass(frozen=True)
@@ -425,34 +444,11 @@ def _generate(
     the probes themselves are in the table."""
     regs = dict(sysreg_values)
     el2_base = code_va.get(el2_regime(regs, features), HARNESS_PA)
-    exists = set(sysregs.implemented(features.has))
+    exists = _implemented(features)
     el1_base = code_va.get("EL10", HARNESS_PA)
     rec = 8 * n
     table = rec + RECORD * (n + 1)
-    a = Asm(0)
-    _vectors(a, "handler2")
-    a.pad_to(VEC_EL1)
-    _vectors(a, "handler1")
-    a.pad_to(HANDLERS)
-    _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
-    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.br(R_GIVEUP1)))
-    if scr_el3 is not None:
-        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
-    if a.here > STUBS:
-        raise AssertionError("the handlers overlap the AT stubs")
-    a.pad_to(STUBS)
-    for op in AtOp:  # at STUBS + STUB_SLOT[op]
-        a.emit(isa.at(op, R_VA), isa.RET)
-    if a.here > TEARDOWN:
-        raise AssertionError("the AT stubs overlap the teardown instruction")
-    a.pad_to(TEARDOWN)
-    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
-    a.pad_to(LOADER)
-    _loader(a)
-    a.pad_to(VEC_EL3)
-    if scr_el3 is not None:
-        _vectors(a, "handler3")
-    a.pad_to(PROGRAM)
+    a = _fixed(scr_el3 is not None).copy()
     if scr_el3 is not None:
         # Segment E3: EL3, MMU off, physical addresses.
         _segment_start(a, 3, n, R_EXC3, HARNESS_DATA_PA + rec)
@@ -485,10 +481,7 @@ def _generate(
     _segment_start(a, 2, n, R_EXC2, HARNESS_DATA_PA + rec)
     a.mov(R_PAR, HCR_RESET)
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
-    late = [
-        r for r in TRANSLATION_SYSREGS
-        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
-    ]
+    late = _late(features)
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     def el1_reg(name: str) -> str:
         return el12_name(name) if el1_via_el12 else name
@@ -616,6 +609,57 @@ def _generate(
         groups=tuple(placed),
         stop=stop,
     )
+
+
+@cache
+def _implemented(features: Features) -> frozenset[str]:
+    """The registers ``features`` has (xcheck.sysregs.implemented)."""
+    return frozenset(sysregs.implemented(features.has))
+
+
+@cache
+def _late(features: Features) -> tuple[str, ...]:
+    """The translation registers segment A writes after HCR_EL2 (all but
+    the EL1 ones, SCTLR_EL2, HCR_EL2 and EL3's), those ``features`` has."""
+    exists = _implemented(features)
+    return tuple(
+        r for r in TRANSLATION_SYSREGS
+        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
+    )
+
+
+@cache
+def _fixed(el3: bool) -> Asm:
+    """The part of every program up to PROGRAM, the same for every setup
+    (but for the EL3 vectors and handler, on a CPU that starts at EL3):
+    vectors, handlers, AT stubs, teardown and loader. The EL3 handler's
+    branch to ``end3`` is left for the program to resolve."""
+    a = Asm(0)
+    _vectors(a, "handler2")
+    a.pad_to(VEC_EL1)
+    _vectors(a, "handler1")
+    a.pad_to(HANDLERS)
+    _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
+    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.br(R_GIVEUP1)))
+    if el3:
+        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
+    if a.here > STUBS:
+        raise AssertionError("the handlers overlap the AT stubs")
+    a.pad_to(STUBS)
+    for op in AtOp:  # at STUBS + STUB_SLOT[op]
+        a.emit(isa.at(op, R_VA), isa.RET)
+    if a.here > TEARDOWN:
+        raise AssertionError("the AT stubs overlap the teardown instruction")
+    a.pad_to(TEARDOWN)
+    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    a.pad_to(LOADER)
+    _loader(a)
+    a.pad_to(VEC_EL3)
+    if el3:
+        _vectors(a, "handler3")
+    a.pad_to(PROGRAM)
+    a.settle()
+    return a
 
 
 def _loader(a: Asm) -> None:
