@@ -301,10 +301,11 @@ class QemuTarget:
         return self._stopped_at(stop, (addr,))
 
     def _stop_at(self, addr: int) -> None:
-        """A breakpoint at ``addr``, a program's stop, inserted once and kept:
-        no PC but the end's reaches HALT at any harness VA aligned as the
-        builder places them (see :func:`_aligned`), so a breakpoint kept
-        from an earlier program cannot stop another early."""
+        """A breakpoint at ``addr``, a program's stop (its end, or its
+        mmu_stop), inserted once and kept: no PC but the end's reaches HALT
+        at any harness VA aligned as the builder places them (see
+        :func:`_aligned`), and none but MMU_ON's next reaches mmu_stop, so a
+        breakpoint kept from an earlier program cannot stop another early."""
         if addr in self._stops:
             return
         if len(self._stops) >= MAX_STOPS:
@@ -421,14 +422,19 @@ class QemuTarget:
         self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
             jump = f"-exec-jump *0x{start:x}"
-            if program.el2_base != HARNESS_PA:
-                self._continue_to(HARNESS_PA + program.mmu_stop, timeout, jump)
-                jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"
             keep = _aligned(program.el2_base) and _aligned(program.el1_base)
+            if not keep:
+                self._drop_stops()
+            if program.el2_base != HARNESS_PA:
+                mmu_stop = HARNESS_PA + program.mmu_stop
+                if keep:
+                    self._stop_at(mmu_stop)
+                    self._stopped_at(self._continue(timeout, jump), (mmu_stop,))
+                else:
+                    self._continue_to(mmu_stop, timeout, jump)
+                jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"
             if keep:
                 self._stop_at(program.stop)
-            else:
-                self._drop_stops()
             if step:
                 self._step_groups(program, setup, offset, jump)
             elif keep:

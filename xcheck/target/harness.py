@@ -7,6 +7,8 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
+         +0x1EF0 (MMU_ON) MSR SCTLR_EL2, X1 (turns the EL2 MMU on, for a
+                 harness VA other than its PA); +0x1EF4 where the driver stops
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off at the end);
                  +0x1F04 (HALT) the stop: ISB; B .
          +0x1F10 the loader: copies code blocks, branches to the entry (load_list)
@@ -21,8 +23,11 @@ data half; the same offsets in every regime, only the base VA differs):
 The program starts at EL2 with its MMU off (segment A): it writes every
 system register by MSR (HCR_EL2 cleared first so that *_EL1 names are not
 redirected to EL2 by E2H, D5.8.4), invalidates the TLBs, installs the
-vectors and finally writes SCTLR_EL2. It then stops (``mmu_stop``) so the
-driver can move the PC to the harness's VA in the EL2 regime, and goes on
+vectors and finally writes SCTLR_EL2. When the EL2 regime maps the harness
+at a VA other than its PA, that write is MMU_ON's, the same instruction for
+every program, and the CPU stops right after it (``mmu_stop``, where the
+driver keeps a breakpoint) so the driver can move the PC to the harness's
+VA in the EL2 regime; it goes on
 (segment B) group by group: probes at EL2 run in place with PSTATE.PAN set by
 MSR PAN; probes at EL1 are reached by ERET (SPSR_EL2.M = EL1h, SPSR.PAN) and
 come back by HVC. A group is a loop over its part of the probe table: ``LDP
@@ -90,6 +95,9 @@ VEC_EL2 = 0x000
 VEC_EL1 = 0x800
 HANDLERS = 0x1000
 STUBS = 0x1E00
+MMU_ON = 0x1EF0
+"""MSR SCTLR_EL2, X1: where a program whose harness VA is not its PA turns
+the EL2 MMU on, to stop at the next instruction (Program.mmu_stop)."""
 TEARDOWN = 0x1F00
 HALT = TEARDOWN + 4
 """Where a program stops when done: the instruction after the teardown's MSR."""
@@ -505,11 +513,19 @@ def _generate(
     a.mov(R_PAR, el2_base + VEC_EL2)
     a.emit(isa.msr("VBAR_EL2", R_PAR))
     a.mov(R_PAR, regs.get("SCTLR_EL2", SCTLR_EL2_OFF))
-    # The next fetch already uses the new regime (a system register write
-    # ends QEMU's translation block), so the driver stops right after the MSR.
-    a.emit(isa.msr("SCTLR_EL2", R_PAR))
-    a.label("mmu_stop")
-    a.branch("resume")
+    if el2_base == HARNESS_PA:
+        a.emit(isa.msr("SCTLR_EL2", R_PAR))
+        a.label("mmu_stop")
+        a.branch("resume")
+    else:
+        # The next fetch already uses the new regime (a system register
+        # write ends QEMU's translation block), so the driver stops right
+        # after MMU_ON's MSR, at the same address for every program. The
+        # branch after it is never reached: it keeps segment B where the
+        # MSR in place would put it (the addresses in reports unchanged).
+        a.emit(isa.b(MMU_ON - a.here))
+        a.branch("resume")
+        a.labels["mmu_stop"] = MMU_ON + 4
 
     # Segment B: EL2 regime VAs from here on.
     a.label("resume")
@@ -650,6 +666,10 @@ def _fixed(el3: bool) -> Asm:
         a.emit(isa.at(op, R_VA), isa.RET)
     if a.here > TEARDOWN:
         raise AssertionError("the AT stubs overlap the teardown instruction")
+    a.pad_to(MMU_ON)
+    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.b(0))
+    if a.here > TEARDOWN:
+        raise AssertionError("MMU_ON overlaps the teardown instruction")
     a.pad_to(TEARDOWN)
     a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
     a.pad_to(LOADER)
