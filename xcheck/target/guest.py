@@ -111,11 +111,12 @@ class QemuTarget:
     ) -> None:
         self.close()
 
-    def start(self) -> None:
-        """Launch QEMU and gdb, connect, switch the stub to physical memory,
-        read the ID registers. Raises QemuLaunchError when unusable."""
+    def start(self, gdb: Gdb | None = None) -> None:
+        """Launch QEMU and gdb (or attach ``gdb``, see :meth:`release_gdb`),
+        connect, switch the stub to physical memory, read the ID registers.
+        Raises QemuLaunchError when unusable."""
         self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
-        self._stub.start()
+        self._stub.start(gdb)
         self._stops, self._at_rest = {}, False
         self._id_program = {}
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
@@ -168,9 +169,14 @@ class QemuTarget:
             self._stub.close()
             self._stub = None
 
+    def release_gdb(self) -> Gdb | None:
+        """Stop QEMU and hand over its gdb, for :meth:`start` of this or
+        another target (after a crash, a new QEMU without a new gdb)."""
+        stub, self._stub = self._stub, None
+        return stub.release_gdb() if stub is not None else None
+
     def restart(self) -> None:
-        self.close()
-        self.start()
+        self.start(self.release_gdb())
 
     @property
     def gdb(self) -> Gdb:
