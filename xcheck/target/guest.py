@@ -83,6 +83,8 @@ class QemuTarget:
         self.version = ""
         self.gdb_version = ""
         self.id_regs: dict[str, int] = {}
+        self._features = Features.from_id_regs({})
+        """The CPU's features, from :attr:`id_regs` as :meth:`start` read them."""
         self.ram_size = profile.ram_size()
         self.phys_mode = False
         self._stub: AttachedQemu | None = None
@@ -132,6 +134,7 @@ class QemuTarget:
             self.scr_el3 = el3.scr_el3(self.id_regs) if el == 3 else None
             if el == 3 and Features.from_id_regs(self.id_regs).rme:
                 self.id_regs |= self._read_id_regs(el3.GPC_REGISTERS)
+            self._features = Features.from_id_regs(self.id_regs)
         except TargetError as err:
             stderr = self._stub.stderr()
             self.close()
@@ -420,7 +423,7 @@ class QemuTarget:
         self._ensure_clean()  # may restart QEMU, and with it gdb
         self._at_rest = False
         program = harness.assemble(
-            setup, probes, features=Features.from_id_regs(self.id_regs),
+            setup, probes, features=self._features,
             scr_el3=self.scr_el3,
         )
         start = self._load(setup, program)
