@@ -141,6 +141,23 @@ def test_relocated_el2_regime_uses_code_va() -> None:
     assert (p.el2_base, p.el1_base) == (0x20_0000, 0x7FE0_0000)
 
 
+def test_a_relocated_harness_turns_the_mmu_on_at_mmu_on() -> None:
+    """With the harness at a VA other than its PA, segment A ends by a
+    branch to MMU_ON (MSR SCTLR_EL2, X1), whose next instruction is where
+    the driver stops (the same for every such program); segment B starts
+    where it does when the MSR is in place."""
+    here = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES))
+    moved = harness.assemble(MachineSetup(sysreg_defaults(), {}, PROBES,
+                                          code_va={"EL2": 0x20_0000}))
+    assert listing(moved, harness.MMU_ON, harness.MMU_ON + 4) == ["msr sctlr_el2, x1"]
+    assert moved.mmu_stop == harness.MMU_ON + 4
+    assert here.mmu_stop == here.resume - 4  # the branch to resume, after the MSR in place
+    assert listing(here, here.mmu_stop - 4, here.mmu_stop) == ["msr sctlr_el2, x1"]
+    assert moved.resume == here.resume
+    assert listing(moved, moved.resume - 8, moved.resume - 4) == [
+        f"b #{HARNESS_PA + harness.MMU_ON:#x}"]
+
+
 def test_step_mode_stops_on_a_nop_right_after_each_loops_store() -> None:
     setup = MachineSetup(sysreg_defaults(), {}, PROBES, code_va={"EL10": 0x7FE0_0000})
     p = harness.assemble(setup)

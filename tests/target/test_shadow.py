@@ -56,3 +56,24 @@ def test_forget_starts_from_a_fresh_ram() -> None:
     s.forget({0x4020_0000: b"\x09"})
     runs = s.update([(0x4020_0000, b"\x09")])
     assert runs == []
+
+
+def test_runs_cover_exactly_the_differing_blocks() -> None:
+    """Scattered changes in a page (first, last, neighbouring and lone
+    blocks): every run starts and ends on a block that differs, and the
+    blocks written are exactly those that differ."""
+    base = 0x4040_0000
+    old = bytearray(PAGE)
+    for off in range(0, PAGE, 7):
+        old[off] = off & 0xFF or 1
+    new = bytearray(old)
+    changed = [0, 1, 2, 9, 31, 32, 40, 62, 63]
+    for blk in changed:
+        new[blk * BLOCK + (blk % BLOCK)] ^= 0x5A
+    s = Shadow()
+    s.update([(base, bytes(old))])
+    runs = s.update([(base, bytes(new))])
+    written = [(a - base) // BLOCK + k for a, d in runs for k in range(len(d) // BLOCK)]
+    assert written == changed
+    assert all(d == bytes(new[a - base : a - base + len(d)]) for a, d in runs)
+    assert [a - base for a, _ in runs] == [0, 9 * BLOCK, 31 * BLOCK, 40 * BLOCK, 62 * BLOCK]

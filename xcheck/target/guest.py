@@ -83,6 +83,8 @@ class QemuTarget:
         self.version = ""
         self.gdb_version = ""
         self.id_regs: dict[str, int] = {}
+        self._features = Features.from_id_regs({})
+        """The CPU's features, from :attr:`id_regs` as :meth:`start` read them."""
         self.ram_size = profile.ram_size()
         self.phys_mode = False
         self._stub: AttachedQemu | None = None
@@ -111,11 +113,12 @@ class QemuTarget:
     ) -> None:
         self.close()
 
-    def start(self) -> None:
-        """Launch QEMU and gdb, connect, switch the stub to physical memory,
-        read the ID registers. Raises QemuLaunchError when unusable."""
+    def start(self, gdb: Gdb | None = None) -> None:
+        """Launch QEMU and gdb (or attach ``gdb``, see :meth:`release_gdb`),
+        connect, switch the stub to physical memory, read the ID registers.
+        Raises QemuLaunchError when unusable."""
         self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
-        self._stub.start()
+        self._stub.start(gdb)
         self._stops, self._at_rest = {}, False
         self._id_program = {}
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
@@ -131,6 +134,7 @@ class QemuTarget:
             self.scr_el3 = el3.scr_el3(self.id_regs) if el == 3 else None
             if el == 3 and Features.from_id_regs(self.id_regs).rme:
                 self.id_regs |= self._read_id_regs(el3.GPC_REGISTERS)
+            self._features = Features.from_id_regs(self.id_regs)
         except TargetError as err:
             stderr = self._stub.stderr()
             self.close()
@@ -168,9 +172,14 @@ class QemuTarget:
             self._stub.close()
             self._stub = None
 
+    def release_gdb(self) -> Gdb | None:
+        """Stop QEMU and hand over its gdb, for :meth:`start` of this or
+        another target (after a crash, a new QEMU without a new gdb)."""
+        stub, self._stub = self._stub, None
+        return stub.release_gdb() if stub is not None else None
+
     def restart(self) -> None:
-        self.close()
-        self.start()
+        self.start(self.release_gdb())
 
     @property
     def gdb(self) -> Gdb:
@@ -301,10 +310,11 @@ class QemuTarget:
         return self._stopped_at(stop, (addr,))
 
     def _stop_at(self, addr: int) -> None:
-        """A breakpoint at ``addr``, a program's stop, inserted once and kept:
-        no PC but the end's reaches HALT at any harness VA aligned as the
-        builder places them (see :func:`_aligned`), so a breakpoint kept
-        from an earlier program cannot stop another early."""
+        """A breakpoint at ``addr``, a program's stop (its end, or its
+        mmu_stop), inserted once and kept: no PC but the end's reaches HALT
+        at any harness VA aligned as the builder places them (see
+        :func:`_aligned`), and none but MMU_ON's next reaches mmu_stop, so a
+        breakpoint kept from an earlier program cannot stop another early."""
         if addr in self._stops:
             return
         if len(self._stops) >= MAX_STOPS:
@@ -413,7 +423,7 @@ class QemuTarget:
         self._ensure_clean()  # may restart QEMU, and with it gdb
         self._at_rest = False
         program = harness.assemble(
-            setup, probes, features=Features.from_id_regs(self.id_regs),
+            setup, probes, features=self._features,
             scr_el3=self.scr_el3,
         )
         start = self._load(setup, program)
@@ -421,14 +431,19 @@ class QemuTarget:
         self._el2_base, self._el1_base = program.el2_base, program.el1_base
         try:
             jump = f"-exec-jump *0x{start:x}"
-            if program.el2_base != HARNESS_PA:
-                self._continue_to(HARNESS_PA + program.mmu_stop, timeout, jump)
-                jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"
             keep = _aligned(program.el2_base) and _aligned(program.el1_base)
+            if not keep:
+                self._drop_stops()
+            if program.el2_base != HARNESS_PA:
+                mmu_stop = HARNESS_PA + program.mmu_stop
+                if keep:
+                    self._stop_at(mmu_stop)
+                    self._stopped_at(self._continue(timeout, jump), (mmu_stop,))
+                else:
+                    self._continue_to(mmu_stop, timeout, jump)
+                jump = f"-exec-jump *0x{program.el2_base + program.resume:x}"
             if keep:
                 self._stop_at(program.stop)
-            else:
-                self._drop_stops()
             if step:
                 self._step_groups(program, setup, offset, jump)
             elif keep:

@@ -7,6 +7,8 @@ data half; the same offsets in every regime, only the base VA differs):
          +0x800  EL1 vector table      (VBAR_EL1)
          +0x1000 exception handlers
          +0x1E00 AT stubs: ``AT <op>, X0; RET``, one per AtOp (STUB_SLOT)
+         +0x1EF0 (MMU_ON) MSR SCTLR_EL2, X1 (turns the EL2 MMU on, for a
+                 harness VA other than its PA); +0x1EF4 where the driver stops
          +0x1F00 teardown: MSR SCTLR_EL2, X1 (turns the EL2 MMU off at the end);
                  +0x1F04 (HALT) the stop: ISB; B .
          +0x1F10 the loader: copies code blocks, branches to the entry (load_list)
@@ -21,8 +23,11 @@ data half; the same offsets in every regime, only the base VA differs):
 The program starts at EL2 with its MMU off (segment A): it writes every
 system register by MSR (HCR_EL2 cleared first so that *_EL1 names are not
 redirected to EL2 by E2H, D5.8.4), invalidates the TLBs, installs the
-vectors and finally writes SCTLR_EL2. It then stops (``mmu_stop``) so the
-driver can move the PC to the harness's VA in the EL2 regime, and goes on
+vectors and finally writes SCTLR_EL2. When the EL2 regime maps the harness
+at a VA other than its PA, that write is MMU_ON's, the same instruction for
+every program, and the CPU stops right after it (``mmu_stop``, where the
+driver keeps a breakpoint) so the driver can move the PC to the harness's
+VA in the EL2 regime; it goes on
 (segment B) group by group: probes at EL2 run in place with PSTATE.PAN set by
 MSR PAN; probes at EL1 are reached by ERET (SPSR_EL2.M = EL1h, SPSR.PAN) and
 come back by HVC. A group is a loop over its part of the probe table: ``LDP
@@ -68,6 +73,7 @@ from __future__ import annotations
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
+from functools import cache
 
 from xcheck import sysregs
 from xcheck.arch.features import Features
@@ -89,6 +95,9 @@ VEC_EL2 = 0x000
 VEC_EL1 = 0x800
 HANDLERS = 0x1000
 STUBS = 0x1E00
+MMU_ON = 0x1EF0
+"""MSR SCTLR_EL2, X1: where a program whose harness VA is not its PA turns
+the EL2 MMU on, to stop at the next instruction (Program.mmu_stop)."""
 TEARDOWN = 0x1F00
 HALT = TEARDOWN + 4
 """Where a program stops when done: the instruction after the teardown's MSR."""
@@ -175,9 +184,27 @@ class Asm:
         self.emit(*isa.mov_imm(reg, value))
 
     def resolve(self) -> bytes:
-        for i, name, encode in self._fixups:
-            self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
+        self.settle()
+        if self._fixups:
+            raise KeyError(f"labels never placed: {sorted({n for _, n, _ in self._fixups})}")
         return struct.pack(f"<{len(self.words)}I", *self.words)
+
+    def settle(self) -> None:
+        """Resolve the branches to the labels placed so far (the others wait
+        for :meth:`resolve`)."""
+        waiting = []
+        for i, name, encode in self._fixups:
+            if name in self.labels:
+                self.words[i] = encode(self.labels[name] - (self.origin + 4 * i))
+            else:
+                waiting.append((i, name, encode))
+        self._fixups = waiting
+
+    def copy(self) -> Asm:
+        """An assembler that goes on from where this one is."""
+        out = Asm(self.origin)
+        out.words, out.labels, out._fixups = [*self.words], {**self.labels}, [*self._fixups]
+        return out
 
 
 @dataclass(frozen=True)
@@ -425,34 +452,11 @@ def _generate(
     the probes themselves are in the table."""
     regs = dict(sysreg_values)
     el2_base = code_va.get(el2_regime(regs, features), HARNESS_PA)
-    exists = set(sysregs.implemented(features.has))
+    exists = _implemented(features)
     el1_base = code_va.get("EL10", HARNESS_PA)
     rec = 8 * n
     table = rec + RECORD * (n + 1)
-    a = Asm(0)
-    _vectors(a, "handler2")
-    a.pad_to(VEC_EL1)
-    _vectors(a, "handler1")
-    a.pad_to(HANDLERS)
-    _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
-    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.br(R_GIVEUP1)))
-    if scr_el3 is not None:
-        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
-    if a.here > STUBS:
-        raise AssertionError("the handlers overlap the AT stubs")
-    a.pad_to(STUBS)
-    for op in AtOp:  # at STUBS + STUB_SLOT[op]
-        a.emit(isa.at(op, R_VA), isa.RET)
-    if a.here > TEARDOWN:
-        raise AssertionError("the AT stubs overlap the teardown instruction")
-    a.pad_to(TEARDOWN)
-    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
-    a.pad_to(LOADER)
-    _loader(a)
-    a.pad_to(VEC_EL3)
-    if scr_el3 is not None:
-        _vectors(a, "handler3")
-    a.pad_to(PROGRAM)
+    a = _fixed(scr_el3 is not None).copy()
     if scr_el3 is not None:
         # Segment E3: EL3, MMU off, physical addresses.
         _segment_start(a, 3, n, R_EXC3, HARNESS_DATA_PA + rec)
@@ -485,10 +489,7 @@ def _generate(
     _segment_start(a, 2, n, R_EXC2, HARNESS_DATA_PA + rec)
     a.mov(R_PAR, HCR_RESET)
     a.emit(isa.msr("HCR_EL2", R_PAR), isa.ISB)
-    late = [
-        r for r in TRANSLATION_SYSREGS
-        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
-    ]
+    late = _late(features)
     extra = [r for r in regs if r not in TRANSLATION_SYSREGS]
     def el1_reg(name: str) -> str:
         return el12_name(name) if el1_via_el12 else name
@@ -512,11 +513,19 @@ def _generate(
     a.mov(R_PAR, el2_base + VEC_EL2)
     a.emit(isa.msr("VBAR_EL2", R_PAR))
     a.mov(R_PAR, regs.get("SCTLR_EL2", SCTLR_EL2_OFF))
-    # The next fetch already uses the new regime (a system register write
-    # ends QEMU's translation block), so the driver stops right after the MSR.
-    a.emit(isa.msr("SCTLR_EL2", R_PAR))
-    a.label("mmu_stop")
-    a.branch("resume")
+    if el2_base == HARNESS_PA:
+        a.emit(isa.msr("SCTLR_EL2", R_PAR))
+        a.label("mmu_stop")
+        a.branch("resume")
+    else:
+        # The next fetch already uses the new regime (a system register
+        # write ends QEMU's translation block), so the driver stops right
+        # after MMU_ON's MSR, at the same address for every program. The
+        # branch after it is never reached: it keeps segment B where the
+        # MSR in place would put it (the addresses in reports unchanged).
+        a.emit(isa.b(MMU_ON - a.here))
+        a.branch("resume")
+        a.labels["mmu_stop"] = MMU_ON + 4
 
     # Segment B: EL2 regime VAs from here on.
     a.label("resume")
@@ -616,6 +625,61 @@ def _generate(
         groups=tuple(placed),
         stop=stop,
     )
+
+
+@cache
+def _implemented(features: Features) -> frozenset[str]:
+    """The registers ``features`` has (xcheck.sysregs.implemented)."""
+    return frozenset(sysregs.implemented(features.has))
+
+
+@cache
+def _late(features: Features) -> tuple[str, ...]:
+    """The translation registers segment A writes after HCR_EL2 (all but
+    the EL1 ones, SCTLR_EL2, HCR_EL2 and EL3's), those ``features`` has."""
+    exists = _implemented(features)
+    return tuple(
+        r for r in TRANSLATION_SYSREGS
+        if r not in EL1_FIRST and r not in ("SCTLR_EL2", "HCR_EL2", *EL3_REGS) and r in exists
+    )
+
+
+@cache
+def _fixed(el3: bool) -> Asm:
+    """The part of every program up to PROGRAM, the same for every setup
+    (but for the EL3 vectors and handler, on a CPU that starts at EL3):
+    vectors, handlers, AT stubs, teardown and loader. The EL3 handler's
+    branch to ``end3`` is left for the program to resolve."""
+    a = Asm(0)
+    _vectors(a, "handler2")
+    a.pad_to(VEC_EL1)
+    _vectors(a, "handler1")
+    a.pad_to(HANDLERS)
+    _handler(a, 2, R_EXC2, lambda a: a.emit(isa.br(R_GIVEUP)))
+    _handler(a, 1, R_EXC1, lambda a: a.emit(isa.br(R_GIVEUP1)))
+    if el3:
+        _handler(a, 3, R_EXC3, lambda a: a.branch("end3"))
+    if a.here > STUBS:
+        raise AssertionError("the handlers overlap the AT stubs")
+    a.pad_to(STUBS)
+    for op in AtOp:  # at STUBS + STUB_SLOT[op]
+        a.emit(isa.at(op, R_VA), isa.RET)
+    if a.here > TEARDOWN:
+        raise AssertionError("the AT stubs overlap the teardown instruction")
+    a.pad_to(MMU_ON)
+    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.b(0))
+    if a.here > TEARDOWN:
+        raise AssertionError("MMU_ON overlaps the teardown instruction")
+    a.pad_to(TEARDOWN)
+    a.emit(isa.msr("SCTLR_EL2", R_PAR), isa.ISB, isa.b(0))
+    a.pad_to(LOADER)
+    _loader(a)
+    a.pad_to(VEC_EL3)
+    if el3:
+        _vectors(a, "handler3")
+    a.pad_to(PROGRAM)
+    a.settle()
+    return a
 
 
 def _loader(a: Asm) -> None:

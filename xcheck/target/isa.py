@@ -176,6 +176,7 @@ def _sysreg(name: str) -> tuple[int, int, int, int, int]:
         raise ValueError(f"unknown system register {name!r}") from None
 
 
+@lru_cache(maxsize=1024)
 def msr(name: str, rt: int) -> int:
     """MSR <sysreg>, Xt (C6.2 MSR register)."""
     op0, op1, crn, crm, op2 = _sysreg(name)

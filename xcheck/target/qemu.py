@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 
 from xcheck.target.errors import QemuLaunchError, TargetError
@@ -89,8 +90,10 @@ def _virt_accepts(exe: str, cpu: str, timeout: float) -> bool:
             return False
 
 
+@cache
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
-    """The version QEMU reports (``QEMU emulator version 7.2.22 (...)`` -> 7.2.22)."""
+    """The version QEMU reports (``QEMU emulator version 7.2.22 (...)`` -> 7.2.22);
+    asked once per binary (a QEMU started again after a crash does not ask)."""
     exe = shutil.which(binary) or binary
     try:
         out = subprocess.run(

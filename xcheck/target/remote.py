@@ -28,6 +28,8 @@ from typing import Any
 from xcheck.machine import MachineSetup, ProbeResult, Readback
 from xcheck.target import errors
 from xcheck.target.factory import Target, make_target
+from xcheck.target.gdb import Gdb
+from xcheck.target.guest import QemuTarget
 from xcheck.target.process import die_with_parent
 from xcheck.target.profile import Profile
 
@@ -61,28 +63,35 @@ class _Spare:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="xcheck-spare")
         self._next: Future[Target] | None = None
 
-    def _started(self) -> Target:
+    def _started(self, gdb: Gdb | None = None) -> Target:
         target = make_target(self.profile)
-        target.start()
+        if isinstance(target, QemuTarget):
+            target.start(gdb)
+        else:
+            target.start()
         return target
 
-    def take(self) -> Target:
+    def take(self, gdb: Gdb | None = None) -> Target:
         """A started target: the spare when one is ready, else a new one; a
-        new spare is then started in the background."""
+        new spare is then started in the background, with ``gdb`` (kept
+        from the target this one replaces) when given."""
         ahead, self._next = self._next, None
         target = None
         if ahead is not None:
             with contextlib.suppress(errors.TargetError):
                 target = ahead.result()
         if target is None:
-            target = self._pool.submit(self._started).result()
-        self.prepare()
+            target, gdb = self._pool.submit(self._started, gdb).result(), None
+        self.prepare(gdb)
         return target
 
-    def prepare(self) -> None:
-        """Start a spare in the background, unless one is under way."""
+    def prepare(self, gdb: Gdb | None = None) -> None:
+        """Start a spare in the background (attaching ``gdb`` when given),
+        unless one is under way."""
         if self._next is None and self.profile.kind != "kvm-nested":
-            self._next = self._pool.submit(self._started)
+            self._next = self._pool.submit(self._started, gdb)
+        elif gdb is not None:
+            gdb.close()
 
     def close(self) -> None:
         ahead, self._next = self._next, None
@@ -113,8 +122,7 @@ def _serve(conn: Connection, profile: Profile) -> None:
                     spare.prepare()
                     answer: Any = _identity(target)
                 elif verb == "restart":
-                    target.close()
-                    target = spare.take()
+                    target = spare.take(_release(target))
                     answer = _identity(target)
                 else:
                     _, setup, mode = request
@@ -133,6 +141,14 @@ def _serve(conn: Connection, profile: Profile) -> None:
         conn.close()
 
 
+def _release(target: Target) -> Gdb | None:
+    """Close ``target``, keeping its gdb when it has one (QemuTarget)."""
+    if isinstance(target, QemuTarget):
+        return target.release_gdb()
+    target.close()
+    return None
+
+
 def _error(err: errors.TargetError) -> tuple[str, str, str]:
     """``err`` as it crosses the pipe: its class name, message and stderr."""
     name = type(err).__name__ if type(err).__name__ in ERRORS else "TargetError"
@@ -141,10 +157,11 @@ def _error(err: errors.TargetError) -> tuple[str, str, str]:
 
 def _restarted(target: Target, spare: _Spare) -> tuple[Target, Any]:
     """The target started again after a crash or a hang: the new target,
-    and "ok" or why it could not start (the _error triple)."""
-    target.close()
+    and "ok" or why it could not start (the _error triple). The old
+    target's gdb goes on with the next spare's QEMU."""
+    gdb = _release(target)
     try:
-        return spare.take(), "ok"
+        return spare.take(gdb), "ok"
     except errors.TargetError as err:
         return target, _error(err)
 

@@ -32,6 +32,25 @@ def pages(memory: Iterable[tuple[int, bytes]]) -> dict[int, bytes]:
     return {p: bytes(b) for p, b in out.items()}
 
 
+def _differing_blocks(new: bytes, old: bytes) -> list[int]:
+    """The offsets of the BLOCKs where two different pages differ, in
+    order, by halving each span whose halves differ (a page usually differs
+    in one or two blocks of its 64: a dozen comparisons, not 64)."""
+    out: list[int] = []
+    spans = [(0, PAGE)]
+    while spans:
+        lo, hi = spans.pop()
+        if hi - lo == BLOCK:
+            out.append(lo)
+            continue
+        mid = (lo + hi) >> 1
+        if new[mid:hi] != old[mid:hi]:
+            spans.append((mid, hi))
+        if new[lo:mid] != old[lo:mid]:
+            spans.append((lo, mid))
+    return out
+
+
 class Shadow:
     """The guest's RAM as xcheck last wrote it, page by page."""
 
@@ -58,9 +77,7 @@ class Shadow:
             old = self._pages.get(page, ZERO)
             if new == old:
                 continue
-            for off in range(0, PAGE, BLOCK):
-                if new[off : off + BLOCK] == old[off : off + BLOCK]:
-                    continue
+            for off in _differing_blocks(new, old):
                 addr = page + off
                 if runs and runs[-1][0] + len(runs[-1][1]) == addr:
                     runs[-1] = (runs[-1][0], runs[-1][1] + new[off : off + BLOCK])
