@@ -105,6 +105,25 @@ def test_undefined_at_el1_is_reported_with_its_syndrome(target: QemuTarget) -> N
     assert got.esr >> 26 == 0 and got.el == 1  # EC 0: Unknown reason (UNDEFINED), taken to EL1
 
 
+def test_an_el1_group_that_cannot_fetch_is_the_harness_exception(target: QemuTarget) -> None:
+    """Stage 2 on (HCR_EL2.VM = 1) with an empty level 1 table: every IPA
+    is a stage 2 Translation fault, so the EL1 group's first instruction
+    fetch takes an Instruction Abort from a lower EL to EL2 (EC 0x20; D8.2,
+    D24.2 ESR_EL2), and so does every fetch after it. It comes after the EL2
+    group's probe: the error names that exception as the harness's own, not
+    "gave up" with the exception left in the EL2 probe's slot."""
+    regs = sysreg_defaults()
+    regs["HCR_EL2"] |= 1  # VM
+    regs["VTCR_EL2"] = 1 << 31 | 32 | 1 << 6  # RES1, T0SZ 32, SL0 1: 4KB, start level 1
+    regs["VTTBR_EL2"] = ARENA_PA
+    probes = (Probe(AtOp.S1E2R, RAM_BASE, 2), Probe(AtOp.S1E1R, RAM_BASE, 1))
+    setup = MachineSetup(regs, {ARENA_PA: bytes(4096)}, probes)
+    with pytest.raises(TargetError, match=r"took an exception: .*\(EC=0x20\)"):
+        target.run(setup, "batch")
+    got = target.run(off_setup((Probe(AtOp.S1E1R, RAM_BASE, 2),)))  # the next setup runs
+    assert pa(got[0]) == RAM_BASE
+
+
 def test_el2_stage1_with_the_harness_relocated(target: QemuTarget) -> None:
     # RAM at VA 0: the harness runs at VA 0x20_0000 once the EL2 MMU is on.
     probes = (Probe(AtOp.S1E2R, 0x1234_5000, 2), Probe(AtOp.S1E2W, 0x4000_0000, 2))

@@ -59,7 +59,7 @@ def test_a_dead_child_is_a_target_error_and_close_leaves_nothing(qemu_profile: P
     proc = target._proc
     assert proc is not None and proc.pid is not None
     os.kill(proc.pid, 9)
-    with pytest.raises(TargetError, match="process (died|is gone)"):
+    with pytest.raises(TargetError, match=r"process (died|is gone)"):
         target.run(_off(range(RAM_BASE, RAM_BASE + 1)))
     target.close()
     assert not proc.is_alive()

@@ -35,8 +35,12 @@ X0, X1 (VA, index and stub); X21 = index; BLR to the stub (AT <op>, X0;
 RET); ISB; MRS X1, PAR_EL1; STR X1, [X20, X21, LSL #3]``, so the code does
 not grow with the probes and is generated once per shape (registers, groups
 and their sizes) and cached. An exception the probes did not
-expect is recorded by the handler of the EL it is taken to, which resumes
-after the faulting instruction; after MAX_EXCEPTIONS it gives up. The
+expect is recorded by the handler of the EL it is taken to, in the slot of
+the probe that ran (X21), or in the setup record when it came before a
+group's first probe (X21 = n again at each group's start: an EL1 group
+whose first instruction fetch faults is the harness's trouble, not the
+previous group's last probe's); the handler resumes after the faulting
+instruction; after MAX_EXCEPTIONS it gives up. The
 program ends by branching to the teardown with X1 = SCTLR_EL2 with M = 0:
 the PC after the MSR (HALT at the EL2 regime's VA, now a PA) is where it
 stops, at the same address for every setup of that VA, with the CPU at EL2
@@ -538,6 +542,9 @@ def _generate(
     placed: list[Group] = []
     start = 0
     for gi, g in enumerate(groups):
+        # until its first probe, a group's exceptions are the harness's own
+        # (the setup record), not the previous group's last probe's
+        a.mov(R_IDX, n)
         if g.el != 3 and g.space in (SecurityState.SECURE, SecurityState.REALM):
             assert scr_el3 is not None
             stored = _lower_group(
