@@ -156,6 +156,17 @@ def test_code_the_loader_writes_is_the_code_that_runs(target: QemuTarget) -> Non
             assert entry == HARNESS_PA + harness.PROGRAM
 
 
+def test_a_single_step_ends_after_one_instruction(target: QemuTarget) -> None:
+    """The teardown's single step (and a bare stepi): with xcheck's frame
+    unwinder in gdb, a step must stop at the next instruction, not run on."""
+    g = target.gdb
+    nop = HARNESS_PA + 0x8000
+    g.write_memory(nop, (0xD503201F).to_bytes(4, "little") * 2)  # NOP; NOP
+    g.write_reg("pc", nop)
+    g.resume("-exec-step-instruction", 5)
+    assert g.read_reg("pc") == nop + 4
+
+
 def test_tables_from_a_previous_setup_are_cleared(target: QemuTarget) -> None:
     target.run(el2_mmu_setup(0, (Probe(AtOp.S1E2R, 0x1000, 2),)))
     # Same registers, an empty table but for the harness: VA 0x1000 must now fault.

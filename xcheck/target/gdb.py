@@ -63,8 +63,8 @@ class TopFrame(gdb.unwinder.Unwinder):
     def __call__(self, pending):
         if pending.level() != 0:
             return None
-        return pending.create_unwind_info(
-            FrameId(pending.read_register("sp"), pending.read_register("pc")))
+        sp = pending.read_register("sp")
+        return pending.create_unwind_info(FrameId(sp, sp))
 gdb.unwinder.register_unwinder(None, TopFrame(), replace=True)
 """
 """A Python frame unwinder (run in gdb) that claims the frame gdb stops in,
@@ -72,7 +72,10 @@ from the registers it has already read: otherwise, at every stop, gdb's
 epilogue and stub unwinders read the instructions at and before the PC
 from the stub (three memory packets a stop, about 0.1 ms of gdb's CPU and
 as much of QEMU's). Its frame has no caller (no register saved), which no
-command of xcheck's needs."""
+command of xcheck's needs. Its id is the SP alone (as code address too: gdb
+refuses a plain 0 there): with the PC in it every instruction would be a
+new frame, and a single step (-exec-step-instruction, the teardown's) never
+ends, gdb taking it for a step into a subroutine."""
 
 
 class GdbError(TargetError):
