@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from xcheck.arch.par import decode_par
-from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, sysreg_defaults
+from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe, ProbeResult, sysreg_defaults
 from xcheck.target.errors import HarnessError, QemuLaunchError, TargetError
 from xcheck.target.profile import Profile
 from xcheck.target.remote import RemoteTarget
@@ -29,15 +31,28 @@ def _off(vas: range) -> MachineSetup:
     return MachineSetup(sysreg_defaults(), {}, tuple(Probe(AtOp.S1E2R, va, 2) for va in vas))
 
 
-def test_runs_come_back_in_order_and_errors_as_themselves(qemu_profile: Profile) -> None:
-    target = RemoteTarget(qemu_profile)
+def _pas(got: list[ProbeResult]) -> list[int]:
+    """The PAs of the successful PARs in ``got`` (PA is in 4KB units)."""
+    return [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)]
+
+
+@contextmanager
+def _started(profile: Profile) -> Iterator[RemoteTarget]:
+    target = RemoteTarget(profile)
     target.start()
     try:
+        yield target
+    finally:
+        target.close()
+
+
+def test_runs_come_back_in_order_and_errors_as_themselves(qemu_profile: Profile) -> None:
+    with _started(qemu_profile) as target:
         assert target.version and target.id_regs and target.ram_size == 128 << 20
         vas = range(RAM_BASE, RAM_BASE + 40 * 0x1000, 0x1000)
         target.submit(_off(vas))
         got = target.collect()
-        assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+        assert _pas(got) == list(vas)
         # an EL1 probe with HCR_EL2.TGE = 1 cannot run: QemuTarget says so, and
         # the error crosses the pipe as the same class, its message intact
         tge = _off(range(RAM_BASE, RAM_BASE + 1))
@@ -49,8 +64,6 @@ def test_runs_come_back_in_order_and_errors_as_themselves(qemu_profile: Profile)
         assert len(target.run(_off(vas))) == len(vas)  # still usable after an error
         with pytest.raises(RuntimeError, match="under way"):
             target.collect()
-    finally:
-        target.close()
 
 
 def test_a_dead_child_is_a_target_error_and_close_leaves_nothing(qemu_profile: Profile) -> None:
@@ -96,9 +109,7 @@ def _children(pid: int) -> set[int]:
 
 
 def test_restarts_switch_to_a_spare_started_in_the_background(qemu_profile: Profile) -> None:
-    target = RemoteTarget(qemu_profile)
-    target.start()
-    try:
+    with _started(qemu_profile) as target:
         assert target._proc is not None and target._proc.pid is not None
         child = target._proc.pid
         vas = range(RAM_BASE, RAM_BASE + 4 * 0x1000, 0x1000)
@@ -110,20 +121,16 @@ def test_restarts_switch_to_a_spare_started_in_the_background(qemu_profile: Prof
             names = {pid: _name(pid) for pid in before}
             target.restart()
             got = target.run(_off(vas))
-            assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+            assert _pas(got) == list(vas)
             after = _children(child)
             # the spare's QEMU and gdb now serve; the QEMU before them is
             # gone, its gdb kept for the next spare's QEMU
             assert len(before) == 4 and len(before & after) == 3, (before, after)
             assert [names[pid] for pid in before - after] == ["qemu-system-aar"]
-    finally:
-        target.close()
 
 
 def test_queued_runs_answer_in_order_around_a_run(qemu_profile: Profile) -> None:
-    target = RemoteTarget(qemu_profile)
-    target.start()
-    try:
+    with _started(qemu_profile) as target:
         first = range(RAM_BASE, RAM_BASE + 3 * 0x1000, 0x1000)
         second = range(RAM_BASE + 0x10_0000, RAM_BASE + 0x10_0000 + 5 * 0x1000, 0x1000)
         target.submit(_off(first))
@@ -132,17 +139,13 @@ def test_queued_runs_answer_in_order_around_a_run(qemu_profile: Profile) -> None
         assert len(target.run(_off(range(RAM_BASE, RAM_BASE + 1)))) == 1
         for vas in (first, second):
             got = target.collect()
-            assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+            assert _pas(got) == list(vas)
         with pytest.raises(RuntimeError, match="under way"):
             target.collect()
-    finally:
-        target.close()
 
 
 def test_a_crash_restarts_qemu_before_the_run_queued_behind(qemu_profile: Profile) -> None:
-    target = RemoteTarget(qemu_profile)
-    target.start()
-    try:
+    with _started(qemu_profile) as target:
         assert target._proc is not None and target._proc.pid is not None
         qemu = [pid for pid in _children(target._proc.pid)
                 if "qemu" in Path(f"/proc/{pid}/comm").read_text()]
@@ -156,7 +159,5 @@ def test_a_crash_restarts_qemu_before_the_run_queued_behind(qemu_profile: Profil
         assert not isinstance(err.value, HarnessError)
         target.restart()  # done already, in the target's process
         got = target.collect()
-        assert [decode_par(p)["PA"] << 12 for p in got if isinstance(p, int)] == list(vas)
+        assert _pas(got) == list(vas)
         assert qemu[0] not in _children(target._proc.pid)
-    finally:
-        target.close()
