@@ -14,16 +14,29 @@ def apply(ram: dict[int, int], runs: list[tuple[int, bytes]]) -> None:
 def test_runs_make_the_guest_hold_exactly_the_image() -> None:
     ram: dict[int, int] = {}
     s = Shadow()
+    exact = range(0x4040_0000, 0x4040_3000)
     first = [(0x4040_0000, b"\x01" * 8), (0x4040_1FF8, b"\x02" * 16)]
-    apply(ram, s.update(first))
+    apply(ram, s.update(first, exact))
     second = [(0x4040_0008, b"\x03" * 8), (0x4050_0000, b"\x04")]
-    runs = s.update(second)
+    runs = s.update(second, exact)
     apply(ram, runs)
     want = {a + i: b for a, d in second for i, b in enumerate(d)}
     assert {a: b for a, b in ram.items() if b} == want
-    # only the blocks that changed were written: far less than the pages touched
-    assert sum(len(d) for _, d in runs) <= 4 * BLOCK
-    assert s.update(second) == []
+    # in ``exact``, only the blocks that changed were written (3 blocks over
+    # 3 pages); elsewhere a changed page is written whole
+    assert sorted((a, len(d)) for a, d in runs) == [
+        (0x4040_0000, BLOCK), (0x4040_1FC0, 2 * BLOCK), (0x4050_0000, PAGE)]
+    assert s.update(second, exact) == []
+
+
+def test_no_run_crosses_the_edge_of_exact() -> None:
+    """A changed page just below ``exact`` and a change at its start are
+    two runs, though adjacent (one is copied, the other written through the
+    stub)."""
+    s = Shadow()
+    exact = range(0x4040_1000, 0x4040_2000)
+    runs = s.update([(0x4040_0FF8, b"\x07" * 16)], exact)
+    assert [(a, len(d)) for a, d in runs] == [(0x4040_0000, PAGE), (0x4040_1000, BLOCK)]
 
 
 def test_pages_split_across_boundaries() -> None:
@@ -37,7 +50,7 @@ def test_distrust_rewrites_every_page_once() -> None:
     img = [(0x4040_0000, b"\x05" * 8)]
     s.update(img)
     s.distrust()
-    runs = s.update(img)
+    runs = s.update(img, exact=range(0x4040_0000, 0x4040_1000))
     assert sum(len(d) for _, d in runs) == PAGE
     assert s.update(img) == []
 
@@ -71,8 +84,9 @@ def test_runs_cover_exactly_the_differing_blocks() -> None:
     for blk in changed:
         new[blk * BLOCK + (blk % BLOCK)] ^= 0x5A
     s = Shadow()
-    s.update([(base, bytes(old))])
-    runs = s.update([(base, bytes(new))])
+    exact = range(base, base + PAGE)
+    s.update([(base, bytes(old))], exact)
+    runs = s.update([(base, bytes(new))], exact)
     written = [(a - base) // BLOCK + k for a, d in runs for k in range(len(d) // BLOCK)]
     assert written == changed
     assert all(d == bytes(new[a - base : a - base + len(d)]) for a, d in runs)

@@ -276,7 +276,7 @@ class QemuTarget:
         ram = self._stub.ram
         image = [*chunks(setup.memory), (HARNESS_PA, program.code)]
         code = []
-        for addr, data in self._shadow.update(image):
+        for addr, data in self._shadow.update(image, exact=HARNESS_CODE):
             if HARNESS_PA <= addr < HARNESS_PA + HARNESS_CODE_SIZE:
                 code.append((addr, data))
             else:

@@ -1,10 +1,11 @@
 """What xcheck last wrote into guest RAM, to write only what changes.
 
-Writing through the GDB stub costs about a microsecond a byte, and a setup's
-tables are mostly zeros that the previous setup's tables also were: the
-shadow keeps, per 4 KiB page, the bytes the guest holds (RAM xcheck never
-wrote reads as zero: QEMU's RAM starts zeroed), and :meth:`Shadow.update`
-returns the byte runs that differ from a new image.
+A setup's tables are mostly zeros that the previous setup's tables also
+were: the shadow keeps, per 4 KiB page, the bytes the guest holds (RAM
+xcheck never wrote reads as zero: QEMU's RAM starts zeroed), and
+:meth:`Shadow.update` returns the pages that differ from a new image, and
+in code written through the GDB stub (about a microsecond a byte) only the
+64-byte blocks that differ.
 """
 
 from __future__ import annotations
@@ -67,9 +68,14 @@ class Shadow:
         wrote, but for those in ``keep`` (memory nothing but xcheck writes)."""
         self._pages = {p: b if p in keep else b"\xff" * PAGE for p, b in self._pages.items()}
 
-    def update(self, memory: Iterable[tuple[int, bytes]]) -> list[tuple[int, bytes]]:
+    def update(self, memory: Iterable[tuple[int, bytes]],
+               exact: range = range(0)) -> list[tuple[int, bytes]]:
         """Make ``memory`` the guest's content (other pages we wrote become
-        zero); return the (address, bytes) runs to write, merged."""
+        zero); return the (address, bytes) runs to write, merged: in the
+        pages within ``exact`` (what is written through the stub, about a
+        microsecond a byte) the blocks that differ, every other page that
+        differs whole (RAM shared with QEMU: a page costs less to copy than
+        to compare block by block). No run crosses the edge of ``exact``."""
         want = pages(memory)
         runs: list[tuple[int, bytes]] = []
         for page in sorted(set(want) | set(self._pages)):
@@ -77,11 +83,13 @@ class Shadow:
             old = self._pages.get(page, ZERO)
             if new == old:
                 continue
-            for off in _differing_blocks(new, old):
-                addr = page + off
-                if runs and runs[-1][0] + len(runs[-1][1]) == addr:
-                    runs[-1] = (runs[-1][0], runs[-1][1] + new[off : off + BLOCK])
+            parts = ((page + off, new[off : off + BLOCK]) for off in _differing_blocks(new, old)) \
+                if page in exact else ((page, new),)
+            for addr, data in parts:
+                if runs and runs[-1][0] + len(runs[-1][1]) == addr \
+                        and (runs[-1][0] in exact) == (addr in exact):
+                    runs[-1] = (runs[-1][0], runs[-1][1] + data)
                 else:
-                    runs.append((addr, new[off : off + BLOCK]))
+                    runs.append((addr, data))
         self._pages = {p: b for p, b in want.items() if b != ZERO}
         return runs
