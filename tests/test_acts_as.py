@@ -13,13 +13,13 @@ import pytest
 
 from xcheck.arch.features import Features
 from xcheck.check import acts_as_explains, compare
-from xcheck.fuzz.session import Fuzzer, FuzzOptions, known_behaviours
+from xcheck.fuzz.judge import Judge
+from xcheck.fuzz.session import known_behaviours
 from xcheck.fuzz.signature import Signature, target_error_signature
 from xcheck.machine import TargetException
 from xcheck.model import run_model
 from xcheck.outcome import Kind
 from xcheck.scenario.loader import ScenarioError, parse_scenario
-from xcheck.target.profile import load_profile
 
 RAM = 128 << 20
 CPU = Features().upgraded()
@@ -130,18 +130,17 @@ def test_the_fuzzer_knows_an_unrecorded_signature_by_acts_as(tmp_path: Path) -> 
     signature names it and the bug's file records it."""
     (tmp_path / "tge.yaml").write_text(TGE)
     assert known_behaviours((tmp_path,), "6.2", CPU) == []  # ">=7.2" does not cover 6.2
-    fz = Fuzzer(load_profile("tcg-max"), FuzzOptions())
-    fz.known, fz.features = {}, CPU
-    fz.behaviours = known_behaviours((tmp_path,), "7.2.22", CPU)
+    judge = Judge("qemu", "7.2.22", CPU, RAM,
+                  behaviours=known_behaviours((tmp_path,), "7.2.22", CPU))
     s = parse_scenario(TGE, Path("case.yaml"))
     setup = s.build()
     sig = Signature("mismatch", "S1E1R", ("ATTR", "PA", "SH"), "some rule")
-    seen = fz.explained(sig, setup, setup.probes[0], WALKED)
+    seen = judge.explained(sig, setup, setup.probes[0], WALKED)
     assert seen.acts_as == "tge (HCR_EL2.TGE = 0, HCR_EL2.PTW = 0)"
-    assert fz.known == {seen.family: tmp_path / "tge.yaml"}
+    assert judge.known == {seen.family: tmp_path / "tge.yaml"}
     assert Signature.from_json(seen.to_json()) == seen
     other = (WALKED & ~0xFFFF_F000) | 0x3000_0000
-    assert fz.explained(sig, setup, setup.probes[0], other) == sig
+    assert judge.explained(sig, setup, setup.probes[0], other) == sig
 
 
 def test_a_harness_exception_signature_keeps_its_class_and_fault_status() -> None:

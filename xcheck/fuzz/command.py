@@ -15,8 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from xcheck.arch.rules import Rule
-from xcheck.fuzz.case import Case
 from xcheck.fuzz.coverage import Coverage
+from xcheck.fuzz.drawers import Drawn
 from xcheck.fuzz.knobs import KNOBS, KnobError, parse_features
 from xcheck.fuzz.merge import MergeError, merge, read_summaries, summary_name
 from xcheck.fuzz.session import CannotFuzz, Finding, Fuzzer, FuzzOptions
@@ -137,9 +137,9 @@ class _Progress:
 
     def event(self, kind: str, data: Any) -> None:
         if kind == "case":
-            assert isinstance(data, Case)
+            assert isinstance(data, Drawn)
             self.cases += 1
-            self.probes += len(data.setup.probes)
+            self.probes += data.probes
             if time.monotonic() - self.last > 15:
                 self.last = time.monotonic()
                 self.console.print(f"  {self.cases} cases, {self.probes} probes", style="dim")

@@ -3,10 +3,12 @@ model, group failures by signature, shrink each new one to a file.
 
 The target is started once and restarted after a crash or a hang (which
 is itself a finding). It runs in a second process (xcheck.target.remote)
-with the next case queued (IN_FLIGHT): while it runs them, this process
-compares the case before and draws the one after. Findings whose
-signature a file in the output folder (or in a folder of earlier findings)
-already records are counted, not shrunk again.
+with the next case queued (IN_FLIGHT). The cases are drawn, run on the
+model and judged in drawing processes (xcheck.fuzz.drawers); this process
+passes their runs to the target and their answers back, and counts each
+case's failures in case number order. Findings whose signature a file in
+the output folder (or in a folder of earlier findings) already records are
+counted, not shrunk again.
 """
 
 from __future__ import annotations
@@ -24,18 +26,16 @@ from typing import Any
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.gpc import GpcParams
-from xcheck.check import acts_as_explains, agrees, compare
 from xcheck.fuzz.case import Case, built, load_doc, make_case, model_results, scenario_of
 from xcheck.fuzz.coverage import Coverage
+from xcheck.fuzz.drawers import Draw, Drawers, Drawn, runnable
+from xcheck.fuzz.judge import Behaviour, Failure, Judge
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.shrink import shrink
-from xcheck.fuzz.signature import Signature, signature, target_error_signature
+from xcheck.fuzz.signature import Signature, target_error_signature
 from xcheck.fuzz.yamlout import Doc
-from xcheck.machine import MachineSetup, Probe, ProbeResult
-from xcheck.model import ImpDefStates
-from xcheck.needs import unrunnable
+from xcheck.machine import MachineSetup, ProbeResult
 from xcheck.outcome import Outcome
-from xcheck.scenario.expect import KnownDivergence
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
 from xcheck.target.errors import HarnessError, TargetError, Unsupported
 from xcheck.target.profile import Profile
@@ -46,9 +46,12 @@ GAVE_UP = "gave up after"
 """In the target's error when the harness stopped after too many exceptions."""
 SMALL_BATCH = 16
 IN_FLIGHT = 2
-"""Cases sent to the target ahead of the one compared: the running one and
+"""Cases sent to the target ahead of the one collected: the running one and
 one queued behind it, so that the target starts the next case while this
-process compares the last and draws the one after."""
+process passes the last one's answers on."""
+JUDGING = 4
+"""Cases whose answers went to their drawers before this process waits for
+the oldest one's report (it counts reports as they come, in order)."""
 GC_YOUNG = 10_000
 """Allocations between two collections of the youngest GC generation while
 fuzzing (Python's default: 700). A case makes tens of thousands of short-lived
@@ -72,6 +75,8 @@ class FuzzOptions:
     shard: tuple[int, int] | None = None
     """``(k, n)``: run only the cases whose number is k - 1 modulo n (1-based
     k), so that n jobs with the same seed run the campaign's cases once."""
+    drawers: int | None = None
+    """Drawing processes (xcheck.fuzz.drawers; default: one per core)."""
 
 
 def shard_indices(shard: tuple[int, int] | None) -> Iterator[int]:
@@ -114,21 +119,9 @@ class Finding:
         }
 
 
-@dataclass(frozen=True)
-class Job:
-    """What a case runs on the target: its probes the harness can run
-    (``keep``: their numbers in the case), or why none can (``skipped``)."""
-
-    setup: MachineSetup
-    keep: tuple[int, ...]
-    skipped: str | None = None
-    error: TargetError | None = None
-    """The target failed when the run was sent (raised when it is collected)."""
-
-
 @dataclass
 class CheckResult:
-    failures: list[tuple[Signature, int, Outcome]]
+    failures: list[Failure]
     target_error: str | None = None
     skipped: str | None = None
 
@@ -179,20 +172,6 @@ def _scenario_texts(dirs: tuple[Path, ...]) -> Iterator[tuple[Path, str]]:
                 yield f, f.read_text(encoding="utf-8")
             except OSError:
                 continue
-
-
-@dataclass(frozen=True)
-class Behaviour:
-    """A recorded bug known by what the target does: a `known:` entry with
-    ``acts_as`` register values, from the scenario ``name`` at ``path``."""
-
-    path: Path
-    name: str
-    entry: KnownDivergence
-
-    @property
-    def label(self) -> str:
-        return f"{self.name} ({self.entry.describe_acts()})"
 
 
 def known_behaviours(dirs: tuple[Path, ...], version: str,
@@ -248,11 +227,11 @@ class Fuzzer:
         self.coverage = Coverage()
         self.stats = Stats()
         self.shrunk = 0
-        self.known: dict[Signature, Path] | None = None
-        """Recorded signatures, read at the first start (they depend on the
-        target's version and CPU)."""
-        self.behaviours: list[Behaviour] = []
-        """Recorded bugs known by their ``acts_as``, read with ``known``."""
+        self.judge = Judge(profile.kind, "", self.features, self.ram_size)
+        """Compares this process's own runs (shrinking); the drawers have
+        copies. Its recorded signatures and ``acts_as`` bugs are read at the
+        first start (they depend on the target's version and CPU)."""
+        self._read_known = False
 
     # --- the target ---------------------------------------------------------
 
@@ -277,10 +256,13 @@ class Fuzzer:
         self.knobs = Knobs(self.features, self.opt.allowed,
                            starts_el3=getattr(self.target, "scr_el3", None) is not None,
                            l0gptsz=GpcParams.decode(gpccr, 0, 52).l0gptsz)
-        if self.known is None:
+        self.judge = replace(self.judge, version=self.version, features=self.features,
+                             ram_size=self.ram_size)
+        if not self._read_known:
+            self._read_known = True
             dirs = (self.opt.out, *self.opt.known_dirs)
-            self.known = known_signatures(dirs, self.version, self.features)
-            self.behaviours = known_behaviours(dirs, self.version, self.features)
+            self.judge.known = known_signatures(dirs, self.version, self.features)
+            self.judge.behaviours = known_behaviours(dirs, self.version, self.features)
 
     def close(self) -> None:
         if self.target is not None:
@@ -309,34 +291,21 @@ class Fuzzer:
     def check(self, scenario: Scenario, setup: MachineSetup,
               model: list[AtResult] | tuple[AtResult, ...]) -> CheckResult:
         """Run ``setup`` on the target and compare each probe with ``model``."""
-        job = self.job(setup)
+        job = runnable(setup, self.features, self.ram_size)
         if job.skipped is not None:
             return CheckResult([], skipped=job.skipped)
-        return self.judge(scenario, job, model, lambda: self.run_target(job.setup))
+        got = self.answers(lambda: self.run_target(job.setup))
+        if isinstance(got, CheckResult):
+            return got
+        return CheckResult(self.judge.failures(scenario, job.setup, job.keep, model, got))
 
-    def job(self, setup: MachineSetup, choices: ImpDefStates | None = None) -> Job:
-        """The probes of ``setup`` the harness can run on this CPU. The others
-        (xcheck.needs) are left out, as `xcheck run` skips them: their
-        failures would be the harness's. ``choices``: the registers as the
-        model decoded them for the probes (Case.choices)."""
-        blocked = unrunnable(setup, self.features, self.ram_size, choices)
-        keep = tuple(i for i, why in enumerate(blocked) if not why)
-        if not keep:
-            return Job(setup, keep, blocked[0])
-        if len(keep) < len(blocked):
-            setup = replace(setup, probes=tuple(setup.probes[i] for i in keep))
-        return Job(setup, keep)
-
-    def judge(self, scenario: Scenario, job: Job,
-              model: list[AtResult] | tuple[AtResult, ...],
-              results: Callable[[], list[ProbeResult]], counted: bool = False) -> CheckResult:
-        """The failures of ``job``, whose target ``results`` are asked for here
-        (a target error ends the case; a crash or a hang restarts QEMU).
-        ``counted``: the failures go to :meth:`count`, which keeps an outcome
-        only as the example of a family new in the run, so only those carry
-        the model's rendered trace."""
+    def answers(self, results: Callable[[], list[ProbeResult]]
+                ) -> list[ProbeResult] | CheckResult:
+        """The target's ``results``; or, when the target failed, the case's
+        result: skipped (the CPU lacks something), or a target error (after
+        a crash or a hang, QEMU is started again)."""
         try:
-            got = results()
+            return results()
         except Unsupported as err:
             return CheckResult([], skipped=str(err))
         except HarnessError as err:  # QEMU is fine: no restart
@@ -344,49 +313,24 @@ class Fuzzer:
         except TargetError as err:
             self.restart()
             return CheckResult([], target_error=str(err))
-        fails = []
-        plain = not scenario.expect
-        for i, p, g in zip(job.keep, job.setup.probes, got, strict=True):
-            m = model[i]
-            if plain and agrees(m, g):
-                continue  # a match (compare would say so; no expectation to judge)
-            o = compare(scenario, p, g, m, target=self.profile.kind, version=self.version,
-                        trace=not counted)
-            sig = signature(o, g, m)
-            if sig is not None:
-                sig = self.explained(sig, job.setup, p, g)
-                if counted and sig.family not in self.findings:
-                    o = replace(o, trace=m.render())
-                fails.append((sig, i, o))
-        return CheckResult(fails)
 
-    def explained(self, sig: Signature, setup: MachineSetup, probe: Probe,
-                  got: ProbeResult) -> Signature:
-        """``sig``; or, when no file records its family and a recorded bug's
-        ``acts_as`` explains the probe (xcheck.check.acts_as_explains), the
-        signature with that bug named, which the bug's file then records."""
-        known = self.known if self.known is not None else {}
-        if sig.family in known:
-            return sig
-        for b in self.behaviours:
-            if acts_as_explains(b.entry, setup, probe, got, self.features, self.ram_size):
-                out = replace(sig, acts_as=b.label)
-                known.setdefault(out.family, b.path)
-                return out
-        return sig
-
-    def run_target(self, setup: MachineSetup,
-                   first: Callable[[], list[ProbeResult]] | None = None) -> list[ProbeResult]:
-        """The target's results (``first``: the run already submitted); when
-        the harness gave up after too many unexpected exceptions, the probes
-        again in small batches (each program has its own exception budget),
-        so that each probe gets its own answer."""
+    def run_target(self, setup: MachineSetup) -> list[ProbeResult]:
+        """The target's results for ``setup``; in small batches when the
+        harness gave up (:meth:`small_batches`)."""
         assert self.target is not None
         try:
-            return first() if first else self.target.run(setup, "batch")
+            return self.target.run(setup, "batch")
         except TargetError as err:
-            if GAVE_UP not in str(err) or len(setup.probes) <= SMALL_BATCH:
+            if not _gave_up(err, len(setup.probes)):
                 raise
+        return self.small_batches(setup)
+
+    def small_batches(self, setup: MachineSetup) -> list[ProbeResult]:
+        """The probes of ``setup`` run again in small batches, after the
+        harness gave up on them after too many unexpected exceptions (each
+        program has its own exception budget), so that each probe gets its
+        own answer."""
+        assert self.target is not None
         out: list[ProbeResult] = []
         for i in range(0, len(setup.probes), SMALL_BATCH):
             part = replace(setup, probes=setup.probes[i:i + SMALL_BATCH])
@@ -407,7 +351,7 @@ class Fuzzer:
             if sig.kind == "target-error":
                 return res.target_error is not None and \
                     target_error_signature(res.target_error) == sig
-            return any(s.family == sig for s, _, _ in res.failures)
+            return any(f.signature.family == sig for f in res.failures)
         return fails
 
     @property
@@ -416,112 +360,153 @@ class Fuzzer:
 
     # --- the loop ---------------------------------------------------------------
 
-    def cases(self) -> Iterator[Case]:
-        """The run's cases: numbers below ``count`` (or until ``seconds`` have
-        passed), of this shard only."""
-        origin = f"{self.profile.name}, QEMU {self.version}".strip()
-        start = time.monotonic()
+    def numbers(self) -> Iterator[int]:
+        """The run's case numbers, of this shard only, below ``count``."""
         for index in shard_indices(self.opt.shard):
             if self.opt.count is not None and index >= self.opt.count:
                 return
+            yield index
+
+    def case_numbers(self) -> Iterator[int]:
+        """:meth:`numbers` until ``seconds`` have passed (shrinking aside)."""
+        start = time.monotonic()
+        for index in self.numbers():
             if self.opt.seconds is not None and \
                     time.monotonic() - start - self.stats.shrink_seconds >= self.opt.seconds:
                 return
-            yield make_case(self.opt.seed, index, self.knobs, self.ram_size, origin)
+            yield index
+
+    @property
+    def origin(self) -> str:
+        """Where the cases ran, for their files' comments."""
+        return f"{self.profile.name}, QEMU {self.version}".strip()
+
+    def case(self, index: int) -> Case:
+        """Case ``index`` of the run, drawn here (as its drawer drew it)."""
+        return make_case(self.opt.seed, index, self.knobs, self.ram_size, self.origin)
 
     def run(self) -> None:
-        """Every case: drawn (generated, loaded, run on the model) here while
-        the target's process runs the case before it."""
-        with _young_collections(GC_YOUNG):
-            self._run()
+        """Every case: drawn and judged by the drawers while the target runs
+        the cases before it."""
+        draw = Draw(self.opt.seed, self.knobs, self.ram_size, self.origin, self.judge,
+                    self.numbers)
+        with _young_collections(GC_YOUNG), Drawers(draw, self.opt.drawers) as drawers:
+            self._run(drawers)
 
-    def _run(self) -> None:
+    def _run(self, drawers: Drawers) -> None:
         t0 = time.monotonic()
-        cases = self.cases()
-        ahead: deque[tuple[Case, Job]] = deque()
+        numbers = self.case_numbers()
+        more = True
+        ahead: deque[tuple[Drawn, TargetError | None]] = deque()
+        judging: deque[tuple[Drawn, CheckResult | None]] = deque()
+        """Cases collected and not counted yet; None: their drawer judges them."""
         while True:
-            while len(ahead) < IN_FLIGHT and (sent := self.submit(next(cases, None))):
-                ahead.append(sent)
-            if not ahead:
+            while more and len(ahead) < IN_FLIGHT:
+                index = next(numbers, None)
+                if index is None:
+                    more = False
+                else:
+                    ahead.append(self.submit(drawers.drawn(index)))
+            if ahead:
+                drawn, error = ahead.popleft()
+                got = self.collected(drawn, error)
+                if isinstance(got, CheckResult):
+                    drawers.judge(drawn.index, None)
+                    judging.append((drawn, got))
+                else:
+                    drawers.judge(drawn.index, got)
+                    judging.append((drawn, None))
+            elif not judging:
                 break
-            case, job = ahead.popleft()
-            res = self.collect(case, job)
-            self.stats.cases += 1
-            self.stats.probes += len(case.setup.probes)
-            if res.skipped:
-                self.stats.skipped += 1
-            new = self.count(case, res)
-            shrinking = [sig for sig in new
-                         if self.findings[sig].known_file is None and self.may_shrink()]
-            self.coverage.add_case(case.tags)
-            self.coverage.add(case.setup.probes, case.model)
-            self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
-            self.on_event("case", case)
-            for sig, hint in new.items():
-                f = self.findings[sig]
-                if sig in shrinking and self.may_shrink():
-                    self.shrunk += 1
-                    s0 = time.monotonic()
-                    self.shrink_finding(f, case, hint)
-                    self.stats.shrink_seconds += time.monotonic() - s0
-                self.on_event("finding", f)
+            while judging and (judging[0][1] is not None or len(judging) > JUDGING
+                               or not ahead or drawers.reported(judging[0][0].index)):
+                drawn, res = judging.popleft()
+                self.finish(drawn, res or CheckResult(drawers.report(drawn.index)), t0)
         self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+
+    def submit(self, drawn: Drawn) -> tuple[Drawn, TargetError | None]:
+        """Start ``drawn``'s run on the target (unless it is skipped); the
+        target's error if it failed at once (raised when collected)."""
+        if drawn.skipped is None:
+            assert self.target is not None
+            try:
+                self.target.submit_request(drawn.request)
+            except TargetError as err:
+                return drawn, err
+        return drawn, None
+
+    def collected(self, drawn: Drawn, error: TargetError | None
+                  ) -> list[ProbeResult] | CheckResult:
+        """The target's answers for ``drawn``, whose run :meth:`submit`
+        started; or the case's result when there are none (:meth:`answers`)."""
+        if drawn.skipped is not None:
+            return CheckResult([], skipped=drawn.skipped)
+        assert self.target is not None
+        target = self.target
+
+        def results() -> list[ProbeResult]:
+            if error is not None:
+                raise error
+            try:
+                return target.collect()
+            except TargetError as err:
+                if not _gave_up(err, len(drawn.keep)):
+                    raise
+            return self.small_batches(drawn.setup)
+        return self.answers(results)
+
+    def finish(self, drawn: Drawn, res: CheckResult, t0: float) -> None:
+        """Count case ``drawn`` (the next in number order) with its result,
+        and shrink the findings new in the run."""
+        self.stats.cases += 1
+        self.stats.probes += drawn.probes
+        if res.skipped:
+            self.stats.skipped += 1
+        new = self.count(drawn.index, res)
+        shrinking = [sig for sig in new
+                     if self.findings[sig].known_file is None and self.may_shrink()]
+        self.coverage.merge(drawn.coverage)
+        self.stats.fuzz_seconds = time.monotonic() - t0 - self.stats.shrink_seconds
+        self.on_event("case", drawn)
+        for sig, hint in new.items():
+            f = self.findings[sig]
+            if sig in shrinking and self.may_shrink():
+                self.shrunk += 1
+                s0 = time.monotonic()
+                self.shrink_finding(f, self.case(drawn.index), hint)
+                self.stats.shrink_seconds += time.monotonic() - s0
+            self.on_event("finding", f)
 
     def may_shrink(self) -> bool:
         """Is shrinking on, with findings left in its budget (--max-shrinks)?"""
         return self.opt.shrink and (self.opt.max_shrinks is None
                                     or self.shrunk < self.opt.max_shrinks)
 
-    def submit(self, case: Case | None) -> tuple[Case, Job] | None:
-        """Start ``case``'s run on the target (if the harness can run any of
-        its probes); None when there is no case."""
-        if case is None:
-            return None
-        job = self.job(case.setup, case.choices)
-        if job.skipped is None:
-            assert self.target is not None
-            try:
-                self.target.submit(job.setup)
-            except TargetError as err:
-                job = replace(job, error=err)
-        return case, job
-
-    def collect(self, case: Case, job: Job) -> CheckResult:
-        """The failures of ``case``, whose run :meth:`submit` started."""
-        if job.skipped is not None:
-            return CheckResult([], skipped=job.skipped)
-        assert self.target is not None
-        target = self.target
-
-        def results() -> list[ProbeResult]:
-            if job.error is not None:
-                raise job.error
-            return self.run_target(job.setup, target.collect)
-        return self.judge(case.scenario, job, case.model, results, counted=True)
-
-    def count(self, case: Case, res: CheckResult) -> dict[Signature, list[int]]:
-        """Record ``res``'s failures; the families new in this run, each with
-        the probes that showed it (the shrinker's hint)."""
+    def count(self, index: int, res: CheckResult) -> dict[Signature, list[int]]:
+        """Record the failures of case ``index``; the families new in this
+        run, each with the probes that showed it (the shrinker's hint)."""
         new: dict[Signature, list[int]] = {}
         if res.target_error is not None:
             self.stats.target_errors += 1
             sig = target_error_signature(res.target_error)
-            if self.record(sig, case.index, None):
+            if self.record(sig, index, None, self.judge.known.get(sig)):
                 new[sig] = []
-        for sig, i, o in res.failures:
-            if self.record(sig, case.index, o):
-                new[sig.family] = [i]
-            elif sig.family in new:
-                new[sig.family].append(i)
+        for f in res.failures:
+            fam = f.signature.family
+            if self.record(f.signature, index, f.outcome, f.known):
+                new[fam] = [f.probe]
+            elif fam in new:
+                new[fam].append(f.probe)
         return new
 
-    def record(self, sig: Signature, index: int, example: Outcome | None) -> bool:
-        """Count one failure; True when its signature family is new in this run."""
+    def record(self, sig: Signature, index: int, example: Outcome | None,
+               known: Path | None) -> bool:
+        """Count one failure (``known``: the file recording its family);
+        True when its signature family is new in this run."""
         fam = sig.family
         f = self.findings.get(fam)
         fresh = f is None
         if f is None:
-            known = (self.known or {}).get(fam)
             f = self.findings[fam] = Finding(fam, index, example, known_file=known)
         f.count += 1
         f.ops[sig.op] += 1
@@ -566,11 +551,17 @@ class Fuzzer:
         f.file = path
         setup = built(scenario)
         res = self.check(scenario, setup, model_results(setup, self.features, self.ram_size))
-        same = [o for s, _, o in res.failures if s.family == sig]
+        same = [f.outcome for f in res.failures if f.signature.family == sig]
         if same:
             f.shrunk_outcome = same[0]
         elif sig.kind != "target-error":
             f.shrink_note += "; the written file did not fail again on its own run"
+
+
+def _gave_up(err: TargetError, probes: int) -> bool:
+    """Did the harness give up on a batch of ``probes`` after too many
+    unexpected exceptions, one that smaller batches would run?"""
+    return GAVE_UP in str(err) and probes > SMALL_BATCH
 
 
 @contextmanager

@@ -248,6 +248,11 @@ class RemoteTarget:
         """Queue a run of ``setup``; :meth:`collect` gives its results."""
         self._queued.append(self._send(("run", setup, mode)))
 
+    def submit_request(self, request: bytes) -> None:
+        """Queue a run whose request ``("run", setup, mode)`` is already
+        pickled (by a process that has the setup, xcheck.fuzz.drawers)."""
+        self._queued.append(self._send(request))
+
     def collect(self) -> list[ProbeResult]:
         """The results of the oldest run :meth:`submit` queued (its
         TargetError raised here)."""
@@ -262,12 +267,15 @@ class RemoteTarget:
     def _call(self, request: tuple[Any, ...]) -> Any:
         return self._receive(self._send(request))
 
-    def _send(self, request: tuple[Any, ...]) -> int:
-        """Send ``request``; its number."""
+    def _send(self, request: tuple[Any, ...] | bytes) -> int:
+        """Send ``request`` (or its pickle); its number."""
         if self._conn is None:
             raise errors.TargetError("the target is not started")
         try:
-            self._conn.send(request)
+            if isinstance(request, bytes):
+                self._conn.send_bytes(request)
+            else:
+                self._conn.send(request)
         except OSError as err:
             raise errors.TargetError(f"the target's process is gone: {err}") from None
         self._sent += 1
