@@ -1,11 +1,13 @@
-"""Fuzzing throughput, end to end on one worker: generate, load and build
+"""Fuzzing throughput, end to end on one QEMU: generate, load and build
 each case, run the model and QEMU, compare, count coverage (targets:
 fuzz_probes_per_s >= 2000, fuzz_cases_per_s >= 100). Shrinking is off: it
-is not throughput. fuzz_draws_per_s is the limit the drawing process sets:
-cases generated, loaded, built and run on the model per second, no QEMU.
-fuzz_cpu_ms_per_case is the CPU time a case costs in every process (the
-fuzzer, the target's process, QEMU, gdb); fuzz_cpu_bound_cases_per_s the
-rate the machine's cores allow at that cost, whatever the overlap.
+is not throughput. The cases are drawn by one drawing process per core
+(xcheck.fuzz.drawers); fuzz_draws_per_s is what one such process draws
+alone: cases generated, loaded, built and run on the model per second, no
+QEMU. fuzz_cpu_ms_per_case is the CPU time a case costs in every process
+(the fuzzer, its drawers, the target's process, QEMU, gdb);
+fuzz_cpu_bound_cases_per_s the rate the machine's cores allow at that
+cost, whatever the overlap.
 
 A case has at most generate.MAX_PROBES (96) probes, 90 on average for
 seed 1 on QEMU 7.2 (fuzz_probes_per_case is printed beside the rates), over
@@ -25,7 +27,7 @@ from xcheck.fuzz.session import Fuzzer, FuzzOptions
 from xcheck.target.profile import load_profile
 
 TARGET = ">= 2000"
-CASES = 200
+CASES = 400
 DRAWS = 60
 
 
@@ -42,10 +44,11 @@ def bench_fuzz() -> dict[str, float]:
             for index in range(DRAWS):
                 make_case(opts.seed, index, fz.knobs, fz.ram_size)
             draw_seconds = time.monotonic() - t0
-        # the target's process, QEMU and gdb, reaped at close (their start included)
+        # the drawers, reaped at the end of the run, and the target's process,
+        # QEMU and gdb, reaped at close (their start included)
         cpu += _children_cpu() - children0
     print(f"# target: fuzz_probes_per_s {TARGET}, fuzz_cases_per_s >= 100 "
-          "(limit: fuzz_draws_per_s, the same cases without QEMU)")
+          "(fuzz_draws_per_s: one process drawing the same cases, without QEMU)")
     return {
         "fuzz_probes_per_s": fz.stats.probes_per_s,
         "fuzz_cases_per_s": fz.stats.cases / fz.stats.fuzz_seconds,

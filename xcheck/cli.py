@@ -530,12 +530,15 @@ def live(
 @click.option("--shard", metavar="K/N",
               help="Run the K-th of N slices of the campaign (case numbers K-1 modulo N; "
                    "needs --seed); `xcheck fuzz merge` joins the N --out folders.")
+@click.option("--drawers", type=click.IntRange(min=1), metavar="N",
+              help="Processes that draw, run on the model and judge the cases; what a "
+                   "run finds does not depend on N [default: one per core].")
 @click.pass_context
 def fuzz(
     ctx: click.Context, seed: int | None, count: int | None, duration: str | None,
     features: tuple[str, ...], config: str | None, qemu: str | None, cpu: str | None,
     out: Path, known_dirs: tuple[Path, ...], json_path: Path | None, no_shrink: bool,
-    shrink_runs: int, max_shrinks: int | None, shard: str | None,
+    shrink_runs: int, max_shrinks: int | None, shard: str | None, drawers: int | None,
 ) -> None:
     """Differential fuzzing: random translation setups (within what the CPU
     implements) run on QEMU and on the model; each new kind of failure is
@@ -561,7 +564,7 @@ def fuzz(
         qemu=qemu, cpu=cpu, out=out, known_dirs=tuple(known), json_path=json_path,
         do_shrink=not no_shrink, shrink_runs=shrink_runs, max_shrinks=max_shrinks,
         console=_console(),
-        shard=_parse_shard(shard),
+        shard=_parse_shard(shard), drawers=drawers,
     ))
 
 

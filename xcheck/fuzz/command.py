@@ -54,6 +54,7 @@ def fuzz_command(
     console: Console,
     max_shrinks: int | None = None,
     shard: tuple[int, int] | None = None,
+    drawers: int | None = None,
 ) -> int:
     """Run the fuzzer; exit 0 when nothing new failed, 1 on a new finding,
     2 on a usage error, 125 when the target cannot be started."""
@@ -77,7 +78,7 @@ def fuzz_command(
         seed = int(time.time()) % 1_000_000
     opts = FuzzOptions(seed=seed, count=count, seconds=seconds, allowed=allowed, out=out,
                        known_dirs=known_dirs, shrink=do_shrink, shrink_runs=shrink_runs,
-                       max_shrinks=max_shrinks, shard=shard)
+                       max_shrinks=max_shrinks, shard=shard, drawers=drawers)
     with ExitStack() as stack:
         sink: IO[str] | None = None
         if json_path is not None:
