@@ -10,10 +10,10 @@ Sections are those of Arm ARM DDI 0487 (chapter D8, C5.4, D24.2).
 
 from __future__ import annotations
 
-from enum import Enum
+from xcheck.machine import IdentityEnum
 
 
-class Rule(Enum):
+class Rule(IdentityEnum):
     # C5.4, AArch64.AT: which regime an AT operation translates, or none
     AT_UNDEFINED_AT_EL = "C5.4: AT UNDEFINED at this EL"
     AT_NEEDS_PAN2 = "C5.4.9: AT S1E1RP/WP UNDEFINED without FEAT_PAN2"
