@@ -38,7 +38,7 @@ from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, Targ
 from xcheck.target.gdb import Gdb
 from xcheck.target.profile import Profile
 from xcheck.target.shadow import PAGE, Shadow
-from xcheck.target.stub import AttachedQemu
+from xcheck.target.stub import LOST_CONNECTION, AttachedQemu
 
 ID_REGISTERS = (
     "ID_AA64ISAR1_EL1",
@@ -210,7 +210,7 @@ class QemuTarget:
         stub = self._stub
         if stub is None or stub.qemu is None:
             return err
-        gone = stub.gone()
+        gone = stub.gone(dying=any(s in str(err) for s in LOST_CONNECTION))
         if gone and not str(err).startswith("QEMU "):
             return TargetError(f"{gone}: {err}", stub.stderr())
         if not err.stderr:

@@ -7,6 +7,7 @@ never clash on ports; its stderr is kept in a file for reports.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import shutil
@@ -222,6 +223,13 @@ class QemuProcess:
 
     def exit_status(self) -> int | None:
         return None if self._proc is None else self._proc.poll()
+
+    def await_exit(self, seconds: float) -> None:
+        """Give a dying QEMU up to ``seconds`` to be seen dead (its socket
+        closes before its exit status can be read)."""
+        if self._proc is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(seconds)
 
     def stderr(self) -> str:
         try:

@@ -12,6 +12,11 @@ from xcheck.target.profile import Profile
 from xcheck.target.qemu import QemuProcess, SharedRam, qemu_version
 
 REUSE_TIMEOUT = 2.0
+DYING_S = 1.0
+"""How long a QEMU whose gdb connection broke may take to be seen dead."""
+LOST_CONNECTION = ("Remote communication error", "Remote connection closed",
+                   "Target disconnected")
+"""What gdb says when the stub's end of its connection went away."""
 """Seconds a gdb kept from a dead QEMU has to show it still answers."""
 
 
@@ -131,9 +136,12 @@ class AttachedQemu:
     def stderr(self) -> str:
         return self.qemu.stderr() if self.qemu is not None else ""
 
-    def gone(self) -> str:
-        """Why QEMU is no longer there ("" while it runs)."""
+    def gone(self, dying: bool = False) -> str:
+        """Why QEMU is no longer there ("" while it runs). ``dying``: gdb lost
+        its connection, so QEMU is given DYING_S to be seen dead."""
         q = self.qemu
+        if q is not None and dying and q.alive():
+            q.await_exit(DYING_S)
         if q is None or q.alive():
             return ""
         status = q.exit_status()
