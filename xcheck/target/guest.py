@@ -36,6 +36,7 @@ from xcheck.machine import (
 from xcheck.target import el3, harness, isa
 from xcheck.target.errors import GdbTimeout, HarnessError, QemuLaunchError, TargetError
 from xcheck.target.gdb import Gdb
+from xcheck.target.process import cpu_seconds
 from xcheck.target.profile import Profile
 from xcheck.target.shadow import PAGE, Shadow
 from xcheck.target.stub import LOST_CONNECTION, AttachedQemu
@@ -332,9 +333,14 @@ class QemuTarget:
         """Continue (with the MI command ``resume``) until the guest stops;
         its ``*stopped`` record. The guest is looked at every STALL_SLICE
         seconds: a harness caught in an exception loop is reported then, not
-        when ``timeout`` runs out (and continued from where it was)."""
+        when ``timeout`` runs out (and continued from where it was). A loop
+        is the same place twice with QEMU having run between the looks (at
+        least half a slice of CPU): a QEMU starved of CPU on a loaded
+        machine may be found twice where it was, without looping."""
         deadline = time.monotonic() + timeout
         looping: tuple[int, ...] = ()
+        qemu = self._stub.qemu.pid if self._stub is not None and self._stub.qemu else None
+        ran = cpu_seconds(qemu)
         while True:
             left = deadline - time.monotonic()
             try:
@@ -344,12 +350,13 @@ class QemuTarget:
                     raise
             resume = "-exec-continue"
             seen = self._exception_loop()
-            if seen and seen == looping:
+            now = cpu_seconds(qemu)
+            if seen and seen == looping and now - ran >= STALL_SLICE / 2:
                 raise TargetError(
                     "the harness cannot make progress: an exception loop in its vectors "
                     f"({self._state()})"
                 )
-            looping = seen
+            looping, ran = seen, now
 
     def _stopped_at(self, stop: Mapping[str, Any], expected: Sequence[int]) -> int:
         """The PC of the ``stop``, which must be one of ``expected``."""
