@@ -128,11 +128,6 @@ class Probe:
     label: str = ""
     space: SecurityState = SecurityState.NONSECURE
 
-    def __reduce__(self) -> tuple[type[Probe], tuple[AtOp, int, int, bool, str, SecurityState]]:
-        """Pickled as its fields in order (a dataclass's default, its state
-        dict, costs twice as much; a fuzz case sends about 90 probes)."""
-        return (Probe, (self.op, self.va, self.el, self.pan, self.label, self.space))
-
 
 @dataclass(frozen=True)
 class MachineSetup:
