@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,30 @@ def test_usage_errors_exit_2(args: list[str], message: str) -> None:
     res = CliRunner().invoke(main, ["fuzz", *args])
     assert res.exit_code == 2
     assert message in res.output
+
+
+@pytest.mark.qemu
+def test_a_target_that_cannot_start_again_ends_the_run_with_125(
+        qemu_profile: Profile, tmp_path: Path) -> None:
+    """QEMU killed in the middle of a campaign, and every QEMU started after
+    it failing at once: the run stops with "could not test", its summary
+    written, exit 125 (no traceback, nothing left running)."""
+    real = shutil.which(qemu_profile.binary)
+    assert real is not None
+    wrapper = tmp_path / "qemu-once"
+    marker = tmp_path / "started"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case "$1" in --version|-version) exec {real} "$@";; esac\n'
+        f"[ -e {marker} ] && exit 1\n"
+        f"touch {marker}\n"
+        f'exec timeout -s KILL 4 {real} "$@"\n')
+    wrapper.chmod(0o755)
+    out = tmp_path / "found"
+    res = CliRunner().invoke(main, ["fuzz", "--seed", "4", "--time", "60s", "--no-shrink",
+                                    "--qemu", str(wrapper), "--out", str(out),
+                                    "--known", str(tmp_path)])
+    assert res.exit_code == 125, res.output
+    assert "could not test" in res.output and isinstance(res.exception, SystemExit)
+    summary = json.loads((out / "fuzz-summary.json").read_text())
+    assert summary["cases"] > 0 and summary["qemu"]

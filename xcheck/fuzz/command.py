@@ -97,14 +97,20 @@ def fuzz_command(
         if off:
             console.print("  not generated: " + ", ".join(off), highlight=False)
         interrupted = False
+        lost = False
+        version = fuzzer.version
         try:
             fuzzer.run()
         except KeyboardInterrupt:
             interrupted = True
             console.print("[yellow]interrupted[/]: reporting what ran")
+        except CannotFuzz as err:
+            lost = True
+            console.print(f"[red]could not test:[/] the target could not be started again "
+                          f"({err}): reporting what ran", highlight=False)
         _summary(console, fuzzer)
         summary = json.dumps({"type": "summary", "seed": seed, "shard": shard,
-                              "profile": profile.name, "qemu": fuzzer.version,
+                              "profile": profile.name, "qemu": version,
                               **_stats(fuzzer),
                               "findings": [f.to_json() for f in fuzzer.findings.values()],
                               "coverage": fuzzer.coverage.to_json()})
@@ -115,6 +121,8 @@ def fuzz_command(
     new = [f for f in fuzzer.findings.values() if f.known_file is None]
     if interrupted:
         return 130
+    if lost:
+        return int(ExitCode.CANNOT_TEST)
     return int(ExitCode.FAILED if new else ExitCode.OK)
 
 
