@@ -17,7 +17,14 @@ import pytest
 from fuzzcpu import knobs
 
 from xcheck.fuzz.case import Case, make_case
-from xcheck.fuzz.drawers import Draw, DrawerError, Drawers, runnable
+from xcheck.fuzz.drawers import (
+    MAX_DEFAULT_DRAWERS,
+    Draw,
+    DrawerError,
+    Drawers,
+    default_drawers,
+    runnable,
+)
 from xcheck.fuzz.judge import Judge
 from xcheck.fuzz.session import Fuzzer, FuzzOptions
 from xcheck.target.profile import Profile
@@ -118,3 +125,14 @@ def test_a_run_finds_the_same_with_one_drawer_or_three(qemu_profile: Profile,
     three = _summary(qemu_profile, tmp_path / "three", 3)
     assert one["cases"] == 16 and one["findings"]
     assert one == three
+
+
+def test_the_default_is_a_drawer_per_cpu_this_process_may_use_at_most_four() -> None:
+    cpus = len(os.sched_getaffinity(0))
+    assert default_drawers() == min(cpus, MAX_DEFAULT_DRAWERS) == min(cpus, 4)
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {min(mine)})
+        assert default_drawers() == 1
+    finally:
+        os.sched_setaffinity(0, mine)

@@ -47,6 +47,19 @@ AHEAD = 3
 """Cases a drawer keeps drawn and not yet judged: enough that the fuzzer's
 process finds the next runs drawn while the target runs the last ones."""
 RUN_MODE = "batch"
+MAX_DEFAULT_DRAWERS = 4
+"""Drawers by default at most: the target runs one case at a time, about
+4 to 5 ms each (at most some 200 a second), and a drawer draws about 80
+to 140 a second, so more would only wait."""
+
+
+def default_drawers() -> int:
+    """One drawer per CPU this process may run on, at most MAX_DEFAULT_DRAWERS."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(cpus, MAX_DEFAULT_DRAWERS))
 
 
 @dataclass(frozen=True)
@@ -177,7 +190,7 @@ class Drawers:
 
     def __init__(self, draw: Draw, count: int | None = None) -> None:
         self.draw = draw
-        self.count = count if count is not None else max(1, os.cpu_count() or 1)
+        self.count = count if count is not None else default_drawers()
         self._drawers: list[_Drawer] = []
         self._owner: dict[int, _Drawer] = {}
         self._order = itertools.count()
