@@ -12,12 +12,12 @@ from xcheck.target.profile import Profile
 from xcheck.target.qemu import QemuProcess, SharedRam, qemu_version
 
 REUSE_TIMEOUT = 2.0
+"""Seconds a gdb kept from a dead QEMU has to show it still answers."""
 DYING_S = 1.0
 """How long a QEMU whose gdb connection broke may take to be seen dead."""
 LOST_CONNECTION = ("Remote communication error", "Remote connection closed",
                    "Target disconnected")
 """What gdb says when the stub's end of its connection went away."""
-"""Seconds a gdb kept from a dead QEMU has to show it still answers."""
 
 
 def _reusable(gdb: Gdb) -> bool:
