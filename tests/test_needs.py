@@ -161,3 +161,21 @@ def test_secure_el1_regime_that_does_not_map_the_harness() -> None:
     moved = dataclasses.replace(setup, code_va={"EL10": 0x7000_0000 - HARNESS_CODE_SIZE})
     why = unrunnable(moved, dataclasses.replace(MAX, el3=True), RAM)
     assert all(why) and "secure state's EL1&0 regime" in why[0]
+
+
+def test_an_abort_expectation_that_depends_on_lpa2_is_not_judged_without_it() -> None:
+    """VTCR_EL2.DS is RES0 without FEAT_LPA2 (D24.2): a stage 2 table
+    descriptor's bits [9:8] are then not OA[51:50] (AArch64.NextTableBase),
+    so the Address size fault the file pins for its EL1 probes' aborts (a
+    Data Abort to EL2, AArch64.AT) becomes another fault. Both answers are
+    aborts: the fault they carry tells them apart."""
+    s = load_scenario(SUITE / "fuzz-findings/s2-ds-table-oa-51-50.yaml")
+    setup = s.build()
+    no_lpa2 = dataclasses.replace(MAX, lpa2=False)
+    model = run_model(setup, no_lpa2, RAM)
+    depends = _unjudged(s, setup, no_lpa2, model, RAM)
+    aborts = [i for i, p in enumerate(setup.probes)
+              if p.el == 1 and p.va in (0x2_0000_0000, 0x2_4000_0000)]
+    assert len(aborts) == 4 and all(model[i].kind == "abort" for i in aborts)
+    assert all(depends[i] == "LPA2" for i in aborts)
+    assert _unjudged(s, setup, MAX, run_model(setup, MAX, RAM), RAM) == [""] * len(setup.probes)

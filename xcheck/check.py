@@ -383,8 +383,12 @@ def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
     if full == features:
         return none
 
-    def answers(results: Sequence[AtResult]) -> list[tuple[str, int]]:
-        return [(r.kind, r.par & r.mask) for r in results]
+    def answers(results: Sequence[AtResult]) -> list[tuple[object, ...]]:
+        """What an expectation can pin: the PAR within its mask, or the
+        exception with its fault (an abort's status, level, stage, PTW)."""
+        return [(r.kind, r.par & r.mask) if r.kind == "par" or r.fault is None else
+                (r.kind, r.fault.statuscode, r.fault.level, r.fault.stage, r.fault.s2fs1walk)
+                for r in results]
 
     mine = answers(model)
     if answers(run_model(setup, full, ram_size)) == mine:
