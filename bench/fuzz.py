@@ -1,9 +1,9 @@
 """Fuzzing throughput, end to end on one QEMU: generate, load and build
 each case, run the model and QEMU, compare, count coverage (targets:
 fuzz_probes_per_s >= 2000, fuzz_cases_per_s >= 100). Shrinking is off: it
-is not throughput. The cases are drawn by one drawing process per core
-(xcheck.fuzz.drawers); fuzz_draws_per_s is what one such process draws
-alone: cases generated, loaded, built and run on the model per second, no
+is not throughput. The cases are drawn by the default drawing processes,
+one more than the cores (xcheck.fuzz.drawers); fuzz_draws_per_s is what
+one such process draws alone: cases generated, loaded, built and run on the model per second, no
 QEMU. fuzz_cpu_ms_per_case is the CPU time a case costs in every process
 (the fuzzer, its drawers, the target's process, QEMU, gdb);
 fuzz_cpu_bound_cases_per_s the rate the machine's cores allow at that

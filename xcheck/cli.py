@@ -532,7 +532,7 @@ def live(
                    "needs --seed); `xcheck fuzz merge` joins the N --out folders.")
 @click.option("--drawers", type=click.IntRange(min=1), metavar="N",
               help="Processes that draw, run on the model and judge the cases; what a "
-                   "run finds does not depend on N [default: one per core, at most 4].")
+                   "run finds does not depend on N [default: one more than the cores, at most 4].")
 @click.pass_context
 def fuzz(
     ctx: click.Context, seed: int | None, count: int | None, duration: str | None,

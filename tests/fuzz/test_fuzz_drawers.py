@@ -127,12 +127,13 @@ def test_a_run_finds_the_same_with_one_drawer_or_three(qemu_profile: Profile,
     assert one == three
 
 
-def test_the_default_is_a_drawer_per_cpu_this_process_may_use_at_most_four() -> None:
+def test_the_default_is_one_drawer_more_than_the_cpus_this_process_may_use_at_most_four(
+) -> None:
     cpus = len(os.sched_getaffinity(0))
-    assert default_drawers() == min(cpus, MAX_DEFAULT_DRAWERS) == min(cpus, 4)
+    assert default_drawers() == min(cpus + 1, MAX_DEFAULT_DRAWERS) == min(cpus + 1, 4)
     mine = os.sched_getaffinity(0)
     try:
         os.sched_setaffinity(0, {min(mine)})
-        assert default_drawers() == 1
+        assert default_drawers() == 2
     finally:
         os.sched_setaffinity(0, mine)

@@ -1,6 +1,6 @@
 """Drawing processes: a campaign's cases generated, loaded, run on the
-model and judged in worker processes, one per core, while the fuzzer's
-process only passes runs to the target and counts what comes back.
+model and judged in worker processes, one more than the cores, while the
+fuzzer's process only passes runs to the target and counts what comes back.
 
 Drawing a case (xcheck.fuzz.case.make_case) is most of a campaign's CPU
 time and one process could draw about 100 cases a second, so the cases are
@@ -54,12 +54,15 @@ to 140 a second, so more would only wait."""
 
 
 def default_drawers() -> int:
-    """One drawer per CPU this process may run on, at most MAX_DEFAULT_DRAWERS."""
+    """One drawer more than the CPUs this process may run on, at most
+    MAX_DEFAULT_DRAWERS: a drawer waiting for its cases' answers leaves its
+    core to the spare one (on 2 cores, 2 drawers kept the cores 86 to 90%
+    of the run busy, 3 drawers 91 to 93%)."""
     try:
         cpus = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         cpus = os.cpu_count() or 1
-    return max(1, min(cpus, MAX_DEFAULT_DRAWERS))
+    return max(1, min(cpus + 1, MAX_DEFAULT_DRAWERS))
 
 
 @dataclass(frozen=True)

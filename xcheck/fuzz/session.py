@@ -76,8 +76,8 @@ class FuzzOptions:
     """``(k, n)``: run only the cases whose number is k - 1 modulo n (1-based
     k), so that n jobs with the same seed run the campaign's cases once."""
     drawers: int | None = None
-    """Drawing processes (xcheck.fuzz.drawers; default: one per core, at
-    most drawers.MAX_DEFAULT_DRAWERS)."""
+    """Drawing processes (xcheck.fuzz.drawers; default: one more than the
+    cores, at most drawers.MAX_DEFAULT_DRAWERS)."""
 
 
 def shard_indices(shard: tuple[int, int] | None) -> Iterator[int]:
