@@ -98,8 +98,8 @@ class QemuTarget:
         self._written: MemoryImage | None = None
         self.scr_el3: int | None = None
         """SCR_EL3 the harness runs the lower ELs with, when the CPU starts at EL3."""
-        self._stops: dict[int, str] = {}
-        """The breakpoints kept at programs' stops (Program.stop), by address."""
+        self._stops: set[int] = set()
+        """The breakpoints kept at programs' stops (Program.stop), in the stub."""
         self._at_rest = False
         """The last program stopped at its end: the CPU is where a program
         starts (EL2 or EL3, MMU off), with nothing to check."""
@@ -120,7 +120,7 @@ class QemuTarget:
         Raises QemuLaunchError when unusable."""
         self._stub = AttachedQemu(self.profile, shared_ram=True, ram_base=RAM_BASE)
         self._stub.start(gdb)
-        self._stops, self._at_rest = {}, False
+        self._stops, self._at_rest = set(), False
         self._id_program = {}
         self.version, self.gdb_version = self._stub.version, self._stub.gdb_version
         self.phys_mode = True
@@ -255,7 +255,7 @@ class QemuTarget:
         True once gdb sees the reset PC (0; registers re-read, not cached)."""
         g = self.gdb
         try:
-            self._drop_stops()  # gdb's breakpoints outlive a reset; QEMU's may not
+            self._drop_stops()  # the stub's breakpoints may not outlive a reset
             g.console_command("monitor system_reset")
             for _ in range(RESET_POLLS):
                 g.console_command("maintenance flush register-cache")
@@ -320,14 +320,26 @@ class QemuTarget:
             return
         if len(self._stops) >= MAX_STOPS:
             self._drop_stops()
-        rec = self.gdb.command(f"-break-insert *0x{addr:x}")
-        self._stops[addr] = str(rec["payload"]["bkpt"]["number"])
+        self._stub_breakpoint("Z0", addr)
+        self._stops.add(addr)
 
     def _drop_stops(self) -> None:
         """Delete the breakpoints :meth:`_stop_at` kept."""
-        if self._stops:
-            self.gdb.command(f"-break-delete {' '.join(self._stops.values())}")
-            self._stops = {}
+        for addr in sorted(self._stops):
+            self._stub_breakpoint("z0", addr)
+        self._stops = set()
+
+    def _stub_breakpoint(self, kind: str, addr: int) -> None:
+        """Insert (``Z0``) or remove (``z0``) a breakpoint in QEMU's stub
+        directly, unknown to gdb: a stop there is a SIGTRAP to gdb, not a
+        breakpoint hit. gdb announces every hit of its own breakpoints
+        (``=breakpoint-modified``, the new hit count) a byte per write: some
+        170 writes to its pipe at each stop, and as many wake-ups of the
+        reader."""
+        reply = self.gdb.packet(f"{kind},{addr:x},4")
+        if reply != "OK":
+            raise TargetError(f"QEMU's stub answered {reply!r} to {kind} at 0x{addr:x} "
+                              "(a breakpoint at a program's stop)")
 
     def _continue(self, timeout: float, resume: str = "-exec-continue") -> Mapping[str, Any]:
         """Continue (with the MI command ``resume``) until the guest stops;
@@ -340,7 +352,7 @@ class QemuTarget:
         deadline = time.monotonic() + timeout
         looping: tuple[int, ...] = ()
         qemu = self._stub.qemu.pid if self._stub is not None and self._stub.qemu else None
-        ran = cpu_seconds(qemu)
+        ran = 0.0  # QEMU's CPU at the last look (none yet: a first look never decides)
         while True:
             left = deadline - time.monotonic()
             try:
