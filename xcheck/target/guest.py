@@ -500,14 +500,15 @@ class QemuTarget:
         Each stop has the command timeout and the stall check of
         :meth:`_continue`; a program that gives up stops at its end (the
         probes left are reported missing)."""
-        g = self.gdb
         timeout = self.profile.timeouts.command
         stops = [*dict.fromkeys(grp.stored for grp in program.groups)]
         if program.stop not in self._stops:
             stops.append(program.stop)
-        numbers = [str(g.command(f"-break-insert *0x{addr:x}")["payload"]["bkpt"]["number"])
-                   for addr in stops]
+        inserted: list[int] = []
         try:
+            for addr in stops:  # the stub's, as the stops' (:meth:`_stub_breakpoint`)
+                self._stub_breakpoint("Z0", addr)
+                inserted.append(addr)
             ran: list[int] = []
             for grp in program.groups:
                 for i in grp.indices:
@@ -520,7 +521,8 @@ class QemuTarget:
             self._stopped_at(self._continue(timeout, resume), (program.stop,))
         finally:
             if self._stub is not None and self._stub.alive():  # else the error says why
-                g.command(f"-break-delete {' '.join(numbers)}")
+                for addr in inserted:
+                    self._stub_breakpoint("z0", addr)
 
 
 def _stop_pc(stop: Mapping[str, Any]) -> int | None:
