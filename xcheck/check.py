@@ -364,6 +364,14 @@ def _not_ours(pa: int) -> bool:
     return RAM_BASE <= pa < RAM_BASE + RESERVED_LOW
 
 
+def answers(results: Sequence[AtResult]) -> list[tuple[object, ...]]:
+    """What an expectation can pin of each result: the PAR within its mask,
+    or the exception with its fault (an abort's status, level, stage, PTW)."""
+    return [(r.kind, r.par & r.mask) if r.kind == "par" or r.fault is None else
+            (r.kind, r.fault.statuscode, r.fault.level, r.fault.stage, r.fault.s2fs1walk)
+            for r in results]
+
+
 def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
               model: Sequence[AtResult], ram_size: int) -> list[str]:
     """Per probe, the features this CPU lacks on which the answer to a pinned
@@ -382,13 +390,6 @@ def _unjudged(scenario: Scenario, setup: MachineSetup, features: Features,
     full = features.upgraded()
     if full == features:
         return none
-
-    def answers(results: Sequence[AtResult]) -> list[tuple[object, ...]]:
-        """What an expectation can pin: the PAR within its mask, or the
-        exception with its fault (an abort's status, level, stage, PTW)."""
-        return [(r.kind, r.par & r.mask) if r.kind == "par" or r.fault is None else
-                (r.kind, r.fault.statuscode, r.fault.level, r.fault.stage, r.fault.s2fs1walk)
-                for r in results]
 
     mine = answers(model)
     if answers(run_model(setup, full, ram_size)) == mine:

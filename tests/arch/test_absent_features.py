@@ -12,7 +12,7 @@ import dataclasses
 
 from archtables import LEAF, MAIR, MAX, SCTLR_ON, TCR_4K_48, Tables, at, regs
 
-from xcheck.arch.features import Features
+from xcheck.arch.features import PREDICATES, Features
 from xcheck.arch.par import decode_par
 from xcheck.arch.walkparams import oa_size
 from xcheck.machine import RAM_BASE, AtOp, MachineSetup, Probe
@@ -111,3 +111,19 @@ def test_a_52_bit_pa_range_added_is_feat_lpa() -> None:
     more = {name: f for _, name, f in cpu.lacking(cpu.upgraded())}
     assert more["PA52"].lpa and more["PA52"].pa_range_bits == 52
     assert oa_size(0b110, 14, True, more["PA52"]) == 52 and oa_size(0b110, 14, True, cpu) == 48
+
+
+def test_a_pe_without_a_feature_lacks_that_one_only() -> None:
+    full = Features.everything()
+    for name in ("S1PIE", "TCR2", "EL3", "HAFDBS_DIRTY", "PA48"):
+        less = full.without(name)
+        assert less is not None and not less.has(name), name
+        assert {n for n in PREDICATES if full.has(n) and not less.has(n)} == {name}, name
+    # a leveled feature keeps the levels below (PAN3 goes with PAN2); a PA size
+    # goes to the next smaller one
+    assert full.without("PAN2") == dataclasses.replace(full, pan=1)
+    assert full.without("PA48") == dataclasses.replace(full, pa_range_bits=44)
+    assert full.without("RME") is None  # not implemented: nothing to take away
+    # PARange 0b0110 (52 bits) is FEAT_LPA (D24.2 ID_AA64MMFR0_EL1.PARange)
+    big = dataclasses.replace(full, pa_range_bits=52, lpa=True)
+    assert big.without("LPA") == full and big.without("PA52") == full

@@ -6,10 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fuzzcpu import QEMU72_MAX, knobs
+from fuzzcpu import QEMU11_MAX, QEMU72_MAX, knobs
 
 from xcheck.arch.fault import Fault
-from xcheck.fuzz.case import built, make_case, model_results, scenario_of
+from xcheck.fuzz.case import built, make_case, model_results, needed_requires, scenario_of
 from xcheck.fuzz.shrink import shrink
 from xcheck.fuzz.yamlout import Doc, dump
 from xcheck.scenario.loader import ScenarioError, parse_scenario
@@ -128,3 +128,30 @@ def test_a_raw_register_value_is_kept_or_dropped_whole() -> None:
     assert fails(out.doc) and "S2PIR_EL2" not in out.doc["regs"]
     keep = shrink(doc, lambda d: fails(d) and "S2PIR_EL2" in d.get("regs", {}))
     assert keep.doc["regs"]["S2PIR_EL2"] == 0xFEDC_BA98_7654_3210
+
+
+def _pie_doc(pie: int) -> Doc:
+    """One AT S1E2R on a page of PIIndex 0 in the EL2 regime, with
+    TCR2_EL2.PIE = ``pie``; PIR_EL2 gives PIIndex 0 no access, and the
+    harness's pages (PIIndex 1 code, 9 data) what they need."""
+    return {
+        "name": "t", "requires": ["S1PIE", "TCR2"],
+        "regs": {"SCTLR_EL2": {"M": 1, "C": 1}, "TCR_EL2": {"TG0": "4K", "T0SZ": 25, "PS": "40bit"},
+                 "MAIR_EL2": {"Attr0": 0xFF}, "TCR2_EL2": {"PIE": pie},
+                 "PIR_EL2": {"Perm0": 0, "Perm1": 0b1110, "Perm9": 0b0110}},
+        "tables": {"TTBR0_EL2": [{"va": 0x1000_0000, "pa": 0x80_0000_0000, "size": "4K",
+                                  "pi_index": 0}]},
+        "probes": [{"op": "S1E2R", "va": 0x1000_0000, "el": 2, "pan": 0}],
+    }
+
+
+def test_a_shrunk_case_keeps_the_requires_its_answers_depend_on() -> None:
+    # TCR2_EL2.PIE == 1 (FEAT_TCR2) makes the permissions indirect (FEAT_S1PIE):
+    # Perm0 = 0 is no access, a Permission fault (AArch64.S1IndirectBasePermissions);
+    # without either feature the descriptor's direct AP gives read access.
+    assert needed_requires(_pie_doc(1), "t", QEMU11_MAX, RAM) == ["S1PIE", "TCR2"]
+
+
+def test_a_shrunk_case_drops_the_requires_it_no_longer_uses() -> None:
+    # TCR2_EL2.PIE == 0: the permissions are direct with or without the features
+    assert needed_requires(_pie_doc(0), "t", QEMU11_MAX, RAM) == []

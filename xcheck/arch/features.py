@@ -136,6 +136,30 @@ class Features:
                                 replace(self, **changes)))  # type: ignore[arg-type]
         return out
 
+    def without(self, name: str) -> Features | None:
+        """This PE without the feature ``name`` (a key of PREDICATES): its
+        boolean field cleared, a leveled field set to the level below the
+        name's, the PA size to the next smaller one (FEAT_LPA goes with 52
+        bits, both ways); None when it lacks ``name`` or the name is unknown."""
+        if not self.has(name):
+            return None
+        if name.startswith("PA") and name[2:].isdigit():
+            smaller = [b for b in PARANGE_BITS.values() if b < int(name[2:])]
+            if not smaller:
+                return None
+            bits = max(smaller)
+            return replace(self, pa_range_bits=bits, lpa=self.lpa and bits >= 52)
+        if name == "LPA":  # PARange 0b0110 (52 bits) is FEAT_LPA, as from_id_regs decodes it
+            return replace(self, lpa=False, pa_range_bits=min(self.pa_range_bits, 48))
+        for field_name, named in FIELD_NAMES.items():
+            if named == name:
+                return replace(self, **{field_name: False})
+        for field_name, levels in LEVEL_NAMES.items():
+            for level, named in levels.items():
+                if named == name:
+                    return replace(self, **{field_name: level - 1})  # type: ignore[arg-type]
+        return None
+
     @classmethod
     def everything(cls) -> Features:
         """A CPU with every feature the model knows and a 48-bit PA, for

@@ -12,7 +12,7 @@ model expects to raise an exception kept under a budget.
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -20,6 +20,7 @@ from typing import Any
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.rules import Rule
+from xcheck.check import answers
 from xcheck.fuzz.generate import IDENTITY_END, Plan, generate
 from xcheck.fuzz.knobs import Knobs
 from xcheck.fuzz.memory import sparse
@@ -36,6 +37,7 @@ from xcheck.machine import (
     SecurityState,
 )
 from xcheck.model import ImpDefStates, run_model
+from xcheck.needs import unrunnable
 from xcheck.scenario.errors import Located
 from xcheck.scenario.loader import (
     Scenario,
@@ -186,6 +188,28 @@ def model_results(setup: MachineSetup, features: Features, ram_size: int) -> lis
     """The model's answer for every probe: xcheck.check.run_model (with the
     alternatives the architecture permits)."""
     return run_model(setup, features, ram_size)
+
+
+def needed_requires(doc: Doc, name: str, features: Features, ram_size: int) -> list[str]:
+    """The features of ``doc``'s ``requires:`` its probes still depend on, on
+    a CPU with ``features`` (which has them all): those without which the
+    model answers a probe otherwise (xcheck.check.answers: the PAR within its
+    mask, an abort's fault) or the harness could not run one (xcheck.needs).
+    A shrunk case keeps the original's ``requires:``, which may name what its
+    shrunk registers and tables no longer use; such a file would skip on a
+    CPU it runs on."""
+    listed = list(doc.get("requires", ()))
+    if not listed:
+        return listed
+    setup = built(scenario_of(doc, name))
+
+    def asked(cpu: Features) -> tuple[list[tuple[object, ...]], Sequence[str]]:
+        return (answers(run_model(setup, cpu, ram_size)),
+                unrunnable(setup, cpu, ram_size))
+
+    mine = asked(features)
+    return [n for n in listed
+            if (less := features.without(n)) is None or asked(less) != mine]
 
 
 def _el1_to_el2(doc: Doc) -> bool:

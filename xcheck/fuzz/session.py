@@ -26,7 +26,15 @@ from typing import Any
 from xcheck.arch.at import AtResult
 from xcheck.arch.features import Features
 from xcheck.arch.gpc import GpcParams
-from xcheck.fuzz.case import Case, built, load_doc, make_case, model_results, scenario_of
+from xcheck.fuzz.case import (
+    Case,
+    built,
+    load_doc,
+    make_case,
+    model_results,
+    needed_requires,
+    scenario_of,
+)
 from xcheck.fuzz.coverage import Coverage
 from xcheck.fuzz.drawers import Draw, Drawers, Drawn, runnable
 from xcheck.fuzz.judge import Behaviour, Failure, Judge
@@ -523,6 +531,11 @@ class Fuzzer:
         result = shrink(case.doc, self.fails_with(sig, case.name), hint=hint,
                         max_runs=self.opt.shrink_runs, deadline=deadline)
         doc = result.doc
+        # the original's requires: may name what the shrunk case no longer uses
+        requires = needed_requires(doc, case.name, self.features, self.ram_size)
+        doc = {k: v for k, v in doc.items() if k != "requires"}
+        if requires:
+            doc["requires"] = requires  # yamlout puts it in its place
         before = _size(case.doc)
         after = _size(doc)
         f.shrink_note = (f"{before} -> {after} in {result.runs} runs"
