@@ -326,13 +326,22 @@ class Fuzzer:
     def run_target(self, setup: MachineSetup) -> list[ProbeResult]:
         """The target's results for ``setup``; in small batches when the
         harness gave up (:meth:`small_batches`)."""
-        assert self.target is not None
+        target = self.target
+        assert target is not None
+        return self.or_small_batches(lambda: target.run(setup, "batch"), len(setup.probes),
+                                     lambda: setup)
+
+    def or_small_batches(self, results: Callable[[], list[ProbeResult]], probes: int,
+                         setup: Callable[[], MachineSetup]) -> list[ProbeResult]:
+        """``results()``, the target's answers for ``probes`` probes; when the
+        harness gave up on them, the probes of ``setup()`` (asked for only
+        then) in small batches (:meth:`small_batches`)."""
         try:
-            return self.target.run(setup, "batch")
+            return results()
         except TargetError as err:
-            if not _gave_up(err, len(setup.probes)):
+            if not _gave_up(err, probes):
                 raise
-        return self.small_batches(setup)
+        return self.small_batches(setup())
 
     def small_batches(self, setup: MachineSetup) -> list[ProbeResult]:
         """The probes of ``setup`` run again in small batches, after the
@@ -456,12 +465,7 @@ class Fuzzer:
         def results() -> list[ProbeResult]:
             if error is not None:
                 raise error
-            try:
-                return target.collect()
-            except TargetError as err:
-                if not _gave_up(err, len(drawn.keep)):
-                    raise
-            return self.small_batches(drawn.setup)
+            return self.or_small_batches(target.collect, len(drawn.keep), lambda: drawn.setup)
         return self.answers(results)
 
     def finish(self, drawn: Drawn, res: CheckResult, t0: float) -> None:
