@@ -172,6 +172,46 @@ def test_af_write_faulting_at_stage2_may_replace_a_stage1_permission_fault() -> 
     assert [a.fault.s2fs1walk for a in read.alternatives if a.fault] == [True]
 
 
+TABLES_READ_ONLY = """
+name: s2ro
+about: stage 1 tables read-only at stage 2, a writable-clean block whose output is too
+regs:
+  HCR_EL2: {VM: 1}
+  SCTLR_EL1: {M: 1, C: 1}
+  TCR_EL1: {TG0: 4K, T0SZ: 32, IPS: 40bit, EPD1: 1, HA: 1, HD: 1}
+  MAIR_EL1: {Attr0: 0xff}
+  VTCR_EL2: {TG0: 4K, T0SZ: 32, SL0: 1, PS: 40bit}
+pstate: {EL: 2}
+tables:
+  TTBR0_EL1:
+    - {va: 0x3000_0000, pa: 0x3000_0000, size: 2M, ap: RO_EL1, dbm: 1}
+  VTTBR_EL2:
+    - {ipa: 0x4000_0000, pa: 0x4000_0000, size: 1G, s2ap: RO}
+    - {ipa: 0x3000_0000, pa: 0x4a00_0000, size: 2M, s2ap: RO}
+probes:
+  - {op: [S12E1W, S1E1W], va: 0x3000_0000, el: 2}
+"""
+
+
+def test_at_write_to_writable_clean_faults_on_the_output_not_the_walk() -> None:
+    # AArch64.S1Translate updates the dirty state (MemSwapTableDesc, a stage 2
+    # walk write that would fault on the read-only tables here) only when the
+    # access is not AccessType_AT (R_ZYGHJ); AF == 1 needs no update either. So
+    # AArch64.FullTranslate goes on to the output's stage 2 check:
+    # AArch64.S2CheckPermissions, S2AP == 0b01 has no write, a Permission fault
+    # at the level of the 2MB stage 2 block (2), PAR.S = 1 and PTW = 0.
+    res = _results(TABLES_READ_ONLY)
+    r = res[("S12E1W", 0x3000_0000)]
+    assert r.kind == "par" and r.fault is not None
+    assert (r.fault.statuscode.value, r.fault.stage, r.fault.level) == ("permission", 2, 2)
+    assert not r.fault.s2fs1walk
+    assert r.alternatives == ()
+    assert all(w.may_set == 0 for w in r.memory)
+    # stage 1 alone: writable (R_RKMHW), the AT translates
+    s1 = res[("S1E1W", 0x3000_0000)]
+    assert s1.kind == "par" and s1.fault is None and s1.alternatives == ()
+
+
 def test_several_ats_permit_the_union_of_their_updates() -> None:
     a, b = DescriptorWord(0x10, 0x3, AF_BIT), DescriptorWord(0x10, 0x3, S2_DIRTY_BIT)
     both = permitted_together([a, b, DescriptorWord(0x18, 0x1)])
