@@ -133,6 +133,14 @@ def test_access_flag_update_through_stage2_is_a_permitted_alternative() -> None:
             f, own = decode_par(alt.par), decode_par(res.par)
             assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
             assert (own["FST"], own["S"], own["PTW"]) == (0b001111, 0, 0)
+        elif probe.va == 0x1000_4000:
+            # the output IPA is write-only at stage 2: without the update, its
+            # level 3 stage 2 Permission fault (R_FQNDX, PTW = 0); with it, the
+            # update's fault on the walk, which comes first
+            (alt,) = faults
+            f, own = decode_par(alt.par), decode_par(res.par)
+            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
+            assert (own["FST"], own["S"], own["PTW"]) == (0b001111, 1, 0)
         else:
             assert not faults  # AF = 1: nothing to write
 
