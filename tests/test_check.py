@@ -111,38 +111,32 @@ def test_access_flag_update_through_stage2_is_a_permitted_alternative() -> None:
     )
     s = parse_scenario(path.read_text(), path)
     results = run_model(s.build(), Features.everything(), 128 << 20)
+    # (FST, S, PTW) of the answer without the update, where the update's
+    # stage 2 Permission fault on the walk (level 1) is the alternative:
+    own_fault = {
+        # the update comes before the output's stage 2 (AArch64.FullTranslate):
+        # its fault is the alternative to the output's Translation fault
+        0x1000_2000: (0b000110, 1, 0),
+        # a write to a read-only page: AF may be set with the stage 1
+        # Permission fault (AArch64.SettingAccessFlagPermitted, CONSTRAINED
+        # UNPREDICTABLE), and the write's stage 2 fault then replaces it
+        0x1000_3000: (0b001111, 0, 0),
+        # the output IPA is write-only at stage 2: its level 3 stage 2
+        # Permission fault (R_FQNDX, PTW = 0)
+        0x1000_4000: (0b001111, 1, 0),
+    }
     for probe, res in zip(s.probes, results, strict=True):
         faults = [a for a in res.alternatives if a.kind == "par" and decode_par(a.par)["F"]]
-        if probe.va == 0x1000_0000:
-            (alt,) = faults
-            f = decode_par(alt.par)
-            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
-            assert decode_par(res.par)["F"] == 0  # not updating is also permitted
-        elif probe.va == 0x1000_2000:
-            # the update comes before the output's stage 2 (AArch64.FullTranslate):
-            # its fault is the alternative to the output's Translation fault
-            (alt,) = faults
-            f, own = decode_par(alt.par), decode_par(res.par)
-            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
-            assert (own["FST"], own["S"], own["PTW"]) == (0b000110, 1, 0)
-        elif probe.va == 0x1000_3000:
-            # a write to a read-only page: AF may be set with the stage 1
-            # Permission fault (AArch64.SettingAccessFlagPermitted, CONSTRAINED
-            # UNPREDICTABLE), and the write's stage 2 fault then replaces it
-            (alt,) = faults
-            f, own = decode_par(alt.par), decode_par(res.par)
-            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
-            assert (own["FST"], own["S"], own["PTW"]) == (0b001111, 0, 0)
-        elif probe.va == 0x1000_4000:
-            # the output IPA is write-only at stage 2: without the update, its
-            # level 3 stage 2 Permission fault (R_FQNDX, PTW = 0); with it, the
-            # update's fault on the walk, which comes first
-            (alt,) = faults
-            f, own = decode_par(alt.par), decode_par(res.par)
-            assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
-            assert (own["FST"], own["S"], own["PTW"]) == (0b001111, 1, 0)
-        else:
+        if probe.va == 0x1000_1000:
             assert not faults  # AF = 1: nothing to write
+            continue
+        (alt,) = faults
+        f, own = decode_par(alt.par), decode_par(res.par)
+        assert (f["FST"], f["S"], f["PTW"]) == (0b001101, 1, 1)
+        if probe.va == 0x1000_0000:
+            assert own["F"] == 0  # not updating is also permitted
+        else:
+            assert (own["FST"], own["S"], own["PTW"]) == own_fault[probe.va]
 
 
 KVM_KNOWN = """
