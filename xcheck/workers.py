@@ -1,8 +1,9 @@
 """Run scenarios on one QEMU per worker, in-process or in worker processes.
 
 A worker keeps its QEMU across scenarios (the target resets the machine
-between setups) and starts a fresh one after a crash or a hang, or when a
-scenario overrides the profile. Outcomes stream back as each scenario ends,
+between setups) and starts a fresh one after a crash or a hang it could not
+stop (xcheck.target.errors.needs_restart), or when a scenario overrides the
+profile. Outcomes stream back as each scenario ends,
 so an interrupted run loses nothing that finished.
 """
 
@@ -21,7 +22,7 @@ from xcheck.arch.features import Features
 from xcheck.check import check_scenario, target_failed
 from xcheck.outcome import Kind, Outcome
 from xcheck.scenario.loader import Scenario
-from xcheck.target.errors import QemuLaunchError, TargetError
+from xcheck.target.errors import QemuLaunchError, TargetError, needs_restart
 from xcheck.target.factory import Target, make_target
 from xcheck.target.profile import Profile, with_overrides
 
@@ -61,33 +62,39 @@ def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> It
             except TargetError as err:
                 failed = target_failed(s, err, target=wanted.kind, version=target.version,
                                        features=Features.from_id_regs(target.id_regs))
-                target.close()
-                target = None
-                yield _retry_unexplained(s, failed, wanted, mode)
+                if needs_restart(err):
+                    target.close()
+                    target = None
+                yield _retry_unexplained(s, failed, wanted, mode, target)
     finally:
         if target is not None:
             target.close()
 
 
 def _retry_unexplained(
-    s: Scenario, failed: list[Outcome], profile: Profile, mode: str
+    s: Scenario, failed: list[Outcome], profile: Profile, mode: str,
+    target: Target | None = None,
 ) -> list[Outcome]:
     """After a target error that `known` entries explain for some probes (a
-    recorded QEMU abort), run the other probes once more on a fresh target,
-    so that probes which merely shared the crashed batch are still tested."""
+    recorded QEMU abort), run the other probes once more, so that probes
+    which merely shared the crashed batch are still tested: on ``target``
+    when the error left it usable, else on a fresh one."""
     known = {o.label for o in failed if o.kind is Kind.KNOWN}
     rest = tuple(p for p in s.probes if p.label not in known)
     if not known or not rest:
         return failed
-    target = make_target(profile)
+    fresh = target is None
+    use = make_target(profile) if target is None else target
     try:
-        target.start()
-        again = {o.label: o for o in check_scenario(target, s.with_probes(rest), mode=mode,
+        if fresh:
+            use.start()
+        again = {o.label: o for o in check_scenario(use, s.with_probes(rest), mode=mode,
                                                     target_name=profile.kind)}
     except TargetError:
         return failed
     finally:
-        target.close()
+        if fresh:
+            use.close()
     return [again.get(o.label, o) for o in failed]
 
 

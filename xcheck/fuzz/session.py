@@ -45,7 +45,7 @@ from xcheck.fuzz.yamlout import Doc
 from xcheck.machine import MachineSetup, ProbeResult
 from xcheck.outcome import Outcome
 from xcheck.scenario.loader import Scenario, ScenarioError, parse_scenario
-from xcheck.target.errors import HarnessError, TargetError, Unsupported
+from xcheck.target.errors import TargetError, Unsupported, needs_restart
 from xcheck.target.profile import Profile
 from xcheck.target.remote import RemoteTarget
 
@@ -317,10 +317,9 @@ class Fuzzer:
             return results()
         except Unsupported as err:
             return CheckResult([], skipped=str(err))
-        except HarnessError as err:  # QEMU is fine: no restart
-            return CheckResult([], target_error=str(err))
         except TargetError as err:
-            self.restart()
+            if needs_restart(err):
+                self.restart()
             return CheckResult([], target_error=str(err))
 
     def run_target(self, setup: MachineSetup) -> list[ProbeResult]:

@@ -38,8 +38,22 @@ class HarnessError(TargetError):
     needed."""
 
 
+class ProgramTimeout(TargetError):
+    """The program did not finish in time, and the target stopped it and can
+    run the next setup as it is: the nested-KVM agent stops the vCPU
+    (``immediate_exit`` and a signal), waits for its thread, retires its VM
+    and goes on serving, so no restart is needed."""
+
+
 class GdbTimeout(TargetError):
     """A GDB/MI command got no result in time."""
+
+
+def needs_restart(err: TargetError) -> bool:
+    """Whether the target must be started again before the next setup after
+    ``err``: not after the harness's own trouble (HarnessError), a setup the
+    target cannot run (Unsupported) or a program it stopped (ProgramTimeout)."""
+    return not isinstance(err, (HarnessError, Unsupported, ProgramTimeout))
 
 
 class ProfileError(Exception):

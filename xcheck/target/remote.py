@@ -7,8 +7,8 @@ through a pipe, in order: start, run a setup, restart, close. Setups go
 one way and results the other (a few kilobytes each); the target's errors
 come back as the same TargetError subclasses. Runs may be queued: the
 child starts the next as soon as one ends, without waiting for the parent
-to read its results. A run that crashes or hangs the target (any
-TargetError but HarnessError and Unsupported) is followed by a restart in
+to read its results. A run that crashes or hangs the target (a
+TargetError for which errors.needs_restart holds) is followed by a restart in
 the child, before the runs queued behind it. The child dies with its
 parent (like QEMU and gdb, xcheck.target.process), and QEMU and gdb die
 with the child.
@@ -36,11 +36,9 @@ from xcheck.target.profile import Profile
 ERRORS: dict[str, type[errors.TargetError]] = {
     cls.__name__: cls
     for cls in (errors.TargetError, errors.QemuLaunchError, errors.Unsupported,
-                errors.HarnessError, errors.GdbTimeout)
+                errors.HarnessError, errors.GdbTimeout, errors.ProgramTimeout)
 }
 """The target errors that cross the pipe as themselves."""
-NO_RESTART = (errors.HarnessError, errors.Unsupported)
-"""The errors that leave QEMU as it was (the harness's, the CPU's): no restart."""
 CLOSE_GRACE_S = 10.0
 """How long a closing child may take to stop QEMU and gdb before it is killed."""
 
@@ -130,7 +128,7 @@ def _serve(conn: Connection, profile: Profile) -> None:
                 conn.send(("ok", answer))
             except errors.TargetError as err:
                 restarted: Any = None
-                if verb == "run" and not isinstance(err, NO_RESTART):
+                if verb == "run" and errors.needs_restart(err):
                     target, restarted = _restarted(target, spare)
                 conn.send(("error", *_error(err), restarted))
             except Exception:  # a bug of xcheck's: shown with its traceback

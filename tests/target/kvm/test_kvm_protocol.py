@@ -21,7 +21,14 @@ from xcheck.machine import (
     sysreg_defaults,
 )
 from xcheck.target import harness
-from xcheck.target.errors import ProfileError, TargetError, Unsupported
+from xcheck.target.errors import (
+    HarnessError,
+    ProfileError,
+    ProgramTimeout,
+    TargetError,
+    Unsupported,
+    needs_restart,
+)
 from xcheck.target.kvm import artifacts, build
 from xcheck.target.kvm.protocol import (
     GUEST_RAM_BASE,
@@ -29,6 +36,7 @@ from xcheck.target.kvm.protocol import (
     MAX_READ_TOTAL,
     MAX_READS,
     MEM_CHUNK,
+    Answer,
     Job,
     ProtocolError,
     fit_reads,
@@ -39,7 +47,7 @@ from xcheck.target.kvm.protocol import (
 )
 from xcheck.target.kvm.session import parse_banner, qemu_kvm_argv
 from xcheck.target.kvm.target import KvmTarget, guest_hypervisor_for
-from xcheck.target.profile import Profile, load_profile
+from xcheck.target.profile import Profile, Timeouts, load_profile
 
 CS = capstone.Cs(capstone.CS_ARCH_ARM64, capstone.CS_MODE_ARM)
 HCR_E2H = 1 << 34
@@ -375,6 +383,32 @@ def test_setups_this_target_cannot_run_are_unsupported_before_any_boot() -> None
                 (Probe(AtOp.S1E1R, 0, 1),),
             )
         )
+
+
+# --- hangs ------------------------------------------------------------------------------
+
+
+def test_a_job_may_run_in_proportion_to_its_probes_and_never_under_a_tenth() -> None:
+    t = KvmTarget(replace(kvm_profile(), timeouts=Timeouts(batch=30.0)))
+    assert t.job_timeout(harness.MAX_BATCH) == 30.0
+    assert t.job_timeout(harness.MAX_BATCH // 2) == 15.0
+    assert t.job_timeout(96) == t.job_timeout(1) == 3.0
+
+
+def test_a_program_the_agent_stopped_leaves_the_target_usable() -> None:
+    """The agent answers a timeout only once the vCPU's thread is back (it
+    kicks it until then): the guest serves the next job, no reboot. Any
+    other failure of a job still asks for one."""
+    program = harness.assemble(setup_with())
+    hung = Answer("j1", "timeout after 3000 ms", {}, {}, {})
+    with pytest.raises(ProgramTimeout, match="did not finish") as err:
+        KvmTarget._results(program, hung, "vhe")
+    assert not needs_restart(err.value)
+    broken = Answer("j2", "kvm KVM_RUN errno=14 (Bad address)", {}, {}, {})
+    with pytest.raises(TargetError, match="KVM_RUN") as err2:
+        KvmTarget._results(program, broken, "vhe")
+    assert needs_restart(err2.value)
+    assert not needs_restart(HarnessError("x")) and not needs_restart(Unsupported("x"))
 
 
 # --- the harness options --------------------------------------------------------------

@@ -38,7 +38,7 @@ from xcheck.outcome import FAILING, Kind
 from xcheck.scenario.loader import load_scenario, parse_scenario
 from xcheck.target import isa
 from xcheck.target.doctor import FEATURE_LABELS, doctor
-from xcheck.target.errors import QemuLaunchError
+from xcheck.target.errors import ProgramTimeout, QemuLaunchError
 from xcheck.target.kvm.protocol import EXIT_PA, MAX_READS
 from xcheck.target.kvm.target import KvmTarget
 from xcheck.target.profile import load_profile
@@ -267,6 +267,22 @@ def test_a_program_that_hangs_times_out_and_the_agent_goes_on(kvm: KvmTarget) ->
     kvm.session.ping()
     probes = (Probe(AtOp.S1E1R, RAM_BASE + 0x9000, 2),)
     assert pa_of(kvm.run(MachineSetup(sysreg_defaults(), {}, probes))[0]) == RAM_BASE + 0x9000
+
+
+def test_a_hung_at_is_stopped_early_and_the_same_guest_serves_on(kvm: KvmTarget) -> None:
+    """KVM 7.3.4 never answers the AT of kvm-s2-walk-no-memory-hang (recorded
+    there). Its job of one probe is stopped after a tenth of the profile's
+    batch timeout (job_timeout), as a ProgramTimeout, and the same guest, not
+    a rebooted one, runs the next setup."""
+    path = Path(__file__).resolve().parents[3] / "scenarios/fuzz-findings"
+    setup = load_scenario(path / "kvm-s2-walk-no-memory-hang.yaml").build()
+    session = kvm.session
+    limit = int(kvm.job_timeout(1) * 1000)
+    with pytest.raises(ProgramTimeout, match=f"timeout after {limit} ms"):
+        kvm.run(setup)
+    assert kvm.session is session
+    probes = (Probe(AtOp.S1E1R, RAM_BASE + 0xA000, 2),)
+    assert pa_of(kvm.run(MachineSetup(sysreg_defaults(), {}, probes))[0]) == RAM_BASE + 0xA000
 
 
 def test_an_exception_at_vel2_without_vectors_is_reported(kvm: KvmTarget) -> None:

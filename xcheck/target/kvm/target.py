@@ -38,7 +38,7 @@ from xcheck.machine import (
     words_in,
 )
 from xcheck.target import harness, isa
-from xcheck.target.errors import QemuLaunchError, TargetError, Unsupported
+from xcheck.target.errors import ProgramTimeout, QemuLaunchError, TargetError, Unsupported
 from xcheck.target.guest import ID_REGISTERS
 from xcheck.target.kvm.artifacts import (
     KERNEL_ARGS,
@@ -69,6 +69,8 @@ ANSWER_SLACK = 15.0
 MAX_VMS = 500
 MIN_FREE_KB = 128 << 10
 """A guest with this many kept VMs, or less free memory, is rebooted."""
+MIN_TIMEOUT_SHARE = 0.1
+"""The least share of the profile's batch timeout a job gets (job_timeout)."""
 MIN_PART = 64
 """Fewest probes worth a VM of their own: a smaller batch is not shared out
 over the guest's CPUs (a VM costs about 25 ms of one CPU to create, and
@@ -281,6 +283,15 @@ class KvmTarget:
             self._retire_guest()
         return answers
 
+    def job_timeout(self, probes: int) -> float:
+        """Seconds a job of ``probes`` probes may run: the profile's batch
+        timeout for a full program (harness.MAX_BATCH probes), in proportion
+        below that, and never under MIN_TIMEOUT_SHARE of it. A trapped AT
+        costs about 1 ms of the vCPU under TCG and a VM about 25 ms, so a
+        fuzz case's hang is called after 3 s (with the shipped 30 s), not 30."""
+        batch = self.profile.timeouts.batch
+        return batch * max(MIN_TIMEOUT_SHARE, probes / harness.MAX_BATCH)
+
     @staticmethod
     def _full(stats: Mapping[str, int]) -> bool:
         """Whether the guest should be rebooted before the next job: the agent
@@ -357,7 +368,7 @@ class KvmTarget:
             programs.append(program)
             parts.append((memory, HARNESS_PA + program.entry,
                           [(HARNESS_DATA_PA, program.data_size), *spans]))
-        answers = self.run_jobs(flavour, parts)
+        answers = self.run_jobs(flavour, parts, self.job_timeout(len(probes[0::n])))
         results: list[ProbeResult | None] = [None] * len(probes)
         for k, (program, ans) in enumerate(zip(programs, answers, strict=True)):
             indices = range(k, len(probes), n)
@@ -377,12 +388,11 @@ class KvmTarget:
         if ans.klog:
             raise TargetError(kernel_complaint(ans.klog), stderr="\n".join(ans.klog))
         if not ans.ok:
-            what = (
-                f"the program did not finish ({ans.error})"
-                if ans.error.startswith("timeout")
-                else f"KVM ({flavour} guest hypervisor): {ans.error}"
-            )
-            raise TargetError(what)
+            if ans.error.startswith("timeout"):
+                # the agent answers only once the vCPU's thread is back: the
+                # guest and its KVM serve the next job as they are
+                raise ProgramTimeout(f"the program did not finish ({ans.error})")
+            raise TargetError(f"KVM ({flavour} guest hypervisor): {ans.error}")
         data = ans.data.get(HARNESS_DATA_PA, b"")
         if len(data) != program.data_size:
             raise TargetError(
