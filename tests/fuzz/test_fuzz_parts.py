@@ -71,6 +71,15 @@ def test_target_errors_group_by_message_shape() -> None:
     assert a == b and a.kind == "target-error"
 
 
+def test_a_nested_kvm_job_that_never_answers_is_one_signature_whatever_the_job() -> None:
+    # the nested-KVM target numbers its jobs "j-<n>" (test_kvm_target checks it)
+    def lost(job: str) -> str:
+        return f"no answer from the agent in time (waiting for 'RESULT {job} '); console output:\n"
+
+    a, b = target_error_signature(lost("j-7")), target_error_signature(lost("j-1653"))
+    assert a == b and "'RESULT j-# '" in a.rule
+
+
 def test_a_qemu_abort_is_told_apart_by_its_assertion() -> None:
     def died(where: str) -> str:
         return str(TargetError("QEMU died (signal 6)", f"qemu-system-aarch64: target/arm/"

@@ -264,6 +264,7 @@ def test_a_program_that_faults_is_an_error_answer(kvm: KvmTarget) -> None:
 def test_a_program_that_hangs_times_out_and_the_agent_goes_on(kvm: KvmTarget) -> None:
     ans = kvm.run_job("vhe", program([isa.b(0)]), HARNESS_PA, timeout=1.0)
     assert ans.error == "timeout after 1000 ms"
+    assert re.fullmatch(r"j-\d+", ans.id)  # its number blanked in a fuzz signature
     kvm.session.ping()
     probes = (Probe(AtOp.S1E1R, RAM_BASE + 0x9000, 2),)
     assert pa_of(kvm.run(MachineSetup(sysreg_defaults(), {}, probes))[0]) == RAM_BASE + 0x9000

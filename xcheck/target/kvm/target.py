@@ -167,6 +167,9 @@ class KvmTarget:
         the jobs run at once on several CPUs, the longest."""
         self._session: AgentSession | None = None
         self._ids = itertools.count(1)
+        """Job numbers; a job's id is "j-<n>": in an error message the
+        number is blanked like any other (xcheck.fuzz.signature.normalize),
+        so one hang is one fuzz signature whatever job it hit."""
 
     # --- lifecycle -------------------------------------------------------
     def __enter__(self) -> KvmTarget:
@@ -272,7 +275,7 @@ class KvmTarget:
         own guest CPU; the agent's answers in the same order."""
         seconds = self.profile.timeouts.batch if timeout is None else timeout
         jobs = [
-            Job(id=f"j{next(self._ids)}", mode=mode, memory=memory, entry=entry, reads=reads,
+            Job(id=f"j-{next(self._ids)}", mode=mode, memory=memory, entry=entry, reads=reads,
                 timeout_ms=max(int(seconds * 1000), 1))
             for memory, entry, reads in parts
         ]
