@@ -287,3 +287,25 @@ def test_agrees_is_what_compare_calls_a_match() -> None:
         assert agrees(m, got) is want, (m.kind, got)
         out = compare(scenario, probe, got, m, target="qemu", version="10.0.0")
         assert (out.kind is Kind.MATCH) is want, (m.kind, got, out.kind)
+
+
+def test_an_abort_from_an_at_is_a_data_abort_with_cm_and_s1ptw() -> None:
+    """A stage 2 fault on the stage 1 walk of an AT at EL1 is taken as a Data
+    Abort to EL2 (AArch64.AT) whose syndrome gives the fault (DFSC), that it
+    was on the walk (S1PTW = 1) and that an address translation instruction
+    took it (CM = 1; D24.2 ESR_EL2, ISS encoding for a Data Abort)."""
+    path = Path(__file__).resolve().parent.parent / "scenarios/stage2/s2-fault-on-s1-walk-el1.yaml"
+    s = parse_scenario(path.read_text(), path)
+    setup = s.build()
+    i = next(k for k, p in enumerate(setup.probes) if p.va == 0x3_4000_0000)
+    one = replace(setup, probes=(setup.probes[i],))
+    (model,) = run_model(one, Features.everything(), 128 << 20)
+    assert model.kind == "abort" and model.fault is not None and model.fault.s2fs1walk
+    dabt = 0x24 << 26 | 1 << 25 | model.fault.fst  # EC Data Abort from a lower EL, IL
+    for iss, want in ((1 << 8 | 1 << 7 | 1 << 6, True),  # CM, S1PTW, WnR (1 for an AT)
+                      (1 << 8 | 1 << 7, True),
+                      (1 << 6, False),                  # S1PTW and CM 0 (nested KVM 7.3.4)
+                      (1 << 7 | 1 << 6, False),         # CM 0
+                      (1 << 8 | 1 << 6, False)):        # S1PTW 0
+        got = TargetException(dabt | iss, 0, 0x3_4000_0000, 2)
+        assert agrees(model, got) is want, hex(dabt | iss)

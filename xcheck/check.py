@@ -77,7 +77,10 @@ def _exception_agrees(model: AtResult, exc: TargetException) -> bool:
     answer? UNDEFINED: EC=0 (Unknown reason). Trapped: EC=0x18 at EL2.
     Aborted (AArch64.AT: an external abort on the walk, or a stage 2 fault
     on a stage 1 walk of an AT at EL1): a Data Abort whose ISS.DFSC is the
-    model's fault status code and whose ISS.S1PTW (bit 7) its PTW flag."""
+    model's fault status code, whose ISS.S1PTW (bit 7) its PTW flag, and
+    whose ISS.CM (bit 8) is 1: the abort came from an address translation
+    instruction (D24.2 ESR_EL2, ISS encoding for a Data Abort, CM;
+    AArch64.FaultSyndrome for AccessType_AT)."""
     ec = (exc.esr >> 26) & 0x3F
     if model.kind == "undefined":
         return ec == EC_UNKNOWN
@@ -86,10 +89,12 @@ def _exception_agrees(model: AtResult, exc: TargetException) -> bool:
     if model.kind == "abort" and model.fault is not None:
         dfsc = exc.esr & 0x3F
         s1ptw = bool(exc.esr >> 7 & 1)
+        cm = bool(exc.esr >> 8 & 1)
         return (
             ec in (EC_DABT_LOWER, EC_DABT_SAME)
             and dfsc == model.fault.fst
             and s1ptw == model.fault.s2fs1walk
+            and cm
         )
     return False
 

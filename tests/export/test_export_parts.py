@@ -75,3 +75,28 @@ def test_bad_input_is_a_message_and_exit_2(tmp_path: Path) -> None:
     res = runner.invoke(main, ["export", str(good), "--out", str(tmp_path), "--config", "nope"])
     assert res.exit_code == 2 and "Traceback" not in res.output
     assert not list(tmp_path.iterdir())
+
+
+def test_an_exported_abort_is_the_exception_xcheck_run_accepts() -> None:
+    """The ESR value and mask an exported test checks an aborted AT by are
+    what xcheck.check accepts: EC, DFSC, S1PTW and CM (D24.2 ESR_EL2)."""
+    from dataclasses import replace
+
+    from xcheck.check import agrees
+    from xcheck.export.answers import _answers
+    from xcheck.machine import TargetException
+    from xcheck.model import run_model
+    from xcheck.scenario.loader import load_scenario
+
+    root = Path(__file__).resolve().parents[2]
+    setup = load_scenario(root / "scenarios/stage2/s2-fault-on-s1-walk-el1.yaml").build()
+    probe = next(p for p in setup.probes if p.va == 0x3_4000_0000)
+    (model,) = run_model(replace(setup, probes=(probe,)), Features.everything(), 128 << 20)
+    answers = _answers(model)
+    assert model.kind == "abort" and model.fault is not None and answers
+    fst = model.fault.fst
+    for ec in (0x24, 0x25, 0x18):
+        for iss in range(0, 1 << 9, 0x40):  # WnR, S1PTW, CM in every combination
+            esr = ec << 26 | 1 << 25 | iss | fst
+            exported = any(esr & a.mask == a.par for a in answers)
+            assert exported is agrees(model, TargetException(esr, 0, probe.va, 2)), hex(esr)

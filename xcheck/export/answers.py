@@ -41,6 +41,7 @@ ANY_EL = 3
 """Answer.exception_el for an exception to whichever EL takes it."""
 ESR_EC = 0x3F << 26
 ESR_S1PTW = 1 << 7
+ESR_CM = 1 << 8
 ESR_DFSC = 0x3F
 
 
@@ -65,14 +66,15 @@ def _exception(res: AtResult) -> tuple[Answer, ...]:
     """The exceptions that agree with a non-PAR answer, as check.py accepts
     them: UNDEFINED is EC 0 (Unknown reason); a trap is EC 0x18 to EL2; an
     abort is a Data Abort (from a lower or the same EL) whose DFSC is the
-    fault's status code and whose S1PTW is its stage-2-on-walk flag (AArch64.AT)."""
+    fault's status code, whose S1PTW is its stage-2-on-walk flag (AArch64.AT)
+    and whose CM is 1 (an address translation instruction's abort)."""
     if res.kind == "undefined":
         return (Answer(EC_UNKNOWN << 26, ESR_EC, ANY_EL),)
     if res.kind == "trap":
         return (Answer(EC_SYS_TRAP << 26, ESR_EC, 2),)
     if res.kind == "abort" and res.fault is not None:
-        iss = res.fault.fst | (ESR_S1PTW if res.fault.s2fs1walk else 0)
-        mask = ESR_EC | ESR_S1PTW | ESR_DFSC
+        iss = ESR_CM | res.fault.fst | (ESR_S1PTW if res.fault.s2fs1walk else 0)
+        mask = ESR_EC | ESR_CM | ESR_S1PTW | ESR_DFSC
         return tuple(Answer(ec << 26 | iss, mask, ANY_EL) for ec in (EC_DABT_LOWER, EC_DABT_SAME))
     return ()
 
