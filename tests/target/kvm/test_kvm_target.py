@@ -323,3 +323,28 @@ def test_watched_words_in_more_ranges_than_the_agent_reads_come_back(kvm: KvmTar
     for pa, got in rb.words.items():
         was = image.read64(pa)
         assert was is not None and got & ~(1 << 10) == was & ~(1 << 10)
+
+
+def test_the_suite_runner_keeps_the_guest_after_a_stopped_program(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A hung job that the agent stopped (ProgramTimeout) leaves the guest
+    usable: `xcheck run` goes on in the same boot, where any other target
+    error starts a new one. The hang is kvm-s2-walk-no-memory-hang's, recorded
+    for KVM 7.3.4; each target the runner makes is counted."""
+    from xcheck import workers
+
+    made: list[object] = []
+
+    root = Path(__file__).resolve().parents[3] / "scenarios"
+    scenarios = [load_scenario(root / "fuzz-findings/kvm-s2-walk-no-memory-hang.yaml"),
+                 load_scenario(root / "mmu-off/vm-stage1-off.yaml")]
+    real = workers.make_target
+    monkeypatch.setattr(workers, "make_target", lambda p: made.append(real(p)) or made[-1])
+    events = list(workers.run_worker(scenarios, load_profile("kvm-nested"), "batch"))
+    if isinstance(events[0], workers.CannotTest):
+        pytest.skip(f"nested-KVM target unavailable: {events[0].reason}")
+    assert len(made) == 1
+    hung, after = events
+    assert isinstance(hung, list) and all(o.kind is Kind.KNOWN for o in hung)
+    assert isinstance(after, list) and after and not [o for o in after if o.kind in FAILING]
