@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from fuzzcpu import QEMU11_MAX, QEMU72_MAX, knobs
+from fuzzcpu import QEMU11_MAX, QEMU72_MAX, RME, knobs
 
 from xcheck.arch.fault import Fault
 from xcheck.fuzz.case import built, make_case, model_results, needed_requires, scenario_of
@@ -155,3 +155,17 @@ def test_a_shrunk_case_keeps_the_requires_its_answers_depend_on() -> None:
 def test_a_shrunk_case_drops_the_requires_it_no_longer_uses() -> None:
     # TCR2_EL2.PIE == 0: the permissions are direct with or without the features
     assert needed_requires(_pie_doc(0), "t", QEMU11_MAX, RAM) == []
+
+
+def test_a_requirement_without_which_a_probe_has_no_state_is_kept() -> None:
+    """A probe in the Realm state (SCR_EL3.{NSE, NS} = {1, 1}) exists only
+    with FEAT_RME: without it the model cannot translate the probe at all
+    (there is no Realm state), so RME stays required; EL3 too, which every
+    probe at EL3 needs. Seed 192 on rme crashed here while shrinking."""
+    doc: Doc = {
+        "name": "t", "requires": ["EL3", "RME"],
+        "regs": {"SCTLR_EL1": {"M": 1}, "TCR_EL1": {"TG0": "4K", "T0SZ": 25, "EPD1": 1}},
+        "tables": {"TTBR0_EL1": [{"va": 0x1000_0000, "pa": 0x8000_0000, "size": "4K"}]},
+        "probes": [{"op": "S1E1R", "va": 0x1000_0000, "el": 3, "pan": 0, "space": "realm"}],
+    }
+    assert needed_requires(doc, "t", RME, RAM) == ["EL3", "RME"]

@@ -197,15 +197,20 @@ def needed_requires(doc: Doc, name: str, features: Features, ram_size: int) -> l
     mask, an abort's fault) or the harness could not run one (xcheck.needs).
     A shrunk case keeps the original's ``requires:``, which may name what its
     shrunk registers and tables no longer use; such a file would skip on a
-    CPU it runs on."""
+    CPU it runs on. A feature without which the model cannot translate a
+    probe at all (a probe in the Realm state without FEAT_RME: there is no
+    such state, xcheck.arch.regime.route) is needed."""
     listed = list(doc.get("requires", ()))
     if not listed:
         return listed
     setup = built(scenario_of(doc, name))
 
-    def asked(cpu: Features) -> tuple[list[tuple[object, ...]], Sequence[str]]:
-        return (answers(run_model(setup, cpu, ram_size)),
-                unrunnable(setup, cpu, ram_size))
+    def asked(cpu: Features) -> tuple[list[tuple[object, ...]], Sequence[str]] | None:
+        try:
+            model = run_model(setup, cpu, ram_size)
+        except ValueError:
+            return None
+        return answers(model), unrunnable(setup, cpu, ram_size)
 
     mine = asked(features)
     return [n for n in listed
