@@ -37,64 +37,79 @@ class CannotTest:
 Event = list[Outcome] | CannotTest
 
 
+class _Targets:
+    """A worker's one target: kept across scenarios, started again for
+    another profile or after an error it could not stop
+    (xcheck.target.errors.needs_restart)."""
+
+    def __init__(self) -> None:
+        self.target: Target | None = None
+        self.profile: Profile | None = None
+
+    def get(self, profile: Profile) -> Target:
+        """A started target for ``profile`` (QemuLaunchError when it cannot start)."""
+        if self.target is not None and profile != self.profile:
+            self.close()
+        if self.target is None:
+            target = make_target(profile)
+            try:
+                target.start()
+            except QemuLaunchError:
+                target.close()
+                raise
+            self.target, self.profile = target, profile
+        return self.target
+
+    def failed(self, err: TargetError) -> None:
+        if needs_restart(err):
+            self.close()
+
+    def close(self) -> None:
+        if self.target is not None:
+            self.target.close()
+            self.target = None
+
+
 def run_worker(scenarios: Sequence[Scenario], profile: Profile, mode: str) -> Iterator[Event]:
     """Check scenarios in order on one QEMU at a time; yield per scenario."""
-    target: Target | None = None
-    current: Profile | None = None
+    targets = _Targets()
     try:
         for s in scenarios:
             wanted = with_overrides(profile, s.profile_overrides)
-            if target is not None and wanted != current:
-                target.close()
-                target = None
-            if target is None:
-                try:
-                    target = make_target(wanted)
-                    target.start()
-                except QemuLaunchError as err:
-                    if target is not None:
-                        target.close()
-                    yield CannotTest(str(err))
-                    return
-                current = wanted
+            try:
+                target = targets.get(wanted)
+            except QemuLaunchError as err:
+                yield CannotTest(str(err))
+                return
             try:
                 yield check_scenario(target, s, mode=mode, target_name=wanted.kind)
             except TargetError as err:
                 failed = target_failed(s, err, target=wanted.kind, version=target.version,
                                        features=Features.from_id_regs(target.id_regs))
-                if needs_restart(err):
-                    target.close()
-                    target = None
-                yield _retry_unexplained(s, failed, wanted, mode, target)
+                targets.failed(err)
+                yield _retry_unexplained(s, failed, wanted, mode, targets)
     finally:
-        if target is not None:
-            target.close()
+        targets.close()
 
 
 def _retry_unexplained(
-    s: Scenario, failed: list[Outcome], profile: Profile, mode: str,
-    target: Target | None = None,
+    s: Scenario, failed: list[Outcome], profile: Profile, mode: str, targets: _Targets
 ) -> list[Outcome]:
     """After a target error that `known` entries explain for some probes (a
     recorded QEMU abort), run the other probes once more, so that probes
-    which merely shared the crashed batch are still tested: on ``target``
-    when the error left it usable, else on a fresh one."""
+    which merely shared the crashed batch are still tested: on the same
+    target when the error left it usable, else on a fresh one, which the
+    worker keeps for the next scenarios."""
     known = {o.label for o in failed if o.kind is Kind.KNOWN}
     rest = tuple(p for p in s.probes if p.label not in known)
     if not known or not rest:
         return failed
-    fresh = target is None
-    use = make_target(profile) if target is None else target
     try:
-        if fresh:
-            use.start()
-        again = {o.label: o for o in check_scenario(use, s.with_probes(rest), mode=mode,
-                                                    target_name=profile.kind)}
-    except TargetError:
+        again = {o.label: o for o in check_scenario(targets.get(profile), s.with_probes(rest),
+                                                    mode=mode, target_name=profile.kind)}
+    except TargetError as err:
+        targets.failed(err)
         return failed
-    finally:
-        if fresh:
-            use.close()
     return [again.get(o.label, o) for o in failed]
 
 
